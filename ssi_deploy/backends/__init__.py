@@ -1,0 +1,1 @@
+"""Backends behind one interface (see ``base.Backend``): PyTorch, ONNX Runtime, TensorRT."""

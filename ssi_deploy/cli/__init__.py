@@ -1,0 +1,1 @@
+"""The ``ssi-deploy`` command line: thin click wrappers over the library."""

@@ -1,0 +1,105 @@
+"""SparseConv2d: a convolution evaluated only at the output positions where mask > 0.
+
+The work is gather -> matrix multiply -> scatter over the P sampled positions, so it costs
+P / (N*Ho*Wo) of the dense convolution. Tensors are handled channels-last internally (a row
+per position), which makes gathers and scatters contiguous; the output is returned as a
+channels-last NCHW tensor (zeros at unsampled positions).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def rows_nhwc(t: torch.Tensor) -> torch.Tensor:
+    """[N,C,H,W] -> [N*H*W, C] (a view when ``t`` is channels-last)."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
+def sampled_positions(mask: torch.Tensor):
+    """Flat indices over N*H*W of positions with mask > 0, and their (n, y, x)."""
+    _, _, h, w = mask.shape
+    lin = torch.nonzero(mask.reshape(-1) > 0).squeeze(1)
+    n = lin // (h * w)
+    rem = lin - n * (h * w)
+    y = rem // w
+    return lin, n, y, rem - y * w
+
+
+def _gather_taps(x_rows, n, yo, xo, h, w, kh, kw, sh, sw, ph, pw, dh, dw, offset_rows):
+    """Patches [P, kh*kw, Cin] (float32) at the sampled output positions."""
+    iy = torch.arange(kh, device=n.device).repeat_interleave(kw) * dh  # [K] tap rows
+    ix = torch.arange(kw, device=n.device).repeat(kh) * dw
+    base_y = (yo * sh - ph).unsqueeze(1) + iy  # [P, K]
+    base_x = (xo * sw - pw).unsqueeze(1) + ix
+    nb = (n * h).unsqueeze(1)
+    if offset_rows is None:
+        valid = (base_y >= 0) & (base_y < h) & (base_x >= 0) & (base_x < w)
+        rows = (nb + base_y.clamp(0, h - 1)) * w + base_x.clamp(0, w - 1)
+        patches = x_rows[rows.reshape(-1)].reshape(rows.shape[0], rows.shape[1], -1).float()
+        if not bool(valid.all()):
+            patches = patches * valid.unsqueeze(2)
+        return patches
+    # Deformable v1 (mmdet 0.6): bilinear sample at base + (dy, dx); a sample counts only if
+    # -1 < y < H and -1 < x < W, and corners outside the map read 0.
+    off = offset_rows.float().reshape(offset_rows.shape[0], -1, 2)
+    py = base_y.float() + off[..., 0]
+    px = base_x.float() + off[..., 1]
+    inside = (py > -1) & (py < h) & (px > -1) & (px < w)
+    y0f, x0f = torch.floor(py), torch.floor(px)
+    ly, lx = py - y0f, px - x0f
+    y0, x0 = y0f.long(), x0f.long()
+    out = None
+    for cy, cx, wgt in ((y0, x0, (1 - ly) * (1 - lx)), (y0, x0 + 1, (1 - ly) * lx),
+                        (y0 + 1, x0, ly * (1 - lx)), (y0 + 1, x0 + 1, ly * lx)):
+        ok = inside & (cy >= 0) & (cy < h) & (cx >= 0) & (cx < w)
+        rows = (nb + cy.clamp(0, h - 1)) * w + cx.clamp(0, w - 1)
+        vals = x_rows[rows.reshape(-1)].reshape(rows.shape[0], rows.shape[1], -1).float()
+        term = vals * (wgt * ok).unsqueeze(2)
+        out = term if out is None else out + term
+    return out
+
+
+def sparse_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor,
+                  offset: torch.Tensor | None = None, stride_h: int = 1, stride_w: int = 1,
+                  pad_h: int = 0, pad_w: int = 0, dilation_h: int = 1, dilation_w: int = 1,
+                  groups: int = 1, relu: int = 0) -> torch.Tensor:
+    n_, cin, h, w = x.shape
+    cout, cin_g, kh, kw = weight.shape
+    ho = conv_output_size(h, kh, stride_h, pad_h, dilation_h)
+    wo = conv_output_size(w, kw, stride_w, pad_w, dilation_w)
+    if cin != cin_g * groups or cout % groups:
+        raise ValueError(f"SparseConv2d: weight {tuple(weight.shape)} does not fit {cin} input "
+                         f"channels in {groups} groups")
+    if tuple(mask.shape) != (n_, 1, ho, wo):
+        raise ValueError(f"SparseConv2d: mask must be {(n_, 1, ho, wo)}, got {tuple(mask.shape)}")
+    if offset is not None and tuple(offset.shape) != (n_, 2 * kh * kw, ho, wo):
+        raise ValueError(f"SparseConv2d: offset must be {(n_, 2 * kh * kw, ho, wo)}, "
+                         f"got {tuple(offset.shape)}")
+    out = x.new_zeros((n_, ho, wo, cout))
+    lin, n, yo, xo = sampled_positions(mask)
+    if lin.numel():
+        x_rows = rows_nhwc(x)
+        if offset is None and kh == kw == 1 and pad_h == pad_w == 0:
+            rows = (n * h + yo * stride_h) * w + xo * stride_w
+            patches = x_rows[rows].float().unsqueeze(1)
+        else:
+            off_rows = None if offset is None else rows_nhwc(offset)[lin]
+            patches = _gather_taps(x_rows, n, yo, xo, h, w, kh, kw, stride_h, stride_w, pad_h,
+                                   pad_w, dilation_h, dilation_w, off_rows)
+        p, k = patches.shape[0], kh * kw
+        wmat = weight.float().permute(0, 2, 3, 1)  # [Cout, kh, kw, Cin/g]: tap-major like patches
+        if groups == 1:
+            res = torch.addmm(bias.float(), patches.reshape(p, k * cin), wmat.reshape(cout, -1).t())
+        else:
+            pg = patches.reshape(p, k, groups, cin_g).permute(2, 0, 1, 3).reshape(groups, p, -1)
+            wg = wmat.reshape(groups, cout // groups, k * cin_g)
+            res = torch.bmm(pg, wg.transpose(1, 2)).permute(1, 0, 2).reshape(p, cout) + bias.float()
+        if relu:
+            res = torch.relu_(res)
+        out.view(-1, cout).index_copy_(0, lin, res.to(out.dtype))
+    return out.permute(0, 3, 1, 2)
