@@ -1,0 +1,214 @@
+"""ResNet bottlenecks: the dense one and the SSI one (spec sections 1-3).
+
+Parameter names follow the official checkpoints (mmdet 0.6 ``SparseResNet``), so a state dict
+loads as it is. Three forward paths:
+
+- training: the official order with soft Gumbel masks, differentiable (mask convs, sigmas);
+- eval, ``execution="sparse"`` (default): the sparse order of the spec through the SSI ops,
+  computing conv1, conv2 (+ offsets) and conv3 only at sampled positions, BN folded;
+- eval, ``execution="official"``: the official dense-masked order with the same masks (the
+  reference that the sparse order must match within float32 rounding).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops import contract as C
+from ..ops import gaussian_interp, sample_mask, sparse_conv2d
+from ..ops.interpolation import gaussian_window
+from ..ops.sparse_conv import sparse_conv2d as sparse_conv2d_eager
+from .folding import bn_scale_shift, fold_conv_bn
+from .gumbel import GumbelSigmoid
+
+
+def deform_conv2d(x, weight, offset, stride: int, padding: int, dilation: int = 1):
+    """Dense deformable conv v1. Differentiable in training (plain torch ops); in eval it is
+    the SparseConv2d op with a full mask, which exports as one SSI node."""
+    ones = torch.ones_like(offset[:, :1])
+    bias = weight.new_zeros(weight.shape[0])
+    kw = dict(stride_h=stride, stride_w=stride, pad_h=padding, pad_w=padding,
+              dilation_h=dilation, dilation_w=dilation)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return sparse_conv2d_eager(x, weight, bias, ones, offset, **kw)
+    return sparse_conv2d(x, weight, bias, ones, offset, **kw)
+
+
+def interp_official(feature: torch.Tensor, mask: torch.Tensor, sigma) -> torch.Tensor:
+    """The official ``reconstruct_feature`` (dense depthwise convolutions), differentiable."""
+    c = feature.shape[1]
+    w = gaussian_window(sigma).to(feature.dtype).view(1, 1, C.INTERP_WINDOW, C.INTERP_WINDOW)
+    pad = C.INTERP_WINDOW // 2
+    norm = F.conv2d(mask, w, padding=pad) + C.INTERP_EPS
+    rec = F.conv2d(feature * mask, w.expand(c, 1, -1, -1), padding=pad, groups=c) / norm
+    return mask * feature + (1.0 - mask) * rec
+
+
+def grid_prior_(mask: torch.Tensor, interval: int) -> torch.Tensor:
+    if interval > 0:
+        mask = mask.clone()
+        mask[:, :, ::interval, ::interval] = 1.0
+    return mask
+
+
+class Bottleneck(nn.Module):
+    """Dense ResNet bottleneck ("pytorch" style: the 3x3 conv carries the stride)."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None, dcn: bool = False):
+        super().__init__()
+        self.inplanes, self.planes, self.stride, self.with_dcn = inplanes, planes, stride, dcn
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        if dcn:
+            self.conv2_offset = nn.Conv2d(inplanes, 18, 3, stride, 1)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.downsample = downsample
+        self.fused: dict | None = None
+
+    def _conv2(self, y, x):
+        if self.with_dcn:
+            return deform_conv2d(y, self.conv2.weight, self.conv2_offset(x), self.stride, 1)
+        return self.conv2(y)
+
+    def shortcut(self, x):
+        if self.downsample is None:
+            return x
+        if self.fused is not None:
+            w, b = self.fused["downsample"]
+            return F.conv2d(x, w, b, self.downsample[0].stride)
+        return self.downsample(x)
+
+    def forward(self, x):
+        if self.fused is not None:
+            f = self.fused
+            y = F.relu(F.conv2d(x, *f["conv1"]))
+            if self.with_dcn:
+                z = deform_conv2d(y, f["conv2"][0], self.conv2_offset(x), self.stride, 1)
+                y = F.relu(z + f["conv2"][1].view(1, -1, 1, 1))
+            else:
+                y = F.relu(F.conv2d(y, *f["conv2"], stride=self.stride, padding=1))
+            y = F.conv2d(y, *f["conv3"])
+        else:
+            y = F.relu(self.bn1(self.conv1(x)))
+            y = F.relu(self.bn2(self._conv2(y, x)))
+            y = self.bn3(self.conv3(y))
+        return F.relu(y + self.shortcut(x))
+
+    def fold_bn(self) -> dict:
+        f = {name: fold_conv_bn(getattr(self, name).weight, getattr(self, "bn" + name[-1]))
+             for name in ("conv1", "conv2", "conv3")}
+        if self.downsample is not None:
+            f["downsample"] = fold_conv_bn(self.downsample[0].weight, self.downsample[1])
+        return f
+
+
+class SSIBottleneck(Bottleneck):
+    """Bottleneck whose residual branch is computed at sampled positions (spec section 2)."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None, dcn: bool = False, index: int = 0,
+                 grid_interval: int = C.GRID_PRIOR_INTERVAL, gumbel_max_t: float = 1.0,
+                 gumbel_decay: float = 0.99998):
+        super().__init__(inplanes, planes, stride, downsample, dcn)
+        self.index = index  # block index in the network; sampling layers 2*index, 2*index+1
+        self.grid_interval = grid_interval
+        self.conv1_mask = nn.Conv2d(inplanes, 1, 3, 1, 1, bias=True)
+        self.conv2_mask = nn.Conv2d(inplanes, 1, 3, stride, 1, bias=True)
+        nn.init.zeros_(self.conv1_mask.weight)
+        nn.init.constant_(self.conv1_mask.bias, 3.0)
+        nn.init.zeros_(self.conv2_mask.weight)
+        nn.init.constant_(self.conv2_mask.bias, 3.0)
+        self.conv1_sigma = nn.Parameter(torch.tensor(C.SIGMA_INIT))
+        self.conv2_sigma = nn.Parameter(torch.tensor(C.SIGMA_INIT))
+        self.conv1_gumbel = GumbelSigmoid(gumbel_max_t, gumbel_decay)
+        self.conv2_gumbel = GumbelSigmoid(gumbel_max_t, gumbel_decay)
+        self.execution = "sparse"
+        self.sampling_mode = C.MODE_THRESHOLD
+        self.seed = 0
+        self.forced_density: float | None = None
+        self.sparsity_loss: torch.Tensor | None = None
+        self.override_masks: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def layer_ids(self) -> tuple[int, int]:
+        return 2 * self.index, 2 * self.index + 1
+
+    # -- masks ------------------------------------------------------------------------------
+    def _logits(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        logits = conv(x)
+        if self.forced_density is not None:
+            # Keep the top share of positions: shift the logits so that exactly the k largest
+            # are >= 0 (threshold mode then keeps them; the grid prior still adds its points).
+            flat = logits.flatten(1)
+            k = max(1, min(flat.shape[1], int(round(self.forced_density * flat.shape[1]))))
+            kth = torch.topk(flat, k, dim=1).values[:, -1:]
+            logits = logits - kth.view(-1, 1, 1, 1)
+        return logits
+
+    def masks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference masks (m1 at the input resolution, m2 at the output resolution)."""
+        if self.override_masks is not None:  # masks taken from another backend's run
+            return self.override_masks
+        l1, l2 = self.layer_ids
+        mode = C.MODE_THRESHOLD if self.forced_density is not None else self.sampling_mode
+        m1 = sample_mask(self._logits(self.conv1_mask, x), mode=mode,
+                         grid_interval=self.grid_interval, seed=self.seed, layer=l1)
+        m2 = sample_mask(self._logits(self.conv2_mask, x), mode=mode,
+                         grid_interval=self.grid_interval, seed=self.seed, layer=l2)
+        return m1, m2
+
+    # -- forward paths ------------------------------------------------------------------------
+    def forward(self, x):  # returns (out, m1, m2); masks are None in training
+        if self.training:
+            return self.forward_train(x), None, None
+        m1, m2 = self.masks(x)
+        if self.execution == "official":
+            return self.forward_official(x, m1, m2), m1, m2
+        return self.forward_sparse(x, m1, m2), m1, m2
+
+    def forward_train(self, x):
+        p1 = torch.sigmoid(self.conv1_mask(x))
+        p2 = torch.sigmoid(self.conv2_mask(x))
+        m1 = grid_prior_(self.conv1_gumbel(p1), self.grid_interval)
+        m2 = grid_prior_(self.conv2_gumbel(p2), self.grid_interval)
+        self.sparsity_loss = 0.25 * p1.mean() + 0.75 * p2.mean()
+        return self._official_order(x, m1, m2)
+
+    def forward_official(self, x, m1, m2):
+        return self._official_order(x, m1.to(x.dtype), m2.to(x.dtype))
+
+    def _official_order(self, x, m1, m2):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = interp_official(y, m1, self.conv1_sigma)
+        y = F.relu(self.bn2(self._conv2(y, x)))
+        y = interp_official(y, m2, self.conv2_sigma)
+        y = self.bn3(self.conv3(y))
+        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+    def forward_sparse(self, x, m1, m2):
+        f = self.fused if self.fused is not None else self.fold_bn()
+        s = self.stride
+        y1 = sparse_conv2d(x, *f["conv1"], m1, relu=1)
+        zeros_p = f["conv1"][1].new_zeros(self.planes)
+        y1 = gaussian_interp(y1, m1, zeros_p, sigma=float(self.conv1_sigma))
+        conv = dict(stride_h=s, stride_w=s, pad_h=1, pad_w=1)
+        offset = sparse_conv2d(x, *f["offset"], m2, **conv) if self.with_dcn else None
+        y2 = sparse_conv2d(y1, *f["conv2"], m2, offset, relu=1, **conv)
+        z = sparse_conv2d(y2, f["conv3"][0], f["conv3"][1].new_zeros(self.planes * 4), m2)
+        return gaussian_interp(z, m2, f["conv3"][1], self.shortcut(x),
+                               sigma=float(self.conv2_sigma), relu=1)
+
+    def fold_bn(self) -> dict:
+        f = super().fold_bn()
+        if self.with_dcn:
+            f["offset"] = (self.conv2_offset.weight.detach().clone(),
+                           self.conv2_offset.bias.detach().clone())
+        return f

@@ -1,0 +1,157 @@
+"""SSINetwork: backbone (+ optional FPN) with the controls that deployment needs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..ops import contract as C
+from .blocks import SSIBottleneck
+from .folding import fold_conv_bn
+from .fpn import FPN
+from .registry import ArchSpec
+from .resnet import ResNet
+
+# Input normalisation of the official models (RGB, 0..255 input).
+NORMALIZATION = {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375], "rgb": True}
+
+
+class SSINetwork(nn.Module):
+    """Backbone outputs c2..c5, or p2..p6 with the FPN neck; masks appended on request."""
+
+    def __init__(self, spec: ArchSpec, with_fpn: bool = False):
+        super().__init__()
+        self.spec = spec
+        self.backbone = ResNet(spec.depth, spec.sparse, spec.dcn)
+        self.neck = FPN() if with_fpn else None
+        self.expose_masks = False
+        self.init_info = "untrained"
+        self.sampling = "threshold"
+        self.seed = 0
+        self.forced_density: float | None = None
+        self._last_masks: list[torch.Tensor] = []
+
+    # -- description ------------------------------------------------------------------------
+    @property
+    def arch(self) -> str:
+        return self.spec.name
+
+    @property
+    def with_fpn(self) -> bool:
+        return self.neck is not None
+
+    @property
+    def ssi_blocks(self) -> list[SSIBottleneck]:
+        return [b for b in self.backbone.blocks if isinstance(b, SSIBottleneck)]
+
+    @property
+    def sampling_layers(self) -> list[str]:
+        """Names of the sampling layers, in order: layer{L}.{b}.mask{1,2}."""
+        names = []
+        for i in range(1, 5):
+            for b, block in enumerate(getattr(self.backbone, f"layer{i}")):
+                if isinstance(block, SSIBottleneck):
+                    names += [f"layer{i}.{b}.mask1", f"layer{i}.{b}.mask2"]
+        return names
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f"p{i}" for i in range(2, 7)] if self.with_fpn else [f"c{i}" for i in range(2, 6)]
+
+    @property
+    def mask_names(self) -> list[str]:
+        return [f"mask_{n.replace('.', '_')}" for n in self.sampling_layers]
+
+    @property
+    def output_names(self) -> list[str]:
+        return self.feature_names + (self.mask_names if self.expose_masks else [])
+
+    def describe(self) -> dict:
+        return {"arch": self.arch, "with_fpn": self.with_fpn, "sparse": self.spec.sparse,
+                "sampling": self.sampling, "seed": self.seed,
+                "forced_density": self.forced_density, "normalization": NORMALIZATION,
+                "init": self.init_info, "outputs": self.output_names,
+                "sampling_layers": len(self.sampling_layers)}
+
+    # -- controls ---------------------------------------------------------------------------
+    def set_sampling(self, mode: str, seed: int = 0) -> "SSINetwork":
+        if mode not in C.SAMPLING_MODES:
+            from ..errors import SSIError
+            raise SSIError(f"unknown sampling mode {mode!r}; choose one of {list(C.SAMPLING_MODES)}")
+        self.sampling, self.seed = mode, int(seed)
+        for b in self.ssi_blocks:
+            b.sampling_mode, b.seed = C.SAMPLING_MODES[mode], int(seed)
+        return self
+
+    def set_forced_density(self, density: float | None) -> "SSINetwork":
+        if density is not None and not 0.0 < density <= 1.0:
+            from ..errors import SSIError
+            raise SSIError(f"density must be in (0, 1], got {density}")
+        self.forced_density = density
+        for b in self.ssi_blocks:
+            b.forced_density = density
+        return self
+
+    def set_execution(self, execution: str) -> "SSINetwork":
+        """'sparse' (SSI ops, the deployment path) or 'official' (dense-masked reference)."""
+        assert execution in ("sparse", "official"), execution
+        for b in self.ssi_blocks:
+            b.execution = execution
+        return self
+
+    @torch.no_grad()
+    def fuse_for_inference(self) -> "SSINetwork":
+        """Fold every BatchNorm into its convolution (eval forwards then use the folded weights)."""
+        bb = self.backbone
+        bb.stem_fused = fold_conv_bn(bb.conv1.weight, bb.bn1)
+        for b in bb.blocks:
+            b.fused = b.fold_bn()
+        return self
+
+    def unfuse(self) -> None:
+        self.backbone.stem_fused = None
+        for b in self.backbone.blocks:
+            b.fused = None
+
+    def train(self, mode: bool = True):
+        if mode:
+            self.unfuse()  # folded weights would go stale as soon as the weights change
+        return super().train(mode)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self.unfuse()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    # -- forward ----------------------------------------------------------------------------
+    def set_mask_override(self, masks: list[torch.Tensor] | None) -> "SSINetwork":
+        """Use these masks (one per sampling layer, in order) instead of sampling.
+
+        Validation uses it to compare features given identical masks, so that a handful of
+        near-threshold flips (which cascade through a deep network) is reported as mask
+        disagreement rather than as feature error.
+        """
+        blocks = self.ssi_blocks
+        if masks is not None and len(masks) != 2 * len(blocks):
+            from ..errors import SSIError
+            raise SSIError(f"{self.arch} has {2 * len(blocks)} sampling layers, got {len(masks)} masks")
+        for i, b in enumerate(blocks):
+            b.override_masks = None if masks is None else (masks[2 * i], masks[2 * i + 1])
+        return self
+
+    def forward(self, image: torch.Tensor):
+        feats, masks = self.backbone(image)
+        outs = self.neck(feats) if self.neck is not None else feats
+        self._last_masks = [m.detach() for m in masks]
+        if self.expose_masks:
+            return tuple(outs) + tuple(masks)
+        return tuple(outs)
+
+    def measured_densities(self) -> dict[str, float]:
+        """Share of sampled positions (mask > 0) per sampling layer, from the last forward."""
+        return {name: float((m > 0).float().mean())
+                for name, m in zip(self.sampling_layers, self._last_masks)}
+
+    def sparsity_loss(self, weight: float = 0.1) -> torch.Tensor | None:
+        """Official sparsity loss of the last training forward (weight = sparse_loss_weight)."""
+        loss = self.backbone.sparsity_loss()
+        return None if loss is None else loss * weight
