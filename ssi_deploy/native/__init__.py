@@ -1,0 +1,1 @@
+"""Native SSI kernels from Python: the CPU twins (``cpu_twins``), built from ``plugins/``."""
