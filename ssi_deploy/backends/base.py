@@ -32,6 +32,24 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def output_names(self) -> list[str]: ...
 
+    @property
+    def input_shapes(self) -> dict[str, tuple | None]:
+        """Expected shape per input (ints are fixed sizes; str/None are free); None: unknown.
+
+        Optional extension (default: unknown shapes); used to check user inputs early.
+        """
+        return {n: None for n in self.input_names}
+
+    def describe(self) -> dict:
+        """What runs the model (backend name, device, providers, ...), for reports."""
+        return {"backend": self.name}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     @abc.abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run once; returns every output by name, as host numpy arrays."""

@@ -1,0 +1,222 @@
+"""PyTorch backend: the reference model, and the sparse CPU path (the SSI ops skip work).
+
+Built from an architecture (+ checkpoint or seeded random weights), from an existing
+``nn.Module``, or from an exported ONNX file's metadata: ``TorchBackend.from_onnx`` rebuilds
+the model the file was exported from (arch, FPN, sampling mode and seed, weights) by itself
+and checks that the checkpoint it is given is the one the file records.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import SSIError
+from .base import Backend
+
+DEFAULT_INPUT_NAME = "image"
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
+           "float16": torch.float16}
+
+
+def _torch_dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise SSIError(f"unknown dtype {dtype!r}; use fp32 or fp16") from None
+
+
+def parse_init(init: str) -> tuple[str, str | int]:
+    """Metadata ``init`` -> ("checkpoint", sha256 hex) or ("random", seed)."""
+    text = (init or "").strip()
+    if text.startswith("checkpoint sha256:"):
+        return "checkpoint", text.split(":", 1)[1].strip().lower()
+    if text.startswith("random seed"):
+        try:
+            return "random", int(text.split()[-1])
+        except ValueError:
+            pass
+    raise SSIError(f"unrecognised 'init' entry in the ONNX metadata: {init!r}; expected "
+                   "'checkpoint sha256:<hex>' or 'random seed <S>'")
+
+
+def check_checkpoint_matches(init: str, checkpoint: str | Path | None, onnx_path=None) -> int | None:
+    """Enforce that ``checkpoint`` is the file the ONNX was exported from.
+
+    Returns the random-init seed when the file was exported from seeded random weights.
+    """
+    from ..models.checkpoint import file_sha256
+
+    where = f" ({onnx_path})" if onnx_path else ""
+    kind, value = parse_init(init)
+    if kind == "random":
+        if checkpoint is not None:
+            raise SSIError(f"checkpoint mismatch: the ONNX file{where} was exported from random "
+                           f"weights (seed {value}), but --checkpoint {checkpoint} was given")
+        return int(value)
+    if checkpoint is None:
+        raise SSIError(f"the ONNX file{where} was exported from checkpoint sha256:{value[:12]}...; "
+                       "pass it with --checkpoint PATH")
+    p = Path(checkpoint)
+    if not p.is_file():
+        raise SSIError(f"checkpoint not found: {p}")
+    got = file_sha256(p)
+    if got != value:
+        raise SSIError(f"checkpoint mismatch: {p} has sha256:{got[:12]}..., the ONNX file{where} "
+                       f"was exported from sha256:{value[:12]}...")
+    return None
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module, input_names: list[str] | None = None,
+                 output_names: list[str] | None = None, device: str = "cpu", dtype="fp32",
+                 threads: int | None = None):
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise SSIError("--device cuda: this torch build sees no CUDA device")
+        self.dtype = _torch_dtype(dtype)
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.model = model.eval().to(self.device, self.dtype)
+        self._input_names = list(input_names or [DEFAULT_INPUT_NAME])
+        own = list(getattr(model, "output_names", []) or [])
+        if output_names is not None and own and list(output_names) != own:
+            raise SSIError(f"the rebuilt PyTorch model's outputs {own} differ from the expected "
+                           f"{list(output_names)}")
+        self._output_names = list(output_names or own)
+        if not self._output_names:
+            raise SSIError("the PyTorch model does not name its outputs (output_names)")
+        self._staged_tensors = None
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_arch(cls, arch: str, checkpoint: str | Path | None = None, with_fpn: bool = True,
+                  sampling: str = "threshold", seed: int = 0, init_seed: int = 0,
+                  expose_masks: bool = False, forced_density: float | None = None,
+                  input_name: str = DEFAULT_INPUT_NAME, **kw) -> "TorchBackend":
+        from ..models import create_model
+
+        model = create_model(arch, with_fpn=with_fpn, checkpoint=checkpoint, sampling=sampling,
+                             seed=seed, init_seed=init_seed)
+        model.expose_masks = bool(expose_masks)
+        if forced_density is not None:
+            model.set_forced_density(forced_density)
+        model.fuse_for_inference()
+        return cls(model, [input_name], None, **kw)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, checkpoint: str | Path | None = None,
+                  **kw) -> "TorchBackend":
+        """Rebuild the reference model an exported file came from, from its metadata."""
+        import onnx
+
+        meta = read_onnx_metadata(path)
+        seed = check_checkpoint_matches(meta.get("init", ""), checkpoint, path)
+        graph = onnx.load(str(path), load_external_data=False).graph
+        init_names = {i.name for i in graph.initializer}
+        inputs = [i.name for i in graph.input if i.name not in init_names]
+        outputs = [o.name for o in graph.output]
+        masks = any(o.startswith("mask_") for o in outputs)
+        forced = meta.get("forced_density")
+        backend = cls.from_arch(
+            meta["arch"], checkpoint=checkpoint, with_fpn=_as_bool(meta.get("with_fpn", False)),
+            sampling=meta.get("sampling", "threshold"), seed=int(meta.get("seed", 0)),
+            init_seed=0 if seed is None else seed, expose_masks=masks,
+            forced_density=None if forced in (None, "", "None", "none") else float(forced),
+            input_name=inputs[0] if inputs else DEFAULT_INPUT_NAME, **kw)
+        if backend.output_names != outputs:
+            raise SSIError(f"{path}: its outputs {outputs} differ from the rebuilt model's "
+                           f"{backend.output_names} (exported by another version?)")
+        return backend
+
+    # -- interface ----------------------------------------------------------------------------
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._input_names)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._output_names)
+
+    @property
+    def input_shapes(self) -> dict[str, tuple | None]:
+        return {n: (None, 3, None, None) for n in self._input_names}
+
+    def describe(self) -> dict:
+        d = {"backend": self.name, "device": str(self.device),
+             "dtype": str(self.dtype).replace("torch.", ""), "threads": torch.get_num_threads()}
+        if hasattr(self.model, "describe"):
+            d["model"] = self.model.describe()
+        return d
+
+    def _tensors(self, feeds: dict[str, np.ndarray]) -> list[torch.Tensor]:
+        unknown = [k for k in feeds if k not in self._input_names]
+        missing = [k for k in self._input_names if k not in feeds]
+        if unknown or missing:
+            raise SSIError(f"inputs {sorted(feeds)} do not match the model's inputs "
+                           f"{self._input_names}")
+        return [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device, self.dtype)
+                for n in self._input_names]
+
+    def _forward(self, xs):
+        with torch.inference_mode():
+            outs = self.model(*xs)
+        if torch.is_tensor(outs):
+            outs = (outs,)
+        return outs
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self._forward(self._tensors(feeds))
+        if len(outs) != len(self._output_names):
+            raise SSIError(f"the model returned {len(outs)} outputs, expected "
+                           f"{len(self._output_names)} ({self._output_names})")
+        return {n: o.detach().cpu().numpy() for n, o in zip(self._output_names, outs)}
+
+    def prepare(self, feeds: dict[str, np.ndarray]) -> None:
+        self._staged_tensors = self._tensors(feeds)
+
+    def run_staged(self) -> None:
+        self._forward(self._staged_tensors)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def measured_densities(self) -> dict[str, float]:
+        """Per sampling layer, from the last forward ({} for a dense model)."""
+        f = getattr(self.model, "measured_densities", None)
+        return f() if f is not None else {}
+
+    def close(self) -> None:
+        self._staged_tensors = None
+
+
+def _as_bool(v) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() in ("1", "true", "yes")
+    return bool(v)
+
+
+def read_onnx_metadata(path: str | Path) -> dict:
+    """The exporter's metadata of ``path`` (one-line errors for a missing or foreign file)."""
+    p = Path(path)
+    if not p.is_file():
+        raise SSIError(f"ONNX file not found: {p}")
+    try:
+        from ..export import read_metadata
+    except ImportError as e:
+        raise SSIError(f"the ONNX exporter package is unavailable ({e})") from None
+    try:
+        meta = read_metadata(p)
+    except SSIError:
+        raise
+    except Exception as e:
+        raise SSIError(f"cannot read the ssi-deploy metadata of {p}: {e}") from None
+    if not meta or "arch" not in meta:
+        raise SSIError(f"{p} carries no ssi-deploy metadata (arch, init, ...): was it exported "
+                       "with `ssi-deploy export`?")
+    return meta

@@ -1,0 +1,315 @@
+"""Comparators: reference outputs versus a backend's outputs, apart from any backend.
+
+Feature outputs get error statistics and a per-output tolerance check; sampling masks
+(outputs named ``mask_<layer>``) get an agreement report of their own, because in the
+deterministic ``threshold`` mode a logit that lands on the other side of 0 flips a position
+(spec section 7): that is reported as mask disagreement, not folded into feature error.
+
+Definitions (float64 arithmetic, over the elements that are finite in both arrays):
+
+    err      = |test - ref|
+    max_abs  = max(err)            mean_abs = mean(err)
+    median_abs = median(err)       p99_abs  = 99th percentile of err (linear interpolation)
+    max_rel  = max(err / max(|ref|, REL_FLOOR))        REL_FLOOR = 1e-6
+    cosine   = <ref, test> / (|ref| |test|)   (1 when both are all zero, 0 when one is)
+    pass     <=> shapes equal, no NaN/Inf where the reference is finite, and
+                 err <= atol + rtol * |ref| for every element (numpy.allclose's rule)
+
+Masks (sampled = value > 0):
+
+    agreement   = share of positions whose sampled/unsampled decision is equal
+    count_diff  = sampled(test) - sampled(ref)
+    pass        <=> agreement >= min_agreement
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..errors import SSIError
+
+REL_FLOOR = 1e-6
+MASK_PREFIX = "mask_"
+
+# Default tolerances by the dtype the model was exported in: (atol, rtol, min mask agreement).
+DEFAULT_TOLERANCES = {
+    "fp32": {"atol": 1e-4, "rtol": 1e-3, "min_mask_agreement": 0.999},
+    "fp16": {"atol": 2e-2, "rtol": 2e-2, "min_mask_agreement": 0.99},
+}
+_DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "fp32": "fp32",
+                  "float16": "fp16", "half": "fp16", "fp16": "fp16"}
+
+
+def is_mask_name(name: str) -> bool:
+    return name.startswith(MASK_PREFIX)
+
+
+def dtype_key(dtype: str | None) -> str:
+    """Normalise a dtype name (``float16``, ``fp16``, ``half`` ...) to ``fp32`` or ``fp16``."""
+    if dtype is None:
+        return "fp32"
+    key = _DTYPE_ALIASES.get(str(dtype).lower().replace("torch.", ""))
+    if key is None:
+        raise SSIError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPE_ALIASES)}")
+    return key
+
+
+@dataclass
+class Tolerance:
+    atol: float
+    rtol: float
+
+
+@dataclass
+class Tolerances:
+    """Per-output tolerances: explicit entries by output name, else the default pair."""
+
+    default: Tolerance
+    per_output: dict[str, Tolerance] = field(default_factory=dict)
+    min_mask_agreement: float = 0.999
+
+    def for_output(self, name: str) -> Tolerance:
+        return self.per_output.get(name, self.default)
+
+    @classmethod
+    def for_dtype(cls, dtype: str | None) -> "Tolerances":
+        d = DEFAULT_TOLERANCES[dtype_key(dtype)]
+        return cls(Tolerance(d["atol"], d["rtol"]), {}, d["min_mask_agreement"])
+
+    @classmethod
+    def from_specs(cls, dtype: str | None, atol: list[str] | tuple[str, ...] = (),
+                   rtol: list[str] | tuple[str, ...] = (),
+                   output_names: list[str] | None = None,
+                   min_mask_agreement: float | None = None) -> "Tolerances":
+        """Build from CLI specs: each entry is ``VALUE`` (every output) or ``NAME=VALUE``."""
+        tol = cls.for_dtype(dtype)
+        if min_mask_agreement is not None:
+            tol.min_mask_agreement = float(min_mask_agreement)
+        for kind, specs in (("atol", atol), ("rtol", rtol)):
+            for name, value in parse_tolerance_specs(kind, specs, output_names).items():
+                if name is None:
+                    setattr(tol.default, kind, value)
+                    for t in tol.per_output.values():
+                        setattr(t, kind, value)
+                else:
+                    t = tol.per_output.setdefault(name, Tolerance(tol.default.atol, tol.default.rtol))
+                    setattr(t, kind, value)
+        return tol
+
+
+def parse_tolerance_specs(kind: str, specs, output_names: list[str] | None = None) -> dict:
+    """``["1e-3", "c5=1e-2"]`` -> ``{None: 1e-3, "c5": 1e-2}``; one-line errors on mistakes."""
+    out: dict[str | None, float] = {}
+    for spec in specs or ():
+        for part in str(spec).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name, sep, value = part.rpartition("=")
+            name = name.strip() if sep else None
+            try:
+                v = float(value)
+            except ValueError:
+                raise SSIError(f"--{kind} {part!r}: expected VALUE or NAME=VALUE with a number") from None
+            if v < 0 or not np.isfinite(v):
+                raise SSIError(f"--{kind} {part!r}: the tolerance must be a finite number >= 0")
+            if name is not None and output_names is not None and name not in output_names:
+                raise SSIError(f"--{kind} {part!r}: no output named {name!r}; outputs: "
+                               f"{', '.join(output_names)}")
+            out[name] = v
+    # A bare value is the default; a named value overrides it whatever the order given.
+    return dict(sorted(out.items(), key=lambda kv: kv[0] is not None))
+
+
+@dataclass
+class OutputComparison:
+    name: str
+    shape: list[int]
+    ref_shape: list[int]
+    max_abs: float
+    max_rel: float
+    mean_abs: float
+    median_abs: float
+    p99_abs: float
+    cosine: float
+    nan_ref: int
+    inf_ref: int
+    nan_test: int
+    inf_test: int
+    atol: float
+    rtol: float
+    violations: int  # elements with err > atol + rtol*|ref| (non-finite mismatches included)
+    passed: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class MaskComparison:
+    name: str
+    shape: list[int]
+    positions: int
+    sampled_ref: int
+    sampled_test: int
+    count_diff: int
+    differing: int
+    agreement: float
+    density_ref: float
+    density_test: float
+    max_abs_value: float  # largest |test - ref| of mask values where both sampled (soft masks)
+    min_agreement: float
+    passed: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def error_stats(ref: np.ndarray, test: np.ndarray) -> dict:
+    """The error statistics of the module docstring (no tolerance involved)."""
+    ref = np.asarray(ref)
+    test = np.asarray(test)
+    r = ref.astype(np.float64).ravel()
+    t = test.astype(np.float64).ravel()
+    stats = {"nan_ref": int(np.isnan(r).sum()), "inf_ref": int(np.isinf(r).sum()),
+             "nan_test": int(np.isnan(t).sum()), "inf_test": int(np.isinf(t).sum())}
+    fin = np.isfinite(r) & np.isfinite(t)
+    rf, tf = r[fin], t[fin]
+    if rf.size == 0:
+        stats.update(max_abs=float("nan"), max_rel=float("nan"), mean_abs=float("nan"),
+                     median_abs=float("nan"), p99_abs=float("nan"), cosine=float("nan"))
+        return stats
+    err = np.abs(tf - rf)
+    nr, nt = np.linalg.norm(rf), np.linalg.norm(tf)
+    if nr == 0 and nt == 0:
+        cos = 1.0
+    elif nr == 0 or nt == 0:
+        cos = 0.0
+    else:
+        cos = float(np.dot(rf, tf) / (nr * nt))
+    stats.update(max_abs=float(err.max()),
+                 max_rel=float((err / np.maximum(np.abs(rf), REL_FLOOR)).max()),
+                 mean_abs=float(err.mean()), median_abs=float(np.median(err)),
+                 p99_abs=float(np.percentile(err, 99)), cosine=cos)
+    return stats
+
+
+def compare_output(name: str, ref: np.ndarray, test: np.ndarray, tol: Tolerance) -> OutputComparison:
+    ref = np.asarray(ref)
+    test = np.asarray(test)
+    if ref.shape != test.shape:
+        nan = float("nan")
+        return OutputComparison(name, list(test.shape), list(ref.shape), nan, nan, nan, nan, nan,
+                                nan, 0, 0, 0, 0, tol.atol, tol.rtol, int(max(ref.size, test.size)),
+                                False)
+    st = error_stats(ref, test)
+    r = ref.astype(np.float64)
+    t = test.astype(np.float64)
+    # numpy's rule, with NaN/Inf only equal to themselves at the same position.
+    close = np.isclose(t, r, rtol=tol.rtol, atol=tol.atol, equal_nan=True)
+    violations = int(close.size - close.sum())
+    return OutputComparison(name, list(test.shape), list(ref.shape), st["max_abs"], st["max_rel"],
+                            st["mean_abs"], st["median_abs"], st["p99_abs"], st["cosine"],
+                            st["nan_ref"], st["inf_ref"], st["nan_test"], st["inf_test"],
+                            tol.atol, tol.rtol, violations, violations == 0)
+
+
+def compare_mask(name: str, ref: np.ndarray, test: np.ndarray, min_agreement: float) -> MaskComparison:
+    ref = np.asarray(ref, dtype=np.float64)
+    test = np.asarray(test, dtype=np.float64)
+    if ref.shape != test.shape:
+        raise SSIError(f"mask {name}: shape {list(test.shape)} differs from the reference's "
+                       f"{list(ref.shape)}")
+    sr, st = ref > 0, test > 0
+    n = int(ref.size)
+    differing = int((sr != st).sum())
+    agreement = 1.0 if n == 0 else 1.0 - differing / n
+    both = sr & st
+    max_v = float(np.abs(ref[both] - test[both]).max()) if both.any() else 0.0
+    return MaskComparison(name, list(ref.shape), n, int(sr.sum()), int(st.sum()),
+                          int(st.sum()) - int(sr.sum()), differing, agreement,
+                          float(sr.mean()) if n else 0.0, float(st.mean()) if n else 0.0,
+                          max_v, float(min_agreement), agreement >= min_agreement)
+
+
+@dataclass
+class ComparisonReport:
+    outputs: list[OutputComparison]
+    masks: list[MaskComparison]
+    missing: list[str]  # reference outputs the backend did not produce
+    extra: list[str]  # backend outputs without a reference
+
+    @property
+    def passed(self) -> bool:
+        return (not self.missing and all(o.passed for o in self.outputs)
+                and all(m.passed for m in self.masks))
+
+    def failures(self) -> list[str]:
+        out = [f"missing output {n}" for n in self.missing]
+        for o in self.outputs:
+            if not o.passed:
+                if o.shape != o.ref_shape:
+                    out.append(f"{o.name}: shape {o.shape} != reference {o.ref_shape}")
+                else:
+                    out.append(f"{o.name}: {o.violations} element(s) beyond atol={o.atol:g} "
+                               f"rtol={o.rtol:g} (max abs {o.max_abs:.3g}, max rel {o.max_rel:.3g})")
+        for m in self.masks:
+            if not m.passed:
+                out.append(f"{m.name}: mask agreement {m.agreement:.6f} < {m.min_agreement:g} "
+                           f"({m.differing} of {m.positions} positions differ)")
+        return out
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "outputs": {o.name: o.to_dict() for o in self.outputs},
+                "masks": {m.name: m.to_dict() for m in self.masks},
+                "missing_outputs": self.missing, "extra_outputs": self.extra,
+                "failures": self.failures()}
+
+
+def compare_outputs(ref: dict[str, np.ndarray], test: dict[str, np.ndarray],
+                    tolerances: Tolerances) -> ComparisonReport:
+    """Compare every reference output present; masks (``mask_*``) get agreement reports."""
+    outputs, masks = [], []
+    for name, r in ref.items():
+        if name not in test:
+            continue
+        if is_mask_name(name):
+            masks.append(compare_mask(name, r, test[name], tolerances.min_mask_agreement))
+        else:
+            outputs.append(compare_output(name, r, test[name], tolerances.for_output(name)))
+    missing = [n for n in ref if n not in test]
+    extra = [n for n in test if n not in ref]
+    return ComparisonReport(outputs, masks, missing, extra)
+
+
+def format_table(report: ComparisonReport) -> str:
+    """A fixed-width terminal table: features first, then masks, then the verdict."""
+    lines = []
+    hdr = (f"{'output':<12} {'shape':<20} {'max_abs':>10} {'max_rel':>10} {'mean_abs':>10} "
+           f"{'median':>10} {'p99':>10} {'cosine':>10} {'nan/inf':>8} {'atol':>8} {'rtol':>8}  result")
+    lines.append(hdr)
+    lines.append("-" * len(hdr))
+    for o in report.outputs:
+        bad = o.nan_test + o.inf_test
+        shape = "x".join(str(s) for s in o.shape)
+        verdict = "ok" if o.passed else f"FAIL ({o.violations})"
+        lines.append(f"{o.name:<12} {shape:<20} {o.max_abs:>10.3g} {o.max_rel:>10.3g} "
+                     f"{o.mean_abs:>10.3g} {o.median_abs:>10.3g} {o.p99_abs:>10.3g} "
+                     f"{o.cosine:>10.7f} {bad:>8d} {o.atol:>8.2g} {o.rtol:>8.2g}  {verdict}")
+    if report.masks:
+        lines.append("")
+        mh = (f"{'mask':<24} {'shape':<16} {'density_ref':>11} {'density_test':>12} "
+              f"{'count_diff':>10} {'agreement':>10}  result")
+        lines.append(mh)
+        lines.append("-" * len(mh))
+        for m in report.masks:
+            shape = "x".join(str(s) for s in m.shape)
+            lines.append(f"{m.name:<24} {shape:<16} {m.density_ref:>11.4f} {m.density_test:>12.4f} "
+                         f"{m.count_diff:>10d} {m.agreement:>10.6f}  {'ok' if m.passed else 'FAIL'}")
+    for n in report.missing:
+        lines.append(f"missing output: {n}")
+    lines.append("")
+    lines.append("PASS" if report.passed else "FAIL: " + "; ".join(report.failures()))
+    return "\n".join(lines)
