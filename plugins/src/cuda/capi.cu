@@ -1,0 +1,57 @@
+// libssi_cuda.so: a C ABI over the kernel API (ssi/kernels.h) for ctypes, taking raw device
+// pointers (e.g. torch CUDA tensors' data_ptr()) and a cudaStream_t as an integer.
+// Every function returns a cudaError_t value (0 = success); ssi_cuda_error_string names it.
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "ssi/kernels.h"
+
+#define SSI_CUDA_API extern "C" __attribute__((visibility("default")))
+
+namespace {
+ssi::SparseConvParams convParams(int32_t const* q) {
+    ssi::SparseConvParams p{};
+    p.n = q[0], p.cin = q[1], p.h = q[2], p.w = q[3], p.cout = q[4], p.kh = q[5], p.kw = q[6], p.ho = q[7];
+    p.wo = q[8], p.strideH = q[9], p.strideW = q[10], p.padH = q[11], p.padW = q[12], p.dilationH = q[13];
+    p.dilationW = q[14], p.groups = q[15], p.relu = q[16], p.deformable = q[17] != 0;
+    return p;
+}
+ssi::DType dtypeOf(int32_t d) { return static_cast<ssi::DType>(d); }
+cudaStream_t streamOf(uint64_t s) { return reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(s)); }
+}  // namespace
+
+SSI_CUDA_API int32_t ssi_cuda_abi_version() { return 1; }
+
+SSI_CUDA_API char const* ssi_cuda_error_string(int32_t err) { return cudaGetErrorString(static_cast<cudaError_t>(err)); }
+
+// params: n, h, w, mode, gridInterval, seed, layer (the field order of ssi::SampleMaskParams).
+SSI_CUDA_API int32_t ssi_cuda_sample_mask(void const* logits, void* mask, int32_t dtype, int32_t const* q,
+                                          void* workspace, uint64_t stream) {
+    ssi::SampleMaskParams p{q[0], q[1], q[2], q[3], q[4], q[5], q[6]};
+    return ssi::launchSampleMask(logits, mask, dtypeOf(dtype), p, workspace, streamOf(stream));
+}
+
+SSI_CUDA_API uint64_t ssi_cuda_sparse_conv2d_workspace_size(int32_t const* q, int32_t dtype) {
+    return ssi::sparseConv2dWorkspaceSize(convParams(q), dtypeOf(dtype));
+}
+
+// params: the 18 fields of ssi::SparseConvParams in order (deformable as 0/1).
+SSI_CUDA_API int32_t ssi_cuda_sparse_conv2d(void const* x, void const* weight, void const* bias, void const* mask,
+                                            void const* offset, void* y, int32_t dtype, int32_t const* q,
+                                            void* workspace, uint64_t stream) {
+    return ssi::launchSparseConv2d(x, weight, bias, mask, offset, y, dtypeOf(dtype), convParams(q), workspace,
+                                   streamOf(stream));
+}
+
+SSI_CUDA_API int32_t ssi_cuda_gaussian_interp(void const* values, void const* mask, void const* bias,
+                                              void const* residual, void* out, int32_t dtype, int32_t n, int32_t c,
+                                              int32_t h, int32_t w, float sigma, int32_t relu, void* workspace,
+                                              uint64_t stream) {
+    ssi::GaussianInterpParams p{n, c, h, w, sigma, relu, residual != nullptr};
+    return ssi::launchGaussianInterp(values, mask, bias, residual, out, dtypeOf(dtype), p, workspace,
+                                     streamOf(stream));
+}
+
+// Synchronises the device: for test scripts only (never called by the kernels).
+SSI_CUDA_API int32_t ssi_cuda_device_synchronize() { return cudaDeviceSynchronize(); }

@@ -1,0 +1,94 @@
+// Device helpers shared by the SSI CUDA kernels: dtype-generic loads and stores, dtype
+// dispatch, and the on-device compaction of sampled positions (index list + count).
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "ssi/kernels.h"
+#include "ssi/math.h"
+
+namespace ssi {
+namespace cuda {
+
+// Loads convert to float32, stores round from float32 (round to nearest even for fp16).
+__device__ __forceinline__ float ld(float const* p, size_t i) { return __ldg(p + i); }
+__device__ __forceinline__ float ld(__half const* p, size_t i) { return __half2float(__ldg(p + i)); }
+__device__ __forceinline__ void st(float* p, size_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void st(__half* p, size_t i, float v) { p[i] = __float2half_rn(v); }
+
+inline unsigned ceilDiv(size_t a, size_t b) { return static_cast<unsigned>((a + b - 1) / b); }
+
+// Calls f(float{}) or f(__half{}) for the op's dtype.
+template <typename F>
+cudaError_t dispatch(DType dtype, F&& f) {
+    switch (dtype) {
+    case DType::kFLOAT32: return f(float{});
+    case DType::kFLOAT16: return f(__half{});
+    }
+    return cudaErrorInvalidValue;
+}
+
+// The error of the launches just made (not a synchronisation: graph-capture safe).
+inline cudaError_t launchStatus() { return cudaGetLastError(); }
+
+// ---------------------------------------------------------------------------------------
+// Compaction workspace: [count: int32, padded to 256 B][index: int32 x positions].
+constexpr size_t kCountBytes = 256;
+
+inline size_t compactWorkspaceSize(size_t positions) {
+    return (kCountBytes + positions * sizeof(int32_t) + 255) / 256 * 256;
+}
+
+struct CompactList {
+    int32_t* count;  // number of sampled positions (written on the device)
+    int32_t* index;  // their linear indices over N*H*W (ordered inside each block of 256)
+};
+
+inline CompactList compactList(void* workspace) {
+    auto* base = static_cast<unsigned char*>(workspace);
+    return {reinterpret_cast<int32_t*>(base), reinterpret_cast<int32_t*>(base + kCountBytes)};
+}
+
+constexpr int kCompactThreads = 256;
+
+// One thread per position of mask [N,1,H,W]: positions with mask > 0 are appended to the
+// list (one atomic per block); at the others, all `channels` planes of `zeroOut`
+// ([N,channels,H,W], may be null) are set to exactly 0. *count must be 0 before the launch.
+template <typename T>
+__global__ void __launch_bounds__(kCompactThreads)
+    compactKernel(T const* __restrict__ mask, int32_t total, int32_t hw, int32_t channels, T* __restrict__ zeroOut,
+                  CompactList list) {
+    __shared__ int32_t warpBase[kCompactThreads / 32];
+    __shared__ int32_t blockBase;
+    int32_t const pos = static_cast<int32_t>(blockIdx.x) * kCompactThreads + static_cast<int32_t>(threadIdx.x);
+    bool const in = pos < total;
+    bool const keep = in && ld(mask, pos) > 0.0f;  // NaN counts as unsampled, as in torch
+    unsigned const ballot = __ballot_sync(0xffffffffu, keep);
+    int const lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) warpBase[warp] = __popc(ballot);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int32_t sum = 0;
+        for (int i = 0; i < kCompactThreads / 32; ++i) {
+            int32_t c = warpBase[i];
+            warpBase[i] = sum;
+            sum += c;
+        }
+        blockBase = sum ? atomicAdd(list.count, sum) : 0;
+    }
+    __syncthreads();
+    if (keep) list.index[blockBase + warpBase[warp] + __popc(ballot & ((1u << lane) - 1u))] = pos;
+    if (in && !keep && zeroOut) {
+        int32_t const n = pos / hw, q = pos - n * hw;
+        T* p = zeroOut + static_cast<size_t>(n) * channels * hw + q;
+        T const zero = T(0.0f);
+        for (int32_t c = 0; c < channels; ++c) p[static_cast<size_t>(c) * hw] = zero;
+    }
+}
+
+}  // namespace cuda
+}  // namespace ssi

@@ -1,0 +1,250 @@
+// SparseConv2d: convolution evaluated only at the output positions where mask > 0.
+//
+// 1. compactKernel (common.cuh) lists the sampled positions in the workspace (index + count,
+//    on the device, no host round trip) and writes exact zeros at every other position.
+// 2. sparseConvKernel: implicit GEMM over the list, M = sampled positions, N = output channels
+//    of a group, K = taps x input channels of the group (tap-major, like the torch op). The
+//    grid is sized for the maximum count (N*Ho*Wo); blocks past the device-side count exit at
+//    once, so the work is proportional to the count. Per tap, the block computes each
+//    position's input corners once (regular tap or deformable-v1 bilinear corners, from
+//    ssi/math.h); the A tile is gathered from x through them (consecutive threads read
+//    consecutive positions of one channel plane), the B tile comes from the weights.
+//    fp16 with >= 16 channels per group multiplies on tensor cores (WMMA 16x16x16, fp32
+//    accumulation); everything else in fp32 FMAs. Epilogue: bias, ReLU, coalesced NCHW
+//    stores through a shared-memory transpose.
+#include <mma.h>
+
+#include <type_traits>
+
+#include "common.cuh"
+
+namespace ssi {
+namespace {
+
+constexpr int kBM = 64;  // positions per block
+constexpr int kBN = 64;  // output channels per block
+constexpr int kBK = 32;  // input channels per K step
+constexpr int kThreads = 128;
+
+struct SmemSimt {
+    float a[kBK][kBM + 4];  // [k][m]
+    float b[kBK][kBN + 4];  // [k][n]
+};
+struct SmemTensorCore {
+    __half a[kBM][kBK + 8];  // [m][k], row-major A for WMMA
+    __half b[kBK][kBN + 8];  // [k][n], row-major B for WMMA
+};
+
+template <typename T, bool kDeform, bool kTensorCore>
+__global__ void __launch_bounds__(kThreads)
+    sparseConvKernel(T const* __restrict__ x, T const* __restrict__ weight, T const* __restrict__ bias,
+                     T const* __restrict__ offset, T* __restrict__ y, cuda::CompactList list, SparseConvParams p) {
+    using Smem = std::conditional_t<kTensorCore, SmemTensorCore, SmemSimt>;
+    __shared__ __align__(32) Smem sm;
+    __shared__ __align__(32) float sC[kBN][kBM + 4];  // accumulators, [n][m]
+    __shared__ int32_t sImg[kBM], sQ[kBM], sYo[kBM], sXo[kBM];
+    __shared__ math::TapCorners sTap[kBM];
+
+    int32_t const count = *list.count;
+    int32_t const mBase = static_cast<int32_t>(blockIdx.x) * kBM;
+    if (mBase >= count) return;  // grid sized for the maximum count
+
+    int const tid = threadIdx.x;
+    int32_t const cinG = p.cin / p.groups, coutG = p.cout / p.groups, taps = p.kh * p.kw;
+    int32_t const g = blockIdx.z, nBase = static_cast<int32_t>(blockIdx.y) * kBN;
+    size_t const hw = static_cast<size_t>(p.h) * p.w;
+    int32_t const howo = p.ho * p.wo;
+
+    if (tid < kBM) {
+        int32_t const m = mBase + tid;
+        if (m < count) {
+            int32_t const lin = list.index[m];
+            int32_t const n = lin / howo, q = lin - n * howo;
+            sImg[tid] = n;
+            sQ[tid] = q;
+            sYo[tid] = q / p.wo;
+            sXo[tid] = q - (q / p.wo) * p.wo;
+        } else {
+            sImg[tid] = -1;
+        }
+    }
+
+    // Accumulators: SIMT 4x8 per thread (m = tm + 16 i, n = tn + 8 j); WMMA 2x2 fragments per warp.
+    int const tm = tid % 16, tn = tid / 16;
+    float acc[kTensorCore ? 1 : 4][kTensorCore ? 1 : 8];
+    int const warp = tid / 32, wm = warp % 2, wn = warp / 2;
+    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> frag[2][2];
+    if constexpr (kTensorCore) {
+        for (int i = 0; i < 2; ++i)
+            for (int j = 0; j < 2; ++j) nvcuda::wmma::fill_fragment(frag[i][j], 0.0f);
+    } else {
+        for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
+    }
+
+    for (int32_t tap = 0; tap < taps; ++tap) {
+        __syncthreads();  // sImg ready / previous tap's sTap reads done
+        if (tid < kBM && sImg[tid] >= 0) {
+            int32_t const iy = math::tapCoord(sYo[tid], tap / p.kw, p.strideH, p.padH, p.dilationH);
+            int32_t const ix = math::tapCoord(sXo[tid], tap % p.kw, p.strideW, p.padW, p.dilationW);
+            if constexpr (kDeform) {
+                size_t const o = (static_cast<size_t>(sImg[tid]) * 2 * taps + 2 * tap) * howo + sQ[tid];
+                sTap[tid] = math::deformTap(iy, ix, cuda::ld(offset, o), cuda::ld(offset, o + howo), p.h, p.w);
+            } else {
+                sTap[tid] = math::regularTap(iy, ix, p.h, p.w);
+            }
+        }
+        __syncthreads();
+
+        for (int32_t k0 = 0; k0 < cinG; k0 += kBK) {
+            // A tile: the patch values of kBM positions x kBK channels at this tap.
+            for (int e = tid; e < kBM * kBK; e += kThreads) {
+                int const ml = e % kBM, kk = e / kBM;
+                int32_t const c = k0 + kk, n = sImg[ml];
+                float v = 0.0f;
+                if (n >= 0 && c < cinG) {
+                    T const* plane = x + (static_cast<size_t>(n) * p.cin + static_cast<size_t>(g) * cinG + c) * hw;
+                    math::TapCorners const& tc = sTap[ml];
+                    if constexpr (kDeform) {
+                        float cv[4];
+#pragma unroll
+                        for (int k = 0; k < 4; ++k) cv[k] = tc.wgt[k] != 0.0f ? cuda::ld(plane, tc.off[k]) : 0.0f;
+                        v = math::tapValue(tc, cv[0], cv[1], cv[2], cv[3]);
+                    } else {
+                        v = tc.wgt[0] != 0.0f ? cuda::ld(plane, tc.off[0]) : 0.0f;
+                    }
+                }
+                if constexpr (kTensorCore) sm.a[ml][kk] = __float2half_rn(v);
+                else sm.a[kk][ml] = v;
+            }
+            // B tile: weight[g*coutG + nBase + nl][c][tap].
+            for (int e = tid; e < kBK * kBN; e += kThreads) {
+                int const kk = e % kBK, nl = e / kBK;
+                int32_t const c = k0 + kk, co = nBase + nl;
+                float const v = (c < cinG && co < coutG)
+                                    ? cuda::ld(weight, (static_cast<size_t>(g * coutG + co) * cinG + c) * taps + tap)
+                                    : 0.0f;
+                if constexpr (kTensorCore) sm.b[kk][nl] = __float2half_rn(v);
+                else sm.b[kk][nl] = v;
+            }
+            __syncthreads();
+            if constexpr (kTensorCore) {
+                using namespace nvcuda;
+#pragma unroll
+                for (int ks = 0; ks < kBK; ks += 16) {
+                    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa[2];
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fb[2];
+#pragma unroll
+                    for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &sm.a[wm * 32 + 16 * i][ks], kBK + 8);
+#pragma unroll
+                    for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &sm.b[ks][wn * 32 + 16 * j], kBN + 8);
+#pragma unroll
+                    for (int i = 0; i < 2; ++i)
+#pragma unroll
+                        for (int j = 0; j < 2; ++j) wmma::mma_sync(frag[i][j], fa[i], fb[j], frag[i][j]);
+                }
+            } else {
+#pragma unroll 4
+                for (int kk = 0; kk < kBK; ++kk) {
+                    float a[4], b[8];
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) a[i] = sm.a[kk][tm + 16 * i];
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) b[j] = sm.b[kk][tn + 8 * j];
+#pragma unroll
+                    for (int i = 0; i < 4; ++i)
+#pragma unroll
+                        for (int j = 0; j < 8; ++j) acc[i][j] += a[i] * b[j];
+                }
+            }
+            __syncthreads();
+        }
+    }
+
+    // Epilogue: accumulators -> sC[n][m] -> bias, ReLU, NCHW stores (consecutive threads,
+    // consecutive positions of one output channel).
+    if constexpr (kTensorCore) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 2; ++j)
+                nvcuda::wmma::store_matrix_sync(&sC[wn * 32 + 16 * j][wm * 32 + 16 * i], frag[i][j], kBM + 4,
+                                                nvcuda::wmma::mem_col_major);
+    } else {
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) sC[tn + 8 * j][tm + 16 * i] = acc[i][j];
+    }
+    __syncthreads();
+    for (int e = tid; e < kBM * kBN; e += kThreads) {
+        int const ml = e % kBM, nl = e / kBM;
+        int32_t const n = sImg[ml], co = nBase + nl;
+        if (n < 0 || co >= coutG) continue;
+        int32_t const oc = g * coutG + co;
+        cuda::st(y, (static_cast<size_t>(n) * p.cout + oc) * howo + sQ[ml],
+                 math::convEpilogue(sC[nl][ml], cuda::ld(bias, oc), p.relu));
+    }
+}
+
+template <typename T, bool kDeform, bool kTensorCore>
+cudaError_t launchConv(T const* x, T const* w, T const* b, T const* off, T* y, cuda::CompactList list,
+                       SparseConvParams const& p, int64_t positions, cudaStream_t stream) {
+    dim3 const grid(cuda::ceilDiv(positions, kBM), cuda::ceilDiv(p.cout / p.groups, kBN), p.groups);
+    sparseConvKernel<T, kDeform, kTensorCore><<<grid, kThreads, 0, stream>>>(x, w, b, off, y, list, p);
+    return cuda::launchStatus();
+}
+
+bool validParams(SparseConvParams const& p) {
+    if (p.n < 0 || p.cin <= 0 || p.h <= 0 || p.w <= 0 || p.cout <= 0 || p.kh <= 0 || p.kw <= 0) return false;
+    if (p.strideH <= 0 || p.strideW <= 0 || p.padH < 0 || p.padW < 0 || p.dilationH <= 0 || p.dilationW <= 0)
+        return false;
+    if (p.groups <= 0 || p.groups > 65535 || p.cin % p.groups || p.cout % p.groups) return false;
+    if (p.ho != math::convOutputSize(p.h, p.kh, p.strideH, p.padH, p.dilationH) ||
+        p.wo != math::convOutputSize(p.w, p.kw, p.strideW, p.padW, p.dilationW) || p.ho <= 0 || p.wo <= 0)
+        return false;
+    // 32-bit position indices, 32-bit plane offsets.
+    return static_cast<int64_t>(p.n) * p.ho * p.wo < (int64_t{1} << 31) &&
+           static_cast<int64_t>(p.h) * p.w < (int64_t{1} << 31);
+}
+
+}  // namespace
+
+size_t sparseConv2dWorkspaceSize(SparseConvParams const& p, DType) {
+    return cuda::compactWorkspaceSize(static_cast<size_t>(p.n < 0 ? 0 : p.n) * (p.ho < 0 ? 0 : p.ho) *
+                                      (p.wo < 0 ? 0 : p.wo));
+}
+
+cudaError_t launchSparseConv2d(void const* x, void const* weight, void const* bias, void const* mask,
+                               void const* offset, void* y, DType dtype, SparseConvParams const& p, void* workspace,
+                               cudaStream_t stream) {
+    if (!validParams(p)) return cudaErrorInvalidValue;
+    int64_t const positions = static_cast<int64_t>(p.n) * p.ho * p.wo;
+    if (positions == 0) return cudaSuccess;
+    if (!x || !weight || !bias || !mask || !y || !workspace || (p.deformable && !offset)) return cudaErrorInvalidValue;
+    cuda::CompactList const list = cuda::compactList(workspace);
+    cudaError_t err = cudaMemsetAsync(list.count, 0, sizeof(int32_t), stream);
+    if (err != cudaSuccess) return err;
+    return cuda::dispatch(dtype, [&](auto tag) {
+        using T = decltype(tag);
+        auto const* xt = static_cast<T const*>(x);
+        auto const* wt = static_cast<T const*>(weight);
+        auto const* bt = static_cast<T const*>(bias);
+        auto const* ot = static_cast<T const*>(offset);
+        auto* yt = static_cast<T*>(y);
+        cuda::compactKernel<T><<<cuda::ceilDiv(positions, cuda::kCompactThreads), cuda::kCompactThreads, 0, stream>>>(
+            static_cast<T const*>(mask), static_cast<int32_t>(positions), p.ho * p.wo, p.cout, yt, list);
+        cudaError_t e = cuda::launchStatus();
+        if (e != cudaSuccess) return e;
+        constexpr bool kHalf = std::is_same_v<T, __half>;
+        bool const tensorCores = kHalf && p.cin / p.groups >= 16 && p.cout / p.groups >= 16;
+        if (p.deformable) {
+            return tensorCores ? launchConv<T, true, kHalf>(xt, wt, bt, ot, yt, list, p, positions, stream)
+                               : launchConv<T, true, false>(xt, wt, bt, ot, yt, list, p, positions, stream);
+        }
+        return tensorCores ? launchConv<T, false, kHalf>(xt, wt, bt, ot, yt, list, p, positions, stream)
+                           : launchConv<T, false, false>(xt, wt, bt, ot, yt, list, p, positions, stream);
+    });
+}
+
+}  // namespace ssi
