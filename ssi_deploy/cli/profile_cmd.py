@@ -1,0 +1,62 @@
+"""``ssi-deploy profile``: latency, throughput, measured densities, GMACs, speed-up vs dense."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import SSIError
+
+
+@click.command("profile")
+@click.argument("onnx_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--arch", default=None, help="Profile a registry model instead of an ONNX file.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Weights (with an ONNX file: the checkpoint it was exported from).")
+@click.option("--no-fpn", is_flag=True, help="With --arch: the backbone alone (outputs c2..c5).")
+@click.option("--backend", type=click.Choice(["torch", "onnxruntime", "tensorrt"]),
+              default="torch", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="onnxruntime: CUDA provider when available (auto).")
+@click.option("--input-shape", default=None,
+              help="NxCxHxW or HxW [default: the ONNX static shape, else 1x3x512x512].")
+@click.option("--image", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Time on a photograph (normalised like validate) instead of smooth noise.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise input.")
+@click.option("--density", type=float, default=None,
+              help="Force every sampling layer to keep this share of positions (0 < D <= 1).")
+@click.option("--compare-dense", is_flag=True,
+              help="Also time the dense network with the same weights; report speedup_vs_dense.")
+@click.option("--warmup-ms", type=float, default=200.0, show_default=True)
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="Timed runs per model [default: 20].")
+@click.option("--duration-s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Time each model for this long instead of a number of runs.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the profile as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def profile(onnx_file, arch, checkpoint, no_fpn, backend, device, input_shape, image, seed,
+            density, compare_dense, warmup_ms, iterations, duration_s, threads, report, quiet):
+    """Time ONNX_FILE (or --arch) on a backend: latency min/mean/median/p90/p95/p99/max,
+    throughput, per-layer densities and backbone GMACs; --compare-dense adds the dense twin."""
+    from ..profiling import ProfileConfig, format_report, profile as run_profile
+    from ..validation.inputs import parse_shape
+
+    if density is not None and not 0.0 < density <= 1.0:
+        raise SSIError(f"--density must be in (0, 1], got {density}")
+    if warmup_ms < 0:
+        raise SSIError("--warmup-ms must be >= 0")
+    cfg = ProfileConfig(onnx=onnx_file, arch=arch, checkpoint=checkpoint, with_fpn=not no_fpn,
+                        backend=backend, input_shape=parse_shape(input_shape) if input_shape else None,
+                        image=image, seed=seed, density=density, compare_dense=compare_dense,
+                        warmup_ms=warmup_ms, iterations=iterations, duration_s=duration_s,
+                        device=device, threads=threads, progress=not quiet)
+    r = run_profile(cfg)
+    click.echo(format_report(r))
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(r, indent=2) + "\n")
+        click.echo(f"report: {report}")

@@ -1,0 +1,188 @@
+"""``ssi-deploy validate``: a backend's outputs for an ONNX file against the PyTorch reference.
+
+The reference is rebuilt from the file's metadata (arch, FPN, sampling mode/seed, weights:
+the checkpoint it records, whose sha256 must match ``--checkpoint``, or the seeded random
+init). Both run the same inputs; ``compare.compare_outputs`` judges the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SSIError, ValidationFailed
+from . import inputs as I
+from .compare import ComparisonReport, Tolerances, compare_outputs, format_table
+
+
+def normalisation_from_meta(meta: dict) -> tuple[list[float], list[float]]:
+    """(mean, std) from the exporter's metadata; the spec's values when it records none."""
+    for key in ("normalization", "normalisation"):
+        v = meta.get(key)
+        if isinstance(v, str):
+            try:
+                v = json.loads(v)
+            except ValueError:
+                v = None
+        if isinstance(v, dict) and "mean" in v and "std" in v:
+            return [float(x) for x in v["mean"]], [float(x) for x in v["std"]]
+    mean, std = meta.get("mean"), meta.get("std")
+    if mean is not None and std is not None:
+        if isinstance(mean, str):
+            mean, std = json.loads(mean), json.loads(std)
+        return [float(x) for x in mean], [float(x) for x in std]
+    return list(I.DEFAULT_MEAN), list(I.DEFAULT_STD)
+
+
+def _static_hw(shape) -> tuple[int, int] | None:
+    if shape is None or len(shape) != 4:
+        return None
+    h, w = shape[2], shape[3]
+    if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0:
+        return h, w
+    return None
+
+
+def _static_batch(shape) -> int:
+    if shape is not None and len(shape) == 4 and isinstance(shape[0], int) and shape[0] > 0:
+        return shape[0]
+    return 1
+
+
+@dataclass
+class InputSpec:
+    """Where the validation input comes from (exactly one of image / npz / random)."""
+
+    image: str | Path | None = None
+    npz: str | Path | None = None
+    random: bool = False
+    seed: int = 0
+    short_side: int | None = None
+    input_shape: tuple[int, int, int, int] | None = None  # for --random on dynamic inputs
+    info: dict = field(default_factory=dict)
+
+
+def make_feeds(spec: InputSpec, input_shapes: dict[str, tuple | None], meta: dict,
+               default_hw: tuple[int, int] = (512, 512)) -> tuple[dict[str, np.ndarray], dict]:
+    """Named feeds for the model's inputs, and a description of them for the report."""
+    given = sum(x is not None and x is not False for x in (spec.image, spec.npz, spec.random or None))
+    if given > 1:
+        raise SSIError("give one input source: --image, --inputs or --random")
+    names = list(input_shapes)
+    if spec.npz is not None:
+        feeds = I.load_npz(spec.npz, input_shapes)
+        return feeds, {"source": "npz", "path": str(spec.npz),
+                       "shapes": {k: list(v.shape) for k, v in feeds.items()}}
+    if len(names) != 1:
+        raise SSIError(f"the model has {len(names)} inputs {names}: give them with --inputs FILE.npz")
+    name, shape = names[0], input_shapes[names[0]]
+    if spec.image is not None:
+        mean, std = normalisation_from_meta(meta)
+        img = I.load_image(spec.image)
+        x, info = I.preprocess_image(img, mean, std, short_side=spec.short_side,
+                                     static_hw=_static_hw(shape))
+        batch = _static_batch(shape)
+        if batch > 1:
+            x = np.repeat(x, batch, axis=0)
+        info.update(source="image", path=str(spec.image), shape=list(x.shape))
+        return {name: x}, info
+    # random (the default)
+    if spec.input_shape is not None:
+        full = tuple(spec.input_shape)
+        if shape is not None and not I._dims_ok(full, shape):
+            raise SSIError(f"--input-shape {list(full)} does not fit the model's input {name!r} "
+                           f"{I._fmt_shape(shape)}")
+    elif _static_hw(shape) is not None:
+        full = (_static_batch(shape), 3) + _static_hw(shape)
+    else:
+        exported = meta.get("input_shape")
+        if isinstance(exported, str):
+            try:
+                exported = json.loads(exported)
+            except ValueError:
+                exported = None
+        if isinstance(exported, (list, tuple)) and len(exported) == 4:
+            full = tuple(int(d) for d in exported)
+        else:
+            full = (1, 3) + tuple(default_hw)
+    x = I.random_input(full, spec.seed)
+    return {name: x}, {"source": "random", "seed": spec.seed, "shape": list(full)}
+
+
+@dataclass
+class ValidationResult:
+    onnx: str
+    backend: dict
+    reference: dict
+    inputs: dict
+    comparison: ComparisonReport
+    metadata: dict
+
+    @property
+    def passed(self) -> bool:
+        return self.comparison.passed
+
+    def to_dict(self) -> dict:
+        d = {"onnx": self.onnx, "passed": self.passed, "backend": self.backend,
+             "reference": self.reference, "inputs": self.inputs,
+             "metadata": {k: v for k, v in self.metadata.items() if isinstance(v, (str, int, float, bool, list, dict))}}
+        d.update(self.comparison.to_dict())
+        return d
+
+    def table(self) -> str:
+        return format_table(self.comparison)
+
+
+def validate(onnx_path: str | Path, checkpoint: str | Path | None = None,
+             backend: str = "onnxruntime", inputs: InputSpec | None = None,
+             atol=(), rtol=(), min_mask_agreement: float | None = None,
+             report: str | Path | None = None, device: str = "auto", raise_on_fail: bool = True,
+             log=None) -> ValidationResult:
+    """Run ``backend`` and the PyTorch reference on the same inputs and compare.
+
+    Raises ``ValidationFailed`` (after writing ``report``) when outputs differ beyond tolerance.
+    """
+    from ..backends.registry import create_backend
+    from ..backends.torch_backend import TorchBackend, check_checkpoint_matches, read_onnx_metadata
+
+    say = log or (lambda msg: None)
+    onnx_path = Path(onnx_path)
+    meta = read_onnx_metadata(onnx_path)
+    check_checkpoint_matches(meta.get("init", ""), checkpoint, onnx_path)  # fail fast
+    inputs = inputs or InputSpec(random=True)
+    kw = {"device": device} if backend == "onnxruntime" else {}
+    say(f"loading {onnx_path.name} with {backend}")
+    test = create_backend(backend, onnx_path, checkpoint=checkpoint, **kw)
+    try:
+        feeds, feed_info = make_feeds(inputs, test.input_shapes, meta)
+        tol = Tolerances.from_specs(meta.get("dtype", "fp32"), atol, rtol,
+                                    [n for n in test.output_names], min_mask_agreement)
+        say(f"running {backend} on {feed_info.get('source')} input "
+            f"{'x'.join(str(d) for d in next(iter(feeds.values())).shape)}")
+        test_out = test.run(feeds)
+        test_desc = test.describe()
+    finally:
+        test.close()
+    say(f"rebuilding the PyTorch reference ({meta.get('arch')}, {meta.get('init')})")
+    ref = TorchBackend.from_onnx(onnx_path, checkpoint=checkpoint)
+    try:
+        say("running the PyTorch reference")
+        ref_out = ref.run(feeds)
+        ref_desc = ref.describe()
+        ref_desc.pop("model", None)
+    finally:
+        ref.close()
+    cmp = compare_outputs(ref_out, test_out, tol)
+    result = ValidationResult(str(onnx_path), test_desc, ref_desc, feed_info, cmp, meta)
+    if report is not None:
+        p = Path(report)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    if raise_on_fail and not result.passed:
+        raise ValidationFailed(f"{backend} differs from the PyTorch reference: "
+                               + "; ".join(cmp.failures()[:3])
+                               + (f" (+{len(cmp.failures()) - 3} more)" if len(cmp.failures()) > 3 else ""))
+    return result
