@@ -118,6 +118,18 @@ class TensorRTBackend(Backend):
         mn, opt, mx = self._engine.get_tensor_profile_shape(name, 0)
         return tuple(mn), tuple(opt), tuple(mx)
 
+    @property
+    def input_shapes(self) -> dict[str, tuple | None]:
+        """Per input: fixed dims as ints, dims the profile lets vary as None."""
+        out = {}
+        for n in self._inputs:
+            mn, _, mx = self.input_profile(n)
+            out[n] = tuple(int(a) if a == b else None for a, b in zip(mn, mx))
+        return out
+
+    def describe(self) -> dict:
+        return {"backend": self.name, **self.info()}
+
     def info(self) -> dict:
         return {"tensorrt": self._mod.version, "flavour": self._mod.flavour,
                 "engine": str(self.plan_path), "plugins": str(self.plugin_library or ""),

@@ -29,8 +29,8 @@ def _load_libcuda():
     return None
 
 
-def probe_gpu(loader=_load_libcuda) -> GPUInfo:
-    lib = loader()
+def probe_gpu(loader=None) -> GPUInfo:
+    lib = (loader or _load_libcuda)()
     if lib is None:
         return GPUInfo(False, "no NVIDIA driver (libcuda.so.1 not found)")
     if lib.cuInit(0) != 0:
@@ -53,8 +53,8 @@ def probe_gpu(loader=_load_libcuda) -> GPUInfo:
                    f"{ver.value // 1000}.{(ver.value % 1000) // 10}", f"{major.value}.{minor.value}")
 
 
-def require_gpu(what: str = "building a TensorRT engine", probe=probe_gpu) -> GPUInfo:
-    info = probe()
+def require_gpu(what: str = "building a TensorRT engine", probe=None) -> GPUInfo:
+    info = (probe or probe_gpu)()
     if not info.available:
         raise SSIError(f"{what} needs an NVIDIA GPU: {info.reason}; run on a machine with a GPU "
                        f"({DOCKER_HINT})")

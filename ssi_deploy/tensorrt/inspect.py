@@ -72,6 +72,7 @@ def check_plugin_layers(engine_json: str | dict, ssi_node_names: list[str]) -> P
     layers = parse_engine_json(engine_json)
     plugins = [lay for lay in layers if lay.is_plugin]
     matched: dict[str, str] = {}
+    missing: list[str] = []
     used: set[int] = set()
     for node in ssi_node_names:
         for i, lay in enumerate(plugins):
@@ -81,7 +82,8 @@ def check_plugin_layers(engine_json: str | dict, ssi_node_names: list[str]) -> P
                 matched[node] = lay.name
                 used.add(i)
                 break
-    missing = [n for n in ssi_node_names if n not in matched]
+        else:
+            missing.append(node)
     return PluginCheck(matched, missing, len(plugins), len(layers))
 
 
