@@ -42,9 +42,10 @@ def _(x, weight, bias, mask, offset=None, stride_h=1, stride_w=1, pad_h=0, pad_w
     cout, _, kh, kw = weight.shape
     ho = conv_output_size(h, kh, stride_h, pad_h, dilation_h)
     wo = conv_output_size(w, kw, stride_w, pad_w, dilation_w)
-    return x.new_empty((n_, cout, ho, wo))
+    # The eager ops return channels-last tensors (a row per position); the fake ones match.
+    return x.new_empty((n_, cout, ho, wo)).contiguous(memory_format=torch.channels_last)
 
 
 @gaussian_interp.register_fake
 def _(values, mask, bias, residual=None, sigma=3.0, relu=0):
-    return torch.empty_like(values)
+    return torch.empty_like(values, memory_format=torch.channels_last)
