@@ -1,0 +1,463 @@
+"""Export SSI models to ONNX with the torch.export-based exporter.
+
+The SSI ops become nodes of domain ``ssi`` (one per op call, attributes exactly those of the
+contract plus the TensorRT parser's ``plugin_version``/``plugin_namespace`` strings, weights
+and bias as initializer inputs). After conversion, model-local functions give every SSI op a
+body of standard ONNX ops (``functions.py``) so ONNX Runtime runs the file as is, and
+``metadata_props`` record everything a validator needs to rebuild the PyTorch reference.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import os
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterable
+
+import onnx
+import torch
+
+from .. import __version__
+from ..errors import SSIError
+from ..ops import contract as C
+from .functions import MAX_OPSET, MIN_OPSET, build_functions
+from .schemas import PARSER_ATTRIBUTES, PLUGIN_NAMESPACE_ATTR, PLUGIN_VERSION_ATTR, register_schemas
+
+INPUT_NAME = "image"
+DEFAULT_OPSET = 18
+DYNAMIC_AXES = {"batch": 0, "height": 2, "width": 3}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+META_PREFIX = "ssi."
+MAX_SINGLE_FILE_BYTES = 2 * 1024**3 - 1
+# ONNX op types that must never appear in an inference graph we ship.
+TRAINING_OPS = {"BatchNormalization", "Dropout", "TrainableDropout", "Gradient"}
+
+
+class ExportError(SSIError):
+    """Export could not produce a valid file; the message says why and what to change."""
+
+
+# --------------------------------------------------------------------------------------------
+# Translation of torch.ops.ssi.* into ssi-domain nodes
+
+
+def _ssi_opset():
+    import onnxscript
+
+    return onnxscript.values.Opset(C.DOMAIN, C.OPSET_VERSION)
+
+
+def _make_translation(op: C.OpDef) -> Callable:
+    """An onnxscript (traced) translation for ``torch.ops.ssi.<op>.default``.
+
+    Its signature is generated from the contract: tensor inputs (optional ones default to
+    None) then the attributes as annotated int/float keywords, so the exporter passes every
+    attribute; the emitted node carries all of them plus the plugin strings.
+    """
+    params = [inspect.Parameter(i.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                default=None if i.optional else inspect.Parameter.empty)
+              for i in op.inputs]
+    annotations: dict[str, type] = {}
+    for a in op.attributes:
+        typ = int if a.type == "int" else float
+        params.append(inspect.Parameter(a.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                        default=typ(a.default), annotation=typ))
+        annotations[a.name] = typ
+    input_names = [i.name for i in op.inputs]
+
+    def translate(*args, **kwargs):
+        bound = dict(zip(input_names + [a.name for a in op.attributes], args))
+        bound.update(kwargs)
+        inputs = [bound.get(n) for n in input_names]
+        while inputs and inputs[-1] is None:  # optional inputs are trailing: omit them
+            inputs.pop()
+        if any(x is None for x in inputs):
+            raise ExportError(f"{op.name}: only trailing inputs may be absent, got {inputs}")
+        attrs = op.check_attributes({a.name: bound[a.name] for a in op.attributes
+                                     if a.name in bound})
+        return getattr(_ssi_opset(), op.name)(
+            *inputs, **attrs, **{PLUGIN_VERSION_ATTR: C.PLUGIN_VERSION,
+                                 PLUGIN_NAMESPACE_ATTR: C.PLUGIN_NAMESPACE})
+
+    translate.__name__ = f"ssi_{op.torch_name}"
+    translate.__qualname__ = translate.__name__
+    translate.__signature__ = inspect.Signature(params)
+    translate.__annotations__ = annotations
+    return translate
+
+
+def translation_table() -> dict:
+    """``custom_translation_table`` for ``torch.onnx.export``: one entry per contract op."""
+    import ssi_deploy.ops  # noqa: F401  (registers torch.ops.ssi.*)
+
+    register_schemas()
+    ns = getattr(torch.ops, C.TORCH_NAMESPACE)
+    return {getattr(ns, op.torch_name).default: _make_translation(op) for op in C.OPS.values()}
+
+
+# --------------------------------------------------------------------------------------------
+# Argument checks (user mistakes -> SSIError)
+
+
+def _check_input_shape(input_shape) -> tuple[int, int, int, int]:
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise ExportError(f"input shape {input_shape!r} is not a sequence of 4 integers; "
+                          "give N,C,H,W such as (1, 3, 512, 512)") from None
+    if len(shape) != 4 or min(shape) <= 0:
+        raise ExportError(f"input shape {shape} must be 4 positive integers N,C,H,W, "
+                          "e.g. 1x3x512x512")
+    if shape[1] != 3:
+        raise ExportError(f"input shape {shape} has {shape[1]} channels; SSI models take RGB "
+                          "images: use 3 channels (Nx3xHxW)")
+    if shape[2] < 32 or shape[3] < 32:
+        raise ExportError(f"input shape {shape} is too small: height and width must be at "
+                          "least 32 (the backbone downsamples by 32)")
+    return shape  # type: ignore[return-value]
+
+
+def _check_dynamic(dynamic) -> tuple[str, ...]:
+    if dynamic is None:
+        return ()
+    if isinstance(dynamic, str):
+        dynamic = [d.strip() for d in dynamic.split(",") if d.strip()]
+    dyn = tuple(dict.fromkeys(dynamic))
+    bad = [d for d in dyn if d not in DYNAMIC_AXES]
+    if bad:
+        raise ExportError(f"unknown dynamic axis {bad[0]!r}: choose from "
+                          f"{', '.join(DYNAMIC_AXES)} (comma-separated), or none for a static file")
+    return dyn
+
+
+def check_opset(opset) -> int:
+    try:
+        value = int(opset)
+    except (TypeError, ValueError):
+        raise ExportError(f"opset {opset!r} is not an integer; use {MIN_OPSET}..{MAX_OPSET} "
+                          f"(default {DEFAULT_OPSET})") from None
+    if not MIN_OPSET <= value <= MAX_OPSET:
+        raise ExportError(f"ONNX opset {value} is not supported: use {MIN_OPSET}..{MAX_OPSET} "
+                          f"(the SSI reference bodies need BitwiseXor and OptionalHasElement "
+                          f"of opset 18; default {DEFAULT_OPSET})")
+    return value
+
+
+def _check_dtype(dtype) -> str:
+    if dtype not in DTYPES:
+        raise ExportError(f"dtype {dtype!r} is not supported: use fp32 or fp16")
+    return dtype
+
+
+# --------------------------------------------------------------------------------------------
+# Post-processing of the exported ModelProto
+
+
+def _normalise_ssi_nodes(model: onnx.ModelProto) -> Counter:
+    """Give every SSI node the full contract attribute set (ordered) and the plugin strings;
+    reject nodes with unknown attributes or input counts outside the contract."""
+    counts: Counter = Counter()
+    for node in model.graph.node:
+        if node.domain != C.DOMAIN:
+            continue
+        op = C.OPS.get(node.op_type)
+        if op is None:
+            raise ExportError(f"unexpected node {node.op_type} in domain {C.DOMAIN}")
+        if not op.min_inputs <= len(node.input) <= len(op.inputs) or "" in node.input:
+            raise ExportError(f"{node.op_type} node {node.name} has inputs {list(node.input)}; "
+                              f"the contract expects {op.min_inputs}..{len(op.inputs)}")
+        given = {}
+        for a in node.attribute:
+            if a.name in PARSER_ATTRIBUTES:
+                continue
+            given[a.name] = onnx.helper.get_attribute_value(a)
+        values = op.check_attributes(given)
+        del node.attribute[:]
+        for a in op.attributes:
+            node.attribute.append(onnx.helper.make_attribute(a.name, values[a.name]))
+        node.attribute.append(onnx.helper.make_attribute(PLUGIN_VERSION_ATTR, C.PLUGIN_VERSION))
+        node.attribute.append(onnx.helper.make_attribute(PLUGIN_NAMESPACE_ATTR,
+                                                         C.PLUGIN_NAMESPACE))
+        counts[node.op_type] += 1
+    return counts
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise ExportError("exported model has no default-domain opset import")
+
+
+def attach_functions(model: onnx.ModelProto) -> None:
+    """Replace any ssi-domain functions by the reference bodies for the model's opset."""
+    opset = _default_opset(model)
+    keep = [f for f in model.functions if f.domain != C.DOMAIN]
+    del model.functions[:]
+    model.functions.extend(keep + build_functions(opset))
+    if not any(i.domain == C.DOMAIN for i in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(C.DOMAIN, C.OPSET_VERSION))
+
+
+def _set_metadata(model: onnx.ModelProto, meta: dict) -> None:
+    keep = [p for p in model.metadata_props if not p.key.startswith(META_PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for k, v in meta.items():
+        p = model.metadata_props.add()
+        p.key, p.value = META_PREFIX + k, json.dumps(v)
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The ``ssi.*`` metadata of an exported file, decoded (prefix stripped).
+
+    Keys (always present): tool, tool_version, torch_version, arch, with_fpn, sampling, seed,
+    onnx_opset, ssi_opset_version, semantics_version, normalisation ({"mean", "std"}), dtype,
+    init ("checkpoint sha256:<hex>" or "random seed <S>"), checkpoint_sha256 (or null),
+    init_seed (or null), input_name, input_shape (the example shape), dynamic (axis names),
+    expose_masks, output_names, describe (the model's full describe() dict) and any extra
+    entries passed as ``metadata=``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SSIError(f"{p}: no such ONNX file; give the path written by `ssi-deploy export`")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - any parse failure is a user-facing bad file
+        raise SSIError(f"{p}: not a readable ONNX file ({e}); re-export it with "
+                       "`ssi-deploy export`") from None
+    out = {}
+    for prop in model.metadata_props:
+        if prop.key.startswith(META_PREFIX):
+            try:
+                out[prop.key[len(META_PREFIX):]] = json.loads(prop.value)
+            except json.JSONDecodeError:
+                out[prop.key[len(META_PREFIX):]] = prop.value
+    if "arch" not in out:
+        raise SSIError(f"{p} carries no ssi metadata (not written by ssi-deploy export); "
+                       "re-export it with `ssi-deploy export`")
+    return out
+
+
+def _parse_init(init: str) -> tuple[str | None, int | None]:
+    sha, seed = None, None
+    if isinstance(init, str):
+        if init.startswith("checkpoint sha256:"):
+            sha = init.split(":", 1)[1]
+        elif init.startswith("random seed "):
+            try:
+                seed = int(init.split()[-1])
+            except ValueError:
+                seed = None
+    return sha, seed
+
+
+def _jsonable(v):
+    try:
+        json.dumps(v)
+        return v
+    except TypeError:
+        if isinstance(v, dict):
+            return {str(k): _jsonable(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [_jsonable(x) for x in v]
+        if torch.is_tensor(v):
+            return v.tolist()
+        return str(v)
+
+
+def summarize(path: str | os.PathLike) -> dict:
+    """Node counts per SSI op type, total nodes, file size, input/output names of a file."""
+    p = Path(path)
+    model = onnx.load(str(p), load_external_data=False)
+    counts = Counter(n.op_type for n in model.graph.node if n.domain == C.DOMAIN)
+    return {
+        "path": str(p),
+        "bytes": p.stat().st_size,
+        "ssi_nodes": {name: counts.get(name, 0) for name in C.OPS},
+        "nodes": len(model.graph.node),
+        "inputs": [i.name for i in model.graph.input],
+        "outputs": [o.name for o in model.graph.output],
+        "opset": _default_opset(model),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The exporter
+
+
+def _fold_batchnorm(model: torch.nn.Module) -> None:
+    if hasattr(model, "fuse_for_inference"):
+        model.fuse_for_inference()
+
+
+def _freeze_scalar_parameters(model: torch.nn.Module) -> int:
+    """Turn 0-dim ``*sigma`` parameters into Python floats (on the export copy).
+
+    The SSI forward passes sigma to GaussianInterp as a float attribute (``float(param)``),
+    which torch.export cannot trace on a parameter (a data-dependent value); frozen to a
+    float, it becomes the node attribute. Returns how many were frozen.
+    """
+    n = 0
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None and p.dim() == 0 and name.endswith("sigma"):
+                del module._parameters[name]
+                object.__setattr__(module, name, float(p.detach()))
+                n += 1
+    return n
+
+
+def _dynamic_shapes(dynamic: Iterable[str]):
+    dims = {DYNAMIC_AXES[d]: d for d in dynamic}
+    return ({k: dims[k] for k in sorted(dims)},) if dims else None
+
+
+def _check_graph(model: onnx.ModelProto, dynamic: tuple[str, ...]) -> None:
+    ops = Counter(n.op_type for n in model.graph.node)
+    bad = sorted(set(ops) & TRAINING_OPS)
+    if bad:
+        raise ExportError(f"the exported graph still has {', '.join(bad)}: fold BatchNorm "
+                          "(model.fuse_for_inference()) and export an eval-mode model")
+    (inp,) = [i for i in model.graph.input if i.name == INPUT_NAME] or [None]
+    if inp is None:
+        raise ExportError(f"exported graph has no input named {INPUT_NAME!r}")
+    dims = inp.type.tensor_type.shape.dim
+    for name, axis in DYNAMIC_AXES.items():
+        is_dyn = bool(dims[axis].dim_param) or not dims[axis].HasField("dim_value")
+        if name in dynamic and not is_dyn:
+            raise ExportError(f"the exporter fixed the {name} of the input to "
+                              f"{dims[axis].dim_value}; the model's forward specialises it "
+                              "(drop it from --dynamic or fix the model)")
+
+
+def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
+                input_shape=(1, 3, 512, 512), dynamic=("batch", "height", "width"),
+                opset: int = DEFAULT_OPSET, dtype: str = "fp32", expose_masks: bool = False,
+                metadata: dict | None = None,
+                progress: Callable[[str], None] | None = None) -> Path:
+    """Export ``model`` (an SSI or dense ssi-deploy model) to one self-contained ONNX file.
+
+    The caller's model is left untouched (a copy is fused, cast and exported). ``dynamic``
+    names the input axes kept symbolic (subset of batch, height, width). ``dtype="fp16"``
+    exports half-precision tensors throughout (the SSI bodies compute in float32 inside).
+    ``expose_masks`` appends one mask output per sampling layer (``mask_<layer>``).
+    ``metadata`` adds JSON-serialisable entries to the ``ssi.*`` metadata. Returns the path.
+    """
+    say = progress or (lambda msg: None)
+    t0 = time.perf_counter()
+    shape = _check_input_shape(input_shape)
+    dyn = _check_dynamic(dynamic)
+    opset = check_opset(opset)
+    dtype = _check_dtype(dtype)
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ExportError(f"output {path} must end in .onnx")
+    if path.parent and not path.parent.exists():
+        raise ExportError(f"output directory {path.parent} does not exist; create it first")
+    if not isinstance(model, torch.nn.Module):
+        raise ExportError(f"export_onnx needs a torch.nn.Module, got {type(model).__name__}")
+    metadata = dict(metadata or {})
+
+    say("preparing the model (eval, BatchNorm folded"
+        + (", fp16" if dtype == "fp16" else "") + (", masks exposed" if expose_masks else "")
+        + ")")
+    m = copy.deepcopy(model)
+    m.eval()
+    _fold_batchnorm(m)
+    _freeze_scalar_parameters(m)
+    if expose_masks:
+        if not hasattr(m, "expose_masks"):
+            raise ExportError(f"{type(model).__name__} cannot expose masks (no sampling layers)")
+        m.expose_masks = True
+    elif hasattr(m, "expose_masks"):
+        m.expose_masks = False
+    m = m.to(DTYPES[dtype])
+    output_names = list(getattr(m, "output_names", []) or [])
+    describe = m.describe() if hasattr(m, "describe") else {}
+
+    gen = torch.Generator().manual_seed(0)
+    example = torch.rand(shape, generator=gen).to(DTYPES[dtype])
+    with torch.no_grad():
+        n_out = len(m(example)) if output_names else None
+    if output_names and n_out != len(output_names):
+        raise ExportError(f"model returns {n_out} outputs but names {len(output_names)} "
+                          f"({output_names})")
+
+    say(f"exporting with torch.export (opset {opset}, dynamic: {', '.join(dyn) or 'none'}) ...")
+    table = translation_table()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                m, (example,), dynamo=True, custom_translation_table=table,
+                input_names=[INPUT_NAME], output_names=output_names or None,
+                opset_version=opset, dynamic_shapes=_dynamic_shapes(dyn), optimize=True,
+                external_data=False, verbose=False, report=False)
+    except Exception as e:  # noqa: BLE001
+        text = str(e)
+        if "Constraints violated" in text:
+            first = text.strip().splitlines()[0][:300]
+            raise ExportError(f"torch.export could not keep {', '.join(dyn)} dynamic for "
+                              f"this model ({first}); export with --dynamic batch or a "
+                              "static shape") from e
+        raise
+    proto = program.model_proto
+    if _default_opset(proto) != opset:
+        raise ExportError(f"the exporter produced opset {_default_opset(proto)} instead of {opset}")
+
+    say("attaching SSI function bodies and metadata")
+    counts = _normalise_ssi_nodes(proto)
+    attach_functions(proto)
+    _check_graph(proto, dyn)
+    sha, init_seed = _parse_init(describe.get("init", ""))
+    norm = describe.get("normalisation", {})
+    meta = {
+        "tool": "ssi-deploy",
+        "tool_version": __version__,
+        "torch_version": torch.__version__,
+        "arch": describe.get("arch", type(model).__name__),
+        "with_fpn": bool(describe.get("with_fpn", False)),
+        "sampling": describe.get("sampling"),
+        "seed": describe.get("seed"),
+        "onnx_opset": opset,
+        "ssi_domain": C.DOMAIN,
+        "ssi_opset_version": C.OPSET_VERSION,
+        "semantics_version": C.SEMANTICS_VERSION,
+        "normalisation": {"mean": _jsonable(norm.get("mean")), "std": _jsonable(norm.get("std"))},
+        "dtype": dtype,
+        "init": describe.get("init"),
+        "checkpoint_sha256": sha,
+        "init_seed": init_seed,
+        "input_name": INPUT_NAME,
+        "input_shape": list(shape),
+        "dynamic": list(dyn),
+        "expose_masks": bool(expose_masks),
+        "output_names": [o.name for o in proto.graph.output],
+        "ssi_nodes": {name: counts.get(name, 0) for name in C.OPS},
+        "describe": _jsonable(describe),
+    }
+    clash = sorted(set(metadata) & set(meta))
+    if clash:
+        raise ExportError(f"metadata keys {clash} are reserved by the exporter; rename them")
+    meta.update({str(k): _jsonable(v) for k, v in metadata.items()})
+    _set_metadata(proto, meta)
+    proto.producer_name, proto.producer_version = "ssi-deploy", __version__
+
+    say("checking the model (onnx.checker, full)")
+    register_schemas()
+    size = proto.ByteSize()
+    if size > MAX_SINGLE_FILE_BYTES:
+        raise ExportError(f"the model is {size / 2**30:.2f} GiB, over the 2 GiB limit of one "
+                          "ONNX file; export fp16 or a smaller architecture")
+    onnx.checker.check_model(proto, full_check=True)
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save_model(proto, str(tmp), save_as_external_data=False)
+    os.replace(tmp, path)
+    say(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+    return path
