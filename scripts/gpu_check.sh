@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# GPU check of the native SSI kernels, for a lent H100/H200 (or any CUDA machine with nvcc,
+# CMake and a CUDA build of PyTorch): builds libssi_cuda.so for the visible GPU, runs the
+# kernel checks under compute-sanitizer (memcheck, small shapes), then scripts/gpu_check.py
+# (checks against torch.ops.ssi, SSI bottleneck in a CUDA graph, timing against cuDNN).
+# Logs and JSON go to $OUT (default ./out); the table comes last. Budget: under 5 minutes.
+#   scripts/gpu_check.sh [gpu_check.py options]      SSI_SANITIZE=0 skips the memcheck pass
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/out}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+BUILD=${SSI_GPU_BUILD_DIR:-build/gpu_check}
+export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
+
+arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+arch=${arch:-90}
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv >"$OUT/build.log" 2>&1
+echo "== build for sm_$arch" | tee -a "$OUT/build.log"
+gen=()
+command -v ninja >/dev/null && gen=(-G Ninja)
+t0=$(date +%s)
+if ! { cmake -S plugins -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$arch" \
+         -DSSI_BUILD_TENSORRT=OFF &&
+       cmake --build "$BUILD" -j"$(nproc)" --target ssi_cuda; } >>"$OUT/build.log" 2>&1; then
+  tail -30 "$OUT/build.log"
+  echo "gpu_check: build failed (log: $OUT/build.log)"
+  exit 2
+fi
+echo "built in $(( $(date +%s) - t0 )) s"
+LIB=$BUILD/lib/libssi_cuda.so
+cuobjdump --dump-resource-usage "$LIB" >"$OUT/resource_usage.txt" 2>&1 || true
+grep -E "REG|STACK" "$OUT/resource_usage.txt" | sed 's/^ *//' | cut -c1-160 | head -40
+
+if [ "${SSI_SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
+  echo "== compute-sanitizer memcheck (small shapes, no caching allocator)"
+  t0=$(date +%s)
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 3 \
+    --print-limit 20 "$PY" scripts/gpu_check.py --lib "$LIB" --checks-only --small --no-graphs \
+    --out "$OUT/sanitizer" >"$OUT/sanitizer.log" 2>&1
+  rc=$?
+  grep -E "ERROR SUMMARY|Invalid|out of bounds|checks:|FAIL" "$OUT/sanitizer.log" | head -20
+  echo "memcheck exit status $rc after $(( $(date +%s) - t0 )) s (0 clean, 3 errors found, 124 timed out)"
+fi
+
+echo "== checks and timing"
+"$PY" scripts/gpu_check.py --lib "$LIB" --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_check.log"
+exit "${PIPESTATUS[0]}"
