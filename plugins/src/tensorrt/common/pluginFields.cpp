@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -75,6 +76,7 @@ std::string rangeText(AttrSpec const& spec)
 
 char const* fieldTypeName(PluginFieldType type) noexcept
 {
+    // Only the types every TensorRT 10.x/11.x header has; newer ones print as a number.
     switch (type)
     {
     case PluginFieldType::kFLOAT16: return "kFLOAT16";
@@ -86,13 +88,11 @@ char const* fieldTypeName(PluginFieldType type) noexcept
     case PluginFieldType::kCHAR: return "kCHAR";
     case PluginFieldType::kDIMS: return "kDIMS";
     case PluginFieldType::kUNKNOWN: return "kUNKNOWN";
-    case PluginFieldType::kBF16: return "kBF16";
-    case PluginFieldType::kINT64: return "kINT64";
-    case PluginFieldType::kFP8: return "kFP8";
-    case PluginFieldType::kINT4: return "kINT4";
-    case PluginFieldType::kFP4: return "kFP4";
+    default: break;
     }
-    return "an unknown field type";
+    static thread_local char buffer[48];
+    std::snprintf(buffer, sizeof(buffer), "PluginFieldType %d", static_cast<int>(type));
+    return buffer;
 }
 
 FieldNames::FieldNames(AttrTable const& table)
