@@ -662,6 +662,12 @@ def test_build_success_strips_functions_and_checks_plugins(fake_env, ssi_onnx, c
     assert "SSI layers  3 SSI node(s) -> plugin layers" in out
     assert "Building engine (2 steps)" in err and "Tactic selection (3 steps)" in err  # progress
     assert "Building engine done" in err
+    from ssi_deploy.backends.tensorrt_backend import engine_metadata
+    meta = engine_metadata(engine)
+    assert meta["onnx"] == str(ssi_onnx.resolve()) and meta["precision"] == "fp32"
+    assert meta["profiles"]["logits"]["max"] == [2, 1, 256, 256]
+    assert meta["plugin_layers"] == {n: n for n in NODES} and meta["dense"] is False
+    assert engine_metadata(fake_env.tmp / "other.plan") is None
 
 
 def test_build_fp16_on_tensorrt10_sets_builder_flag(fake_env, ssi_onnx, capsys):

@@ -8,6 +8,9 @@ Hooks for the validate/profile commands:
   ``input_profile(name)`` (min, opt, max), ``layers()`` (engine inspector, SSI plugin layers
   marked), ``layer_times(feeds, iterations)`` (IProfiler: mean ms per layer) and ``info()``.
 - ``load_engine_backend(path, plugins=None)``: the same, named like the other backends' loaders.
+- ``engine_metadata(path)``: the JSON ``ssi-deploy build`` writes next to the engine
+  (``model.plan.json``: source ONNX path and its ``ssi.*`` metadata, profiles, precision,
+  SSI node -> plugin layer names), or None.
 
 ``time`` measures each iteration with CUDA events around one ``execute_async_v3`` (replayed as a
 CUDA graph captured after one warm-up call, when capture works), so latencies are GPU times of
@@ -268,6 +271,11 @@ class TensorRTBackend(Backend):
         self._engine = None
         if hasattr(self._dev, "close"):
             self._dev.close()
+
+
+def engine_metadata(path) -> dict | None:
+    from ..tensorrt.builder import read_sidecar
+    return read_sidecar(path)
 
 
 def load_engine_backend(path, plugins=None, **kw) -> TensorRTBackend:

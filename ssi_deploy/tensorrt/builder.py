@@ -10,6 +10,7 @@ node -> plan written (only then).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -57,6 +58,7 @@ class BuildReport:
     plugin_check: PluginCheck | None
     serialized_plugins: list[str] = field(default_factory=list)
     timing_cache_written: Path | None = None
+    sidecar: Path | None = None
 
     def lines(self) -> list[str]:
         out = [f"engine      {self.engine_path} ({self.engine_bytes / 2**20:.1f} MiB, "
@@ -73,6 +75,8 @@ class BuildReport:
             out.append(f"embedded    {', '.join(self.serialized_plugins)} (version-compatible plan)")
         if self.timing_cache_written:
             out.append(f"cache       {self.timing_cache_written}")
+        if self.sidecar:
+            out.append(f"metadata    {self.sidecar}")
         return out
 
 
@@ -304,5 +308,38 @@ def build_engine(opts: BuildOptions, echo=_echo) -> BuildReport:
     if opts.timing_cache is not None:
         Path(opts.timing_cache).write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
         cache_written = Path(opts.timing_cache)
+    sidecar = sidecar_path(out)
+    sidecar.write_text(json.dumps({
+        "onnx": str(Path(opts.onnx_path).resolve()),
+        "onnx_metadata": {p.key: p.value for p in model.metadata_props},
+        "tensorrt": mod.version,
+        "precision": precision,
+        "profiles": {p.name: {"min": list(p.min), "opt": list(p.opt), "max": list(p.max)}
+                     for p in profiles.values()},
+        "plugin_library": str(lib) if lib else None,
+        "plugins_embedded": bool(serialized),
+        "version_compatible": bool(opts.version_compatible),
+        "dense": bool(opts.dense),
+        "ssi_nodes": {n.name: n.op_type for n in nodes},
+        "plugin_layers": check.matched if check else {},
+    }, indent=1) + "\n")
     return BuildReport(out, len(plan_bytes), time.perf_counter() - t_start, mod.version, precision,
-                       lib, list(profiles.values()), removed, check, serialized, cache_written)
+                       lib, list(profiles.values()), removed, check, serialized, cache_written,
+                       sidecar)
+
+
+def sidecar_path(engine_path) -> Path:
+    """``model.plan`` -> ``model.plan.json``: what the engine was built from and how."""
+    p = Path(engine_path)
+    return p.with_name(p.name + ".json")
+
+
+def read_sidecar(engine_path) -> dict | None:
+    """The build's JSON next to an engine (source ONNX, its ssi.* metadata, profiles, ...)."""
+    p = sidecar_path(engine_path)
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
