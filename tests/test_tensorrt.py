@@ -919,6 +919,24 @@ def test_backend_runs_times_and_profiles(fake_env):
     be.close()
 
 
+def test_engine_for_onnx_builds_once_and_maps_back(fake_env, ssi_onnx, capsys):
+    from ssi_deploy.backends.tensorrt_backend import engine_for_onnx, onnx_for_engine
+    plan = engine_for_onnx(ssi_onnx, input_shape=(1, 1, 64, 64))
+    assert plan == ssi_onnx.with_suffix(".plan") and plan.is_file()
+    stamp = plan.stat().st_mtime_ns
+    assert engine_for_onnx(ssi_onnx, input_shape=(1, 1, 64, 64)) == plan
+    assert plan.stat().st_mtime_ns == stamp  # reused, not rebuilt
+    assert onnx_for_engine(plan) == ssi_onnx.resolve()
+    engine_for_onnx(ssi_onnx, input_shape=(1, 1, 96, 96))  # outside the fixed profile: rebuilt
+    cfg = fake_env.trt.calls["config"]
+    assert cfg.profiles[0].shapes["logits"][2] == (1, 1, 96, 96)
+    dense = fake_env.tmp / "dense.onnx"
+    onnx.save(_dense_model(), dense)
+    assert engine_for_onnx(dense).is_file()  # no SSI nodes: built as a dense baseline
+    with pytest.raises(SSIError, match=r"cannot tell which ONNX file.*no x.plan.json beside it"):
+        onnx_for_engine(fake_env.tmp / "x.plan")
+
+
 def test_backend_shape_outside_profile_and_wrong_inputs(fake_env):
     from ssi_deploy.backends.tensorrt_backend import TensorRTBackend
     be = TensorRTBackend(_plan(fake_env.tmp), device=_HostDevice())

@@ -11,6 +11,12 @@ Hooks for the validate/profile commands:
 - ``engine_metadata(path)``: the JSON ``ssi-deploy build`` writes next to the engine
   (``model.plan.json``: source ONNX path and its ``ssi.*`` metadata, profiles, precision,
   SSI node -> plugin layer names), or None.
+- ``onnx_for_engine(plan)``: the ONNX file an engine was built from (for the reference's
+  metadata), or an SSIError saying how to give it.
+- ``engine_for_onnx(onnx, engine=None, input_shape=None, plugins=None)``: build an engine
+  for an ONNX file (SSI or dense, detected) unless an up-to-date one whose profile covers
+  ``input_shape`` exists; returns its path. For ``--backend tensorrt`` on ``.onnx`` files and
+  for the dense twin of ``--compare-dense`` (or pass a prebuilt ``--dense-engine`` plan).
 
 ``time`` measures each iteration with CUDA events around one ``execute_async_v3`` (replayed as a
 CUDA graph captured after one warm-up call, when capture works), so latencies are GPU times of
@@ -276,6 +282,47 @@ class TensorRTBackend(Backend):
 def engine_metadata(path) -> dict | None:
     from ..tensorrt.builder import read_sidecar
     return read_sidecar(path)
+
+
+def onnx_for_engine(plan_path) -> Path:
+    meta = engine_metadata(plan_path)
+    onnx_path = Path(meta["onnx"]) if meta and meta.get("onnx") else None
+    if onnx_path is None or not onnx_path.is_file():
+        why = (f"{onnx_path} is gone" if onnx_path else
+               f"no {Path(str(plan_path)).name}.json beside it")
+        raise SSIError(f"cannot tell which ONNX file engine {plan_path} was built from ({why}): "
+                       f"give the ONNX file and the engine, or rebuild with `ssi-deploy build`")
+    return onnx_path
+
+
+def engine_for_onnx(onnx_path, engine_path=None, input_shape=None, plugins=None,
+                    precision=None, echo=None) -> Path:
+    """An engine for ``onnx_path``: reused when newer than the ONNX file and its profile covers
+    ``input_shape``; otherwise built (fixed to ``input_shape`` when given)."""
+    import onnx as _onnx
+
+    from ..tensorrt.builder import BuildOptions, build_engine
+    from ..tensorrt.onnx_prep import input_shapes, ssi_nodes
+
+    onnx_path = Path(onnx_path)
+    engine_path = Path(engine_path) if engine_path else onnx_path.with_suffix(".plan")
+    model = _onnx.load(str(onnx_path), load_external_data=False)
+    names = list(input_shapes(model))
+    name = names[0] if names else None
+    meta = engine_metadata(engine_path)
+    if (meta and engine_path.is_file() and meta.get("onnx") == str(onnx_path.resolve())
+            and engine_path.stat().st_mtime >= onnx_path.stat().st_mtime):
+        prof = meta.get("profiles", {}).get(name)
+        if input_shape is None or (prof and len(prof["min"]) == len(input_shape) and all(
+                lo <= s <= hi for s, lo, hi in zip(input_shape, prof["min"], prof["max"]))):
+            return engine_path
+    shapes = ()
+    if input_shape is not None and name is not None:
+        shapes = (f"{name}:{format_shape(input_shape)}",)
+    build_engine(BuildOptions(onnx_path=onnx_path, engine_path=engine_path, plugins=plugins,
+                              shapes=shapes, precision=precision,
+                              dense=not ssi_nodes(model)), **({"echo": echo} if echo else {}))
+    return engine_path
 
 
 def load_engine_backend(path, plugins=None, **kw) -> TensorRTBackend:
