@@ -55,7 +55,7 @@ def log(msg: str) -> None:
 class CudaKernels:
     """libssi_cuda.so over torch tensors; outputs and workspaces are passed in (graph-friendly)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, emulated: bool = False):
         lib = ctypes.CDLL(str(path))
         p, i32, u64, f32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_uint64, ctypes.c_float
         ip = ctypes.POINTER(i32)
@@ -70,9 +70,14 @@ class CudaKernels:
         lib.ssi_cuda_device_synchronize.restype = i32
         for fn in (lib.ssi_cuda_sample_mask, lib.ssi_cuda_sparse_conv2d, lib.ssi_cuda_gaussian_interp):
             fn.restype = i32
+        lib.ssi_cuda_is_emulation.restype = i32
         assert lib.ssi_cuda_abi_version() == 1
+        if bool(lib.ssi_cuda_is_emulation()) != emulated:
+            kind = "a GPU build" if emulated else "the host emulation"
+            raise SystemExit(f"gpu_check: {path} is {kind} of the kernels: wrong library for this mode")
         self.lib = lib
-        self.device = torch.device("cuda")
+        self.emulated = emulated
+        self.device = torch.device("cpu" if emulated else "cuda")
 
     def _rc(self, name: str, rc: int) -> None:
         if rc != 0:
@@ -82,12 +87,12 @@ class CudaKernels:
     def _p(t):
         return None if t is None else ctypes.c_void_p(t.data_ptr())
 
-    @staticmethod
-    def _stream() -> int:
-        return torch.cuda.current_stream().cuda_stream
+    def _stream(self) -> int:
+        return 0 if self.emulated else torch.cuda.current_stream().cuda_stream
 
     def synchronize(self) -> None:
-        torch.cuda.synchronize()
+        if not self.emulated:
+            torch.cuda.synchronize()
         self._rc("cudaDeviceSynchronize (shim runtime)", self.lib.ssi_cuda_device_synchronize())
 
     def sample_mask(self, logits, out, mode, grid, seed, layer):
@@ -572,6 +577,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=60, help="timed graph replays per configuration")
     ap.add_argument("--no-graphs", action="store_true", help="no CUDA graph (e.g. without the caching allocator)")
     ap.add_argument("--cpu-dry-run", action="store_true", help="run the checks' logic on the CPU twins")
+    ap.add_argument("--emulated", type=Path, default=None, metavar="LIB",
+                    help="run the checks on the CPU through libssi_cuda_emu.so (the CUDA sources on host fibers)")
     ap.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
     args = ap.parse_args()
 
@@ -581,6 +588,9 @@ def main() -> int:
     if args.cpu_dry_run:
         K = CpuTwinKernels()
         RESULTS["device"] = "cpu (dry run through the CPU twins)"
+    elif args.emulated:
+        K = CudaKernels(args.emulated, emulated=True)
+        RESULTS["device"] = "cpu (CUDA kernel sources emulated on host fibers)"
     else:
         if not torch.cuda.is_available():
             print("gpu_check: no CUDA device visible to PyTorch (use --cpu-dry-run to test the script)")
@@ -597,9 +607,10 @@ def main() -> int:
     t0 = time.time()
     sections = [("kernel checks", lambda: [fn(K, g, dt, args.small) for dt in (torch.float32, torch.float16)
                                           for fn in (check_sample_mask, check_sparse_conv, check_interp)]),
-                ("bottleneck", lambda: [check_bottleneck(K, g, dt, not (args.cpu_dry_run or args.no_graphs))
+                ("bottleneck", lambda: [check_bottleneck(K, g, dt, not (host or args.no_graphs))
                                         for dt in (torch.float32, torch.float16)])]
-    if not (args.checks_only or args.cpu_dry_run):
+    host = args.cpu_dry_run or args.emulated is not None
+    if not (args.checks_only or host):
         sections += [("per-op breakdown", lambda: breakdown(K, g)),
                      ("timing", lambda: run_timing(K, g, args.reps, sets=3))]
     for name, fn in sections:

@@ -54,4 +54,19 @@ SSI_CUDA_API int32_t ssi_cuda_gaussian_interp(void const* values, void const* ma
 }
 
 // Synchronises the device: for test scripts only (never called by the kernels).
-SSI_CUDA_API int32_t ssi_cuda_device_synchronize() { return cudaDeviceSynchronize(); }
+SSI_CUDA_API int32_t ssi_cuda_device_synchronize() {
+#ifdef SSI_CUDA_EMULATION
+    return 0;  // emulated launches run to completion on the calling thread
+#else
+    return cudaDeviceSynchronize();
+#endif
+}
+
+// 1 when this library runs the kernels on host fibers (emulation/emulation.h), 0 on a GPU.
+SSI_CUDA_API int32_t ssi_cuda_is_emulation() {
+#ifdef SSI_CUDA_EMULATION
+    return 1;
+#else
+    return 0;
+#endif
+}

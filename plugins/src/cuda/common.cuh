@@ -7,9 +7,19 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "ssi/kernels.h"
 #include "ssi/math.h"
+
+#ifdef SSI_CUDA_EMULATION
+// Host emulation of the kernels for tests without a GPU (see emulation/emulation.h).
+#include "emulation/emulation.h"
+#define SSI_LAUNCH(kernel, grid, block, stream, ...) ::ssi::emu::launch(kernel, grid, block, __VA_ARGS__)
+#else
+// kernel: a __global__ function or a pointer to one (template kernels through a pointer).
+#define SSI_LAUNCH(kernel, grid, block, stream, ...) kernel<<<grid, block, 0, stream>>>(__VA_ARGS__)
+#endif
 
 namespace ssi {
 namespace cuda {
@@ -33,7 +43,24 @@ cudaError_t dispatch(DType dtype, F&& f) {
 }
 
 // The error of the launches just made (not a synchronisation: graph-capture safe).
-inline cudaError_t launchStatus() { return cudaGetLastError(); }
+inline cudaError_t launchStatus() {
+#ifdef SSI_CUDA_EMULATION
+    return cudaSuccess;
+#else
+    return cudaGetLastError();
+#endif
+}
+
+// Stream-ordered memset (a memset node under graph capture).
+inline cudaError_t memsetAsync(void* p, int value, size_t bytes, cudaStream_t stream) {
+#ifdef SSI_CUDA_EMULATION
+    (void)stream;
+    std::memset(p, value, bytes);
+    return cudaSuccess;
+#else
+    return cudaMemsetAsync(p, value, bytes, stream);
+#endif
+}
 
 // ---------------------------------------------------------------------------------------
 // Compaction workspace: [count: int32, padded to 256 B][index: int32 x positions].

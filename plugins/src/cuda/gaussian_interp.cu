@@ -106,9 +106,9 @@ cudaError_t launchGaussianInterp(void const* values, void const* mask, void cons
     if (grid.y > 65535u || static_cast<int64_t>(p.n) * slices > 65535) return cudaErrorInvalidConfiguration;
     return cuda::dispatch(dtype, [&](auto tag) {
         using T = decltype(tag);
-        gaussianInterpKernel<T><<<grid, kThreads, 0, stream>>>(
-            static_cast<T const*>(values), static_cast<T const*>(mask), static_cast<T const*>(bias),
-            static_cast<T const*>(residual), static_cast<T*>(out), p, slices);
+        auto* kernel = &gaussianInterpKernel<T>;
+        SSI_LAUNCH(kernel, grid, kThreads, stream, static_cast<T const*>(values), static_cast<T const*>(mask),
+                   static_cast<T const*>(bias), static_cast<T const*>(residual), static_cast<T*>(out), p, slices);
         return cuda::launchStatus();
     });
 }

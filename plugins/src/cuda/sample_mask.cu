@@ -30,8 +30,9 @@ cudaError_t launchSampleMask(void const* logits, void* mask, DType dtype, Sample
     uint32_t const key = math::layerKey(p.seed, p.layer);
     return cuda::dispatch(dtype, [&](auto tag) {
         using T = decltype(tag);
-        sampleMaskKernel<T><<<cuda::ceilDiv(total, 256), 256, 0, stream>>>(
-            static_cast<T const*>(logits), static_cast<T*>(mask), p.h, p.w, total, p.mode, p.gridInterval, key);
+        auto* kernel = &sampleMaskKernel<T>;
+        SSI_LAUNCH(kernel, cuda::ceilDiv(total, 256), 256, stream, static_cast<T const*>(logits), static_cast<T*>(mask),
+                   p.h, p.w, total, p.mode, p.gridInterval, key);
         return cuda::launchStatus();
     });
 }

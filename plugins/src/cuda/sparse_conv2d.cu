@@ -12,9 +12,11 @@
 //    fp16 with >= 16 channels per group multiplies on tensor cores (WMMA 16x16x16, fp32
 //    accumulation); everything else in fp32 FMAs. Epilogue: bias, ReLU, coalesced NCHW
 //    stores through a shared-memory transpose.
-#include <mma.h>
-
 #include <type_traits>
+
+#ifndef SSI_CUDA_EMULATION
+#include <mma.h>
+#endif
 
 #include "common.cuh"
 
@@ -191,7 +193,8 @@ template <typename T, bool kDeform, bool kTensorCore>
 cudaError_t launchConv(T const* x, T const* w, T const* b, T const* off, T* y, cuda::CompactList list,
                        SparseConvParams const& p, int64_t positions, cudaStream_t stream) {
     dim3 const grid(cuda::ceilDiv(positions, kBM), cuda::ceilDiv(p.cout / p.groups, kBN), p.groups);
-    sparseConvKernel<T, kDeform, kTensorCore><<<grid, kThreads, 0, stream>>>(x, w, b, off, y, list, p);
+    auto* kernel = &sparseConvKernel<T, kDeform, kTensorCore>;
+    SSI_LAUNCH(kernel, grid, kThreads, stream, x, w, b, off, y, list, p);
     return cuda::launchStatus();
 }
 
@@ -223,7 +226,7 @@ cudaError_t launchSparseConv2d(void const* x, void const* weight, void const* bi
     if (positions == 0) return cudaSuccess;
     if (!x || !weight || !bias || !mask || !y || !workspace || (p.deformable && !offset)) return cudaErrorInvalidValue;
     cuda::CompactList const list = cuda::compactList(workspace);
-    cudaError_t err = cudaMemsetAsync(list.count, 0, sizeof(int32_t), stream);
+    cudaError_t err = cuda::memsetAsync(list.count, 0, sizeof(int32_t), stream);
     if (err != cudaSuccess) return err;
     return cuda::dispatch(dtype, [&](auto tag) {
         using T = decltype(tag);
@@ -232,8 +235,9 @@ cudaError_t launchSparseConv2d(void const* x, void const* weight, void const* bi
         auto const* bt = static_cast<T const*>(bias);
         auto const* ot = static_cast<T const*>(offset);
         auto* yt = static_cast<T*>(y);
-        cuda::compactKernel<T><<<cuda::ceilDiv(positions, cuda::kCompactThreads), cuda::kCompactThreads, 0, stream>>>(
-            static_cast<T const*>(mask), static_cast<int32_t>(positions), p.ho * p.wo, p.cout, yt, list);
+        auto* compact = &cuda::compactKernel<T>;
+        SSI_LAUNCH(compact, cuda::ceilDiv(positions, cuda::kCompactThreads), cuda::kCompactThreads, stream,
+                   static_cast<T const*>(mask), static_cast<int32_t>(positions), p.ho * p.wo, p.cout, yt, list);
         cudaError_t e = cuda::launchStatus();
         if (e != cudaSuccess) return e;
         constexpr bool kHalf = std::is_same_v<T, __half>;

@@ -1,0 +1,201 @@
+// Host emulation of the CUDA features the SSI kernels use, so that the very kernel sources
+// of plugins/src/cuda can run on a machine without a GPU (tests and script dry runs only;
+// never part of a product build). Compiled with the host compiler and -DSSI_CUDA_EMULATION,
+// through the wrappers in this folder.
+//
+// Each block runs its threads as cooperative fibers (ucontext) on one OS thread: a fiber runs
+// until __syncthreads() (or a warp vote) and the next fiber takes over; when every live fiber
+// waits, all go on. Blocks run one after the other, so `__shared__` variables become static
+// ones. Warp-collective WMMA operations are executed by lane 0 of each warp on whole 16x16
+// matrices (fp16 operands, float32 products and sums). Warp votes must be reached by every
+// thread of the block (true of the kernels here).
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <ucontext.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#undef __shared__
+#define __shared__ static
+#undef __launch_bounds__
+#define __launch_bounds__(...)
+
+inline uint3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+
+namespace ssi {
+namespace emu {
+
+struct Scheduler {
+    ucontext_t main;
+    std::vector<ucontext_t> ctx;
+    std::vector<std::unique_ptr<char[]>> stacks;
+    std::vector<int> state;  // 0 runnable, 1 waiting at the barrier, 2 finished
+    int current = 0;
+    std::vector<unsigned> votes;
+};
+inline Scheduler* gSched = nullptr;
+
+inline void yieldToScheduler(int newState) {
+    Scheduler& s = *gSched;
+    s.state[s.current] = newState;
+    swapcontext(&s.ctx[s.current], &s.main);
+}
+
+inline void syncthreads() { yieldToScheduler(1); }
+
+template <typename Fn>
+void fiberEntry(unsigned lo, unsigned hi) {
+    auto* fn = reinterpret_cast<Fn*>((static_cast<uintptr_t>(hi) << 32) | lo);
+    (*fn)();
+    yieldToScheduler(2);
+}
+
+// Run fn() as one block of `threads` fibers.
+template <typename Fn>
+void runBlock(Fn& fn, int threads) {
+    Scheduler s;
+    s.ctx.resize(threads);
+    s.state.assign(threads, 0);
+    s.votes.assign(threads, 0);
+    constexpr size_t kStack = 256 * 1024;
+    for (int t = 0; t < threads; ++t) {
+        s.stacks.emplace_back(new char[kStack]);
+        getcontext(&s.ctx[t]);
+        s.ctx[t].uc_stack.ss_sp = s.stacks.back().get();
+        s.ctx[t].uc_stack.ss_size = kStack;
+        s.ctx[t].uc_link = nullptr;
+        auto p = reinterpret_cast<uintptr_t>(&fn);
+        makecontext(&s.ctx[t], reinterpret_cast<void (*)()>(&fiberEntry<Fn>), 2, static_cast<unsigned>(p & 0xffffffffu),
+                    static_cast<unsigned>(p >> 32));
+    }
+    gSched = &s;
+    for (;;) {
+        bool any = false;
+        for (int t = 0; t < threads; ++t) {
+            if (s.state[t] != 0) continue;
+            any = true;
+            s.current = t;
+            threadIdx = uint3{static_cast<unsigned>(t % blockDim.x), static_cast<unsigned>(t / blockDim.x % blockDim.y),
+                              static_cast<unsigned>(t / (blockDim.x * blockDim.y))};
+            swapcontext(&s.main, &s.ctx[t]);
+        }
+        if (!any) {
+            bool waiting = false;
+            for (int t = 0; t < threads; ++t)
+                if (s.state[t] == 1) {
+                    s.state[t] = 0;
+                    waiting = true;
+                }
+            if (!waiting) break;  // all finished
+        }
+    }
+    gSched = nullptr;
+}
+
+template <typename... KArgs, typename... Args>
+void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, Args... args) {
+    std::tuple<KArgs...> a(static_cast<KArgs>(args)...);
+    gridDim = grid;
+    blockDim = block;
+    int const threads = static_cast<int>(block.x * block.y * block.z);
+    auto body = [&] { std::apply(kernel, a); };
+    for (unsigned z = 0; z < grid.z; ++z)
+        for (unsigned y = 0; y < grid.y; ++y)
+            for (unsigned x = 0; x < grid.x; ++x) {
+                blockIdx = uint3{x, y, z};
+                runBlock(body, threads);
+            }
+}
+
+inline int linearThread() {
+    return static_cast<int>(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
+}
+
+}  // namespace emu
+}  // namespace ssi
+
+inline void __syncthreads() { ssi::emu::syncthreads(); }
+
+inline unsigned __ballot_sync(unsigned, int pred) {
+    auto& s = *ssi::emu::gSched;
+    int const t = ssi::emu::linearThread();
+    s.votes[t] = pred ? 1u : 0u;
+    ssi::emu::syncthreads();
+    unsigned r = 0;
+    int const base = t / 32 * 32;
+    for (int i = 0; i < 32 && base + i < static_cast<int>(s.votes.size()); ++i) r |= s.votes[base + i] << i;
+    ssi::emu::syncthreads();
+    return r;
+}
+
+inline int __popc(unsigned v) { return __builtin_popcount(v); }
+inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
+template <typename T>
+inline T __ldg(T const* p) {
+    return *p;
+}
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+    float v[16 * 16];  // the whole tile, row-major (rows x cols of the operand)
+};
+
+inline bool leader() { return ssi::emu::linearThread() % 32 == 0; }
+
+template <typename Use, typename T, typename L>
+void fill_fragment(fragment<Use, 16, 16, 16, T, L>& f, float x) {
+    for (float& e : f.v) e = x;
+}
+template <typename Use, typename L>
+void load_matrix_sync(fragment<Use, 16, 16, 16, __half, L>& f, __half const* p, unsigned ldm) {
+    static_assert(std::is_same_v<L, row_major>, "emulation: row-major operands only");
+    if (!leader()) return;
+    if (reinterpret_cast<uintptr_t>(p) % 32) throw std::runtime_error("wmma::load_matrix_sync: pointer not 32-byte aligned");
+    if (ldm % 8) throw std::runtime_error("wmma::load_matrix_sync: ldm not a multiple of 8");
+    for (int r = 0; r < 16; ++r)
+        for (int c = 0; c < 16; ++c) f.v[r * 16 + c] = __half2float(p[r * ldm + c]);
+}
+inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
+                     fragment<matrix_a, 16, 16, 16, __half, row_major> const& a,
+                     fragment<matrix_b, 16, 16, 16, __half, row_major> const& b,
+                     fragment<accumulator, 16, 16, 16, float> const& c) {
+    if (!leader()) return;
+    float out[256];
+    for (int i = 0; i < 16; ++i)
+        for (int j = 0; j < 16; ++j) {
+            float s = c.v[i * 16 + j];
+            for (int k = 0; k < 16; ++k) s += a.v[i * 16 + k] * b.v[k * 16 + j];
+            out[i * 16 + j] = s;
+        }
+    std::memcpy(d.v, out, sizeof out);
+}
+inline void store_matrix_sync(float* p, fragment<accumulator, 16, 16, 16, float> const& f, unsigned ldm, layout_t l) {
+    if (!leader()) return;
+    if (reinterpret_cast<uintptr_t>(p) % 32) throw std::runtime_error("wmma::store_matrix_sync: pointer not 32-byte aligned");
+    if (ldm % 4) throw std::runtime_error("wmma::store_matrix_sync: ldm not a multiple of 4");
+    for (int r = 0; r < 16; ++r)
+        for (int c = 0; c < 16; ++c) p[l == mem_row_major ? r * ldm + c : c * ldm + r] = f.v[r * 16 + c];
+}
+}  // namespace wmma
+}  // namespace nvcuda
