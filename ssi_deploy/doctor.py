@@ -71,8 +71,9 @@ def check_cuda_python() -> Check:
             return Check("cuda-python", OK, f"{name} importable")
         except Exception:
             continue
-    return Check("cuda-python", WARN, "not installed (torch CUDA buffers are used instead)",
-                 "optional: pip install cuda-python")
+    return Check("cuda-python", WARN, "not installed (optional: a CUDA build of torch also "
+                                      "provides the device buffers for engine runs)",
+                 "pip install cuda-python if torch has no CUDA")
 
 
 def check_tensorrt(finder=None) -> tuple[Check, object]:

@@ -693,6 +693,23 @@ def test_build_version_compatible_embeds_plugins(fake_env, ssi_onnx, capsys):
     assert "version-compatible plan" in out
 
 
+def test_build_progress_heartbeat_without_progress_monitor(monkeypatch, fake_env, ssi_onnx, capsys):
+    """TensorRT versions without IProgressMonitor get periodic 'building ...' lines."""
+    import time as _t
+
+    from ssi_deploy.tensorrt import builder as builder_mod
+    old = make_fake_trt()
+    del old.IProgressMonitor
+    slow = old.Builder.build_serialized_network
+    old.Builder.build_serialized_network = lambda self, n, c: (_t.sleep(0.3), slow(self, n, c))[1]
+    monkeypatch.setitem(sys.modules, "tensorrt", old)
+    monkeypatch.setattr(builder_mod, "HEARTBEAT_S", 0.05)
+    rc, out, err = _build([str(ssi_onnx), "--engine", str(fake_env.tmp / "m.plan"),
+                           "--shapes", "logits:1x1x64x64"], capsys)
+    assert rc == 0, err
+    assert err.count("building ... ") >= 2
+
+
 def test_build_dense_baseline(fake_env, capsys):
     p = fake_env.tmp / "dense.onnx"
     onnx.save(_dense_model(), p)

@@ -29,6 +29,7 @@ from .shapes import ProfileShape, format_shape, parse_profiles, resolve_profiles
 from .trt import require_builder
 
 PRECISIONS = ("fp32", "fp16")
+HEARTBEAT_S = 15.0  # seconds between "building ..." lines where IProgressMonitor is missing
 
 
 @dataclass
@@ -111,7 +112,8 @@ def resolve_precision(requested: str | None, onnx_precision: str, trt_major: int
 class _Progress:
     """Prints the build phases (IProgressMonitor), or a heartbeat where that is missing."""
 
-    def __init__(self, trt, echo=_echo, interval_s: float = 15.0):
+    def __init__(self, trt, echo=_echo, interval_s: float | None = None):
+        interval_s = HEARTBEAT_S if interval_s is None else interval_s
         self.echo = echo
         self.monitor = None
         self._stop = threading.Event()
