@@ -404,10 +404,14 @@ def make_fake_trt(version="10.13.0", inline_functions=False, build_fails=False):
                     ns = next((helper.get_attribute_value(a).decode() for a in n.attribute
                                if a.name == "plugin_namespace"), "")
                     if registry.get_creator(n.op_type, "1", ns) is None:
-                        self.errors.append(ParserError(f"Plugin not found, are the plugin name, "
-                                                       f"version, and namespace correct?", n.name))
+                        self.errors.append(ParserError("Plugin not found, are the plugin name, "
+                                                       "version, and namespace correct?", n.name))
                         return False
                     self.network.layers.append((n.name, "PluginV3", n.name))
+                elif n.op_type == "Unsupported":
+                    self.errors.append(ParserError(f"No importer registered for op: {n.op_type}",
+                                                   n.name))
+                    return False
                 else:
                     self.network.layers.append((n.name, "PointWiseV2", n.name))
             return True
@@ -681,6 +685,18 @@ def test_build_fp16_on_tensorrt10_sets_builder_flag(fake_env, ssi_onnx, capsys):
     assert "fp16" in out
 
 
+def test_build_fp16_onnx_on_tensorrt10_is_strongly_typed(fake_env, capsys):
+    fp16 = fake_env.tmp / "fp16.onnx"
+    onnx.save(_ssi_model(dtype=TensorProto.FLOAT16), fp16)
+    rc, out, err = _build([str(fp16), "--engine", str(fake_env.tmp / "h.plan"),
+                           "--shapes", "logits:1x1x64x64"], capsys)
+    assert rc == 0, err
+    assert "fp16" in out  # precision follows the model's dtype
+    calls = fake_env.trt.calls
+    assert calls["network_flags"] == 1 << int(fake_env.trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    assert fake_env.trt.BuilderFlag.FP16 not in calls["config"].flags
+
+
 def test_build_version_compatible_embeds_plugins(fake_env, ssi_onnx, capsys):
     engine = fake_env.tmp / "vc.plan"
     rc, out, err = _build([str(ssi_onnx), "--engine", str(engine), "--version-compatible",
@@ -826,6 +842,16 @@ def test_build_failure_reports_tensorrt_error(monkeypatch, fake_env, ssi_onnx, c
     _assert_error(rc, err, "could not build the engine", "could not find any implementation")
 
 
+def test_build_parser_failure_names_the_node(fake_env, capsys):
+    m = _ssi_model()
+    m.graph.node[3].op_type = "Unsupported"
+    p = fake_env.tmp / "bad_op.onnx"
+    onnx.save(m, p)
+    rc, out, err = _build([str(p), "--engine", "x.plan", "--shapes", "logits:1x1x64x64"], capsys)
+    _assert_error(rc, err, "TensorRT could not parse", "node /layer1/Relu (Unknown): No importer "
+                  "registered for op: Unsupported")
+
+
 def test_build_dynamic_input_without_shapes(fake_env, ssi_onnx, capsys):
     rc, out, err = _build([str(ssi_onnx), "--engine", "x.plan"], capsys)
     _assert_error(rc, err, "input 'logits' has dynamic dimensions", "--shapes logits:MIN,OPT,MAX")
@@ -842,7 +868,10 @@ def test_build_fp16_on_tensorrt11_needs_fp16_onnx(monkeypatch, fake_env, ssi_onn
     rc, out, err = _build([str(fp16), "--engine", str(engine), "--precision", "fp16",
                            "--shapes", "logits:1x1x64x64"], capsys)
     assert rc == 0, err
-    assert "BuilderFlag" not in err and "fp16" in out
+    assert "fp16" in out
+    trt11 = sys.modules["tensorrt"]
+    assert trt11.calls["network_flags"] == 0  # TensorRT 11: always strongly typed, no flag
+    assert trt11.calls["config"].flags == set()  # and no FP16 builder flag (it does not exist)
     rc, out, err = _build([str(fp16), "--engine", "x.plan", "--precision", "fp32"], capsys)
     _assert_error(rc, err, "--precision fp32 but the ONNX model's inputs are float16")
 

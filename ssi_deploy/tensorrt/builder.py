@@ -25,7 +25,7 @@ from .gpu import require_gpu
 from .inspect import PluginCheck, require_plugin_layers
 from .logging import make_logger
 from .plugins import find_plugin_library, load_plugin_library
-from .shapes import ProfileShape, format_shape, parse_profiles, resolve_profiles
+from .shapes import ProfileShape, parse_profiles, resolve_profiles
 from .trt import require_builder
 
 PRECISIONS = ("fp32", "fp16")
