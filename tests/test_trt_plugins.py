@@ -105,24 +105,46 @@ def creator_key(node: onnx.NodeProto) -> tuple[str, str, str]:
     return node.op_type, version.decode(), namespace.decode()
 
 
-def parser_fields(trt, node: onnx.NodeProto, creator) -> list:
+class Fields:
+    """PluginFields with their numpy buffers and names kept alive: a PluginField does not own
+    its data, so a collection built from temporaries reads freed memory."""
+
+    def __init__(self, trt):
+        self.trt = trt
+        self.arrays: list[np.ndarray] = []
+        self.fields: list = []
+
+    def add(self, name: str, data: np.ndarray, kind) -> "Fields":
+        data = np.ascontiguousarray(data)
+        self.arrays.append(data)
+        self.fields.append(self.trt.PluginField(name, data, kind))
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def collection(self):
+        self._collection = self.trt.PluginFieldCollection(self.fields)
+        return self._collection
+
+
+def parser_fields(trt, node: onnx.NodeProto, creator) -> Fields:
     """The PluginFields the parser passes: only attributes named in the creator's field names;
     INT/INTS -> kINT32, FLOAT/FLOATS -> kFLOAT32, STRING -> kCHAR with the trailing NUL."""
     wanted = {f.name for f in creator.field_names}
-    fields = []
+    fields = Fields(trt)
     for a in node.attribute:
         if a.name not in wanted:
             continue
         v = helper.get_attribute_value(a)
         if a.type in (onnx.AttributeProto.INT, onnx.AttributeProto.INTS):
-            fields.append(trt.PluginField(a.name, np.atleast_1d(np.asarray(v, np.int64)).astype(np.int32),
-                                          trt.PluginFieldType.INT32))
+            fields.add(a.name, np.atleast_1d(np.asarray(v, np.int64)).astype(np.int32),
+                       trt.PluginFieldType.INT32)
         elif a.type in (onnx.AttributeProto.FLOAT, onnx.AttributeProto.FLOATS):
-            fields.append(trt.PluginField(a.name, np.atleast_1d(np.asarray(v, np.float32)),
-                                          trt.PluginFieldType.FLOAT32))
+            fields.add(a.name, np.atleast_1d(np.asarray(v, np.float32)), trt.PluginFieldType.FLOAT32)
         elif a.type == onnx.AttributeProto.STRING:
-            fields.append(trt.PluginField(a.name, np.frombuffer(v + b"\0", np.int8),
-                                          trt.PluginFieldType.CHAR))
+            fields.add(a.name, np.frombuffer(v + b"\0", np.int8), trt.PluginFieldType.CHAR)
         else:
             raise AssertionError(f"{node.name}: attribute {a.name} of ONNX type {a.type} cannot be a field")
     return fields
@@ -185,18 +207,20 @@ def test_creators_expose_exactly_the_contract_fields(trt, registry):
         assert got == want, op.name
 
 
-@pytest.mark.parametrize("phase", ["BUILD", "RUNTIME"])
-def test_every_ssi_node_becomes_a_plugin(trt, registry, model, phase):
+def check_every_ssi_node_becomes_a_plugin(trt, registry, model: onnx.ModelProto, phase: str) -> dict:
+    """Find the creator and create the plugin of every SSI node as the ONNX parser would;
+    returns the number of plugins per op."""
     nodes = ssi_nodes(model)
     assert nodes
+    counts: dict[str, int] = {}
     for node in nodes:
         name, version, namespace = creator_key(node)
         creator = registry.get_creator(name, version, namespace)
         assert creator is not None, f"{node.name}: no creator for {name} v{version} ns {namespace!r}"
         fields = parser_fields(trt, node, creator)
         # the node carries every contract attribute, and the parser forwards each of them
-        assert sorted(f.name for f in fields) == sorted(a.name for a in contract.OPS[name].attributes), node.name
-        plugin = creator.create_plugin(node.name, trt.PluginFieldCollection(fields),
+        assert sorted(fields.names) == sorted(a.name for a in contract.OPS[name].attributes), node.name
+        plugin = creator.create_plugin(node.name, fields.collection(),
                                        getattr(trt.TensorRTPhase, phase))
         assert plugin is not None, f"{node.name}: create_plugin returned None"
         core = plugin.get_capability_interface(trt.PluginCapabilityType.CORE)
@@ -208,6 +232,28 @@ def test_every_ssi_node_becomes_a_plugin(trt, registry, model, phase):
         assert meta.startswith(name)
         for item in metadata_items(contract.OPS[name], node):
             assert item in meta, f"{node.name}: {item!r} not in metadata {meta!r}"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("phase", ["BUILD", "RUNTIME"])
+def test_every_ssi_node_becomes_a_plugin(trt, registry, model, phase):
+    counts = check_every_ssi_node_becomes_a_plugin(trt, registry, model, phase)
+    assert counts == {"SampleMask": 2, "SparseConv2d": 3, "GaussianInterp": 2}
+
+
+@pytest.mark.slow
+def test_every_node_of_a_real_export_becomes_a_plugin(trt, registry, tmp_path):
+    """The exporter's own nodes (SparseResNet-101 + DCN, random weights, 64x64 input)."""
+    export = pytest.importorskip("ssi_deploy.export", reason="the ONNX exporter is not available")
+    from ssi_deploy.models import create_model
+
+    path = export.export_onnx(create_model("sparse_resnet101_dcn"), tmp_path / "m.onnx",
+                              input_shape=(1, 3, 64, 64))
+    model = onnx.load(path)
+    counts = check_every_ssi_node_becomes_a_plugin(trt, registry, model, "BUILD")
+    assert set(counts) == set(contract.OPS)
+    assert counts["SparseConv2d"] == sum(1 for n in ssi_nodes(model) if n.op_type == "SparseConv2d")
 
 
 def test_node_attributes_reach_the_plugin(trt, registry, model):
@@ -219,8 +265,9 @@ def test_node_attributes_reach_the_plugin(trt, registry, model):
     for node_name, items in expect.items():
         node = by_name[node_name]
         creator = registry.get_creator(*creator_key(node))
-        plugin = creator.create_plugin(node.name, trt.PluginFieldCollection(parser_fields(trt, node, creator)),
-                                       trt.TensorRTPhase.BUILD)
+        fields = parser_fields(trt, node, creator)
+        plugin = creator.create_plugin(node.name, fields.collection(), trt.TensorRTPhase.BUILD)
+        assert plugin is not None, node_name
         meta = plugin.get_capability_interface(trt.PluginCapabilityType.BUILD).metadata_string
         for item in items:
             assert item in meta, (node_name, item, meta)
@@ -229,9 +276,9 @@ def test_node_attributes_reach_the_plugin(trt, registry, model):
 def test_string_fields_with_and_without_nul(trt, registry):
     creator = registry.get_creator(contract.SPARSE_CONV2D.name, contract.PLUGIN_VERSION,
                                    contract.PLUGIN_NAMESPACE)
-    fields = [trt.PluginField("stride_h", np.frombuffer(b"2\0", np.int8), trt.PluginFieldType.CHAR),
-              trt.PluginField("stride_w", np.frombuffer(b"3", np.int8), trt.PluginFieldType.CHAR)]
-    plugin = creator.create_plugin("s", trt.PluginFieldCollection(fields), trt.TensorRTPhase.BUILD)
+    fields = (Fields(trt).add("stride_h", np.frombuffer(b"2\0", np.int8), trt.PluginFieldType.CHAR)
+              .add("stride_w", np.frombuffer(b"3", np.int8), trt.PluginFieldType.CHAR))
+    plugin = creator.create_plugin("s", fields.collection(), trt.TensorRTPhase.BUILD)
     assert plugin is not None
     meta = plugin.get_capability_interface(trt.PluginCapabilityType.BUILD).metadata_string
     assert "stride_h=2" in meta and "stride_w=3" in meta
@@ -247,8 +294,8 @@ def test_string_fields_with_and_without_nul(trt, registry):
 def test_bad_fields_give_none_and_a_message(trt, registry, capfd, op_name, field, words):
     creator = registry.get_creator(op_name, contract.PLUGIN_VERSION, contract.PLUGIN_NAMESPACE)
     name, data, kind = field
-    fc = trt.PluginFieldCollection([trt.PluginField(name, data, getattr(trt.PluginFieldType, kind))])
-    assert creator.create_plugin("bad_node", fc, trt.TensorRTPhase.BUILD) is None
+    fields = Fields(trt).add(name, data, getattr(trt.PluginFieldType, kind))
+    assert creator.create_plugin("bad_node", fields.collection(), trt.TensorRTPhase.BUILD) is None
     captured = capfd.readouterr()
     log = captured.err + captured.out  # stderr without a TensorRT logger, else TensorRT's logger
     assert "bad_node" in log and op_name in log, log
