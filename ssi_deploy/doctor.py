@@ -77,11 +77,12 @@ def check_cuda_python() -> Check:
 
 
 def check_tensorrt(finder=None) -> tuple[Check, object]:
-    from .tensorrt.trt import find_tensorrt
+    from .tensorrt.trt import IMPORT_ERRORS, find_tensorrt
     found = (finder or find_tensorrt)()
     if found is None:
-        return Check("tensorrt", FAIL, "none (no `tensorrt` or lean runtime module)",
-                     _docker_hint()), None
+        broken = "; ".join(f"`{n}` does not import: {why}" for n, why in IMPORT_ERRORS.items())
+        return Check("tensorrt", FAIL, "none (no `tensorrt` or lean runtime module"
+                     + (f"; {broken}" if broken else "") + ")", _docker_hint()), None
     if found.flavour == "lean":
         return Check("tensorrt", WARN, f"lean runtime {found.version} ({found.name}): loads "
                                        f"version-compatible plans, cannot build",

@@ -766,6 +766,28 @@ def test_build_without_tensorrt(no_real_trt, ssi_onnx, tmp_path, capsys):
     _assert_error(rc, err, "needs TensorRT", "not installed", "Docker image", "docs/docker.md")
 
 
+def test_build_with_a_tensorrt_that_does_not_import(no_real_trt, monkeypatch, ssi_onnx, tmp_path, capsys):
+    """A `tensorrt` package whose libraries are missing: say so, not just 'not installed'."""
+    class _Finder:
+        def find_spec(self, name, path=None, target=None):
+            if name == "tensorrt":
+                import importlib.machinery
+                return importlib.machinery.ModuleSpec(name, self)
+            return None
+
+        def create_module(self, spec):
+            raise OSError("libnvinfer.so.10: cannot open shared object file: No such file or directory")
+
+        def exec_module(self, module):
+            pass
+
+    monkeypatch.delitem(sys.modules, "tensorrt")
+    monkeypatch.setattr(sys, "meta_path", [_Finder(), *sys.meta_path])
+    rc, out, err = _build([str(ssi_onnx), "--engine", str(tmp_path / "m.plan")], capsys)
+    _assert_error(rc, err, "`tensorrt` is installed but does not import (libnvinfer.so.10: cannot open",
+                  "Docker image")
+
+
 def test_build_with_only_the_lean_runtime(no_real_trt, monkeypatch, ssi_onnx, tmp_path, capsys):
     lean = make_fake_trt("11.4.0")
     del lean.Builder, lean.OnnxParser

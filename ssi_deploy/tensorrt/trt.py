@@ -39,18 +39,29 @@ class TensorRTModule:
             return 0
 
 
+IMPORT_ERRORS: dict[str, str] = {}  # module name -> why it did not import (not "not installed")
+
+
 def _try_import(name: str) -> ModuleType | None:
     try:
-        mod = importlib.import_module(name)
-    except Exception:  # ImportError, or an OSError/RuntimeError from missing shared libraries
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name != name:  # the module is there but something it needs is not
+            IMPORT_ERRORS[name] = " ".join(str(e).split())
         return None
-    # The full `tensorrt` frontend imports without its libraries in some installs; the builder
-    # class is what tells the full library apart.
-    return mod
+    except Exception as e:  # an OSError/RuntimeError from missing shared libraries
+        IMPORT_ERRORS[name] = " ".join(str(e).split())[:200]
+        return None
+
+
+def _broken_hint() -> str:
+    broken = [f"`{n}` is installed but does not import ({why})" for n, why in IMPORT_ERRORS.items()]
+    return ("; " + "; ".join(broken)) if broken else ""
 
 
 def find_tensorrt(allow_lean: bool = True) -> TensorRTModule | None:
     """The best TensorRT module present, or None."""
+    IMPORT_ERRORS.clear()
     for name in FULL_MODULES:
         mod = _try_import(name)
         if mod is not None and hasattr(mod, "Builder") and hasattr(mod, "OnnxParser"):
@@ -71,7 +82,7 @@ def require_builder() -> TensorRTModule:
     found = find_tensorrt(allow_lean=True)
     if found is None:
         raise SSIError(f"building an engine needs TensorRT (10.x or 11.x, Python module "
-                       f"`tensorrt`), which is not installed: {DOCKER_HINT}")
+                       f"`tensorrt`), which is not installed{_broken_hint()}: {DOCKER_HINT}")
     if found.flavour != "full":
         raise SSIError(f"building an engine needs the full TensorRT library with its builder and "
                        f"ONNX parser; only the lean runtime {found.version} ({found.name}) is "
@@ -86,6 +97,6 @@ def require_runtime() -> TensorRTModule:
     found = find_tensorrt(allow_lean=True)
     if found is None:
         raise SSIError(f"running a TensorRT engine needs TensorRT (Python module `tensorrt`, or "
-                       f"`tensorrt_lean` for version-compatible plans), which is not installed: "
-                       f"{DOCKER_HINT}")
+                       f"`tensorrt_lean` for version-compatible plans), which is not installed"
+                       f"{_broken_hint()}: {DOCKER_HINT}")
     return found
