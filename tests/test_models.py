@@ -1,0 +1,170 @@
+"""Models: sparse order == official dense-masked order, folding, shapes, training mode."""
+
+import pytest
+import torch
+from torch import nn
+
+from ssi_deploy.models import create_model, dense_twin, list_models
+from ssi_deploy.models.blocks import SSIBottleneck
+from ssi_deploy.ops import contract as C
+
+
+def randomise_bn(module, gen):
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(generator=gen)
+            m.running_var.uniform_(0.5, 2.0, generator=gen)
+            m.weight.data.normal_(generator=gen)
+            m.bias.data.normal_(generator=gen)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("dcn", [False, True])
+@pytest.mark.parametrize("mode", ["threshold", "stochastic", "official"])
+def test_sparse_block_equals_official_order(stride, dcn, mode, rng):
+    ds = nn.Sequential(nn.Conv2d(32, 64, 1, stride, bias=False), nn.BatchNorm2d(64)) if stride == 2 else None
+    inplanes = 32 if stride == 2 else 64
+    if ds is None:
+        inplanes = 64
+    block = SSIBottleneck(inplanes, 16, stride, ds, dcn, index=3).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0, 0.3, generator=rng)
+        randomise_bn(block, rng)
+        block.conv1_sigma.fill_(2.5)
+        block.conv2_sigma.fill_(1.7)
+    block.sampling_mode = C.SAMPLING_MODES[mode]
+    block.seed = 9
+    x = torch.randn(2, inplanes, 15, 17, generator=rng)
+    with torch.no_grad():
+        out, m1, m2 = block(x)
+        block.execution = "official"
+        ref, r1, r2 = block(x)
+    assert torch.equal(m1, r1) and torch.equal(m2, r2)
+    assert 0 < (m1 > 0).float().mean() < 1 and 0 < (m2 > 0).float().mean() < 1
+    assert m2.shape[-2:] == out.shape[-2:]
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    if mode == "official":
+        assert ((m1 > 0) & (m1 < 1)).any()  # soft values exercised
+
+
+@pytest.mark.parametrize("arch", ["sparse_resnet50", "sparse_resnet101_dcn"])
+def test_network_sparse_equals_official(arch):
+    model = create_model(arch, init_seed=1)
+    model.expose_masks = True
+    x = torch.randn(2, 3, 96, 64)
+    with torch.no_grad():
+        sparse = model(x)
+        n = len(model.feature_names)
+        model.set_execution("official").set_mask_override(list(sparse[n:]))
+        official = model(x)
+    for a, b in zip(sparse[:n], official[:n]):
+        assert (a - b).abs().max() <= 1e-4 * b.abs().max()
+    # Without the override the masks agree too on this input (no near-threshold logits).
+    model.set_mask_override(None)
+    with torch.no_grad():
+        again = model(x)
+    assert all(torch.equal(a, b) for a, b in zip(sparse[n:], again[n:]))
+
+
+def test_fused_equals_unfused():
+    model = create_model("sparse_resnet101_dcn", with_fpn=True, init_seed=2)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        a = model(x)
+        model.fuse_for_inference()
+        b = model(x)
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v, atol=1e-4 * v.abs().max().item(), rtol=1e-4)
+    model.train()
+    assert model.backbone.blocks[0].fused is None  # training invalidates folded weights
+
+
+@pytest.mark.parametrize("arch", list_models())
+def test_every_arch_builds_and_runs(arch):
+    model = create_model(arch, with_fpn=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        outs = model(x)
+    assert model.output_names == ["p2", "p3", "p4", "p5", "p6"]
+    assert [o.shape[-1] for o in outs] == [16, 8, 4, 2, 1]
+    assert all(o.shape[1] == 256 for o in outs)
+    model.neck = None
+    with torch.no_grad():
+        outs = model(x)
+    assert [o.shape[1] for o in outs] == [256, 512, 1024, 2048]
+    assert len(model.sampling_layers) == (2 * (16 if "50" in arch else 33) if arch.startswith("sparse") else 0)
+
+
+def test_random_init_is_seeded_and_densities_realistic():
+    a = create_model("sparse_resnet50", init_seed=5)
+    b = create_model("sparse_resnet50", init_seed=5)
+    c = create_model("sparse_resnet50", init_seed=6)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sa["backbone.layer1.0.conv1.weight"], sc["backbone.layer1.0.conv1.weight"])
+    assert a.init_info == "random seed 5"
+    from ssi_deploy.models.init import CALIBRATION_SHAPE, _smooth_image
+    with torch.no_grad():
+        a(_smooth_image(torch.Generator().manual_seed(5), CALIBRATION_SHAPE))
+    dens = list(a.measured_densities().values())
+    assert 0.15 <= sum(dens) / len(dens) <= 0.5
+
+
+def test_forced_density():
+    model = create_model("sparse_resnet50")
+    model.set_forced_density(0.26)
+    with torch.no_grad():
+        model(torch.randn(1, 3, 128, 128))
+    for name, d in model.measured_densities().items():
+        assert 0.24 <= d <= 0.26 + 0.07, name  # top share (rounded) plus the grid points (4x4 maps)
+
+
+def test_dense_twin_shares_weights():
+    model = create_model("sparse_resnet101_dcn", with_fpn=True)
+    twin = dense_twin(model)
+    assert twin.arch == "resnet101_dcn"
+    assert torch.equal(twin.state_dict()["backbone.layer3.5.conv2.weight"],
+                       model.state_dict()["backbone.layer3.5.conv2.weight"])
+    with torch.no_grad():
+        model.set_forced_density(1.0)
+        full = model(torch.ones(1, 3, 64, 64))
+        dense = twin(torch.ones(1, 3, 64, 64))
+    for a, b in zip(full, dense):  # full masks: SSI equals dense up to rounding
+        torch.testing.assert_close(a, b, atol=1e-3 * b.abs().max().item(), rtol=1e-4)
+
+
+def test_training_mode_gradients_and_temperature():
+    model = create_model("sparse_resnet50", with_fpn=True)
+    model.train()
+    block = model.ssi_blocks[2]
+    t0 = float(block.conv1_gumbel.cur_T)
+    x = torch.randn(2, 3, 64, 64)
+    outs = model(x)
+    loss = sum(o.float().pow(2).mean() for o in outs) + model.sparsity_loss(0.1)
+    loss.backward()
+    for b in model.ssi_blocks:
+        for p in (b.conv1_mask.weight, b.conv2_mask.weight, b.conv1_sigma, b.conv2_sigma):
+            assert p.grad is not None and torch.isfinite(p.grad).all()
+    assert any(b.conv2_mask.weight.grad.abs().sum() > 0 for b in model.ssi_blocks)
+    assert any(b.conv1_sigma.grad.abs() > 0 for b in model.ssi_blocks)
+    assert float(block.conv1_gumbel.cur_T) == pytest.approx(t0 * 0.99998)
+    # official sparsity loss: weight * mean over blocks of 0.25 mean(p1) + 0.75 mean(p2)
+    per_block = torch.stack([b.sparsity_loss for b in model.ssi_blocks])
+    assert model.sparsity_loss(0.1).item() == pytest.approx(0.1 * per_block.mean().item())
+
+
+def test_training_dcn_gradients_reach_offsets():
+    model = create_model("sparse_resnet101_dcn")
+    model.train()
+    outs = model(torch.randn(1, 3, 64, 64))
+    outs[-1].sum().backward()
+    b = model.backbone.layer3[0]
+    assert b.conv2_offset.weight.grad is not None and b.conv2_offset.weight.grad.abs().sum() > 0
+
+
+def test_mask_override_validates_count():
+    from ssi_deploy.errors import SSIError
+    model = create_model("sparse_resnet50")
+    with pytest.raises(SSIError, match="32 sampling layers"):
+        model.set_mask_override([torch.ones(1, 1, 4, 4)])
