@@ -198,16 +198,18 @@ class SSIBottleneck(Bottleneck):
         s = self.stride
         y1 = sparse_conv2d(x, *f["conv1"], m1, relu=1)
         zeros_p = f["conv1"][1].new_zeros(self.planes)
-        y1 = gaussian_interp(y1, m1, zeros_p, sigma=float(self.conv1_sigma))
+        y1 = gaussian_interp(y1, m1, zeros_p, sigma=f["sigma1"])
         conv = dict(stride_h=s, stride_w=s, pad_h=1, pad_w=1)
         offset = sparse_conv2d(x, *f["offset"], m2, **conv) if self.with_dcn else None
         y2 = sparse_conv2d(y1, *f["conv2"], m2, offset, relu=1, **conv)
         z = sparse_conv2d(y2, f["conv3"][0], f["conv3"][1].new_zeros(self.planes * 4), m2)
         return gaussian_interp(z, m2, f["conv3"][1], self.shortcut(x),
-                               sigma=float(self.conv2_sigma), relu=1)
+                               sigma=f["sigma2"], relu=1)
 
     def fold_bn(self) -> dict:
         f = super().fold_bn()
+        # Sigmas become Python floats: op attributes, constants in an exported graph.
+        f["sigma1"], f["sigma2"] = float(self.conv1_sigma.detach()), float(self.conv2_sigma.detach())
         if self.with_dcn:
             f["offset"] = (self.conv2_offset.weight.detach().clone(),
                            self.conv2_offset.bias.detach().clone())
