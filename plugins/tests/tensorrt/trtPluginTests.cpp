@@ -1091,7 +1091,7 @@ bool deviceFill(void* dst, int64_t count, DataType type, float value)
     }
     else
     {
-        // float -> binary16 for the exact small values used here (0, +-1, 0.5, 2, 3).
+        // float -> binary16 for the exact small values used here (0, +-1, 0.5, 2, -7).
         uint16_t h = 0;
         if (value != 0.F)
         {
@@ -1227,7 +1227,7 @@ void testEnqueueOnGpu(NodeCase const& node)
             }
             REQUIRE(deviceFill(buf[i], volume(node.inputs[i]), t, v));
         }
-        REQUIRE(deviceFill(buf[nb], volume(node.output), t, 3.F)); // poison: never a valid result here
+        REQUIRE(deviceFill(buf[nb], volume(node.output), t, -7.F)); // poison: never a valid result here
         cudaStream_t stream = nullptr;
         REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
         std::vector<void const*> ins(buf.begin(), buf.begin() + nb);
