@@ -1,0 +1,74 @@
+"""CLI: zoo, flops, inspect-checkpoint, and the one-line error policy."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args):
+    p = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_help_lists_commands():
+    rc, out, _ = run_cli("--help")
+    assert rc == 0
+    for cmd in ("zoo", "flops", "inspect-checkpoint"):
+        assert cmd in out
+
+
+def test_zoo_lists_registry_and_entries():
+    rc, out, _ = run_cli("zoo", "--json")
+    assert rc == 0
+    data = json.loads(out)
+    assert {a["arch"] for a in data["architectures"]} == {
+        "resnet50", "resnet101", "resnet101_dcn", "sparse_resnet50", "sparse_resnet101", "sparse_resnet101_dcn"}
+    maps = sorted(e["map"] for e in data["zoo"])
+    assert maps == [40.7, 41.9, 42.7, 43.3, 43.4]
+    rc, out, _ = run_cli("zoo")
+    assert rc == 0 and "sparse_resnet101_dcn" in out and "94.4" in out
+
+
+def test_flops_json_and_text():
+    rc, out, _ = run_cli("flops", "--arch", "resnet101_dcn", "--input-shape", "1x3x992x1664", "--json")
+    assert rc == 0 and json.loads(out)["backbone_gmacs"] == pytest.approx(289.47, abs=0.005)
+    rc, out, _ = run_cli("flops", "--arch", "sparse_resnet101_dcn", "--density", "0.26")
+    assert rc == 0 and "95.55 GMACs" in out
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("flops", "--arch", "resnet999"), "unknown architecture 'resnet999'"),
+    (("flops", "--arch", "resnet50", "--input-shape", "1x3xbig"), "bad --input-shape"),
+    (("flops", "--arch", "resnet50", "--density", "0.5"), "is dense"),
+    (("flops", "--arch", "sparse_resnet50", "--density", "1.5"), "between 0 and 1"),
+    (("inspect-checkpoint", "/nonexistent/model.pth"), "checkpoint not found"),
+])
+def test_user_mistakes_give_one_line_and_exit_2(args, needle):
+    rc, out, err = run_cli(*args)
+    assert rc == 2
+    assert needle in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_inspect_checkpoint(tmp_path):
+    from ssi_deploy.models import create_model
+    model = create_model("sparse_resnet50", init_seed=1)
+    sd = dict(model.state_dict())
+    sd["bbox_head.fc_cls.weight"] = torch.zeros(81, 1024)
+    path = tmp_path / "ck.pth"
+    torch.save({"state_dict": sd, "meta": {}}, path)
+    rc, out, err = run_cli("inspect-checkpoint", str(path), "--json")
+    assert rc == 0, err
+    info = json.loads(out)
+    assert info["arch"] == "sparse_resnet50" and info["format"] == "official" and info["fits"]
+    assert len(info["blocks"]) == 16 and info["blocks"][0]["sigma1"] == 3.0
+    assert "bbox_head.fc_cls.weight" in info["ignored_keys"]
+    rc, out, _ = run_cli("inspect-checkpoint", str(path))
+    assert rc == 0 and "sparse_resnet50" in out and "layer4.2" in out
