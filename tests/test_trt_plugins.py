@@ -178,8 +178,10 @@ def registry(trt):
         pytest.skip(f"{plugins_mod.LIBRARY_NAME} not built (needs the TensorRT headers: make plugins) "
                     f"and ${plugins_mod.ENV_VAR} unset")
     reg = trt.get_plugin_registry()
-    plugins_mod.load_plugin_library(reg, lib)
-    return reg
+    handle, _ = plugins_mod.load_plugin_library(reg, lib)
+    yield reg
+    if handle is not None:  # leave the process-wide registry as this module found it
+        reg.deregister_library(handle)
 
 
 @pytest.fixture(scope="module")
