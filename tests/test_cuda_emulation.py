@@ -87,3 +87,33 @@ def test_emulated_launch_rejects_bad_parameters(kernels):
                         torch.empty(4096, dtype=torch.uint8))
     with pytest.raises(RuntimeError, match="launchSampleMask returned"):
         K.sample_mask(torch.zeros(1, 1, 4, 4), torch.empty(1, 1, 4, 4), 9, 11, 0, 0)
+
+
+@pytest.mark.parametrize("deform", [False, True])
+def test_emulated_kernels_equal_cpu_twins_bitwise(kernels, deform):
+    # Same math.h, same summation order, same host compiler (no FMA contraction): the CUDA
+    # kernel sources and the CPU twins must agree to the bit in float32.
+    from ssi_deploy.native import cpu_twins as T
+    gc, K = kernels
+    g = torch.Generator().manual_seed(21 + deform)
+    for mode in (0, 1, 2):
+        logits = torch.randn(2, 1, 23, 31, generator=g) * 3
+        got = torch.empty_like(logits)
+        K.sample_mask(logits, got, mode, 11, 5, 2)
+        assert torch.equal(got, T.sample_mask(logits, mode, 11, 5, 2))
+    x = torch.randn(2, 40, 19, 23, generator=g)
+    w = torch.randn(70, 40, 3, 3, generator=g)
+    b = torch.randn(70, generator=g)
+    m = (torch.rand(2, 1, 10, 12, generator=g) < 0.5).float()
+    off = torch.randn(2, 18, 10, 12, generator=g) if deform else None
+    a = dict(stride_h=2, stride_w=2, pad_h=1, pad_w=1, dilation_h=1, dilation_w=1, groups=1, relu=1)
+    y = torch.full((2, 70, 10, 12), float("nan"))
+    K.sparse_conv2d(x, w, b, m, off, y, a, torch.empty(4096, dtype=torch.uint8))
+    assert torch.equal(y, T.sparse_conv2d(x, w, b, m, off, **a))
+    vals = torch.randn(2, 5, 37, 41, generator=g)
+    mi = torch.rand(2, 1, 37, 41, generator=g)
+    mi[mi < 0.7] = 0
+    res = torch.randn(2, 5, 37, 41, generator=g)
+    out = torch.full_like(vals, float("nan"))
+    K.gaussian_interp(vals, mi, b[:5], res, out, 2.0, 1)
+    assert torch.equal(out, T.gaussian_interp(vals, mi, b[:5], res, 2.0, 1))

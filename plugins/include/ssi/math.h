@@ -6,7 +6,7 @@
 //   - the counter-based hash RNG (integer steps, bit-exact everywhere),
 //   - the SampleMask decisions (threshold / stochastic / official, grid prior),
 //   - conv tap coordinates and deformable-v1 bilinear corners and weights,
-//   - the Gaussian window, the normaliser and the interpolation combination.
+//   - the separable Gaussian window, the normaliser and the interpolation combination.
 // Only float rounding of library functions (expf, logf) and FMA contraction by the device
 // compiler can make the last bit differ between backends; every integer step and every
 // comparison against a constant is identical.
@@ -152,8 +152,25 @@ SSI_HD inline float convEpilogue(float acc, float bias, int32_t relu) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Gaussian interpolation (interpolation.py).
-// W(d) = k/float(2 pi) * exp((-k/2) |d|^2), k = s*s, d in {-3..3}^2.
+// Gaussian interpolation (interpolation.py, spec section 4).
+// W(d) = k/float(2 pi) * exp((-k/2) |d|^2), k = s*s, d in {-3..3}^2, is separable:
+// W(dy, dx) = a * g(dy) * g(dx) with a = k/float(2 pi) and g(d) = exp((-k/2) d^2). Every
+// backend of these kernels sums in that separable form, rows first (dx = -3..3 in order),
+// then columns (dy = -3..3 in order):
+//   S_m(q)  = sum_dy g(dy) sum_dx g(dx) m(q+d)
+//   S_mf(q) = sum_dy g(dy) sum_dx g(dx) m(q+d) f(q+d)       (f read only where m > 0)
+//   R(q)    = (a S_mf) / (a S_m + 1e-5)                      = N(q) / D(q) of the spec
+//   out(q)  = act(((residual + bias) + m f) + (1 - m) R)     (the torch op's order of additions)
+// This equals the reference's sum_d (W(d) m / D) f up to float32 rounding (W = a g g is
+// within an ulp or two of the 2-D exponential), at 14 instead of 49 products per value.
+SSI_HD inline float gaussianScale(float sigma) { return (sigma * sigma) / kTwoPi; }
+
+SSI_HD inline float gaussianTap(float sigma, int32_t d) {
+    float nk = -(sigma * sigma) * 0.5f;
+    return expf(nk * static_cast<float>(d * d));
+}
+
+// The 2-D window weight of the reference (for tests and documentation).
 SSI_HD inline float gaussianWeight(float sigma, int32_t dy, int32_t dx) {
     float k = sigma * sigma;
     float a = k / kTwoPi;
@@ -161,27 +178,29 @@ SSI_HD inline float gaussianWeight(float sigma, int32_t dy, int32_t dx) {
     return a * expf(nk * static_cast<float>(dy * dy + dx * dx));
 }
 
-// Fill the 49 window weights, row-major over (dy, dx) = (-3..3, -3..3).
-SSI_HD inline void gaussianWindow(float sigma, float* wnd) {
-    for (int i = 0; i < contract::kInterpWindow; ++i)
-        for (int j = 0; j < contract::kInterpWindow; ++j)
-            wnd[i * contract::kInterpWindow + j] = gaussianWeight(sigma, i - kInterpRadius, j - kInterpRadius);
+// One 7-tap pass: sum_d g[d] v[d * stride], d = 0..6 in order, from 0.
+SSI_HD inline float windowSum(float const* g, float const* v, int32_t stride) {
+    float s = 0.0f;
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+    for (int d = 0; d < contract::kInterpWindow; ++d) s += g[d] * v[d * stride];
+    return s;
 }
 
-// D(q) = sum_d W(d) m(q+d) + 1e-5, with sum(W m) accumulated in window order by the caller.
-SSI_HD inline float interpNormaliser(float weightedMaskSum) { return weightedMaskSum + contract::kInterpEps; }
+// m f at a position, 0 where m <= 0 (f is never read there: the caller passes 0).
+SSI_HD inline float interpSample(float m, float f) { return m > 0.0f ? f * m : 0.0f; }
 
-// Coefficient of a sampled neighbour in R(q): W(d) m(q+d) / D(q) (zero for m(q+d) == 0).
-SSI_HD inline float interpCoef(float wnd, float mNeighbour, float d) {
-    return mNeighbour > 0.0f ? (wnd * mNeighbour) / d : 0.0f;
+// R = N / D from the separable sums.
+SSI_HD inline float interpRatio(float a, float sumMF, float sumM) {
+    return (a * sumMF) / (a * sumM + contract::kInterpEps);
 }
 
-// out(q) = act(((residual + bias) + m f) + (1 - m) R): the torch op's order of additions.
-// f is read only where m > 0, R only matters where m < 1.
-SSI_HD inline float interpCombine(float m, float f, float r, float bias, float residual, bool hasResidual,
+// out(q) = act(((residual + bias) + m f) + (1 - m) R); mf = interpSample(m, f).
+SSI_HD inline float interpCombine(float m, float mf, float r, float bias, float residual, bool hasResidual,
                                   int32_t relu) {
     float out = hasResidual ? residual + bias : bias;
-    if (m > 0.0f) out = out + f * m;
+    if (m > 0.0f) out = out + mf;
     if (m < 1.0f) out = out + r * (1.0f - m);
     return (relu && out < 0.0f) ? 0.0f : out;
 }

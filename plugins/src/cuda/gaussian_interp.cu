@@ -1,92 +1,121 @@
 // GaussianInterp: dense = act(m f + (1 - m) N/D + bias [+ residual]), float32 arithmetic.
 //
-// A block owns a 32x4 tile of one image and a slice of up to 32 channels. It loads the mask
-// tile with a 3-pixel halo, computes each position's normaliser D and its 49 neighbour
-// coefficients W m / D once (shared memory, reused by every channel), then walks its
-// channels four at a time: values of the haloed tile (read only where m > 0), 49 FMAs per
-// channel and position, fused bias / residual / ReLU, one coalesced store per element.
+// A block owns a 32x32 tile of one image and a slice of its channels. The 7x7 Gaussian is
+// separable (ssi/math.h), so each sum is a 7-tap row pass followed by a 7-tap column pass
+// over the tile and its 3-pixel halo in shared memory:
+//   once per block:   mask halo -> row pass -> column pass: S_m for the thread's 4 positions;
+//   per channel:      m*f halo (values read only where m > 0) -> row pass (each thread slides
+//                     over 8 columns of one row, 14 loads for 8 sums) -> column pass (each
+//                     thread: one column, 4 rows, 10 loads) -> R = a S_mf / (a S_m + 1e-5),
+//                     fused bias / residual / ReLU, coalesced stores.
+// Row-pass results are double-buffered, so a channel costs two barriers.
 #include "common.cuh"
 
 namespace ssi {
 namespace {
 
-constexpr int kTileW = 32, kTileH = 4, kThreads = kTileW * kTileH;
-constexpr int kR = math::kInterpRadius, kWin = contract::kInterpWindow, kTaps = math::kInterpTaps;
-constexpr int kHaloW = kTileW + 2 * kR, kHaloH = kTileH + 2 * kR, kHalo = kHaloW * kHaloH;
-constexpr int kChunk = 4;   // channels per shared-memory pass
-constexpr int kSlice = 32;  // channels per block
+constexpr int kTile = 32;                      // tile width and height
+constexpr int kR = math::kInterpRadius;        // 3
+constexpr int kWin = contract::kInterpWindow;  // 7
+constexpr int kHalo = kTile + 2 * kR;          // 38
+constexpr int kThreads = 256;
+constexpr int kRows = kTile * kTile / kThreads;  // output rows per thread in the column pass (4)
+constexpr int kSeg = 8;                          // columns per thread in the row pass
+constexpr int kRowTasks = kHalo * (kTile / kSeg);  // 152
+
+// Row pass: dst[r][x] = sum_dx g[dx] src[r][x + dx] for the kHalo rows and kTile columns.
+__device__ __forceinline__ void rowPass(float const (*src)[kHalo + 1], float (*dst)[kTile + 1], float const* g,
+                                        int tid) {
+    if (tid >= kRowTasks) return;
+    int const r = tid / (kTile / kSeg), x0 = (tid % (kTile / kSeg)) * kSeg;
+    float v[kSeg + kWin - 1];
+#pragma unroll
+    for (int i = 0; i < kSeg + kWin - 1; ++i) v[i] = src[r][x0 + i];
+#pragma unroll
+    for (int j = 0; j < kSeg; ++j) dst[r][x0 + j] = math::windowSum(g, v + j, 1);
+}
+
+// Column pass for one column and kRows consecutive output rows starting at tile row y0.
+__device__ __forceinline__ void columnPass(float const (*src)[kTile + 1], int x, int y0, float const* g,
+                                           float* out) {
+    float v[kRows + kWin - 1];
+#pragma unroll
+    for (int i = 0; i < kRows + kWin - 1; ++i) v[i] = src[y0 + i][x];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) out[r] = math::windowSum(g, v + r, 1);
+}
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 3)
     gaussianInterpKernel(T const* __restrict__ values, T const* __restrict__ mask, T const* __restrict__ bias,
-                         T const* __restrict__ residual, T* __restrict__ out, GaussianInterpParams p,
+                         T const* __restrict__ residual, T* __restrict__ out, GaussianInterpParams p, int32_t slice,
                          int32_t slices) {
-    __shared__ float sW[kTaps];
-    __shared__ float sM[kHalo];
-    __shared__ float sCoef[kTaps][kThreads];
-    __shared__ float sF[kChunk][kHalo];
+    __shared__ float sM[kHalo][kHalo + 1];
+    __shared__ float sMF[kHalo][kHalo + 1];
+    __shared__ float sRow[2][kHalo][kTile + 1];
 
-    int const tid = threadIdx.x, tx = tid % kTileW, ty = tid / kTileW;
-    int const x0 = blockIdx.x * kTileW, y0 = blockIdx.y * kTileH;
+    int const tid = threadIdx.x;
+    int const tileX = blockIdx.x * kTile, tileY = blockIdx.y * kTile;
     int const n = blockIdx.z / slices;
-    int const c0 = (blockIdx.z % slices) * kSlice;
-    int const cEnd = min(c0 + kSlice, p.c);
+    int const c0 = (blockIdx.z % slices) * slice;
+    int const cEnd = min(c0 + slice, p.c);
     size_t const hw = static_cast<size_t>(p.h) * p.w;
 
-    if (tid < kTaps) sW[tid] = math::gaussianWeight(p.sigma, tid / kWin - kR, tid % kWin - kR);
-    for (int i = tid; i < kHalo; i += kThreads) {
-        int const yy = y0 - kR + i / kHaloW, xx = x0 - kR + i % kHaloW;
+    float g[kWin];
+#pragma unroll
+    for (int d = 0; d < kWin; ++d) g[d] = math::gaussianTap(p.sigma, d - kR);
+    float const a = math::gaussianScale(p.sigma);
+
+    for (int i = tid; i < kHalo * kHalo; i += kThreads) {
+        int const r = i / kHalo, c = i % kHalo;
+        int const yy = tileY - kR + r, xx = tileX - kR + c;
         bool const inside = yy >= 0 && yy < p.h && xx >= 0 && xx < p.w;
-        sM[i] = inside ? cuda::ld(mask, n * hw + static_cast<size_t>(yy) * p.w + xx) : 0.0f;
+        sM[r][c] = inside ? cuda::ld(mask, n * hw + static_cast<size_t>(yy) * p.w + xx) : 0.0f;
     }
     __syncthreads();
+    rowPass(sM, sRow[0], g, tid);
+    __syncthreads();
 
-    int const y = y0 + ty, x = x0 + tx;
-    bool const active = y < p.h && x < p.w;
-    int const center = (ty + kR) * kHaloW + tx + kR;
-    float const mq = sM[center];
-    bool const needR = active && mq < 1.0f;
-    if (needR) {
-        float sum = 0.0f;
-        for (int t = 0; t < kTaps; ++t) sum += sW[t] * sM[(ty + t / kWin) * kHaloW + tx + t % kWin];
-        float const d = math::interpNormaliser(sum);
-        for (int t = 0; t < kTaps; ++t)
-            sCoef[t][tid] = math::interpCoef(sW[t], sM[(ty + t / kWin) * kHaloW + tx + t % kWin], d);
-    }
+    // This thread's outputs: column tx, rows ty0 .. ty0 + kRows - 1 of the tile.
+    int const tx = tid % kTile, ty0 = (tid / kTile) * kRows;
+    int const x = tileX + tx;
+    float sumM[kRows], mq[kRows];
+    columnPass(sRow[0], tx, ty0, g, sumM);
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) mq[r] = sM[ty0 + r + kR][tx + kR];
 
-    for (int cb = c0; cb < cEnd; cb += kChunk) {
-        int const nc = min(kChunk, cEnd - cb);
-        __syncthreads();  // the previous chunk's reads of sF are done
-        for (int i = tid; i < kChunk * kHalo; i += kThreads) {
-            int const cc = i / kHalo, j = i - cc * kHalo;
+    int buf = 1;
+    for (int c = c0; c < cEnd; ++c, buf ^= 1) {
+        // m*f of the haloed tile. The previous channel's row pass (the last reader of sMF)
+        // ended before the barrier that preceded its column pass.
+        T const* plane = values + (static_cast<size_t>(n) * p.c + c) * hw;
+        for (int i = tid; i < kHalo * kHalo; i += kThreads) {
+            int const r = i / kHalo, cc = i % kHalo;
+            float const m = sM[r][cc];
             float v = 0.0f;
-            if (cc < nc && sM[j] > 0.0f) {  // values are read only where the mask is > 0
-                int const yy = y0 - kR + j / kHaloW, xx = x0 - kR + j % kHaloW;
-                v = cuda::ld(values, (static_cast<size_t>(n) * p.c + cb + cc) * hw + static_cast<size_t>(yy) * p.w + xx);
+            if (m > 0.0f) {  // values are read only where the mask is > 0 (inside the map)
+                int const yy = tileY - kR + r, xx = tileX - kR + cc;
+                v = math::interpSample(m, cuda::ld(plane, static_cast<size_t>(yy) * p.w + xx));
             }
-            sF[cc][j] = v;
+            sMF[r][cc] = v;
         }
         __syncthreads();
-        if (!active) continue;
-        float r[kChunk];
+        float mf[kRows];
 #pragma unroll
-        for (int cc = 0; cc < kChunk; ++cc) r[cc] = 0.0f;
-        if (needR) {
-            for (int t = 0; t < kTaps; ++t) {
-                float const cf = sCoef[t][tid];
-                int const j = (ty + t / kWin) * kHaloW + tx + t % kWin;
+        for (int r = 0; r < kRows; ++r) mf[r] = sMF[ty0 + r + kR][tx + kR];
+        rowPass(sMF, sRow[buf], g, tid);
+        __syncthreads();
+        float sumMF[kRows];
+        columnPass(sRow[buf], tx, ty0, g, sumMF);
+        float const bc = cuda::ld(bias, c);
 #pragma unroll
-                for (int cc = 0; cc < kChunk; ++cc) r[cc] += cf * sF[cc][j];
-            }
-        }
-#pragma unroll
-        for (int cc = 0; cc < kChunk; ++cc) {
-            if (cc >= nc) break;
-            int const c = cb + cc;
+        for (int r = 0; r < kRows; ++r) {
+            int const y = tileY + ty0 + r;
+            if (y >= p.h || x >= p.w) continue;
             size_t const o = (static_cast<size_t>(n) * p.c + c) * hw + static_cast<size_t>(y) * p.w + x;
             float const res = p.hasResidual ? cuda::ld(residual, o) : 0.0f;
-            cuda::st(out, o, math::interpCombine(mq, sF[cc][center], r[cc], cuda::ld(bias, c), res, p.hasResidual,
-                                                 p.relu));
+            float const rr = math::interpRatio(a, sumMF[r], sumM[r]);
+            cuda::st(out, o, math::interpCombine(mq[r], mf[r], rr, bc, res, p.hasResidual, p.relu));
         }
     }
 }
@@ -100,15 +129,21 @@ cudaError_t launchGaussianInterp(void const* values, void const* mask, void cons
     if (p.n < 0 || p.c < 0 || p.h < 0 || p.w < 0) return cudaErrorInvalidValue;
     if (p.n == 0 || p.c == 0 || p.h == 0 || p.w == 0) return cudaSuccess;
     if (!values || !mask || !bias || !out || (p.hasResidual && !residual)) return cudaErrorInvalidValue;
-    int32_t const slices = (p.c + kSlice - 1) / kSlice;
-    dim3 const grid(cuda::ceilDiv(p.w, kTileW), cuda::ceilDiv(p.h, kTileH),
+    int64_t const tiles = static_cast<int64_t>(cuda::ceilDiv(p.w, kTile)) * cuda::ceilDiv(p.h, kTile) * p.n;
+    // Channels per block: 32, fewer when that leaves the GPU short of blocks (>= ~512 wanted);
+    // each block pays one extra channel's work for the mask sums.
+    int64_t const want = (static_cast<int64_t>(p.c) * tiles + 511) / 512;
+    int32_t const slice = static_cast<int32_t>(want < 4 ? 4 : (want > 32 ? 32 : want));
+    int32_t const slices = (p.c + slice - 1) / slice;
+    dim3 const grid(cuda::ceilDiv(p.w, kTile), cuda::ceilDiv(p.h, kTile),
                     static_cast<unsigned>(static_cast<int64_t>(p.n) * slices));
     if (grid.y > 65535u || static_cast<int64_t>(p.n) * slices > 65535) return cudaErrorInvalidConfiguration;
     return cuda::dispatch(dtype, [&](auto tag) {
         using T = decltype(tag);
         auto* kernel = &gaussianInterpKernel<T>;
         SSI_LAUNCH(kernel, grid, kThreads, stream, static_cast<T const*>(values), static_cast<T const*>(mask),
-                   static_cast<T const*>(bias), static_cast<T const*>(residual), static_cast<T*>(out), p, slices);
+                   static_cast<T const*>(bias), static_cast<T const*>(residual), static_cast<T*>(out), p, slice,
+                   slices);
         return cuda::launchStatus();
     });
 }
