@@ -45,34 +45,35 @@ def normaliser(mask32: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
 
 
 def _neighbour_matrix(m: torch.Tensor, window: torch.Tensor, d: torch.Tensor,
-                      u_lin: torch.Tensor, s_lin: torch.Tensor):
-    """Sparse CSR [Pu, Ps]: entry W(d) m(q+d) / D(q) for unsampled q and sampled q+d."""
+                      u_lin: torch.Tensor):
+    """Sparse CSR [NHW, NHW] with, in the rows of unsampled positions q (m < 1), the
+    entries W(d) m(q+d) / D(q) for sampled neighbours q+d (m > 0); other rows are empty.
+
+    Multiplied by the dense value rows it gives R at every position with no scatter: the
+    empty rows cost nothing and columns of unsampled positions never appear.
+    """
     n_, _, h, w = m.shape
     hw = h * w
-    compact = torch.full((n_ * hw,), -1, dtype=torch.int64, device=m.device)
-    compact[s_lin] = torch.arange(s_lin.numel(), device=m.device)
+    m_flat = m.reshape(-1)
     un = u_lin // hw
     rem = u_lin - un * hw
     uy = rem // w
     ux = rem - uy * w
     r = torch.arange(-RADIUS, RADIUS + 1, device=m.device)
-    dy = r.repeat_interleave(C.INTERP_WINDOW)
-    dx = r.repeat(C.INTERP_WINDOW)
-    yy = uy.unsqueeze(1) + dy
-    xx = ux.unsqueeze(1) + dx
+    yy = uy.unsqueeze(1) + r.repeat_interleave(C.INTERP_WINDOW)  # [Pu, 49]
+    xx = ux.unsqueeze(1) + r.repeat(C.INTERP_WINDOW)
     inb = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
     nb = (un * hw).unsqueeze(1) + yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)
-    col = compact[nb]
-    valid = inb & (col >= 0)
-    row, tap = valid.nonzero(as_tuple=True)  # row-major: rows come sorted
-    src = nb[row, tap]
-    m_flat = m.reshape(-1)
-    vals = window.reshape(-1)[tap] * m_flat[src] / d.reshape(-1)[u_lin[row]]
-    crow = torch.zeros(u_lin.numel() + 1, dtype=torch.int64, device=m.device)
-    crow[1:] = torch.cumsum(torch.bincount(row, minlength=u_lin.numel()), 0)
+    weight = window.reshape(1, -1) * m_flat[nb] * inb  # zero unless an in-map sample
+    row, tap = torch.nonzero(weight).unbind(1)  # row-major: rows come sorted
+    vals = weight[row, tap] / d.reshape(-1)[u_lin[row]]
+    counts = torch.zeros(n_ * hw, dtype=torch.int64, device=m.device)
+    counts[u_lin] = torch.bincount(row, minlength=u_lin.numel())
+    crow = torch.zeros(n_ * hw + 1, dtype=torch.int64, device=m.device)
+    torch.cumsum(counts, 0, out=crow[1:])
     with warnings.catch_warnings():  # "CSR support is in beta" is noise here
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, col[row, tap], vals, (u_lin.numel(), s_lin.numel()),
+        return torch.sparse_csr_tensor(crow, nb[row, tap], vals, (n_ * hw, n_ * hw),
                                        check_invariants=False)
 
 
@@ -88,22 +89,21 @@ def gaussian_interp(values: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor
         raise ValueError(f"GaussianInterp: residual must be {tuple(values.shape)}, "
                          f"got {tuple(residual.shape)}")
     m = mask.to(torch.float32)
-    m_flat = m.reshape(-1)
-    if residual is None:
-        out = bias.float().expand(n_ * h * w, c).clone()
-    else:
-        out = rows_nhwc(residual).float() + bias.float()
-    s_lin = torch.nonzero(m_flat > 0).squeeze(1)
-    if s_lin.numel():
-        f_s = rows_nhwc(values)[s_lin].float()
-        out.index_add_(0, s_lin, f_s * m_flat[s_lin].unsqueeze(1))
-        u_lin = torch.nonzero(m_flat < 1).squeeze(1)
-        if u_lin.numel():
-            window = gaussian_window(sigma, values.device)
-            a = _neighbour_matrix(m, window, normaliser(m, window), u_lin, s_lin)
-            r = torch.sparse.mm(a, f_s)
-            out.index_add_(0, u_lin, r * (1.0 - m_flat[u_lin]).unsqueeze(1))
-    # With no sample at all, R = 0/eps = 0 everywhere: out is bias (+ residual).
+    m_col = m.reshape(-1, 1)
+    sampled = m_col > 0
+    # Values are only read where m > 0 (elsewhere they may be anything, even NaN).
+    f = torch.where(sampled, rows_nhwc(values).float(), 0.0)
+    u_lin = torch.nonzero(m_col.squeeze(1) < 1).squeeze(1)
+    if u_lin.numel() and bool(sampled.any()):
+        window = gaussian_window(sigma, values.device)
+        a = _neighbour_matrix(m, window, normaliser(m, window), u_lin)
+        out = torch.sparse.mm(a, f).mul_(1.0 - m_col)  # (1 - m) R; rows with m = 1 are 0
+        out.addcmul_(f, m_col)
+    else:  # no unsampled position, or no sample at all (then R = 0 / eps = 0)
+        out = f * m_col
+    out += bias.float()
+    if residual is not None:
+        out += rows_nhwc(residual)
     if relu:
-        out = torch.relu_(out)
+        out.relu_()
     return out.to(values.dtype).reshape(n_, h, w, c).permute(0, 3, 1, 2)

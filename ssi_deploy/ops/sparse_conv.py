@@ -30,6 +30,17 @@ def sampled_positions(mask: torch.Tensor):
     return lin, n, y, rem - y * w
 
 
+def _gather_rows(x_rows, rows, ok=None):
+    """x_rows[rows] as float32 [P, K, Cin]; rows where ``ok`` is False read zeros."""
+    p, k = rows.shape
+    out = x_rows[rows.reshape(-1)].float().reshape(p, k, -1)
+    if ok is not None:
+        bad = torch.nonzero(~ok.reshape(-1)).squeeze(1)
+        if bad.numel():  # zero only the out-of-map taps, not a pass over everything
+            out.view(p * k, -1).index_fill_(0, bad, 0.0)
+    return out
+
+
 def _gather_taps(x_rows, n, yo, xo, h, w, kh, kw, sh, sw, ph, pw, dh, dw, offset_rows):
     """Patches [P, kh*kw, Cin] (float32) at the sampled output positions."""
     iy = torch.arange(kh, device=n.device).repeat_interleave(kw) * dh  # [K] tap rows
@@ -38,12 +49,9 @@ def _gather_taps(x_rows, n, yo, xo, h, w, kh, kw, sh, sw, ph, pw, dh, dw, offset
     base_x = (xo * sw - pw).unsqueeze(1) + ix
     nb = (n * h).unsqueeze(1)
     if offset_rows is None:
-        valid = (base_y >= 0) & (base_y < h) & (base_x >= 0) & (base_x < w)
+        ok = (base_y >= 0) & (base_y < h) & (base_x >= 0) & (base_x < w)
         rows = (nb + base_y.clamp(0, h - 1)) * w + base_x.clamp(0, w - 1)
-        patches = x_rows[rows.reshape(-1)].reshape(rows.shape[0], rows.shape[1], -1).float()
-        if not bool(valid.all()):
-            patches = patches * valid.unsqueeze(2)
-        return patches
+        return _gather_rows(x_rows, rows, ok)
     # Deformable v1 (mmdet 0.6): bilinear sample at base + (dy, dx); a sample counts only if
     # -1 < y < H and -1 < x < W, and corners outside the map read 0.
     off = offset_rows.float().reshape(offset_rows.shape[0], -1, 2)
@@ -58,9 +66,9 @@ def _gather_taps(x_rows, n, yo, xo, h, w, kh, kw, sh, sw, ph, pw, dh, dw, offset
                         (y0 + 1, x0, ly * (1 - lx)), (y0 + 1, x0 + 1, ly * lx)):
         ok = inside & (cy >= 0) & (cy < h) & (cx >= 0) & (cx < w)
         rows = (nb + cy.clamp(0, h - 1)) * w + cx.clamp(0, w - 1)
-        vals = x_rows[rows.reshape(-1)].reshape(rows.shape[0], rows.shape[1], -1).float()
-        term = vals * (wgt * ok).unsqueeze(2)
-        out = term if out is None else out + term
+        vals = x_rows[rows.reshape(-1)].float().reshape(rows.shape[0], rows.shape[1], -1)
+        wgt = (wgt * ok).unsqueeze(2)  # out-of-map corners weigh 0
+        out = vals.mul_(wgt) if out is None else out.addcmul_(vals, wgt)
     return out
 
 
