@@ -105,8 +105,8 @@ def _reference_model(cfg: ProfileConfig):
     else:
         if cfg.arch is None:
             raise SSIError("give an ONNX file or --arch")
-        from .models import create_model
-        model = create_model(cfg.arch, with_fpn=cfg.with_fpn, checkpoint=cfg.checkpoint)
+        from .backends.torch_backend import build_model
+        model = build_model(cfg.arch, with_fpn=cfg.with_fpn, checkpoint=cfg.checkpoint)
         meta_input = "image"
     model.expose_masks = False
     if cfg.density is not None:
@@ -176,8 +176,8 @@ def smooth_noise(shape, seed: int = 0) -> np.ndarray:
 
 def _export_temp(model, path: Path, shape, meta: dict | None = None) -> Path:
     from .export import export_onnx
-    return Path(export_onnx(model, path, input_shape=tuple(shape), dynamic=False,
-                            opset=None, dtype="fp32", expose_masks=False, metadata=meta or {}))
+    return Path(export_onnx(model, path, input_shape=tuple(shape), dynamic=None,
+                            dtype="fp32", expose_masks=False, metadata=meta or {}))
 
 
 def _time(backend, feeds, cfg: ProfileConfig, label: str) -> dict:

@@ -100,10 +100,8 @@ class TorchBackend(Backend):
                   sampling: str = "threshold", seed: int = 0, init_seed: int = 0,
                   expose_masks: bool = False, forced_density: float | None = None,
                   input_name: str = DEFAULT_INPUT_NAME, **kw) -> "TorchBackend":
-        from ..models import create_model
-
-        model = create_model(arch, with_fpn=with_fpn, checkpoint=checkpoint, sampling=sampling,
-                             seed=seed, init_seed=init_seed)
+        model = build_model(arch, with_fpn=with_fpn, checkpoint=checkpoint, sampling=sampling,
+                            seed=seed, init_seed=init_seed)
         model.expose_masks = bool(expose_masks)
         if forced_density is not None:
             model.set_forced_density(forced_density)
@@ -123,7 +121,8 @@ class TorchBackend(Backend):
         inputs = [i.name for i in graph.input if i.name not in init_names]
         outputs = [o.name for o in graph.output]
         masks = any(o.startswith("mask_") for o in outputs)
-        forced = meta.get("forced_density")
+        desc = meta.get("describe") if isinstance(meta.get("describe"), dict) else {}
+        forced = meta.get("forced_density", desc.get("forced_density"))
         backend = cls.from_arch(
             meta["arch"], checkpoint=checkpoint, with_fpn=_as_bool(meta.get("with_fpn", False)),
             sampling=meta.get("sampling", "threshold"), seed=int(meta.get("seed", 0)),
@@ -193,6 +192,40 @@ class TorchBackend(Backend):
 
     def close(self) -> None:
         self._staged_tensors = None
+
+
+_MODEL_CACHE: dict[tuple, torch.nn.Module] = {}
+_MODEL_CACHE_SIZE = 2
+
+
+def build_model(arch: str, with_fpn: bool, checkpoint=None, sampling: str = "threshold",
+                seed: int = 0, init_seed: int = 0) -> torch.nn.Module:
+    """``models.create_model``, memoised in-process (a fresh deep copy each call).
+
+    Building a model with seeded random weights runs a calibration forward; validate and
+    profile in one process (the demo, the tests) rebuild the same model several times.
+    """
+    import copy
+
+    from ..models import create_model
+
+    ck = None
+    if checkpoint is not None:
+        p = Path(checkpoint)
+        ck = (str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size) if p.is_file() else str(p)
+    key = (arch, bool(with_fpn), ck, int(init_seed))
+    model = _MODEL_CACHE.get(key)
+    if model is None:
+        model = create_model(arch, with_fpn=with_fpn, checkpoint=checkpoint, sampling=sampling,
+                             seed=seed, init_seed=init_seed)
+        while len(_MODEL_CACHE) >= _MODEL_CACHE_SIZE:
+            _MODEL_CACHE.pop(next(iter(_MODEL_CACHE)))
+        _MODEL_CACHE[key] = model
+    out = copy.deepcopy(model)
+    out.set_sampling(sampling, seed)
+    out.set_forced_density(None)
+    out.expose_masks = False
+    return out.eval()
 
 
 def _as_bool(v) -> bool:

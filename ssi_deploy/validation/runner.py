@@ -19,21 +19,24 @@ from .compare import ComparisonReport, Tolerances, compare_outputs, format_table
 
 
 def normalisation_from_meta(meta: dict) -> tuple[list[float], list[float]]:
-    """(mean, std) from the exporter's metadata; the spec's values when it records none."""
-    for key in ("normalization", "normalisation"):
-        v = meta.get(key)
+    """(mean, std) from the exporter's metadata (``normalisation``, else the recorded model
+    description's ``normalization``); the spec's values when it records none."""
+    candidates = [meta.get("normalisation"), meta.get("normalization")]
+    desc = meta.get("describe")
+    if isinstance(desc, dict):
+        candidates += [desc.get("normalization"), desc.get("normalisation")]
+    candidates.append({"mean": meta.get("mean"), "std": meta.get("std")})
+    for v in candidates:
         if isinstance(v, str):
             try:
                 v = json.loads(v)
             except ValueError:
-                v = None
-        if isinstance(v, dict) and "mean" in v and "std" in v:
-            return [float(x) for x in v["mean"]], [float(x) for x in v["std"]]
-    mean, std = meta.get("mean"), meta.get("std")
-    if mean is not None and std is not None:
-        if isinstance(mean, str):
-            mean, std = json.loads(mean), json.loads(std)
-        return [float(x) for x in mean], [float(x) for x in std]
+                continue
+        if isinstance(v, dict) and v.get("mean") is not None and v.get("std") is not None:
+            mean, std = [float(x) for x in v["mean"]], [float(x) for x in v["std"]]
+            if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+                raise SSIError(f"bad normalisation in the ONNX metadata: mean {mean}, std {std}")
+            return mean, std
     return list(I.DEFAULT_MEAN), list(I.DEFAULT_STD)
 
 
@@ -50,6 +53,24 @@ def _static_batch(shape) -> int:
     if shape is not None and len(shape) == 4 and isinstance(shape[0], int) and shape[0] > 0:
         return shape[0]
     return 1
+
+
+def onnx_io(path: str | Path) -> tuple[dict[str, tuple], list[str]]:
+    """Graph inputs (name -> shape, ints fixed and None free) and output names, no session."""
+    import onnx
+
+    try:
+        g = onnx.load(str(path), load_external_data=False).graph
+    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file for the user
+        raise SSIError(f"{path}: not a readable ONNX file ({e})") from None
+    inits = {i.name for i in g.initializer}
+    specs = {}
+    for i in g.input:
+        if i.name in inits:
+            continue
+        specs[i.name] = tuple(d.dim_value if d.HasField("dim_value") else None
+                              for d in i.type.tensor_type.shape.dim)
+    return specs, [o.name for o in g.output]
 
 
 @dataclass
@@ -120,6 +141,8 @@ class ValidationResult:
     inputs: dict
     comparison: ComparisonReport
     metadata: dict
+    reference_outputs: dict | None = None  # kept with validate(keep_outputs=True)
+    densities: dict | None = None  # the reference's measured density per sampling layer
 
     @property
     def passed(self) -> bool:
@@ -130,6 +153,7 @@ class ValidationResult:
              "reference": self.reference, "inputs": self.inputs,
              "metadata": {k: v for k, v in self.metadata.items() if isinstance(v, (str, int, float, bool, list, dict))}}
         d.update(self.comparison.to_dict())
+        d["reference_density"] = self.densities or {}
         return d
 
     def table(self) -> str:
@@ -140,7 +164,7 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None,
              backend: str = "onnxruntime", inputs: InputSpec | None = None,
              atol=(), rtol=(), min_mask_agreement: float | None = None,
              report: str | Path | None = None, device: str = "auto", raise_on_fail: bool = True,
-             log=None) -> ValidationResult:
+             log=None, keep_outputs: bool = False) -> ValidationResult:
     """Run ``backend`` and the PyTorch reference on the same inputs and compare.
 
     Raises ``ValidationFailed`` (after writing ``report``) when outputs differ beyond tolerance.
@@ -153,13 +177,15 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None,
     meta = read_onnx_metadata(onnx_path)
     check_checkpoint_matches(meta.get("init", ""), checkpoint, onnx_path)  # fail fast
     inputs = inputs or InputSpec(random=True)
+    # inputs and tolerances are checked against the file before any backend loads (fast errors)
+    input_specs, output_names = onnx_io(onnx_path)
+    feeds, feed_info = make_feeds(inputs, input_specs, meta)
+    tol = Tolerances.from_specs(meta.get("dtype", "fp32"), atol, rtol, output_names,
+                                min_mask_agreement)
     kw = {"device": device} if backend == "onnxruntime" else {}
     say(f"loading {onnx_path.name} with {backend}")
     test = create_backend(backend, onnx_path, checkpoint=checkpoint, **kw)
     try:
-        feeds, feed_info = make_feeds(inputs, test.input_shapes, meta)
-        tol = Tolerances.from_specs(meta.get("dtype", "fp32"), atol, rtol,
-                                    [n for n in test.output_names], min_mask_agreement)
         say(f"running {backend} on {feed_info.get('source')} input "
             f"{'x'.join(str(d) for d in next(iter(feeds.values())).shape)}")
         test_out = test.run(feeds)
@@ -171,12 +197,14 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None,
     try:
         say("running the PyTorch reference")
         ref_out = ref.run(feeds)
+        densities = ref.measured_densities()
         ref_desc = ref.describe()
         ref_desc.pop("model", None)
     finally:
         ref.close()
     cmp = compare_outputs(ref_out, test_out, tol)
-    result = ValidationResult(str(onnx_path), test_desc, ref_desc, feed_info, cmp, meta)
+    result = ValidationResult(str(onnx_path), test_desc, ref_desc, feed_info, cmp, meta,
+                              ref_out if keep_outputs else None, densities)
     if report is not None:
         p = Path(report)
         p.parent.mkdir(parents=True, exist_ok=True)
