@@ -8,7 +8,8 @@
 //    once, so the work is proportional to the count. Per tap, the block computes each
 //    position's input corners once (regular tap or deformable-v1 bilinear corners, from
 //    ssi/math.h); the A tile is gathered from x through them (consecutive threads read
-//    consecutive positions of one channel plane), the B tile comes from the weights.
+//    consecutive positions of one channel plane), the B tile comes from the weights. The
+//    next step's tiles are loaded into registers while the current one is multiplied.
 //    fp16 with >= 16 channels per group multiplies on tensor cores (WMMA 16x16x16, fp32
 //    accumulation); everything else in fp32 FMAs. Epilogue: bias, ReLU, coalesced NCHW
 //    stores through a shared-memory transpose.
@@ -38,7 +39,7 @@ struct SmemTensorCore {
 };
 
 template <typename T, bool kDeform, bool kTensorCore>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 3)
     sparseConvKernel(T const* __restrict__ x, T const* __restrict__ weight, T const* __restrict__ bias,
                      T const* __restrict__ offset, T* __restrict__ y, cuda::CompactList list, SparseConvParams p) {
     using Smem = std::conditional_t<kTensorCore, SmemTensorCore, SmemSimt>;
@@ -84,8 +85,16 @@ __global__ void __launch_bounds__(kThreads)
             for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
     }
 
-    for (int32_t tap = 0; tap < taps; ++tap) {
-        __syncthreads();  // sImg ready / previous tap's sTap reads done
+    // K is walked in steps of (tap, kBK input channels), tap-major. Software pipeline: the
+    // global loads of step s+1 go to registers while the tensor cores / FMAs work on step s
+    // from shared memory; the tap corners (sTap) are computed once per tap.
+    int32_t const kChunks = (cinG + kBK - 1) / kBK;
+    int32_t const steps = taps * kChunks;
+    constexpr int kPerThreadA = kBM * kBK / kThreads;  // 16
+    constexpr int kPerThreadB = kBK * kBN / kThreads;  // 16
+    float ra[kPerThreadA], rb[kPerThreadB];
+
+    auto computeTap = [&](int32_t tap) {
         if (tid < kBM && sImg[tid] >= 0) {
             int32_t const iy = math::tapCoord(sYo[tid], tap / p.kw, p.strideH, p.padH, p.dilationH);
             int32_t const ix = math::tapCoord(sXo[tid], tap % p.kw, p.strideW, p.padW, p.dilationW);
@@ -96,71 +105,111 @@ __global__ void __launch_bounds__(kThreads)
                 sTap[tid] = math::regularTap(iy, ix, p.h, p.w);
             }
         }
-        __syncthreads();
-
-        for (int32_t k0 = 0; k0 < cinG; k0 += kBK) {
-            // A tile: the patch values of kBM positions x kBK channels at this tap.
-            for (int e = tid; e < kBM * kBK; e += kThreads) {
-                int const ml = e % kBM, kk = e / kBM;
-                int32_t const c = k0 + kk, n = sImg[ml];
-                float v = 0.0f;
-                if (n >= 0 && c < cinG) {
-                    T const* plane = x + (static_cast<size_t>(n) * p.cin + static_cast<size_t>(g) * cinG + c) * hw;
-                    math::TapCorners const& tc = sTap[ml];
-                    if constexpr (kDeform) {
-                        float cv[4];
+    };
+    // Thread roles in the tile loads (kThreads is a multiple of kBM and of kBK): for A, one
+    // position (aM) and the channels aK0 + i * kAStride; for B, one input channel (bK) and the
+    // output channels bN0 + i * kBStride.
+    constexpr int kAStride = kThreads / kBM, kBStride = kThreads / kBK;
+    int const aM = tid % kBM, aK0 = tid / kBM;
+    int const bK = tid % kBK, bN0 = tid / kBK;
+    auto loadStep = [&](int32_t s) {  // global -> registers (reads sTap of the step's tap)
+        int32_t const tap = s / kChunks, k0 = (s - tap * kChunks) * kBK;
+        int32_t const n = sImg[aM];
+        math::TapCorners const tc = sTap[aM];
+        T const* plane = x + (static_cast<size_t>(n < 0 ? 0 : n) * p.cin + static_cast<size_t>(g) * cinG + k0 + aK0) * hw;
 #pragma unroll
-                        for (int k = 0; k < 4; ++k) cv[k] = tc.wgt[k] != 0.0f ? cuda::ld(plane, tc.off[k]) : 0.0f;
-                        v = math::tapValue(tc, cv[0], cv[1], cv[2], cv[3]);
-                    } else {
-                        v = tc.wgt[0] != 0.0f ? cuda::ld(plane, tc.off[0]) : 0.0f;
-                    }
-                }
-                if constexpr (kTensorCore) sm.a[ml][kk] = __float2half_rn(v);
-                else sm.a[kk][ml] = v;
-            }
-            // B tile: weight[g*coutG + nBase + nl][c][tap].
-            for (int e = tid; e < kBK * kBN; e += kThreads) {
-                int const kk = e % kBK, nl = e / kBK;
-                int32_t const c = k0 + kk, co = nBase + nl;
-                float const v = (c < cinG && co < coutG)
-                                    ? cuda::ld(weight, (static_cast<size_t>(g * coutG + co) * cinG + c) * taps + tap)
-                                    : 0.0f;
-                if constexpr (kTensorCore) sm.b[kk][nl] = __float2half_rn(v);
-                else sm.b[kk][nl] = v;
-            }
-            __syncthreads();
-            if constexpr (kTensorCore) {
-                using namespace nvcuda;
+        for (int i = 0; i < kPerThreadA; ++i) {
+            int32_t const c = k0 + aK0 + i * kAStride;
+            T const* pc = plane + static_cast<size_t>(i * kAStride) * hw;
+            float v = 0.0f;
+            if (n >= 0 && c < cinG) {
+                if constexpr (kDeform) {
+                    float cv[4];
 #pragma unroll
-                for (int ks = 0; ks < kBK; ks += 16) {
-                    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa[2];
-                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fb[2];
-#pragma unroll
-                    for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &sm.a[wm * 32 + 16 * i][ks], kBK + 8);
-#pragma unroll
-                    for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &sm.b[ks][wn * 32 + 16 * j], kBN + 8);
-#pragma unroll
-                    for (int i = 0; i < 2; ++i)
-#pragma unroll
-                        for (int j = 0; j < 2; ++j) wmma::mma_sync(frag[i][j], fa[i], fb[j], frag[i][j]);
-                }
-            } else {
-#pragma unroll 4
-                for (int kk = 0; kk < kBK; ++kk) {
-                    float a[4], b[8];
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) a[i] = sm.a[kk][tm + 16 * i];
-#pragma unroll
-                    for (int j = 0; j < 8; ++j) b[j] = sm.b[kk][tn + 8 * j];
-#pragma unroll
-                    for (int i = 0; i < 4; ++i)
-#pragma unroll
-                        for (int j = 0; j < 8; ++j) acc[i][j] += a[i] * b[j];
+                    for (int k = 0; k < 4; ++k) cv[k] = tc.wgt[k] != 0.0f ? cuda::ld(pc, tc.off[k]) : 0.0f;
+                    v = math::tapValue(tc, cv[0], cv[1], cv[2], cv[3]);
+                } else {
+                    v = tc.wgt[0] != 0.0f ? cuda::ld(pc, tc.off[0]) : 0.0f;
                 }
             }
-            __syncthreads();
+            ra[i] = v;
         }
+        int32_t const cb = k0 + bK;
+        T const* wrow = weight + (static_cast<size_t>(g * coutG + nBase + bN0) * cinG + cb) * taps + tap;
+#pragma unroll
+        for (int i = 0; i < kPerThreadB; ++i) {  // B: weight[g*coutG + co][c][tap]
+            int32_t const co = nBase + bN0 + i * kBStride;
+            rb[i] = (cb < cinG && co < coutG)
+                        ? cuda::ld(wrow, static_cast<size_t>(i * kBStride) * cinG * taps) : 0.0f;
+        }
+    };
+    auto storeStep = [&] {  // registers -> shared memory
+#pragma unroll
+        for (int i = 0; i < kPerThreadA; ++i) {
+            int const kk = aK0 + i * kAStride;
+            if constexpr (kTensorCore) sm.a[aM][kk] = __float2half_rn(ra[i]);
+            else sm.a[kk][aM] = ra[i];
+        }
+#pragma unroll
+        for (int i = 0; i < kPerThreadB; ++i) {
+            int const nl = bN0 + i * kBStride;
+            if constexpr (kTensorCore) sm.b[bK][nl] = __float2half_rn(rb[i]);
+            else sm.b[bK][nl] = rb[i];
+        }
+    };
+    static_assert(kThreads % kBM == 0 && kThreads % kBK == 0, "tile loads assume these divisibilities");
+    auto computeStep = [&] {
+        if constexpr (kTensorCore) {
+            using namespace nvcuda;
+#pragma unroll
+            for (int ks = 0; ks < kBK; ks += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa[2];
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fb[2];
+#pragma unroll
+                for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &sm.a[wm * 32 + 16 * i][ks], kBK + 8);
+#pragma unroll
+                for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &sm.b[ks][wn * 32 + 16 * j], kBN + 8);
+#pragma unroll
+                for (int i = 0; i < 2; ++i)
+#pragma unroll
+                    for (int j = 0; j < 2; ++j) wmma::mma_sync(frag[i][j], fa[i], fb[j], frag[i][j]);
+            }
+        } else {
+#pragma unroll 4
+            for (int kk = 0; kk < kBK; ++kk) {
+                float a[4], b[8];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) a[i] = sm.a[kk][tm + 16 * i];
+#pragma unroll
+                for (int j = 0; j < 8; ++j) b[j] = sm.b[kk][tn + 8 * j];
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) acc[i][j] += a[i] * b[j];
+            }
+        }
+    };
+
+    // Prologue: corners of tap 0, step 0 into shared memory, corners of step 1's tap.
+    __syncthreads();  // sImg, sQ, sYo, sXo
+    computeTap(0);
+    __syncthreads();
+    loadStep(0);
+    __syncthreads();  // every thread's reads of sTap for step 0 are done
+    storeStep();
+    if (steps > 1 && 1 / kChunks != 0) computeTap(1);
+    __syncthreads();
+    for (int32_t s = 0; s < steps; ++s) {
+        bool const more = s + 1 < steps;  // uniform over the block
+        if (more) loadStep(s + 1);
+        computeStep();
+        __syncthreads();  // shared tiles and sTap free
+        if (more) {
+            storeStep();
+            int32_t const tapNext = (s + 2) / kChunks;
+            if (s + 2 < steps && tapNext != (s + 1) / kChunks) computeTap(tapNext);
+        }
+        __syncthreads();
     }
 
     // Epilogue: accumulators -> sC[n][m] -> bias, ReLU, NCHW stores (consecutive threads,
