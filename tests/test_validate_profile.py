@@ -102,7 +102,7 @@ def test_validate_per_output_tolerance(exported, tmp_path, capsys):
     assert rc == 0 and out.strip() == "PASS"
     r = json.loads((tmp_path / "t.json").read_text())["outputs"]
     assert (r["p2"]["atol"], r["p2"]["rtol"], r["p2"]["atol_rule"]) == (0.5, 1e-2, "given")
-    assert r["p3"]["rtol"] == 1e-2 and r["p3"]["atol_rule"] == "1e-05 x max|ref|"
+    assert r["p3"]["rtol"] == 1e-2 and r["p3"]["atol_rule"] == "2e-05 x max|ref|"
 
 
 def test_validate_user_errors(exported, tmp_path, capsys):

@@ -1,8 +1,9 @@
 """Backends by name: ``create_backend("onnxruntime", "model.onnx")``.
 
 Names: ``torch`` (rebuilds the reference model from the ONNX file's metadata, or from an
-arch), ``onnxruntime``, ``tensorrt`` (when ``ssi_deploy.backends.tensorrt_backend`` and the
-TensorRT runtime are installed). Imports are lazy so a missing optional runtime only affects
+arch), ``onnxruntime``, ``tensorrt`` (when the TensorRT runtime and a GPU are there: an
+engine path is loaded as it is; an ONNX path gets its engine built, or reused when up to date,
+by ``tensorrt_backend.engine_for_onnx``). Imports are lazy so a missing optional runtime only affects
 its own backend.
 """
 
@@ -36,12 +37,14 @@ def create_backend(name: str, onnx_path: str | Path | None = None, *,
         return OnnxRuntimeBackend(onnx_path, **kw)
     if name == "tensorrt":
         try:
-            from .tensorrt_backend import is_engine_path, load_engine_backend
+            from .tensorrt_backend import engine_for_onnx, is_engine_path, load_engine_backend
         except ImportError as e:
             raise SSIError(f"the tensorrt backend is unavailable here ({e}); install "
                            "'ssi-deploy[tensorrt]' on a machine with an NVIDIA GPU") from None
-        if not is_engine_path(onnx_path):
-            raise SSIError(f"the tensorrt backend runs an engine (.plan), not {onnx_path}: build "
-                           "one with `ssi-deploy build` and pass it with --engine")
-        return load_engine_backend(onnx_path, **kw)
+        input_shape = kw.pop("input_shape", None)
+        echo = kw.pop("echo", None)
+        kw.pop("device", None)
+        plan = onnx_path if is_engine_path(onnx_path) else engine_for_onnx(
+            onnx_path, input_shape=input_shape, echo=echo)  # built, or reused when up to date
+        return load_engine_backend(plan, **kw)
     raise SSIError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -43,7 +43,11 @@ from ..errors import SSIError, ValidationFailed
 def validate(onnx_file, checkpoint, backend, device, image, short_side, npz, use_random, seed,
              input_shape, atol, rtol, min_mask_agreement, report, quiet):
     """Run ONNX_FILE on a backend and the PyTorch reference rebuilt from its metadata, on the
-    same input, and compare every output (masks separately). Exit 0 on pass, 1 on fail."""
+    same input, and compare every output (masks separately). Exit 0 on pass, 1 on fail.
+
+    ONNX_FILE may also be a TensorRT engine (.plan): it is validated against the PyTorch
+    reference of the ONNX file it was built from. Default tolerances follow the exported dtype
+    (fp32: atol 2e-5 x max|ref| of each output, rtol 1e-3; fp16: 1e-2 x max|ref|, 1e-2)."""
     from ..validation.inputs import parse_shape
     from ..validation.runner import InputSpec, validate as run_validate
 

@@ -18,7 +18,7 @@ Definitions (float64 arithmetic, over the elements that are finite in both array
 Default tolerances depend on the exported dtype. The default atol is scaled to the output:
 atol = atol_scale * max|ref| (features of an un-normalised backbone reach 100 and more, and
 float32 rounding through 33 blocks is about 1e-6 of that scale); an explicit ``--atol`` is
-absolute.  fp32: atol_scale 1e-5, rtol 1e-3;  fp16: atol_scale 1e-2, rtol 1e-2.
+absolute.  fp32: atol_scale 2e-5, rtol 1e-3;  fp16: atol_scale 1e-2, rtol 1e-2.
 
 Masks (sampled = value > 0):
 
@@ -40,7 +40,7 @@ MASK_PREFIX = "mask_"
 
 # Default tolerances by the dtype the model was exported in: (atol, rtol, min mask agreement).
 DEFAULT_TOLERANCES = {
-    "fp32": {"atol_scale": 1e-5, "rtol": 1e-3, "min_mask_agreement": 0.999},
+    "fp32": {"atol_scale": 2e-5, "rtol": 1e-3, "min_mask_agreement": 0.999},
     "fp16": {"atol_scale": 1e-2, "rtol": 1e-2, "min_mask_agreement": 0.99},
 }
 _DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "fp32": "fp32",
@@ -303,8 +303,24 @@ def compare_outputs(ref: dict[str, np.ndarray], test: dict[str, np.ndarray],
     return ComparisonReport(outputs, masks, missing, extra)
 
 
-def format_table(report: ComparisonReport) -> str:
-    """A fixed-width terminal table: features first, then masks, then the verdict."""
+def mask_summary(report: ComparisonReport) -> str:
+    """One line over every mask: layers, least agreement, differing positions, densities."""
+    ms = report.masks
+    if not ms:
+        return "masks: none exposed"
+    diff = sum(m.differing for m in ms)
+    total = sum(m.positions for m in ms)
+    worst = min(ms, key=lambda m: m.agreement)
+    return (f"masks: {len(ms)} sampling layers, {diff} of {total} positions differ, least "
+            f"agreement {worst.agreement:.6f} ({worst.name}), mean density ref "
+            f"{np.mean([m.density_ref for m in ms]):.4f} / test "
+            f"{np.mean([m.density_test for m in ms]):.4f}, "
+            f"{'ok' if all(m.passed for m in ms) else 'FAIL'}")
+
+
+def format_table(report: ComparisonReport, mask_rows: bool = True) -> str:
+    """A fixed-width terminal table: features first, then masks (one row per layer, or one
+    summary line with ``mask_rows=False``), then the verdict."""
     lines = []
     hdr = (f"{'output':<12} {'shape':<20} {'max_abs':>10} {'max_rel':>10} {'mean_abs':>10} "
            f"{'median':>10} {'p99':>10} {'cosine':>10} {'nan/inf':>8} {'atol':>8} {'rtol':>8}  result")
@@ -317,7 +333,9 @@ def format_table(report: ComparisonReport) -> str:
         lines.append(f"{o.name:<12} {shape:<20} {o.max_abs:>10.3g} {o.max_rel:>10.3g} "
                      f"{o.mean_abs:>10.3g} {o.median_abs:>10.3g} {o.p99_abs:>10.3g} "
                      f"{o.cosine:>10.7f} {bad:>8d} {o.atol:>8.2g} {o.rtol:>8.2g}  {verdict}")
-    if report.masks:
+    if report.masks and not mask_rows:
+        lines.append(mask_summary(report))
+    elif report.masks:
         lines.append("")
         mh = (f"{'mask':<24} {'shape':<16} {'density_ref':>11} {'density_test':>12} "
               f"{'count_diff':>10} {'agreement':>10}  result")

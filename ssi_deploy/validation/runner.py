@@ -174,6 +174,13 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None,
 
     say = log or (lambda msg: None)
     onnx_path = Path(onnx_path)
+    test_path = onnx_path
+    if onnx_path.suffix.lower() in (".plan", ".engine", ".trt"):
+        # a TensorRT engine: the reference comes from the ONNX file it was built from
+        if not onnx_path.is_file():
+            raise SSIError(f"engine file not found: {onnx_path}")
+        from ..backends.tensorrt_backend import onnx_for_engine
+        backend, onnx_path = "tensorrt", Path(onnx_for_engine(test_path))
     meta = read_onnx_metadata(onnx_path)
     check_checkpoint_matches(meta.get("init", ""), checkpoint, onnx_path)  # fail fast
     inputs = inputs or InputSpec(random=True)
@@ -183,8 +190,11 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None,
     tol = Tolerances.from_specs(meta.get("dtype", "fp32"), atol, rtol, output_names,
                                 min_mask_agreement)
     kw = {"device": device} if backend == "onnxruntime" else {}
-    say(f"loading {onnx_path.name} with {backend}")
-    test = create_backend(backend, onnx_path, checkpoint=checkpoint, **kw)
+    if backend == "tensorrt":
+        kw = {"input_shape": tuple(next(iter(feeds.values())).shape),
+              "echo": lambda m: say("  " + m)}
+    say(f"loading {test_path.name} with {backend}")
+    test = create_backend(backend, test_path, checkpoint=checkpoint, **kw)
     try:
         say(f"running {backend} on {feed_info.get('source')} input "
             f"{'x'.join(str(d) for d in next(iter(feeds.values())).shape)}")
