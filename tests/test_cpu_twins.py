@@ -205,3 +205,10 @@ def test_gaussian_interp_isolated_sample_in_fp16():
     assert got[0, 0, 3, 3].item() == pytest.approx(0.25 + 2.0 * wgt / (wgt + 1e-5), rel=1e-3)
     assert got[0, 0, 0, 0].item() == 2.25
     assert (got[0, 0, 4:, :] == 0.25).all() and (got[0, 0, :, 4:] == 0.25).all()
+
+
+def test_wrapper_reports_a_missing_library_in_one_line(monkeypatch):
+    monkeypatch.setenv("SSI_CPU_LIB", "/nonexistent/libssi_cpu.so")
+    with pytest.raises(SSIError) as e:
+        T.library_path()
+    assert "SSI_CPU_LIB" in str(e.value) and "\n" not in str(e.value)

@@ -12,6 +12,7 @@ Functions take and return torch tensors (float32 or float16, on the CPU, NCHW).
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import shutil
 import subprocess
@@ -76,7 +77,12 @@ def library_path() -> Path:
     for cand in (BUILD_DIR / "lib" / LIB_NAME, REPO / "build" / "plugins" / "lib" / LIB_NAME):
         if not _stale(cand):
             return cand
-    return _build()
+    BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    with open(BUILD_DIR / ".build.lock", "w") as lock:  # one build at a time (pytest -n, several shells)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _stale(BUILD_DIR / "lib" / LIB_NAME):
+            return BUILD_DIR / "lib" / LIB_NAME
+        return _build()
 
 
 def load() -> ctypes.CDLL:
