@@ -22,6 +22,7 @@ COMMANDS = {
     "zoo": "ssi_deploy.cli.zoo_cmd:zoo",
     "flops": "ssi_deploy.cli.flops_cmd:flops",
     "inspect-checkpoint": "ssi_deploy.cli.inspect_cmd:inspect_checkpoint",
+    "export": "ssi_deploy.cli.export_cmd:export",
     "validate": "ssi_deploy.cli.validate_cmd:validate",
     "profile": "ssi_deploy.cli.profile_cmd:profile",
     "build": "ssi_deploy.cli.build_cmd:build",

@@ -7,12 +7,13 @@ function bodies of standard ONNX ops for ONNX Runtime, and metadata for validati
 """
 
 from .exporter import (DEFAULT_OPSET, DYNAMIC_AXES, INPUT_NAME, ExportError, attach_functions,
-                       check_opset, export_onnx, read_metadata, summarize, translation_table)
+                       check_opset, export_onnx, read_metadata, reference_evaluator, summarize,
+                       translation_table)
 from .functions import MAX_OPSET, MIN_OPSET, build_function, build_functions
 from .schemas import register_schemas, schemas_registered
 
 __all__ = [
     "DEFAULT_OPSET", "DYNAMIC_AXES", "INPUT_NAME", "MAX_OPSET", "MIN_OPSET", "ExportError",
     "attach_functions", "build_function", "build_functions", "check_opset", "export_onnx",
-    "read_metadata", "register_schemas", "schemas_registered", "summarize", "translation_table",
+    "read_metadata", "reference_evaluator", "register_schemas", "schemas_registered", "summarize", "translation_table",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import logging
 import os
 import time
 import warnings
@@ -187,6 +188,91 @@ def _normalise_ssi_nodes(model: onnx.ModelProto) -> Counter:
     return counts
 
 
+# Inputs of SSI nodes that must be initializers (TensorRT passes them to the plugin as weights).
+WEIGHT_INPUTS = {C.SPARSE_CONV2D.name: ("weight", "bias"), C.GAUSSIAN_INTERP.name: ("bias",)}
+
+
+def _constant_value(graph: onnx.GraphProto, name: str, producers: dict, inits: dict,
+                    opset: int):
+    """Value of ``name`` if it depends on initializers and constant nodes only, else None."""
+    from onnx.reference import ReferenceEvaluator
+
+    needed, stack, seen = [], [name], set()
+    while stack:
+        cur = stack.pop()
+        if cur in seen or cur in inits or cur == "":
+            continue
+        seen.add(cur)
+        node = producers.get(cur)
+        if node is None or node.domain not in ("", "ai.onnx") or len(node.attribute) and any(
+                a.type == onnx.AttributeProto.GRAPH for a in node.attribute):
+            return None  # a graph input, a custom node or a subgraph: not a plain constant
+        needed.append(node)
+        stack.extend(node.input)
+    order = [n for n in graph.node if any(n is m for m in needed)]  # keep topological order
+    used = {i for n in order for i in n.input}
+    sub = onnx.helper.make_graph(order, "const", [],
+                                 [onnx.helper.make_tensor_value_info(name, 0, None)],
+                                 [inits[i] for i in used if i in inits])
+    opsets = [onnx.helper.make_opsetid("", opset)]
+    (value,) = ReferenceEvaluator(onnx.helper.make_model(sub, opset_imports=opsets)).run(None, {})
+    return value
+
+
+def _materialise_weight_inputs(model: onnx.ModelProto) -> int:
+    """Make every SSI weight/bias input an initializer (folding constant producers such as
+    ConstantOfShape zeros), then drop nodes nothing reads any more. Returns how many inputs
+    were folded."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    folded: dict[str, str] = {}
+    for node in graph.node:
+        roles = WEIGHT_INPUTS.get(node.op_type) if node.domain == C.DOMAIN else None
+        if not roles:
+            continue
+        names = [i.name for i in C.OPS[node.op_type].inputs]
+        for role in roles:
+            k = names.index(role)
+            src = node.input[k]
+            if src in inits:
+                continue
+            if src not in folded:
+                value = _constant_value(graph, src, producers, inits, _default_opset(model))
+                if value is None:
+                    raise ExportError(f"{node.op_type} node {node.name}: {role} {src!r} is "
+                                      "computed from the input; SSI weights and biases must be "
+                                      "constants (fold them before export)")
+                new = f"ssi_const_{src}"
+                while new in inits:
+                    new += "_"
+                tensor = numpy_helper.from_array(value, new)
+                graph.initializer.append(tensor)
+                inits[new] = tensor
+                folded[src] = new
+            node.input[k] = folded[src]
+    # dead-code elimination of what fed the folded inputs
+    while True:
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        for f in graph.node:
+            for a in f.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    used |= {i for n in a.g.node for i in n.input}
+        dead = [n for n in graph.node if n.output and all(o not in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    used = {i for n in graph.node for i in n.input}
+    keep = [i for i in graph.initializer if i.name in used]
+    if len(keep) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+    return len(folded)
+
+
 def _default_opset(model: onnx.ModelProto) -> int:
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
@@ -217,8 +303,8 @@ def read_metadata(path: str | os.PathLike) -> dict:
     """The ``ssi.*`` metadata of an exported file, decoded (prefix stripped).
 
     Keys (always present): tool, tool_version, torch_version, arch, with_fpn, sampling, seed,
-    onnx_opset, ssi_opset_version, semantics_version, normalisation ({"mean", "std"}), dtype,
-    init ("checkpoint sha256:<hex>" or "random seed <S>"), checkpoint_sha256 (or null),
+    onnx_opset, ssi_opset_version, semantics_version, normalisation ({"mean", "std"} and, for
+    registry models, "rgb"), dtype, forced_density (null when off), init ("checkpoint sha256:<hex>" or "random seed <S>"), checkpoint_sha256 (or null),
     init_seed (or null), input_name, input_shape (the example shape), dynamic (axis names),
     expose_masks, output_names, describe (the model's full describe() dict) and any extra
     entries passed as ``metadata=``.
@@ -242,6 +328,25 @@ def read_metadata(path: str | os.PathLike) -> dict:
         raise SSIError(f"{p} carries no ssi metadata (not written by ssi-deploy export); "
                        "re-export it with `ssi-deploy export`")
     return out
+
+
+def reference_evaluator(path_or_model, **kwargs):
+    """``onnx.reference.ReferenceEvaluator`` for an exported model (path or ModelProto).
+
+    onnx.reference calls a model-local function with exactly as many inputs as the function
+    declares, while SSI nodes omit trailing optional inputs (the contract). This pads those
+    calls with empty names (= absent optional input, which the bodies handle) in an in-memory
+    copy; the file itself is not changed. ONNX Runtime needs no such step.
+    """
+    from onnx.reference import ReferenceEvaluator
+
+    model = onnx.load(str(path_or_model)) if not isinstance(path_or_model, onnx.ModelProto) \
+        else copy.deepcopy(path_or_model)
+    for node in model.graph.node:
+        op = C.OPS.get(node.op_type) if node.domain == C.DOMAIN else None
+        if op is not None:
+            node.input.extend([""] * (len(op.inputs) - len(node.input)))
+    return ReferenceEvaluator(model, **kwargs)
 
 
 def _parse_init(init: str) -> tuple[str | None, int | None]:
@@ -296,8 +401,34 @@ def _fold_batchnorm(model: torch.nn.Module) -> None:
         model.fuse_for_inference()
 
 
+def _cast_tensor(v, dtype):
+    if torch.is_tensor(v):
+        return v.to(dtype) if v.is_floating_point() else v
+    if isinstance(v, tuple):
+        return tuple(_cast_tensor(x, dtype) for x in v)
+    if isinstance(v, list):
+        return [_cast_tensor(x, dtype) for x in v]
+    if isinstance(v, dict):
+        return {k: _cast_tensor(x, dtype) for k, x in v.items()}
+    return v
+
+
+def _to_dtype(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``model.to(dtype)``, plus plain tensor attributes (e.g. BatchNorm-folded weights kept
+    outside parameters and buffers), which ``Module.to`` does not touch."""
+    model = model.to(dtype)
+    for module in model.modules():
+        for name, v in list(vars(module).items()):
+            if name.startswith("_") or isinstance(v, torch.nn.Module):
+                continue
+            cast = _cast_tensor(v, dtype)
+            if cast is not v:
+                object.__setattr__(module, name, cast)
+    return model
+
+
 def _freeze_scalar_parameters(model: torch.nn.Module) -> int:
-    """Turn 0-dim ``*sigma`` parameters into Python floats (on the export copy).
+    """Turn 0-dim ``*sigma*`` parameters into Python floats (on the export copy).
 
     The SSI forward passes sigma to GaussianInterp as a float attribute (``float(param)``),
     which torch.export cannot trace on a parameter (a data-dependent value); frozen to a
@@ -306,7 +437,7 @@ def _freeze_scalar_parameters(model: torch.nn.Module) -> int:
     n = 0
     for module in model.modules():
         for name, p in list(module._parameters.items()):
-            if p is not None and p.dim() == 0 and name.endswith("sigma"):
+            if p is not None and p.dim() == 0 and "sigma" in name:
                 del module._parameters[name]
                 object.__setattr__(module, name, float(p.detach()))
                 n += 1
@@ -377,20 +508,18 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
         m.expose_masks = True
     elif hasattr(m, "expose_masks"):
         m.expose_masks = False
-    m = m.to(DTYPES[dtype])
+    m = _to_dtype(m, DTYPES[dtype])
     output_names = list(getattr(m, "output_names", []) or [])
     describe = m.describe() if hasattr(m, "describe") else {}
 
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(shape, generator=gen).to(DTYPES[dtype])
-    with torch.no_grad():
-        n_out = len(m(example)) if output_names else None
-    if output_names and n_out != len(output_names):
-        raise ExportError(f"model returns {n_out} outputs but names {len(output_names)} "
-                          f"({output_names})")
 
     say(f"exporting with torch.export (opset {opset}, dynamic: {', '.join(dyn) or 'none'}) ...")
     table = translation_table()
+    reg_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = reg_log.level
+    reg_log.setLevel(logging.ERROR)  # "torchvision is not installed" is noise here
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -407,16 +536,22 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
                               f"this model ({first}); export with --dynamic batch or a "
                               "static shape") from e
         raise
+    finally:
+        reg_log.setLevel(level)
     proto = program.model_proto
+    if output_names and len(proto.graph.output) != len(output_names):
+        raise ExportError(f"the model returned {len(proto.graph.output)} outputs but names "
+                          f"{len(output_names)} ({output_names})")
     if _default_opset(proto) != opset:
         raise ExportError(f"the exporter produced opset {_default_opset(proto)} instead of {opset}")
 
     say("attaching SSI function bodies and metadata")
     counts = _normalise_ssi_nodes(proto)
+    _materialise_weight_inputs(proto)
     attach_functions(proto)
     _check_graph(proto, dyn)
     sha, init_seed = _parse_init(describe.get("init", ""))
-    norm = describe.get("normalisation", {})
+    norm = describe.get("normalisation", describe.get("normalization")) or {}
     meta = {
         "tool": "ssi-deploy",
         "tool_version": __version__,
@@ -429,8 +564,9 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
         "ssi_domain": C.DOMAIN,
         "ssi_opset_version": C.OPSET_VERSION,
         "semantics_version": C.SEMANTICS_VERSION,
-        "normalisation": {"mean": _jsonable(norm.get("mean")), "std": _jsonable(norm.get("std"))},
+        "normalisation": _jsonable(dict(norm)),
         "dtype": dtype,
+        "forced_density": describe.get("forced_density"),
         "init": describe.get("init"),
         "checkpoint_sha256": sha,
         "init_seed": init_seed,

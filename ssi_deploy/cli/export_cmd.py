@@ -1,0 +1,124 @@
+"""``ssi-deploy export``: build a model and write one self-contained ONNX file."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import click
+
+from ..errors import SSIError
+
+SHAPE_RE = re.compile(r"^\s*(\d+)\s*[xX,]\s*(\d+)\s*[xX,]\s*(\d+)\s*[xX,]\s*(\d+)\s*$")
+
+
+def parse_input_shape(text: str) -> tuple[int, int, int, int]:
+    """'1x3x512x512' -> (1, 3, 512, 512); SSIError naming the problem otherwise."""
+    m = SHAPE_RE.match(text or "")
+    if not m:
+        raise SSIError(f"--input-shape {text!r} is not NxCxHxW: write four integers joined "
+                       "by 'x', e.g. --input-shape 1x3x512x512")
+    shape = tuple(int(g) for g in m.groups())
+    if min(shape) <= 0:
+        raise SSIError(f"--input-shape {text!r} has a zero dimension: every size must be "
+                       "positive, e.g. 1x3x512x512")
+    return shape  # type: ignore[return-value]
+
+
+def parse_dynamic(text: str) -> tuple[str, ...]:
+    from ..export import DYNAMIC_AXES
+
+    if text.strip().lower() in ("", "none", "static"):
+        return ()
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in DYNAMIC_AXES]
+    if bad:
+        raise SSIError(f"--dynamic: unknown axis {bad[0]!r}; use a comma-separated subset of "
+                       f"{','.join(DYNAMIC_AXES)} or 'none'")
+    return tuple(dict.fromkeys(names))
+
+
+def check_checkpoint(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.exists():
+        raise SSIError(f"checkpoint {p} does not exist; give the path of a .pth file "
+                       "(or omit --checkpoint for seeded random weights)")
+    if not p.is_file():
+        raise SSIError(f"checkpoint {p} is not a file; give the path of a .pth file")
+    if not os.access(p, os.R_OK):
+        raise SSIError(f"checkpoint {p} is not readable (permission denied); fix its "
+                       "permissions or copy it somewhere readable")
+    return p
+
+
+@click.command("export")
+@click.option("--arch", required=True, help="Registry architecture (see `ssi-deploy zoo`), "
+              "e.g. sparse_resnet101_dcn.")
+@click.option("--checkpoint", default=None, metavar="PATH",
+              help="Official or ssi-deploy checkpoint (.pth); default: seeded random weights.")
+@click.option("--with-fpn", is_flag=True, help="Include the FPN neck (outputs p2..p6).")
+@click.option("--output", "-o", required=True, metavar="M.onnx", help="ONNX file to write.")
+@click.option("--input-shape", default="1x3x512x512", show_default=True, metavar="NxCxHxW",
+              help="Example input shape (the static shape where an axis is not dynamic).")
+@click.option("--dynamic", default="batch,height,width", show_default=True,
+              help="Input axes kept symbolic: subset of batch,height,width, or 'none'.")
+@click.option("--sampling", default="threshold", show_default=True,
+              type=click.Choice(["threshold", "stochastic", "official"]),
+              help="SampleMask mode written into the graph.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the stochastic/official sampling hash.")
+@click.option("--init-seed", default=0, show_default=True, type=int,
+              help="Seed of the random weights when no checkpoint is given.")
+@click.option("--opset", default=None, type=int, help="ONNX opset (18..25, default 18).")
+@click.option("--dtype", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]),
+              help="Tensor dtype of the graph (fp16: SSI bodies still compute in fp32).")
+@click.option("--expose-masks", is_flag=True,
+              help="Add one mask output per sampling layer (mask_<layer>).")
+def export(arch, checkpoint, with_fpn, output, input_shape, dynamic, sampling, seed, init_seed,
+           opset, dtype, expose_masks):
+    """Export a model to one ONNX file with SSI nodes (TensorRT plugins) and reference
+    function bodies (ONNX Runtime)."""
+    from ..export import DEFAULT_OPSET, check_opset, export_onnx, summarize
+
+    shape = parse_input_shape(input_shape)
+    dyn = parse_dynamic(dynamic)
+    opset = check_opset(DEFAULT_OPSET if opset is None else opset)
+    ckpt = check_checkpoint(checkpoint)
+    out = Path(output)
+    if out.suffix != ".onnx":
+        raise SSIError(f"--output {out} must end in .onnx")
+    if not out.parent.exists():
+        raise SSIError(f"--output directory {out.parent} does not exist; create it first")
+
+    from ..models import create_model, list_models
+
+    archs = list(list_models())
+    if arch not in archs:
+        raise SSIError(f"unknown --arch {arch!r}; choose one of {', '.join(archs)}")
+    t0 = time.perf_counter()
+    click.echo(f"building {arch}{' + FPN' if with_fpn else ''} "
+               f"({'checkpoint ' + str(ckpt) if ckpt else f'random weights, seed {init_seed}'}) ...")
+    try:
+        model = create_model(arch, with_fpn=with_fpn, checkpoint=ckpt, sampling=sampling,
+                             seed=seed, init_seed=init_seed)
+    except SSIError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a checkpoint torch cannot read is a user mistake
+        if ckpt is None:
+            raise
+        raise SSIError(f"could not load checkpoint {ckpt} for {arch}: {type(e).__name__}: "
+                       f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}; pass a "
+                       "checkpoint saved with torch.save for this architecture") from e
+    if expose_masks and not getattr(getattr(model, "spec", None), "sparse", True):
+        raise SSIError(f"--expose-masks: {arch} is dense and has no sampling layers; "
+                       "drop the flag or choose a sparse_* architecture")
+    path = export_onnx(model, out, input_shape=shape, dynamic=dyn, opset=opset, dtype=dtype,
+                       expose_masks=expose_masks, progress=lambda msg: click.echo(f"  {msg}"))
+    s = summarize(path)
+    ssi = ", ".join(f"{n} {k}" for k, n in s["ssi_nodes"].items())
+    click.echo(f"exported {arch}: {ssi} SSI nodes, {s['nodes']} nodes in all, "
+               f"{s['bytes'] / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s -> {path}")
