@@ -229,7 +229,7 @@ def profile(cfg: ProfileConfig) -> dict:
                 # --arch, or forced densities: export the (forced) PyTorch model for this shape
                 _log(cfg, f"exporting {arch} ({'x'.join(map(str, shape))}) for {cfg.backend}")
                 onnx_file = _export_temp(model, tmp / "sparse.onnx", shape)
-            backend = create_backend(cfg.backend, onnx_file, **_bk_kw(cfg))
+            backend = create_backend(cfg.backend, onnx_file, **_bk_kw(cfg, shape))
             input_name = backend.input_names[0]
         stack.callback(backend.close)
         shape = tuple(next(iter(feeds.values())).shape)
@@ -238,12 +238,18 @@ def profile(cfg: ProfileConfig) -> dict:
         # densities: the PyTorch model's masks on the same input (identical masks in the
         # deterministic modes; the ONNX file computes the same SampleMask)
         with_masks = getattr(model.spec, "sparse", False)
+        density = {}
         if with_masks:
-            if cfg.backend != "torch":
-                TorchBackend(model, [input_name]).run(feeds)
-            density = model.measured_densities()
-        else:
-            density = {}
+            mask_outputs = [n for n in backend.output_names if n.startswith("mask_")]
+            if cfg.backend != "torch" and mask_outputs == list(model.mask_names):
+                # the file exposes its masks: measure them on the backend itself
+                outs = backend.run(feeds)
+                density = {layer: float((outs[n] > 0).mean())
+                           for layer, n in zip(model.sampling_layers, mask_outputs)}
+            else:
+                if cfg.backend != "torch":
+                    TorchBackend(model, [input_name]).run(feeds)
+                density = model.measured_densities()
         gmacs = backbone_gmacs(arch, shape, density if density else None)
         report = {"backend": backend.describe(), "arch": arch, "input": feed_info,
                   "input_shape": list(shape), "latency_ms": _public(sparse_stats),
@@ -268,7 +274,7 @@ def profile(cfg: ProfileConfig) -> dict:
             else:
                 _log(cfg, f"exporting the dense twin {dense.arch} for {cfg.backend}")
                 dfile = _export_temp(dense, tmp / "dense.onnx", shape)
-                dback = create_backend(cfg.backend, dfile, **_bk_kw(cfg))
+                dback = create_backend(cfg.backend, dfile, **_bk_kw(cfg, shape))
             stack.callback(dback.close)
             dstats = _time(dback, {dback.input_names[0]: feeds[input_name]}, cfg, dense.arch)
             dg = backbone_gmacs(dense.arch, shape, None)
@@ -286,9 +292,11 @@ def profile(cfg: ProfileConfig) -> dict:
     return report
 
 
-def _bk_kw(cfg: ProfileConfig) -> dict:
+def _bk_kw(cfg: ProfileConfig, shape=None) -> dict:
     if cfg.backend == "onnxruntime":
         return {"device": cfg.device, "threads": cfg.threads}
+    if cfg.backend == "tensorrt" and shape is not None:
+        return {"input_shape": tuple(shape)}
     return {}
 
 

@@ -278,6 +278,10 @@ class ComparisonReport:
             if not m.passed:
                 out.append(f"{m.name}: mask agreement {m.agreement:.6f} < {m.min_agreement:g} "
                            f"({m.differing} of {m.positions} positions differ)")
+        flipped = sum(m.differing for m in self.masks)
+        if flipped and any(not o.passed for o in self.outputs):
+            out.append(f"note: {flipped} mask position(s) differ; features downstream of a "
+                       "flipped position differ by design, judge them with the mask report")
         return out
 
     def to_dict(self) -> dict:
