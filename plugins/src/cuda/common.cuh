@@ -81,10 +81,12 @@ inline CompactList compactList(void* workspace) {
 }
 
 constexpr int kCompactThreads = 256;
+constexpr int kZeroChannelsPerBlock = 64;  // zero-fill split over blockIdx.y (wide layers, small maps)
 
-// One thread per position of mask [N,1,H,W]: positions with mask > 0 are appended to the
-// list (one atomic per block); at the others, all `channels` planes of `zeroOut`
-// ([N,channels,H,W], may be null) are set to exactly 0. *count must be 0 before the launch.
+// One thread per position of mask [N,1,H,W]. Blocks with blockIdx.y == 0 append the positions
+// with mask > 0 to the list (one atomic per block); at the other positions, the blocks set
+// channels [blockIdx.y * 64, +64) of `zeroOut` ([N,channels,H,W], may be null) to exactly 0.
+// *count must be 0 before the launch.
 template <typename T>
 __global__ void __launch_bounds__(kCompactThreads)
     compactKernel(T const* __restrict__ mask, int32_t total, int32_t hw, int32_t channels, T* __restrict__ zeroOut,
@@ -94,26 +96,30 @@ __global__ void __launch_bounds__(kCompactThreads)
     int32_t const pos = static_cast<int32_t>(blockIdx.x) * kCompactThreads + static_cast<int32_t>(threadIdx.x);
     bool const in = pos < total;
     bool const keep = in && ld(mask, pos) > 0.0f;  // NaN counts as unsampled, as in torch
-    unsigned const ballot = __ballot_sync(0xffffffffu, keep);
-    int const lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (lane == 0) warpBase[warp] = __popc(ballot);
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        int32_t sum = 0;
-        for (int i = 0; i < kCompactThreads / 32; ++i) {
-            int32_t c = warpBase[i];
-            warpBase[i] = sum;
-            sum += c;
+    if (blockIdx.y == 0) {  // uniform over the block
+        unsigned const ballot = __ballot_sync(0xffffffffu, keep);
+        int const lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+        if (lane == 0) warpBase[warp] = __popc(ballot);
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int32_t sum = 0;
+            for (int i = 0; i < kCompactThreads / 32; ++i) {
+                int32_t c = warpBase[i];
+                warpBase[i] = sum;
+                sum += c;
+            }
+            blockBase = sum ? atomicAdd(list.count, sum) : 0;
         }
-        blockBase = sum ? atomicAdd(list.count, sum) : 0;
+        __syncthreads();
+        if (keep) list.index[blockBase + warpBase[warp] + __popc(ballot & ((1u << lane) - 1u))] = pos;
     }
-    __syncthreads();
-    if (keep) list.index[blockBase + warpBase[warp] + __popc(ballot & ((1u << lane) - 1u))] = pos;
     if (in && !keep && zeroOut) {
         int32_t const n = pos / hw, q = pos - n * hw;
-        T* p = zeroOut + static_cast<size_t>(n) * channels * hw + q;
+        int32_t const c0 = static_cast<int32_t>(blockIdx.y) * kZeroChannelsPerBlock;
+        int32_t const c1 = min(c0 + kZeroChannelsPerBlock, channels);
+        T* p = zeroOut + (static_cast<size_t>(n) * channels + c0) * hw + q;
         T const zero = T(0.0f);
-        for (int32_t c = 0; c < channels; ++c) p[static_cast<size_t>(c) * hw] = zero;
+        for (int32_t c = c0; c < c1; ++c, p += hw) *p = zero;
     }
 }
 

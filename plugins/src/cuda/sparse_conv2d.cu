@@ -285,7 +285,9 @@ cudaError_t launchSparseConv2d(void const* x, void const* weight, void const* bi
         auto const* ot = static_cast<T const*>(offset);
         auto* yt = static_cast<T*>(y);
         auto* compact = &cuda::compactKernel<T>;
-        SSI_LAUNCH(compact, cuda::ceilDiv(positions, cuda::kCompactThreads), cuda::kCompactThreads, stream,
+        dim3 const compactGrid(cuda::ceilDiv(positions, cuda::kCompactThreads),
+                               cuda::ceilDiv(p.cout, cuda::kZeroChannelsPerBlock));
+        SSI_LAUNCH(compact, compactGrid, cuda::kCompactThreads, stream,
                    static_cast<T const*>(mask), static_cast<int32_t>(positions), p.ho * p.wo, p.cout, yt, list);
         cudaError_t e = cuda::launchStatus();
         if (e != cudaSuccess) return e;
