@@ -54,7 +54,8 @@ def cli():
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cli.main(args=argv, prog_name="ssi-deploy", standalone_mode=False)
+        # Non-standalone click returns a command's return value, or the code of a ctx.exit(n).
+        rv = cli.main(args=argv, prog_name="ssi-deploy", standalone_mode=False)
     except SSIError as e:
         click.echo(f"error: {e}", err=True)
         return e.exit_code
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
-    return 0
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":
