@@ -251,6 +251,10 @@ CONV_CASES = [
     (64, 64, 3, 1, 1, 1, 8, False, 0),      # grouped below the tensor-core width
     (32, 32, 3, 1, 1, 1, 32, False, 0),     # depthwise
     (40, 260, 1, 1, 0, 1, 1, False, 0),     # 5 N tiles
+    (256, 64, 3, 1, 1, 1, 1, False, 1),     # long K: split over blocks (72 steps)
+    (192, 48, 3, 2, 1, 1, 1, True, 0),      # long K, deformable, strided
+    (512, 96, 3, 1, 1, 1, 2, False, 0),     # long K, grouped
+    (1024, 72, 1, 1, 0, 1, 1, False, 1),    # long K, 1x1
 ]
 
 

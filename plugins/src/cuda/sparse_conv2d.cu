@@ -10,9 +10,13 @@
 //    ssi/math.h); the A tile is gathered from x through them (consecutive threads read
 //    consecutive positions of one channel plane), the B tile comes from the weights. The
 //    next step's tiles are loaded into registers while the current one is multiplied.
+//    Long K with few blocks (3x3 convs of wide layers on small maps) is split over
+//    blockIdx.z; the splits' float32 partial sums go to the workspace and splitReduceKernel
+//    adds them in a fixed order (deterministic) before bias and ReLU.
 //    fp16 with >= 16 channels per group multiplies on tensor cores (WMMA 16x16x16, fp32
 //    accumulation); everything else in fp32 FMAs. Epilogue: bias, ReLU, coalesced NCHW
 //    stores through a shared-memory transpose.
+#include <algorithm>
 #include <type_traits>
 
 #ifndef SSI_CUDA_EMULATION
@@ -41,7 +45,8 @@ struct SmemTensorCore {
 template <typename T, bool kDeform, bool kTensorCore>
 __global__ void __launch_bounds__(kThreads, 3)
     sparseConvKernel(T const* __restrict__ x, T const* __restrict__ weight, T const* __restrict__ bias,
-                     T const* __restrict__ offset, T* __restrict__ y, cuda::CompactList list, SparseConvParams p) {
+                     T const* __restrict__ offset, T* __restrict__ y, cuda::CompactList list, SparseConvParams p,
+                     int32_t splits, float* __restrict__ partial, int32_t positions) {
     using Smem = std::conditional_t<kTensorCore, SmemTensorCore, SmemSimt>;
     __shared__ __align__(32) Smem sm;
     __shared__ __align__(32) float sC[kBN][kBM + 4];  // accumulators, [n][m]
@@ -54,7 +59,8 @@ __global__ void __launch_bounds__(kThreads, 3)
 
     int const tid = threadIdx.x;
     int32_t const cinG = p.cin / p.groups, coutG = p.cout / p.groups, taps = p.kh * p.kw;
-    int32_t const g = blockIdx.z, nBase = static_cast<int32_t>(blockIdx.y) * kBN;
+    int32_t const g = blockIdx.z / splits, split = blockIdx.z % splits;
+    int32_t const nBase = static_cast<int32_t>(blockIdx.y) * kBN;
     size_t const hw = static_cast<size_t>(p.h) * p.w;
     int32_t const howo = p.ho * p.wo;
 
@@ -89,7 +95,10 @@ __global__ void __launch_bounds__(kThreads, 3)
     // global loads of step s+1 go to registers while the tensor cores / FMAs work on step s
     // from shared memory; the tap corners (sTap) are computed once per tap.
     int32_t const kChunks = (cinG + kBK - 1) / kBK;
-    int32_t const steps = taps * kChunks;
+    // Split K: this block walks steps [s0, s1) of the taps * kChunks steps.
+    int32_t const allSteps = taps * kChunks;
+    int32_t const s0 = static_cast<int32_t>(static_cast<int64_t>(allSteps) * split / splits);
+    int32_t const s1 = static_cast<int32_t>(static_cast<int64_t>(allSteps) * (split + 1) / splits);
     constexpr int kPerThreadA = kBM * kBK / kThreads;  // 16
     constexpr int kPerThreadB = kBK * kBN / kThreads;  // 16
     float ra[kPerThreadA], rb[kPerThreadB];
@@ -192,22 +201,22 @@ __global__ void __launch_bounds__(kThreads, 3)
 
     // Prologue: corners of tap 0, step 0 into shared memory, corners of step 1's tap.
     __syncthreads();  // sImg, sQ, sYo, sXo
-    computeTap(0);
+    computeTap(s0 / kChunks);
     __syncthreads();
-    loadStep(0);
-    __syncthreads();  // every thread's reads of sTap for step 0 are done
+    loadStep(s0);
+    __syncthreads();  // every thread's reads of sTap for step s0 are done
     storeStep();
-    if (steps > 1 && 1 / kChunks != 0) computeTap(1);
+    if (s0 + 1 < s1 && (s0 + 1) / kChunks != s0 / kChunks) computeTap((s0 + 1) / kChunks);
     __syncthreads();
-    for (int32_t s = 0; s < steps; ++s) {
-        bool const more = s + 1 < steps;  // uniform over the block
+    for (int32_t s = s0; s < s1; ++s) {
+        bool const more = s + 1 < s1;  // uniform over the block
         if (more) loadStep(s + 1);
         computeStep();
         __syncthreads();  // shared tiles and sTap free
         if (more) {
             storeStep();
             int32_t const tapNext = (s + 2) / kChunks;
-            if (s + 2 < steps && tapNext != (s + 1) / kChunks) computeTap(tapNext);
+            if (s + 2 < s1 && tapNext != (s + 1) / kChunks) computeTap(tapNext);
         }
         __syncthreads();
     }
@@ -233,17 +242,72 @@ __global__ void __launch_bounds__(kThreads, 3)
         int32_t const n = sImg[ml], co = nBase + nl;
         if (n < 0 || co >= coutG) continue;
         int32_t const oc = g * coutG + co;
-        cuda::st(y, (static_cast<size_t>(n) * p.cout + oc) * howo + sQ[ml],
-                 math::convEpilogue(sC[nl][ml], cuda::ld(bias, oc), p.relu));
+        if (splits > 1)  // partial sums [split][cout][position], reduced by splitReduceKernel
+            partial[(static_cast<size_t>(split) * p.cout + oc) * positions + mBase + ml] = sC[nl][ml];
+        else
+            cuda::st(y, (static_cast<size_t>(n) * p.cout + oc) * howo + sQ[ml],
+                     math::convEpilogue(sC[nl][ml], cuda::ld(bias, oc), p.relu));
     }
+}
+
+constexpr int kReduceThreads = 256, kReduceChannels = 16;
+
+// Split-K epilogue: y = act(sum of the splits' partial sums, in split order, + bias) at each
+// listed position; grid sized for the maximum count, blocks past the count exit.
+template <typename T>
+__global__ void __launch_bounds__(kReduceThreads)
+    splitReduceKernel(float const* __restrict__ partial, T const* __restrict__ bias, T* __restrict__ y,
+                      cuda::CompactList list, SparseConvParams p, int32_t splits, int32_t positions) {
+    int32_t const m = static_cast<int32_t>(blockIdx.x) * kReduceThreads + static_cast<int32_t>(threadIdx.x);
+    if (m >= *list.count) return;
+    int32_t const howo = p.ho * p.wo;
+    int32_t const lin = list.index[m], n = lin / howo, q = lin - n * howo;
+    int32_t const c0 = static_cast<int32_t>(blockIdx.y) * kReduceChannels;
+    int32_t const c1 = min(c0 + kReduceChannels, p.cout);
+    for (int32_t oc = c0; oc < c1; ++oc) {
+        float acc = partial[static_cast<size_t>(oc) * positions + m];
+        for (int32_t sp = 1; sp < splits; ++sp) acc += partial[(static_cast<size_t>(sp) * p.cout + oc) * positions + m];
+        cuda::st(y, (static_cast<size_t>(n) * p.cout + oc) * howo + q, math::convEpilogue(acc, cuda::ld(bias, oc), p.relu));
+    }
+}
+
+// Number of K splits, from the parameters only (the workspace size must not depend on the
+// device-side count): about 2 blocks per SM of a 132-SM GPU at 25 % density, at least 16 K
+// steps per split, at most 8 splits. (ResNet-101 at 1024x1696, fp16 or fp32:
+// layer3 conv1 and conv2: 2 splits, layer4 conv1 and conv2: 4, everything else 1.)
+int32_t splitCount(SparseConvParams const& p) {
+    int64_t const cinG = p.cin / p.groups, coutG = p.cout / p.groups;
+    int64_t const steps = static_cast<int64_t>(p.kh) * p.kw * ((cinG + kBK - 1) / kBK);
+    if (steps < 32) return 1;
+    int64_t const positions = static_cast<int64_t>(p.n) * p.ho * p.wo;
+    int64_t const blocks = (positions + kBM - 1) / kBM * ((coutG + kBN - 1) / kBN) * p.groups;
+    int64_t want = 264 * 4 / (blocks > 0 ? blocks : 1);  // 264 blocks wanted, a quarter of them live
+    int64_t const cap = std::min<int64_t>(8, steps / 16);
+    want = std::max<int64_t>(1, std::min(want, cap));
+    while (want > 1 && p.groups * want > 65535) --want;
+    return static_cast<int32_t>(want);
+}
+
+size_t partialBytes(SparseConvParams const& p) {
+    int32_t const splits = splitCount(p);
+    if (splits <= 1) return 0;
+    return static_cast<size_t>(splits) * p.cout * p.n * p.ho * p.wo * sizeof(float);
 }
 
 template <typename T, bool kDeform, bool kTensorCore>
 cudaError_t launchConv(T const* x, T const* w, T const* b, T const* off, T* y, cuda::CompactList list,
-                       SparseConvParams const& p, int64_t positions, cudaStream_t stream) {
-    dim3 const grid(cuda::ceilDiv(positions, kBM), cuda::ceilDiv(p.cout / p.groups, kBN), p.groups);
+                       SparseConvParams const& p, int64_t positions, float* partial, cudaStream_t stream) {
+    int32_t const splits = splitCount(p);
+    dim3 const grid(cuda::ceilDiv(positions, kBM), cuda::ceilDiv(p.cout / p.groups, kBN), p.groups * splits);
     auto* kernel = &sparseConvKernel<T, kDeform, kTensorCore>;
-    SSI_LAUNCH(kernel, grid, kThreads, stream, x, w, b, off, y, list, p);
+    SSI_LAUNCH(kernel, grid, kThreads, stream, x, w, b, off, y, list, p, splits, partial,
+               static_cast<int32_t>(positions));
+    cudaError_t e = cuda::launchStatus();
+    if (e != cudaSuccess || splits == 1) return e;
+    auto* reduce = &splitReduceKernel<T>;
+    dim3 const rgrid(cuda::ceilDiv(positions, kReduceThreads), cuda::ceilDiv(p.cout, kReduceChannels));
+    SSI_LAUNCH(reduce, rgrid, kReduceThreads, stream, static_cast<float const*>(partial), b, y, list, p, splits,
+               static_cast<int32_t>(positions));
     return cuda::launchStatus();
 }
 
@@ -262,9 +326,11 @@ bool validParams(SparseConvParams const& p) {
 
 }  // namespace
 
+// Workspace: [compaction list][split-K partial sums, when K is split].
 size_t sparseConv2dWorkspaceSize(SparseConvParams const& p, DType) {
-    return cuda::compactWorkspaceSize(static_cast<size_t>(p.n < 0 ? 0 : p.n) * (p.ho < 0 ? 0 : p.ho) *
-                                      (p.wo < 0 ? 0 : p.wo));
+    if (!validParams(p)) return cuda::compactWorkspaceSize(0);
+    size_t const list = cuda::compactWorkspaceSize(static_cast<size_t>(p.n) * p.ho * p.wo);
+    return list + partialBytes(p);
 }
 
 cudaError_t launchSparseConv2d(void const* x, void const* weight, void const* bias, void const* mask,
@@ -275,6 +341,10 @@ cudaError_t launchSparseConv2d(void const* x, void const* weight, void const* bi
     if (positions == 0) return cudaSuccess;
     if (!x || !weight || !bias || !mask || !y || !workspace || (p.deformable && !offset)) return cudaErrorInvalidValue;
     cuda::CompactList const list = cuda::compactList(workspace);
+    float* const partial = partialBytes(p)
+                               ? reinterpret_cast<float*>(static_cast<unsigned char*>(workspace) +
+                                                          cuda::compactWorkspaceSize(static_cast<size_t>(positions)))
+                               : nullptr;
     cudaError_t err = cuda::memsetAsync(list.count, 0, sizeof(int32_t), stream);
     if (err != cudaSuccess) return err;
     return cuda::dispatch(dtype, [&](auto tag) {
@@ -294,11 +364,11 @@ cudaError_t launchSparseConv2d(void const* x, void const* weight, void const* bi
         constexpr bool kHalf = std::is_same_v<T, __half>;
         bool const tensorCores = kHalf && p.cin / p.groups >= 16 && p.cout / p.groups >= 16;
         if (p.deformable) {
-            return tensorCores ? launchConv<T, true, kHalf>(xt, wt, bt, ot, yt, list, p, positions, stream)
-                               : launchConv<T, true, false>(xt, wt, bt, ot, yt, list, p, positions, stream);
+            return tensorCores ? launchConv<T, true, kHalf>(xt, wt, bt, ot, yt, list, p, positions, partial, stream)
+                               : launchConv<T, true, false>(xt, wt, bt, ot, yt, list, p, positions, partial, stream);
         }
-        return tensorCores ? launchConv<T, false, kHalf>(xt, wt, bt, ot, yt, list, p, positions, stream)
-                           : launchConv<T, false, false>(xt, wt, bt, ot, yt, list, p, positions, stream);
+        return tensorCores ? launchConv<T, false, kHalf>(xt, wt, bt, ot, yt, list, p, positions, partial, stream)
+                           : launchConv<T, false, false>(xt, wt, bt, ot, yt, list, p, positions, partial, stream);
     });
 }
 
