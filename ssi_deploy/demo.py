@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--short-side", type=int, default=DEFAULT_SHORT_SIDE)
     p.add_argument("--image", default="coffee", help="a skimage.data photograph")
-    p.add_argument("--iterations", type=int, default=5, help="timed runs per network")
+    p.add_argument("--iterations", type=int, default=3, help="timed runs per network (after one warm-up run)")
     p.add_argument("--seed", type=int, default=0, help="random-init seed of the weights")
     args = p.parse_args(argv)
     try:

@@ -74,6 +74,12 @@ def test_mask_agreement_exact():
     assert m.agreement == 0.75 and not m.passed
     assert (m.sampled_ref, m.sampled_test, m.count_diff) == (4, 4, 0)
     assert m.density_ref == 0.5 and m.density_test == 0.5
+    assert m.allowed_flips == 1  # floor((1 - 0.8) * 8)
+    # a handful of flips always passes (tiny maps of small inputs): max_flips
+    m = compare_mask("mask_layer1_0_mask1", ref, test, min_agreement=1.0, max_flips=2)
+    assert m.allowed_flips == 2 and m.passed
+    m = compare_mask("mask_layer1_0_mask1", ref, test, min_agreement=1.0, max_flips=1)
+    assert not m.passed
     soft_r = np.array([0.0, 0.99, 1.0, 0.6])
     soft_t = np.array([0.7, 0.98, 1.0, 0.0])
     m = compare_mask("mask_x", soft_r, soft_t, min_agreement=0.5)

@@ -179,3 +179,34 @@ def test_profile_user_errors(exported, tmp_path, capsys):
     assert rc == 2 and "does not fit the ONNX input" in err
     rc, out, err = run_cli(capsys, "profile", "--arch", "sparse_resnet50", "--density", "1.5")
     assert rc == 2 and "--density must be in (0, 1]" in err
+
+
+def test_validate_mask_flip_judges_features_with_backend_masks(exported, monkeypatch, tmp_path):
+    """A backend whose masks differ at a few positions (and whose features follow its masks)
+    passes: masks are reported apart, features are compared under the backend's masks."""
+    import torch
+
+    import ssi_deploy.backends.registry as registry
+    from ssi_deploy.backends.torch_backend import TorchBackend
+    from ssi_deploy.validation.runner import InputSpec, validate
+
+    x = np.random.default_rng(5).standard_normal(SHAPE).astype(np.float32)
+    np.savez(tmp_path / "in.npz", image=x)
+    flipped = TorchBackend.from_onnx(exported)
+    masks = flipped.run({"image": x})
+    names = flipped.model.mask_names
+    override = [torch.from_numpy(masks[n].copy()) for n in names]
+    m = override[0]
+    m[0, 0, 5, 6] = 1.0 - m[0, 0, 5, 6]  # one flip off the grid prior, layer1.0.mask1
+    flipped.model.set_mask_override(override)
+    monkeypatch.setattr(registry, "create_backend", lambda *a, **k: flipped)
+    res = validate(exported, backend="torch", inputs=InputSpec(npz=tmp_path / "in.npz"),
+                   raise_on_fail=False)
+    assert res.passed
+    rep = res.comparison
+    assert sum(mc.differing for mc in rep.masks) == 1
+    assert rep.masks[0].name == "mask_layer1_0_mask1" and rep.masks[0].differing == 1
+    assert rep.free_running is not None  # features were re-judged under the backend's masks
+    assert all(o.max_abs == 0.0 for o in rep.outputs)  # same masks, same code: identical
+    assert max(o.max_abs for o in rep.free_running) > 0.0  # the flip propagates downstream
+    assert res.to_dict()["feature_reference"] == "PyTorch re-run with the backend's masks"

@@ -37,13 +37,17 @@ from ..errors import SSIError, ValidationFailed
 @click.option("--min-mask-agreement", type=float, default=None,
               help="Least share of equal mask positions per sampling layer "
                    "[default: 0.999 fp32, 0.99 fp16].")
+@click.option("--max-mask-flips", type=int, default=None,
+              help="Differing mask positions always tolerated per layer [default: 2 fp32, 4 fp16].")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the full comparison as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the verdict line.")
 def validate(onnx_file, checkpoint, backend, device, image, short_side, npz, use_random, seed,
-             input_shape, atol, rtol, min_mask_agreement, report, quiet):
+             input_shape, atol, rtol, min_mask_agreement, max_mask_flips, report, quiet):
     """Run ONNX_FILE on a backend and the PyTorch reference rebuilt from its metadata, on the
     same input, and compare every output (masks separately). Exit 0 on pass, 1 on fail.
+    When masks differ, features are judged against the reference re-run with the backend's
+    masks (the free-running comparison stays in the report).
 
     ONNX_FILE may also be a TensorRT engine (.plan): it is validated against the PyTorch
     reference of the ONNX file it was built from. Default tolerances follow the exported dtype
@@ -60,7 +64,8 @@ def validate(onnx_file, checkpoint, backend, device, image, short_side, npz, use
     log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     result = run_validate(onnx_file, checkpoint=checkpoint, backend=backend, inputs=spec,
                           atol=atol, rtol=rtol, min_mask_agreement=min_mask_agreement,
-                          report=report, device=device, raise_on_fail=False, log=log)
+                          report=report, device=device, raise_on_fail=False, log=log,
+                          max_mask_flips=max_mask_flips)
     if not quiet:
         click.echo(result.table())
     if report is not None and not quiet:

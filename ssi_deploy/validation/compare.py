@@ -24,7 +24,13 @@ Masks (sampled = value > 0):
 
     agreement   = share of positions whose sampled/unsampled decision is equal
     count_diff  = sampled(test) - sampled(ref)
-    pass        <=> agreement >= min_agreement
+    pass        <=> differing <= max(max_flips, floor((1 - min_agreement) * positions))
+                    (a handful of flips passes even on the tiny maps of small inputs)
+
+When the masks differ, ``runner.validate`` re-runs the reference with the backend's masks
+(``SSINetwork.set_mask_override``) and judges the features against that run: a flipped
+position changes everything downstream of it by design, and that is the mask report's
+business, not the feature error's. The free-running feature comparison is kept in the report.
 """
 
 from __future__ import annotations
@@ -40,8 +46,8 @@ MASK_PREFIX = "mask_"
 
 # Default tolerances by the dtype the model was exported in: (atol, rtol, min mask agreement).
 DEFAULT_TOLERANCES = {
-    "fp32": {"atol_scale": 2e-5, "rtol": 1e-3, "min_mask_agreement": 0.999},
-    "fp16": {"atol_scale": 1e-2, "rtol": 1e-2, "min_mask_agreement": 0.99},
+    "fp32": {"atol_scale": 2e-5, "rtol": 1e-3, "min_mask_agreement": 0.999, "max_mask_flips": 2},
+    "fp16": {"atol_scale": 1e-2, "rtol": 1e-2, "min_mask_agreement": 0.99, "max_mask_flips": 4},
 }
 _DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "fp32": "fp32",
                   "float16": "fp16", "half": "fp16", "fp16": "fp16"}
@@ -84,6 +90,7 @@ class Tolerances:
     default: Tolerance
     per_output: dict[str, Tolerance] = field(default_factory=dict)
     min_mask_agreement: float = 0.999
+    max_mask_flips: int = 0
 
     def for_output(self, name: str) -> Tolerance:
         return self.per_output.get(name, self.default)
@@ -91,17 +98,25 @@ class Tolerances:
     @classmethod
     def for_dtype(cls, dtype: str | None) -> "Tolerances":
         d = DEFAULT_TOLERANCES[dtype_key(dtype)]
-        return cls(Tolerance(None, d["rtol"], d["atol_scale"]), {}, d["min_mask_agreement"])
+        return cls(Tolerance(None, d["rtol"], d["atol_scale"]), {}, d["min_mask_agreement"],
+                   d["max_mask_flips"])
 
     @classmethod
     def from_specs(cls, dtype: str | None, atol: list[str] | tuple[str, ...] = (),
                    rtol: list[str] | tuple[str, ...] = (),
                    output_names: list[str] | None = None,
-                   min_mask_agreement: float | None = None) -> "Tolerances":
+                   min_mask_agreement: float | None = None,
+                   max_mask_flips: int | None = None) -> "Tolerances":
         """Build from CLI specs: each entry is ``VALUE`` (every output) or ``NAME=VALUE``."""
         tol = cls.for_dtype(dtype)
         if min_mask_agreement is not None:
+            if not 0.0 <= min_mask_agreement <= 1.0:
+                raise SSIError(f"--min-mask-agreement {min_mask_agreement}: must be in [0, 1]")
             tol.min_mask_agreement = float(min_mask_agreement)
+        if max_mask_flips is not None:
+            if max_mask_flips < 0:
+                raise SSIError(f"--max-mask-flips {max_mask_flips}: must be >= 0")
+            tol.max_mask_flips = int(max_mask_flips)
         for kind, specs in (("atol", atol), ("rtol", rtol)):
             for name, value in parse_tolerance_specs(kind, specs, output_names).items():
                 if name is None:
@@ -178,6 +193,7 @@ class MaskComparison:
     density_test: float
     max_abs_value: float  # largest |test - ref| of mask values where both sampled (soft masks)
     min_agreement: float
+    allowed_flips: int  # differing positions tolerated on this layer
     passed: bool
 
     def to_dict(self) -> dict:
@@ -235,7 +251,8 @@ def compare_output(name: str, ref: np.ndarray, test: np.ndarray, tol: Tolerance)
                             atol, tol.rtol, violations, violations == 0, rule)
 
 
-def compare_mask(name: str, ref: np.ndarray, test: np.ndarray, min_agreement: float) -> MaskComparison:
+def compare_mask(name: str, ref: np.ndarray, test: np.ndarray, min_agreement: float,
+                 max_flips: int = 0) -> MaskComparison:
     ref = np.asarray(ref, dtype=np.float64)
     test = np.asarray(test, dtype=np.float64)
     if ref.shape != test.shape:
@@ -247,10 +264,11 @@ def compare_mask(name: str, ref: np.ndarray, test: np.ndarray, min_agreement: fl
     agreement = 1.0 if n == 0 else 1.0 - differing / n
     both = sr & st
     max_v = float(np.abs(ref[both] - test[both]).max()) if both.any() else 0.0
+    allowed = max(int(max_flips), int(np.floor((1.0 - min_agreement) * n + 1e-9)))
     return MaskComparison(name, list(ref.shape), n, int(sr.sum()), int(st.sum()),
                           int(st.sum()) - int(sr.sum()), differing, agreement,
                           float(sr.mean()) if n else 0.0, float(st.mean()) if n else 0.0,
-                          max_v, float(min_agreement), agreement >= min_agreement)
+                          max_v, float(min_agreement), allowed, differing <= allowed)
 
 
 @dataclass
@@ -259,6 +277,9 @@ class ComparisonReport:
     masks: list[MaskComparison]
     missing: list[str]  # reference outputs the backend did not produce
     extra: list[str]  # backend outputs without a reference
+    # features against the reference with its own masks, when ``outputs`` were judged against
+    # a reference re-run with the backend's masks (masks differed); else None
+    free_running: list[OutputComparison] | None = None
 
     @property
     def passed(self) -> bool:
@@ -276,19 +297,20 @@ class ComparisonReport:
                                f"rtol={o.rtol:g} (max abs {o.max_abs:.3g}, max rel {o.max_rel:.3g})")
         for m in self.masks:
             if not m.passed:
-                out.append(f"{m.name}: mask agreement {m.agreement:.6f} < {m.min_agreement:g} "
-                           f"({m.differing} of {m.positions} positions differ)")
-        flipped = sum(m.differing for m in self.masks)
-        if flipped and any(not o.passed for o in self.outputs):
-            out.append(f"note: {flipped} mask position(s) differ; features downstream of a "
-                       "flipped position differ by design, judge them with the mask report")
+                out.append(f"{m.name}: {m.differing} of {m.positions} mask positions differ "
+                           f"(agreement {m.agreement:.6f}; {m.allowed_flips} allowed)")
         return out
 
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "outputs": {o.name: o.to_dict() for o in self.outputs},
-                "masks": {m.name: m.to_dict() for m in self.masks},
-                "missing_outputs": self.missing, "extra_outputs": self.extra,
-                "failures": self.failures()}
+        d = {"passed": self.passed, "outputs": {o.name: o.to_dict() for o in self.outputs},
+             "feature_reference": ("PyTorch re-run with the backend's masks"
+                                   if self.free_running is not None else "PyTorch"),
+             "masks": {m.name: m.to_dict() for m in self.masks},
+             "missing_outputs": self.missing, "extra_outputs": self.extra,
+             "failures": self.failures()}
+        if self.free_running is not None:
+            d["outputs_free_running"] = {o.name: o.to_dict() for o in self.free_running}
+        return d
 
 
 def compare_outputs(ref: dict[str, np.ndarray], test: dict[str, np.ndarray],
@@ -299,7 +321,8 @@ def compare_outputs(ref: dict[str, np.ndarray], test: dict[str, np.ndarray],
         if name not in test:
             continue
         if is_mask_name(name):
-            masks.append(compare_mask(name, r, test[name], tolerances.min_mask_agreement))
+            masks.append(compare_mask(name, r, test[name], tolerances.min_mask_agreement,
+                                      tolerances.max_mask_flips))
         else:
             outputs.append(compare_output(name, r, test[name], tolerances.for_output(name)))
     missing = [n for n in ref if n not in test]
@@ -326,6 +349,13 @@ def format_table(report: ComparisonReport, mask_rows: bool = True) -> str:
     """A fixed-width terminal table: features first, then masks (one row per layer, or one
     summary line with ``mask_rows=False``), then the verdict."""
     lines = []
+    if report.free_running is not None:
+        flips = sum(m.differing for m in report.masks)
+        lines.append(f"{flips} mask position(s) differ: features compared with the PyTorch "
+                     "reference re-run with the backend's masks")
+        worst = max(report.free_running, key=lambda o: o.max_abs)
+        lines.append(f"(with its own masks the reference differs by up to {worst.max_abs:.3g} "
+                     f"on {worst.name}, cosine {worst.cosine:.6f}; see outputs_free_running)")
     hdr = (f"{'output':<12} {'shape':<20} {'max_abs':>10} {'max_rel':>10} {'mean_abs':>10} "
            f"{'median':>10} {'p99':>10} {'cosine':>10} {'nan/inf':>8} {'atol':>8} {'rtol':>8}  result")
     lines.append(hdr)

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..errors import SSIError, ValidationFailed
 from . import inputs as I
-from .compare import ComparisonReport, Tolerances, compare_outputs, format_table
+from .compare import (ComparisonReport, Tolerances, compare_outputs, format_table,
+                      is_mask_name)
 
 
 def normalisation_from_meta(meta: dict) -> tuple[list[float], list[float]]:
@@ -164,7 +165,8 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None,
              backend: str = "onnxruntime", inputs: InputSpec | None = None,
              atol=(), rtol=(), min_mask_agreement: float | None = None,
              report: str | Path | None = None, device: str = "auto", raise_on_fail: bool = True,
-             log=None, keep_outputs: bool = False) -> ValidationResult:
+             log=None, keep_outputs: bool = False,
+             max_mask_flips: int | None = None) -> ValidationResult:
     """Run ``backend`` and the PyTorch reference on the same inputs and compare.
 
     Raises ``ValidationFailed`` (after writing ``report``) when outputs differ beyond tolerance.
@@ -188,7 +190,7 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None,
     input_specs, output_names = onnx_io(onnx_path)
     feeds, feed_info = make_feeds(inputs, input_specs, meta)
     tol = Tolerances.from_specs(meta.get("dtype", "fp32"), atol, rtol, output_names,
-                                min_mask_agreement)
+                                min_mask_agreement, max_mask_flips)
     kw = {"device": device} if backend == "onnxruntime" else {}
     if backend == "tensorrt":
         kw = {"input_shape": tuple(next(iter(feeds.values())).shape),
@@ -210,9 +212,18 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None,
         densities = ref.measured_densities()
         ref_desc = ref.describe()
         ref_desc.pop("model", None)
+        cmp = compare_outputs(ref_out, test_out, tol)
+        flips = sum(m.differing for m in cmp.masks)
+        if flips:
+            say(f"{flips} mask position(s) differ: re-running the reference with the "
+                f"{backend} masks to compare features")
+            aligned = _run_with_masks(ref, feeds, test_out)
+            if aligned is not None:
+                feats = {k: v for k, v in aligned.items() if not is_mask_name(k)}
+                again = compare_outputs(feats, test_out, tol)
+                cmp.free_running, cmp.outputs = cmp.outputs, again.outputs
     finally:
         ref.close()
-    cmp = compare_outputs(ref_out, test_out, tol)
     result = ValidationResult(str(onnx_path), test_desc, ref_desc, feed_info, cmp, meta,
                               ref_out if keep_outputs else None, densities)
     if report is not None:
@@ -224,3 +235,20 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None,
                                + "; ".join(cmp.failures()[:3])
                                + (f" (+{len(cmp.failures()) - 3} more)" if len(cmp.failures()) > 3 else ""))
     return result
+
+
+def _run_with_masks(ref, feeds: dict, test_out: dict) -> dict | None:
+    """The reference's outputs with every sampling layer's mask taken from ``test_out``."""
+    import torch
+
+    model = ref.model
+    names = list(getattr(model, "mask_names", []) or [])
+    if not names or not hasattr(model, "set_mask_override") or any(n not in test_out for n in names):
+        return None
+    masks = [torch.from_numpy(np.ascontiguousarray(test_out[n])).to(ref.device, ref.dtype)
+             for n in names]
+    model.set_mask_override(masks)
+    try:
+        return ref.run(feeds)
+    finally:
+        model.set_mask_override(None)
