@@ -500,6 +500,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
         + ")")
     m = copy.deepcopy(model)
     m.eval()
+    m.requires_grad_(False)  # inference graph: eval paths that branch on autograd take the op path
     _fold_batchnorm(m)
     _freeze_scalar_parameters(m)
     if expose_masks:
