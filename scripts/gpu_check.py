@@ -43,6 +43,7 @@ from ssi_deploy.ops.sparse_conv import conv_output_size  # noqa: E402
 
 DT = {torch.float32: 0, torch.float16: 1}
 RESULTS: dict = {"checks": [], "bottleneck": [], "timing": [], "failures": []}
+REF_DEVICE: str | None = None  # where the kernel checks evaluate torch.ops.ssi (None: the kernels' device)
 
 
 def log(msg: str) -> None:
@@ -273,8 +274,9 @@ def check_sparse_conv(K, g, dtype, small: bool) -> None:
             m = make_mask(kind, n, ho, wo, g, "cpu")
             off = torch.randn(n, 2 * k * k, ho, wo, generator=g) * 1.5 if deform else None
             xs, ws_, bs, ms, offs = (None if t is None else t.to(dtype) for t in (x, wt, b, m, off))
-            ref = torch.ops.ssi.sparse_conv2d(*(None if t is None else t.float().to(dev)
-                                                for t in (xs, ws_, bs, ms, offs)), **a)
+            rdev = REF_DEVICE or dev
+            ref = torch.ops.ssi.sparse_conv2d(*(None if t is None else t.float().to(rdev)
+                                                for t in (xs, ws_, bs, ms, offs)), **a).to(dev)
             y = torch.full((n, cout, ho, wo), float("nan"), dtype=dtype, device=dev)
             wsp = K.conv_workspace(xs, ws_, offs, a)
             args = [None if t is None else t.to(dev) for t in (xs, ws_, bs, ms, offs)]
@@ -302,7 +304,9 @@ def check_interp(K, g, dtype, small: bool) -> None:
         b = torch.randn(c, generator=g)
         res = torch.randn(n, c, h, w, generator=g) if residual else None
         cast = [None if t is None else t.to(dtype) for t in (vals, m, b, res)]
-        ref = torch.ops.ssi.gaussian_interp(*(None if t is None else t.float().to(dev) for t in cast), sigma, relu)
+        rdev = REF_DEVICE or dev
+        ref = torch.ops.ssi.gaussian_interp(*(None if t is None else t.float().to(rdev) for t in cast), sigma,
+                                            relu).to(dev)
         out = torch.full((n, c, h, w), float("nan"), dtype=dtype, device=dev)
         args = [None if t is None else t.to(dev) for t in cast]
         K.gaussian_interp(*args, out, sigma, relu)
@@ -592,6 +596,8 @@ def main() -> int:
     ap.add_argument("--checks-only", action="store_true", help="skip the timing")
     ap.add_argument("--small", action="store_true", help="small shapes (e.g. under compute-sanitizer)")
     ap.add_argument("--reps", type=int, default=60, help="timed graph replays per configuration")
+    ap.add_argument("--ref-cpu", action="store_true",
+                    help="evaluate the kernel checks' references on the CPU (fewer GPU kernels under a sanitizer)")
     ap.add_argument("--no-graphs", action="store_true", help="no CUDA graph (e.g. without the caching allocator)")
     ap.add_argument("--cpu-dry-run", action="store_true", help="run the checks' logic on the CPU twins")
     ap.add_argument("--emulated", type=Path, default=None, metavar="LIB",
@@ -599,6 +605,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
     args = ap.parse_args()
 
+    global REF_DEVICE
+    REF_DEVICE = "cpu" if args.ref_cpu else None
     seed = args.seed if args.seed is not None else int(time.time_ns() % 2**31)
     g = torch.Generator().manual_seed(seed)
     RESULTS["seed"] = seed

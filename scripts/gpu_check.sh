@@ -36,7 +36,7 @@ if [ "${SSI_SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
   echo "== compute-sanitizer memcheck (small shapes, no caching allocator)"
   t0=$(date +%s)
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 3 \
-    --print-limit 20 "$PY" scripts/gpu_check.py --lib "$LIB" --checks-only --small --no-graphs \
+    --print-limit 20 "$PY" scripts/gpu_check.py --lib "$LIB" --checks-only --small --no-graphs --ref-cpu \
     --out "$OUT/sanitizer" >"$OUT/sanitizer.log" 2>&1
   rc=$?
   grep -E "ERROR SUMMARY|Invalid|out of bounds|checks:|FAIL" "$OUT/sanitizer.log" | head -20
