@@ -582,8 +582,16 @@ def breakdown(K, g) -> None:
                 times[k].append((s, e))
         torch.cuda.synchronize()
         row = {"stage": name, **{k: statistics.median(s.elapsed_time(e) for s, e in v) for k, v in times.items()}}
+        # Fewest bytes each op must move (fp16; d = sampled fraction of m1 / m2), for GB/s.
+        hw, d1, d2 = h * w, float((B.m1 > 0).float().mean()), float((B.m2 > 0).float().mean())
+        mb = {"mask+offset conv (cuDNN)": (cin + 20) * hw * 2, "SampleMask x2": 4 * hw * 2,
+              "conv1 1x1": (d1 * cin + p + 1) * hw * 2, "interp1": (d1 * p + 1 + p) * hw * 2,
+              "conv2 3x3 deform": (min(1.0, 9 * d2) * p + 18 * d2 + p + 1) * hw * 2,
+              "conv3 1x1": (d2 * p + 4 * p + 1) * hw * 2, "interp2+bias+res+relu": (d2 * 4 * p + 8 * p + 1) * hw * 2}
+        row["GBps"] = {k: mb[k] / (row[k] * 1e-3) / 1e9 for k in mb}
         out.append(row)
-        log(f"  {name} per-op ms at density 0.2: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "stage"))
+        log(f"  {name} per-op ms (GB/s) at density 0.2: " + ", ".join(
+            f"{k} {row[k]:.3f} ({row['GBps'][k]:.0f})" for k in mb))
     RESULTS["breakdown_density_0.2"] = out
 
 
@@ -647,8 +655,8 @@ def main() -> int:
             RESULTS["failures"].append({"kind": name, "name": "exception", "error": f"{type(e).__name__}: {e}"})
             if name == "kernel checks" and "illegal" in str(e).lower():
                 break  # the context is gone
-    RESULTS["seconds"] = time.time() - t0
-    (args.out / "gpu_check.json").write_text(json.dumps(RESULTS, indent=1))
+        RESULTS["seconds"] = time.time() - t0
+        (args.out / "gpu_check.json").write_text(json.dumps(RESULTS, indent=1))  # after every section
 
     checks = RESULTS["checks"]
     log("")
