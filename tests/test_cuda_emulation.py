@@ -8,6 +8,7 @@ and cudart_static (not nvcc); it is skipped where the CUDA toolkit is absent.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import shutil
 import subprocess
@@ -26,15 +27,19 @@ def kernels():
     cmake = shutil.which("cmake")
     if cmake is None:
         pytest.skip("cmake not found")
-    r = subprocess.run([cmake, "-S", str(REPO / "plugins"), "-B", str(BUILD), "-DSSI_BUILD_CUDA=OFF",
-                        "-DSSI_BUILD_CUDA_EMULATION=ON", "-DSSI_BUILD_TENSORRT=OFF", "-DCMAKE_BUILD_TYPE=Release"],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        if "CUDAToolkit" in r.stderr or "CUDA" in r.stderr:
-            pytest.skip("CUDA toolkit headers not found: the kernel emulation is not built")
-        pytest.fail(f"cmake configure failed: {r.stderr.strip().splitlines()[-1:]}")
-    r = subprocess.run([cmake, "--build", str(BUILD), "--target", "ssi_cuda_emu", "-j2"], capture_output=True, text=True)
-    assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
+    BUILD.mkdir(parents=True, exist_ok=True)
+    with open(BUILD / ".build.lock", "w") as lock:  # one build at a time (pytest -n)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        r = subprocess.run([cmake, "-S", str(REPO / "plugins"), "-B", str(BUILD), "-DSSI_BUILD_CUDA=OFF",
+                            "-DSSI_BUILD_CUDA_EMULATION=ON", "-DSSI_BUILD_TENSORRT=OFF",
+                            "-DCMAKE_BUILD_TYPE=Release"], capture_output=True, text=True)
+        if r.returncode != 0:
+            if "CUDA" in r.stderr:
+                pytest.skip("CUDA toolkit headers not found: the kernel emulation is not built")
+            pytest.fail(f"cmake configure failed: {r.stderr.strip().splitlines()[-1:]}")
+        r = subprocess.run([cmake, "--build", str(BUILD), "--target", "ssi_cuda_emu", "-j2"], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
     spec = importlib.util.spec_from_file_location("gpu_check", REPO / "scripts" / "gpu_check.py")
     gc = importlib.util.module_from_spec(spec)
     sys.modules["gpu_check"] = gc
