@@ -211,6 +211,8 @@ def profile(cfg: ProfileConfig) -> dict:
 
     model, input_name = _reference_model(cfg)
     arch = model.arch
+    if cfg.compare_dense and not getattr(model.spec, "sparse", False):
+        raise SSIError(f"--compare-dense: {arch} is already dense")
     warnings: list[str] = []
     with ExitStack() as stack:
         tmp = Path(cfg.work_dir) if cfg.work_dir else Path(
@@ -265,8 +267,6 @@ def profile(cfg: ProfileConfig) -> dict:
                             "use more iterations or a quieter machine")
         # -- the dense twin, same weights, same backend, same input -------------------------
         if cfg.compare_dense:
-            if not with_masks:
-                raise SSIError(f"--compare-dense: {arch} is already dense")
             dense = dense_twin(model)
             dense.fuse_for_inference()
             if cfg.backend == "torch":
