@@ -264,6 +264,10 @@ def test_tiny_export_matches_torch_at_two_shapes(tiny_exports, mode):
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     assert check_ssi_nodes(proto) == {"SampleMask": 3, "SparseConv2d": 5, "GaussianInterp": 3}
+    # one self-contained file: no external data, nothing written beside it
+    assert all(i.data_location != TensorProto.EXTERNAL for i in proto.graph.initializer)
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(
+        f"tiny_{m}.onnx" for m in ("threshold", "stochastic", "official"))
     assert [i.name for i in proto.graph.input] == ["image"]
     assert [o.name for o in proto.graph.output] == ["c2", "c3", "mask_1", "mask_2", "mask_3"]
     sess = ort_session(str(path))
@@ -290,7 +294,8 @@ def test_tiny_export_matches_torch_at_two_shapes(tiny_exports, mode):
 def test_tiny_export_runs_in_onnx_reference(tiny_exports):
     model, path = tiny_exports["stochastic"]
     x = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(3))
-    got = reference_evaluator(path).run(None, {"image": x.numpy()})
+    with np.errstate(over="ignore", invalid="ignore"):  # onnx.reference's Sigmoid overflows exp
+        got = reference_evaluator(path).run(None, {"image": x.numpy()})
     ref = TinySSI("stochastic", seed=7).eval()
     ref.expose_masks = True
     with torch.no_grad():
@@ -372,6 +377,11 @@ def test_sparse_resnet50_stochastic_masks_identical(tmp_path):
                        expose_masks=True)
     proto = onnx.load(str(path))
     assert check_ssi_nodes(proto) == {"SampleMask": 32, "SparseConv2d": 48, "GaussianInterp": 32}
+    sample = [{a.name: helper.get_attribute_value(a) for a in n.attribute}
+              for n in proto.graph.node if n.op_type == "SampleMask"]
+    assert {a["seed"] for a in sample} == {11}
+    assert {a["mode"] for a in sample} == {C.MODE_STOCHASTIC}
+    assert sorted(a["layer"] for a in sample) == list(range(32))
     model.expose_masks = True
     sess = ort_session(str(path))
     x = torch.rand(2, 3, 96, 64, generator=torch.Generator().manual_seed(2))
