@@ -62,7 +62,9 @@ def test_validate_pass_with_report(exported, tmp_path, capsys):
     assert len(r["masks"]) == 32
     for o in r["outputs"].values():
         assert o["cosine"] > 0.99999 and o["nan_test"] == 0 and o["violations"] == 0
-    assert all(m["agreement"] == 1.0 for m in r["masks"].values())
+    # threshold masks agree (a near-zero logit may flip one position on another CPU)
+    assert all(m["passed"] and m["differing"] <= m["allowed_flips"] for m in r["masks"].values())
+    assert sum(m["differing"] for m in r["masks"].values()) <= 2
     assert r["inputs"]["shape"] == list(SHAPE)
 
 
