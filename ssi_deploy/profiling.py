@@ -262,6 +262,12 @@ def profile(cfg: ProfileConfig) -> dict:
                   "density_mean": float(np.mean(list(density.values()))) if density else 1.0,
                   "forced_density": cfg.density, "backbone_gmacs": gmacs}
         report["backend"].pop("model", None)
+        report["notes"] = []
+        if cfg.backend == "onnxruntime" and with_masks:
+            report["notes"].append(
+                "onnxruntime runs the SSI nodes' ONNX function bodies, which compute densely "
+                "and then mask (a portable reference): no sparse speed-up is expected on this "
+                "backend; the torch backend (sparse CPU ops) and TensorRT (SSI plugins) skip work")
         if sparse_stats["cv"] > CV_WARN:
             warnings.append(f"{arch}: latency varies a lot (CV {100 * sparse_stats['cv']:.0f} %); "
                             "use more iterations or a quieter machine")
@@ -335,6 +341,8 @@ def format_report(r: dict) -> str:
     if "speedup_vs_dense" in r:
         lines.append(f"speedup vs dense: {r['speedup_vs_dense']:.2f}x (median latency); "
                      f"backbone GMACs ratio {r['gmacs_ratio_vs_dense']:.2f}x")
+    for n in r.get("notes", []):
+        lines.append(f"note: {n}")
     for w in r.get("warnings", []):
         lines.append(f"warning: {w}")
     return "\n".join(lines)
