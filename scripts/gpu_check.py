@@ -318,6 +318,44 @@ def check_interp(K, g, dtype, small: bool) -> None:
                f"{n}x{c}x{h}x{w}", not nan and err <= tol, rel_err=err, nan=nan)
 
 
+def check_edge_shapes(K, g, dtype, small: bool) -> None:
+    """Degenerate and tile-boundary shapes: 1-pixel maps, exact tile multiples, 1x1 outputs."""
+    dev, rdev = K.device, REF_DEVICE or K.device
+    tol_i, tol_c = (1e-5, 1e-5) if dtype == torch.float32 else (2e-3, 5e-3)
+    for h, w in [(1, 1), (1, 37), (33, 1), (32, 32), (64, 65)]:
+        c = randint(g, 1, 40)
+        v = torch.randn(2, c, h, w, generator=g).to(dtype)
+        m = (torch.rand(2, 1, h, w, generator=g) < 0.5).to(dtype)
+        b, r = torch.randn(c, generator=g).to(dtype), torch.randn(2, c, h, w, generator=g).to(dtype)
+        out = torch.full((2, c, h, w), float("nan"), dtype=dtype, device=dev)
+        K.gaussian_interp(v.to(dev), m.to(dev), b.to(dev), r.to(dev), out, 3.0, 1)
+        K.synchronize()
+        ref = torch.ops.ssi.gaussian_interp(*(t.float().to(rdev) for t in (v, m, b, r)), 3.0, 1).to(dev)
+        err = rel_err(out.float(), ref)
+        nan = bool(torch.isnan(out).any())
+        record("GaussianInterp", f"{str(dtype)[6:]} edge 2x{c}x{h}x{w}", not nan and err <= tol_i, rel_err=err, nan=nan)
+    for h, w, k, pad, deform in [(3, 3, 3, 0, False), (1, 1, 1, 0, False), (2, 5, 3, 1, True), (1, 1, 3, 1, True),
+                                 (65, 64, 1, 0, False)]:
+        cin, cout = (3, 5) if h < 3 else (64, 80)
+        x = torch.randn(2, cin, h, w, generator=g).to(dtype)
+        wt = (torch.randn(cout, cin, k, k, generator=g) / math.sqrt(cin * k * k)).to(dtype)
+        b = torch.randn(cout, generator=g).to(dtype)
+        ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+        m = (torch.rand(2, 1, ho, wo, generator=g) < 0.6).to(dtype)
+        off = torch.randn(2, 2 * k * k, ho, wo, generator=g).to(dtype) if deform else None
+        a = dict(stride_h=1, stride_w=1, pad_h=pad, pad_w=pad, dilation_h=1, dilation_w=1, groups=1, relu=0)
+        y = torch.full((2, cout, ho, wo), float("nan"), dtype=dtype, device=dev)
+        args = [None if t is None else t.to(dev) for t in (x, wt, b, m, off)]
+        K.sparse_conv2d(*args, y, a, K.conv_workspace(args[0], args[1], args[4], a))
+        K.synchronize()
+        ref = torch.ops.ssi.sparse_conv2d(*(None if t is None else t.float().to(rdev) for t in (x, wt, b, m, off)),
+                                          **a).to(dev)
+        err = rel_err(y.float(), ref)
+        nan = bool(torch.isnan(y).any())
+        record("SparseConv2d", f"{str(dtype)[6:]} edge cin={cin} cout={cout} k={k} pad={pad} deform={int(deform)} "
+               f"2x{h}x{w}", not nan and err <= tol_c, rel_err=err, nan=nan)
+
+
 # ------------------------------------------------------------------------------------------
 # 2. The SSI bottleneck (identity shortcut, stride 1, deformable conv2) and its dense twin
 
@@ -639,7 +677,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     sections = [("kernel checks", lambda: [fn(K, g, dt, args.small) for dt in (torch.float32, torch.float16)
-                                          for fn in (check_sample_mask, check_sparse_conv, check_interp)]),
+                                          for fn in (check_sample_mask, check_sparse_conv, check_interp,
+                                                     check_edge_shapes)]),
                 ("bottleneck", lambda: [check_bottleneck(K, g, dt, not (host or args.no_graphs))
                                         for dt in (torch.float32, torch.float16)])]
     host = args.cpu_dry_run or args.emulated is not None

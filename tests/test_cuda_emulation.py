@@ -74,6 +74,12 @@ def test_emulated_gaussian_interp(kernels, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_emulated_edge_shapes(kernels, dtype):
+    gc, K = kernels
+    _run(gc, gc.check_edge_shapes, K, dtype, 15)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_emulated_bottleneck(kernels, dtype):
     gc, K = kernels
     gc.RESULTS["checks"].clear()
