@@ -48,6 +48,25 @@ def rel_err(a: np.ndarray, b: np.ndarray) -> float:
 # Single SSI nodes: the function bodies against the PyTorch ops and the float64 oracles
 
 
+def test_schemas_come_from_the_contract_and_register_once():
+    register_schemas()
+    register_schemas()  # guarded: a second registration is a no-op, not an error
+    for op in C.OPS.values():
+        schema = onnx.defs.get_schema(op.name, C.OPSET_VERSION, C.DOMAIN)
+        assert [i.name for i in schema.inputs] == [i.name for i in op.inputs]
+        assert [o.name for o in schema.outputs] == list(op.outputs)
+        assert set(schema.attributes) == {a.name for a in op.attributes} | set(PARSER_ATTRIBUTES)
+        for a in op.attributes:
+            default = helper.get_attribute_value(schema.attributes[a.name].default_value)
+            assert default == pytest.approx(a.default)
+    # the checker now rejects an attribute the contract does not have
+    feeds = [torch.zeros(1, 1, 4, 4)]
+    model = single_node_model(C.SAMPLE_MASK, feeds, {})
+    model.graph.node[0].attribute.append(helper.make_attribute("density", 0.5))
+    with pytest.raises(onnx.checker.ValidationError, match="density"):
+        onnx.checker.check_model(model, full_check=True)
+
+
 def single_node_model(op: C.OpDef, feeds: list[torch.Tensor], attrs: dict,
                       dtype=TensorProto.FLOAT) -> onnx.ModelProto:
     register_schemas()
@@ -399,6 +418,11 @@ def test_sparse_resnet50_stochastic_masks_identical(tmp_path):
     meta = read_metadata(path)
     assert meta["arch"] == "sparse_resnet50" and meta["sampling"] == "stochastic"
     assert meta["seed"] == 11 and meta["init_seed"] == 0
+
+    # forced density picks k from H*W in Python: dynamic height/width would freeze it
+    model.set_forced_density(0.26)
+    with pytest.raises(ExportError, match="forced density 0.26 cannot be exported with dynamic"):
+        export_onnx(model, tmp_path / "fd.onnx", input_shape=(1, 3, 64, 64))
 
 
 @pytest.mark.slow

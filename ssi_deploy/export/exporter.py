@@ -513,6 +513,14 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
     output_names = list(getattr(m, "output_names", []) or [])
     describe = m.describe() if hasattr(m, "describe") else {}
 
+    spatial = sorted({"height", "width"} & set(dyn))
+    if describe.get("forced_density") is not None and spatial:
+        # the model picks k = round(density * H * W) in Python: torch.export freezes k at the
+        # example shape, so the file would keep the wrong share at any other height/width
+        raise ExportError(f"forced density {describe['forced_density']} cannot be exported with "
+                          f"dynamic {' and '.join(spatial)}: export with --dynamic batch (static "
+                          "height/width) or without forced density")
+
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(shape, generator=gen).to(DTYPES[dtype])
 
