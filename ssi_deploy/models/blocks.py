@@ -142,37 +142,56 @@ class SSIBottleneck(Bottleneck):
         return 2 * self.index, 2 * self.index + 1
 
     # -- masks ------------------------------------------------------------------------------
-    def _logits(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-        logits = conv(x)
-        if self.forced_density is not None:
-            # Keep the top share of positions: shift the logits so that exactly the k largest
-            # are >= 0 (threshold mode then keeps them; the grid prior still adds its points).
-            flat = logits.flatten(1)
-            k = max(1, min(flat.shape[1], int(round(self.forced_density * flat.shape[1]))))
-            kth = torch.topk(flat, k, dim=1).values[:, -1:]
-            logits = logits - kth.view(-1, 1, 1, 1)
-        return logits
+    def _shift_to_density(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.forced_density is None:
+            return logits
+        # Keep the top share of positions: shift the logits so that exactly the k largest are
+        # >= 0 (threshold mode then keeps them; the grid prior still adds its points).
+        flat = logits.flatten(1)
+        k = max(1, min(flat.shape[1], int(round(self.forced_density * flat.shape[1]))))
+        kth = torch.topk(flat, k, dim=1).values[:, -1:]
+        return logits - kth.view(-1, 1, 1, 1)
 
-    def masks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def masks(self, x: torch.Tensor, logits=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference masks (m1 at the input resolution, m2 at the output resolution)."""
         if self.override_masks is not None:  # masks taken from another backend's run
             return self.override_masks
-        l1, l2 = self.layer_ids
+        l1, l2 = logits if logits is not None else (self.conv1_mask(x), self.conv2_mask(x))
         mode = C.MODE_THRESHOLD if self.forced_density is not None else self.sampling_mode
-        m1 = sample_mask(self._logits(self.conv1_mask, x), mode=mode,
-                         grid_interval=self.grid_interval, seed=self.seed, layer=l1)
-        m2 = sample_mask(self._logits(self.conv2_mask, x), mode=mode,
-                         grid_interval=self.grid_interval, seed=self.seed, layer=l2)
-        return m1, m2
+        kw = dict(mode=mode, grid_interval=self.grid_interval, seed=self.seed)
+        return (sample_mask(self._shift_to_density(l1), layer=self.layer_ids[0], **kw),
+                sample_mask(self._shift_to_density(l2), layer=self.layer_ids[1], **kw))
+
+    def _merged_x_convs(self, x, f):
+        """(logits1, logits2, dense offsets or None) from the fewest passes over x.
+
+        The two mask convs and the DCN offset conv all read x with 3x3 kernels; on the CPU one
+        dense conv with 2 (+18) output channels costs about what one of them does alone, far
+        less than gathering 3x3 patches of x for a sparse offset conv. Exported graphs keep
+        the spec's form instead (separate mask convs, offsets by SparseConv2d at sampled
+        positions), which is what the GPU plugins want.
+        """
+        w, b = f["x_conv"]
+        if self.stride == 1:
+            out = F.conv2d(x, w, b, padding=1)
+            return out[:, :1], out[:, 1:2], (out[:, 2:] if self.with_dcn else None)
+        out = F.conv2d(x, w[1:], b[1:], stride=self.stride, padding=1)
+        return self.conv1_mask(x), out[:, :1], (out[:, 1:] if self.with_dcn else None)
 
     # -- forward paths ------------------------------------------------------------------------
     def forward(self, x):  # returns (out, m1, m2); masks are None in training
         if self.training:
             return self.forward_train(x), None, None
-        m1, m2 = self.masks(x)
         if self.execution == "official":
+            m1, m2 = self.masks(x)
             return self.forward_official(x, m1, m2), m1, m2
-        return self.forward_sparse(x, m1, m2), m1, m2
+        f = self.fused if self.fused is not None else self.fold_bn()
+        if torch.compiler.is_exporting() or self.override_masks is not None:
+            m1, m2 = self.masks(x)
+            return self.forward_sparse(x, m1, m2, f), m1, m2
+        l1, l2, offset = self._merged_x_convs(x, f)
+        m1, m2 = self.masks(x, (l1, l2))
+        return self.forward_sparse(x, m1, m2, f, offset), m1, m2
 
     def forward_train(self, x):
         p1 = torch.sigmoid(self.conv1_mask(x))
@@ -193,14 +212,15 @@ class SSIBottleneck(Bottleneck):
         y = self.bn3(self.conv3(y))
         return F.relu(y + (x if self.downsample is None else self.downsample(x)))
 
-    def forward_sparse(self, x, m1, m2):
-        f = self.fused if self.fused is not None else self.fold_bn()
+    def forward_sparse(self, x, m1, m2, f, offset=None):
+        """The spec's sparse order; ``offset``: dense DCN offsets if already computed."""
         s = self.stride
         y1 = sparse_conv2d(x, *f["conv1"], m1, relu=1)
         zeros_p = f["conv1"][1].new_zeros(self.planes)
         y1 = gaussian_interp(y1, m1, zeros_p, sigma=f["sigma1"])
         conv = dict(stride_h=s, stride_w=s, pad_h=1, pad_w=1)
-        offset = sparse_conv2d(x, *f["offset"], m2, **conv) if self.with_dcn else None
+        if self.with_dcn and offset is None:
+            offset = sparse_conv2d(x, *f["offset"], m2, **conv)
         y2 = sparse_conv2d(y1, *f["conv2"], m2, offset, relu=1, **conv)
         z = sparse_conv2d(y2, f["conv3"][0], f["conv3"][1].new_zeros(self.planes * 4), m2)
         return gaussian_interp(z, m2, f["conv3"][1], self.shortcut(x),
@@ -210,6 +230,9 @@ class SSIBottleneck(Bottleneck):
         f = super().fold_bn()
         # Sigmas become Python floats: op attributes, constants in an exported graph.
         f["sigma1"], f["sigma2"] = float(self.conv1_sigma.detach()), float(self.conv2_sigma.detach())
+        convs = [self.conv1_mask, self.conv2_mask] + ([self.conv2_offset] if self.with_dcn else [])
+        f["x_conv"] = (torch.cat([c.weight.detach() for c in convs]),
+                       torch.cat([c.bias.detach() for c in convs]))
         if self.with_dcn:
             f["offset"] = (self.conv2_offset.weight.detach().clone(),
                            self.conv2_offset.bias.detach().clone())

@@ -44,37 +44,31 @@ def normaliser(mask32: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
                     padding=RADIUS) + C.INTERP_EPS
 
 
-def _neighbour_matrix(m: torch.Tensor, window: torch.Tensor, d: torch.Tensor,
-                      u_lin: torch.Tensor):
-    """Sparse CSR [NHW, NHW] with, in the rows of unsampled positions q (m < 1), the
-    entries W(d) m(q+d) / D(q) for sampled neighbours q+d (m > 0); other rows are empty.
+def interp_matrix(m: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """Sparse CSR [NHW, NHW] such that ``interp_matrix @ f`` = m f + (1 - m) N / D.
 
-    Multiplied by the dense value rows it gives R at every position with no scatter: the
-    empty rows cost nothing and columns of unsampled positions never appear.
+    Row q holds (1 - m(q)) W(d) m(q+d) / D(q) at column q+d for the sampled neighbours of an
+    unsampled (or soft) q, plus m(q) on its diagonal: the interpolation is then one sparse
+    product over the dense value rows that reads only sampled rows and writes every row, with
+    no gather, scatter or mask pass. The 7x7 neighbourhoods come from one ``unfold`` of the
+    one-channel mask (cheap next to the C-channel product).
     """
     n_, _, h, w = m.shape
-    hw = h * w
-    m_flat = m.reshape(-1)
-    un = u_lin // hw
-    rem = u_lin - un * hw
-    uy = rem // w
-    ux = rem - uy * w
-    r = torch.arange(-RADIUS, RADIUS + 1, device=m.device)
-    yy = uy.unsqueeze(1) + r.repeat_interleave(C.INTERP_WINDOW)  # [Pu, 49]
-    xx = ux.unsqueeze(1) + r.repeat(C.INTERP_WINDOW)
-    inb = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-    nb = (un * hw).unsqueeze(1) + yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)
-    weight = window.reshape(1, -1) * m_flat[nb] * inb  # zero unless an in-map sample
+    hw, k = h * w, C.INTERP_WINDOW
+    taps = F.unfold(m, k, padding=RADIUS).transpose(1, 2).reshape(n_ * hw, k * k)  # m(q+d)
+    weight = taps * window.reshape(1, -1)  # W(d) m(q+d), zero outside the map
+    m_row = m.reshape(-1, 1)
+    weight *= (1.0 - m_row) / (weight.sum(1, keepdim=True) + C.INTERP_EPS)
+    weight[:, (k * k) // 2] += m_row.squeeze(1)  # the centre tap carries m(q) f(q)
     row, tap = torch.nonzero(weight).unbind(1)  # row-major: rows come sorted
-    vals = weight[row, tap] / d.reshape(-1)[u_lin[row]]
-    counts = torch.zeros(n_ * hw, dtype=torch.int64, device=m.device)
-    counts[u_lin] = torch.bincount(row, minlength=u_lin.numel())
+    r = torch.arange(-RADIUS, RADIUS + 1, device=m.device)
+    shift = (r.view(-1, 1) * w + r.view(1, -1)).reshape(-1)  # column offset of each tap
     crow = torch.zeros(n_ * hw + 1, dtype=torch.int64, device=m.device)
-    torch.cumsum(counts, 0, out=crow[1:])
+    torch.cumsum(torch.bincount(row, minlength=n_ * hw), 0, out=crow[1:])
     with warnings.catch_warnings():  # "CSR support is in beta" is noise here
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, nb[row, tap], vals, (n_ * hw, n_ * hw),
-                                       check_invariants=False)
+        return torch.sparse_csr_tensor(crow, row + shift[tap], weight[row, tap],
+                                       (n_ * hw, n_ * hw), check_invariants=False)
 
 
 def gaussian_interp(values: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor,
@@ -89,21 +83,14 @@ def gaussian_interp(values: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor
         raise ValueError(f"GaussianInterp: residual must be {tuple(values.shape)}, "
                          f"got {tuple(residual.shape)}")
     m = mask.to(torch.float32)
-    m_col = m.reshape(-1, 1)
-    sampled = m_col > 0
-    # Values are only read where m > 0 (elsewhere they may be anything, even NaN).
-    f = torch.where(sampled, rows_nhwc(values).float(), 0.0)
-    u_lin = torch.nonzero(m_col.squeeze(1) < 1).squeeze(1)
-    if u_lin.numel() and bool(sampled.any()):
-        window = gaussian_window(sigma, values.device)
-        a = _neighbour_matrix(m, window, normaliser(m, window), u_lin)
-        out = torch.sparse.mm(a, f).mul_(1.0 - m_col)  # (1 - m) R; rows with m = 1 are 0
-        out.addcmul_(f, m_col)
-    else:  # no unsampled position, or no sample at all (then R = 0 / eps = 0)
-        out = f * m_col
-    out += bias.float()
-    if residual is not None:
-        out += rows_nhwc(residual)
+    window = gaussian_window(sigma, values.device)
+    # bias (+ residual) as the addend of one sparse matrix product: out = base + A @ f.
+    if residual is None:
+        base = bias.float().expand(n_ * h * w, c)
+    else:
+        base = rows_nhwc(residual).float() + bias.float()
+    # A reads only rows with m > 0, so unsampled values are never read (NaN there is fine).
+    out = torch.addmm(base, interp_matrix(m, window), rows_nhwc(values).float())
     if relu:
         out.relu_()
     return out.to(values.dtype).reshape(n_, h, w, c).permute(0, 3, 1, 2)
