@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # The CPU build of torch that lies on this machine's disk; a CUDA build works the same.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test install plugins clean
+.PHONY: demo test install plugins plugins-test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,22 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+# CUDA kernels, CPU twins and, when TensorRT headers are found (TRT_INCLUDE_DIR or the usual
+# places), the TensorRT plugin library, installed into ssi_deploy/lib/. Default GPUs: sm_75..90
+# plus PTX; `make plugins CUDA_ARCHS=90` builds for one GPU only (faster).
+CUDA_ARCHS ?=
 plugins:
-	cmake -S plugins -B build/plugins -DCMAKE_BUILD_TYPE=Release
+	cmake -S plugins -B build/plugins -DCMAKE_BUILD_TYPE=Release $(if $(CUDA_ARCHS),"-DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCHS)")
 	cmake --build build/plugins -j2
+	cmake --install build/plugins
+
+# The TensorRT adapter's host harness (CTest) and the lean-runtime registry test.
+plugins-test: plugins install
+	@if [ -d build/plugins/src/tensorrt ]; then \
+	  ctest --test-dir build/plugins --output-on-failure && \
+	  $(PY) -m pip install -q -e ".[tensorrt]" && \
+	  $(PY) -m pytest -q tests/test_trt_plugins.py tests/test_tensorrt.py; \
+	else echo "plugins-test: no TensorRT headers found, the adapter was not built (set TRT_INCLUDE_DIR)"; fi
 
 clean:
 	rm -rf build
