@@ -22,8 +22,8 @@ from onnx import TensorProto, helper
 import ssi_deploy.ops  # noqa: F401  (registers torch.ops.ssi.*)
 from ssi_deploy.cli.main import main as cli_main
 from ssi_deploy.errors import SSIError
-from ssi_deploy.export import (ExportError, build_functions, export_onnx, read_metadata,
-                               reference_evaluator, register_schemas, summarize)
+from ssi_deploy.export import (ExportError, VerifyError, build_functions, export_onnx,
+                               read_metadata, reference_evaluator, register_schemas, summarize)
 from ssi_deploy.export.schemas import PARSER_ATTRIBUTES
 from ssi_deploy.ops import contract as C
 from ssi_deploy.ops import reference
@@ -371,6 +371,28 @@ def test_fp16_export_runs_in_ort(tmp_path):
     assert read_metadata(path)["dtype"] == "fp16"
 
 
+class FreezesWidth(nn.Module):
+    """Picks k = round(share * H * W) in Python (as forced density does): torch.export
+    freezes k at the example shape, so the file is wrong at any other size."""
+
+    output_names = ["c2"]
+
+    def forward(self, x):
+        flat = x[:, :1].flatten(1)
+        k = max(1, int(round(0.26 * flat.shape[1])))
+        kth = torch.topk(flat, k, dim=1).values[:, -1:]
+        return (x[:, :1] - kth.view(-1, 1, 1, 1),)
+
+
+def test_verify_catches_shapes_frozen_at_export(tmp_path):
+    path = tmp_path / "frozen.onnx"
+    with pytest.raises(VerifyError, match="verify: c2 differs from PyTorch"):
+        export_onnx(FreezesWidth(), path, input_shape=(1, 3, 64, 64), verify=True)
+    # the same file verified along batch only passes
+    export_onnx(FreezesWidth(), path, input_shape=(1, 3, 64, 64), dynamic=("batch",),
+                verify=True)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(input_shape=(1, 3, 64)), "4 positive integers"),
     (dict(input_shape=(1, 1, 64, 64)), "3 channels"),
@@ -475,11 +497,12 @@ def test_cli_export_summary_and_checkpoint(tmp_path, capsys):
     out = tmp_path / "r50.onnx"
     rc, stdout, err = run_cli(["--arch", "resnet50", "--with-fpn", "--checkpoint", str(ckpt),
                                "--output", str(out), "--input-shape", "1x3x64x64",
-                               "--dynamic", "none", "--opset", "20"], capsys)
+                               "--dynamic", "none", "--opset", "20", "--verify"], capsys)
     assert rc == 0, err
     last = stdout.strip().splitlines()[-1]
     assert last.startswith("exported resnet50: 0 SampleMask, 0 SparseConv2d, 0 GaussianInterp")
     assert str(out) in last and "MB" in last
+    assert "verifying with ONNX Runtime against PyTorch" in stdout
     meta = read_metadata(out)
     assert meta["onnx_opset"] == 20 and meta["dynamic"] == [] and meta["with_fpn"] is True
     assert meta["init"].startswith("checkpoint sha256:") and len(meta["checkpoint_sha256"]) == 64

@@ -78,8 +78,11 @@ def check_checkpoint(path: str | None) -> Path | None:
               help="Tensor dtype of the graph (fp16: SSI bodies still compute in fp32).")
 @click.option("--expose-masks", is_flag=True,
               help="Add one mask output per sampling layer (mask_<layer>).")
+@click.option("--verify", is_flag=True,
+              help="Run the file in ONNX Runtime at the example shape and at a second shape "
+                   "along the dynamic axes, and compare with PyTorch.")
 def export(arch, checkpoint, with_fpn, output, input_shape, dynamic, sampling, seed, init_seed,
-           opset, dtype, expose_masks):
+           opset, dtype, expose_masks, verify):
     """Export a model to one ONNX file with SSI nodes (TensorRT plugins) and reference
     function bodies (ONNX Runtime)."""
     from ..export import DEFAULT_OPSET, check_opset, export_onnx, summarize
@@ -117,7 +120,8 @@ def export(arch, checkpoint, with_fpn, output, input_shape, dynamic, sampling, s
         raise SSIError(f"--expose-masks: {arch} is dense and has no sampling layers; "
                        "drop the flag or choose a sparse_* architecture")
     path = export_onnx(model, out, input_shape=shape, dynamic=dyn, opset=opset, dtype=dtype,
-                       expose_masks=expose_masks, progress=lambda msg: click.echo(f"  {msg}"))
+                       expose_masks=expose_masks, verify=verify,
+                       progress=lambda msg: click.echo(f"  {msg}"))
     s = summarize(path)
     ssi = ", ".join(f"{n} {k}" for k, n in s["ssi_nodes"].items())
     click.echo(f"exported {arch}: {ssi} SSI nodes, {s['nodes']} nodes in all, "

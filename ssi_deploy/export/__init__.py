@@ -6,14 +6,15 @@ function bodies of standard ONNX ops for ONNX Runtime, and metadata for validati
     read_metadata("m.onnx")["sampling"]
 """
 
-from .exporter import (DEFAULT_OPSET, DYNAMIC_AXES, INPUT_NAME, ExportError, attach_functions,
-                       check_opset, export_onnx, read_metadata, reference_evaluator, summarize,
-                       translation_table)
+from .exporter import (DEFAULT_OPSET, DYNAMIC_AXES, INPUT_NAME, ExportError, VerifyError,
+                       attach_functions, check_opset, export_onnx, read_metadata,
+                       reference_evaluator, summarize, translation_table, verify_export)
 from .functions import MAX_OPSET, MIN_OPSET, build_function, build_functions
 from .schemas import register_schemas, schemas_registered
 
 __all__ = [
     "DEFAULT_OPSET", "DYNAMIC_AXES", "INPUT_NAME", "MAX_OPSET", "MIN_OPSET", "ExportError",
-    "attach_functions", "build_function", "build_functions", "check_opset", "export_onnx",
-    "read_metadata", "reference_evaluator", "register_schemas", "schemas_registered", "summarize", "translation_table",
+    "VerifyError", "attach_functions", "build_function", "build_functions", "check_opset",
+    "export_onnx", "read_metadata", "reference_evaluator", "register_schemas",
+    "schemas_registered", "summarize", "translation_table", "verify_export",
 ]
