@@ -231,9 +231,11 @@ class SSIBottleneck(Bottleneck):
         # Sigmas become Python floats: op attributes, constants in an exported graph.
         f["sigma1"], f["sigma2"] = float(self.conv1_sigma.detach()), float(self.conv2_sigma.detach())
         convs = [self.conv1_mask, self.conv2_mask] + ([self.conv2_offset] if self.with_dcn else [])
-        f["x_conv"] = (torch.cat([c.weight.detach() for c in convs]),
+        f["x_conv"] = (torch.cat([c.weight.detach() for c in convs]).contiguous(
+                           memory_format=torch.channels_last),
                        torch.cat([c.bias.detach() for c in convs]))
         if self.with_dcn:
-            f["offset"] = (self.conv2_offset.weight.detach().clone(),
+            f["offset"] = (self.conv2_offset.weight.detach().contiguous(
+                               memory_format=torch.channels_last),
                            self.conv2_offset.bias.detach().clone())
         return f

@@ -17,4 +17,6 @@ def fold_conv_bn(weight: torch.Tensor, bn: nn.BatchNorm2d,
     """Folded (weight, bias) of conv followed by an inference-mode BatchNorm."""
     scale, shift = bn_scale_shift(bn)
     bias = shift if conv_bias is None else conv_bias * scale + shift
-    return (weight * scale.view(-1, 1, 1, 1)).detach().clone(), bias.detach().clone()
+    # Channels-last weights: the sparse conv's [Cout, kh, kw, Cin] GEMM view is then free.
+    folded = (weight * scale.view(-1, 1, 1, 1)).detach().contiguous(memory_format=torch.channels_last)
+    return folded, bias.detach().clone()

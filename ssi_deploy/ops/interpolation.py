@@ -60,7 +60,7 @@ def interp_matrix(m: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     m_row = m.reshape(-1, 1)
     weight *= (1.0 - m_row) / (weight.sum(1, keepdim=True) + C.INTERP_EPS)
     weight[:, (k * k) // 2] += m_row.squeeze(1)  # the centre tap carries m(q) f(q)
-    row, tap = torch.nonzero(weight).unbind(1)  # row-major: rows come sorted
+    row, tap = torch.nonzero(weight > 0).unbind(1)  # row-major: rows come sorted
     r = torch.arange(-RADIUS, RADIUS + 1, device=m.device)
     shift = (r.view(-1, 1) * w + r.view(1, -1)).reshape(-1)  # column offset of each tap
     crow = torch.zeros(n_ * hw + 1, dtype=torch.int64, device=m.device)
@@ -84,13 +84,13 @@ def gaussian_interp(values: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor
                          f"got {tuple(residual.shape)}")
     m = mask.to(torch.float32)
     window = gaussian_window(sigma, values.device)
-    # bias (+ residual) as the addend of one sparse matrix product: out = base + A @ f.
+    # bias (+ residual) is the addend of one sparse matrix product: out = base + A @ f.
     if residual is None:
-        base = bias.float().expand(n_ * h * w, c)
+        out = bias.float().expand(n_ * h * w, c).clone()
     else:
-        base = rows_nhwc(residual).float() + bias.float()
+        out = rows_nhwc(residual).float() + bias.float()
     # A reads only rows with m > 0, so unsampled values are never read (NaN there is fine).
-    out = torch.addmm(base, interp_matrix(m, window), rows_nhwc(values).float())
+    out.addmm_(interp_matrix(m, window), rows_nhwc(values).float())
     if relu:
         out.relu_()
     return out.to(values.dtype).reshape(n_, h, w, c).permute(0, 3, 1, 2)
