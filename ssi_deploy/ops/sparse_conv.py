@@ -9,6 +9,7 @@ channels-last NCHW tensor (zeros at unsampled positions).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def conv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
@@ -41,7 +42,7 @@ def _gather_rows(x_rows, rows, ok=None):
     return out
 
 
-def _gather_taps(x_rows, n, yo, xo, h, w, kh, kw, sh, sw, ph, pw, dh, dw, offset_rows):
+def _gather_taps(x, x_rows, n, yo, xo, h, w, kh, kw, sh, sw, ph, pw, dh, dw, offset_rows):
     """Patches [P, kh*kw, Cin] (float32) at the sampled output positions."""
     iy = torch.arange(kh, device=n.device).repeat_interleave(kw) * dh  # [K] tap rows
     ix = torch.arange(kw, device=n.device).repeat(kh) * dw
@@ -52,24 +53,24 @@ def _gather_taps(x_rows, n, yo, xo, h, w, kh, kw, sh, sw, ph, pw, dh, dw, offset
         ok = (base_y >= 0) & (base_y < h) & (base_x >= 0) & (base_x < w)
         rows = (nb + base_y.clamp(0, h - 1)) * w + base_x.clamp(0, w - 1)
         return _gather_rows(x_rows, rows, ok)
-    # Deformable v1 (mmdet 0.6): bilinear sample at base + (dy, dx); a sample counts only if
-    # -1 < y < H and -1 < x < W, and corners outside the map read 0.
+    # Deformable v1 (mmdet 0.6): bilinear sample at base + (dy, dx); corners outside the map
+    # read 0, so a sample counts only if -1 < y < H and -1 < x < W. That is exactly
+    # grid_sample's bilinear "zeros" padding (with align_corners=False, pixel i sits at
+    # (2i + 1)/W - 1, for any W including 1), which does the four gathers and the weighting
+    # in one pass.
     off = offset_rows.float().reshape(offset_rows.shape[0], -1, 2)
     py = base_y.float() + off[..., 0]
     px = base_x.float() + off[..., 1]
-    inside = (py > -1) & (py < h) & (px > -1) & (px < w)
-    y0f, x0f = torch.floor(py), torch.floor(px)
-    ly, lx = py - y0f, px - x0f
-    y0, x0 = y0f.long(), x0f.long()
-    out = None
-    for cy, cx, wgt in ((y0, x0, (1 - ly) * (1 - lx)), (y0, x0 + 1, (1 - ly) * lx),
-                        (y0 + 1, x0, ly * (1 - lx)), (y0 + 1, x0 + 1, ly * lx)):
-        ok = inside & (cy >= 0) & (cy < h) & (cx >= 0) & (cx < w)
-        rows = (nb + cy.clamp(0, h - 1)) * w + cx.clamp(0, w - 1)
-        vals = x_rows[rows.reshape(-1)].float().reshape(rows.shape[0], rows.shape[1], -1)
-        wgt = (wgt * ok).unsqueeze(2)  # out-of-map corners weigh 0
-        out = vals.mul_(wgt) if out is None else out.addcmul_(vals, wgt)
-    return out
+    grid = torch.stack(((2.0 * px + 1.0) / w - 1.0, (2.0 * py + 1.0) / h - 1.0), -1)
+    k = base_y.shape[1]
+    counts = torch.bincount(n, minlength=x.shape[0]).tolist()  # positions are sorted by image
+    parts = []
+    for i, (g, cnt) in enumerate(zip(grid.split(counts), counts)):
+        if cnt:
+            s = F.grid_sample(x[i:i + 1].float(), g.reshape(1, 1, -1, 2), mode="bilinear",
+                              padding_mode="zeros", align_corners=False)  # [1, C, 1, cnt*K]
+            parts.append(s.reshape(x.shape[1], cnt * k).t())
+    return torch.cat(parts).reshape(len(n), k, -1)
 
 
 def sparse_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor,
@@ -97,7 +98,7 @@ def sparse_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mas
             patches = x_rows[rows].float().unsqueeze(1)
         else:
             off_rows = None if offset is None else rows_nhwc(offset)[lin]
-            patches = _gather_taps(x_rows, n, yo, xo, h, w, kh, kw, stride_h, stride_w, pad_h,
+            patches = _gather_taps(x, x_rows, n, yo, xo, h, w, kh, kw, stride_h, stride_w, pad_h,
                                    pad_w, dilation_h, dilation_w, off_rows)
         p, k = patches.shape[0], kh * kw
         wmat = weight.float().permute(0, 2, 3, 1)  # [Cout, kh, kw, Cin/g]: tap-major like patches
