@@ -612,18 +612,27 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
     tmp = path.with_name(path.name + ".tmp")
     onnx.save_model(proto, str(tmp), save_as_external_data=False)
     os.replace(tmp, path)
+    say(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     if verify:
         say("verifying with ONNX Runtime against PyTorch")
-        verify_export(m, path, shape, dyn, dtype)
-    say(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+        rep = verify_export(m, path, shape, dyn, dtype)
+        agree = "" if rep["mask_agreement"] is None else \
+            f", mask decisions agree {rep['mask_agreement']:.2%}"
+        say(f"verified at {', '.join('x'.join(map(str, s)) for s in rep['shapes'])}: max feature "
+            f"error {rep['max_feature_error']:.1e} of range{agree}")
     return path
 
 
 def verify_export(model: torch.nn.Module, path: Path, shape, dynamic, dtype: str) -> dict:
     """Run ``path`` in ONNX Runtime at ``shape`` and at a second shape along ``dynamic``;
-    compare with ``model`` (the prepared export copy). Mask outputs must agree exactly in
-    their sampling decisions (fp32) and features within 1e-4 of their range (fp32); fp16
-    files must give finite outputs within 5 % (99th percentile). Returns the figures."""
+    compare with ``model`` (the prepared export copy), fed the same input in float32.
+
+    fp32: every mask output must take identical sampling decisions and every feature must
+    agree within 1e-4 of its range. fp16: outputs must be finite and, when masks are
+    exposed, at least 90 % of mask decisions must agree (near-zero logits flip in fp16 and a
+    flip changes the features downstream, so feature errors are reported, not judged).
+    Returns {"max_feature_error": relative, "mask_agreement": share or None, "shapes": [...]}.
+    """
     import numpy as np
     import onnxruntime as ort
 
@@ -639,7 +648,7 @@ def verify_export(model: torch.nn.Module, path: Path, shape, dynamic, dtype: str
         shapes.append(alt)
     gen = torch.Generator().manual_seed(1)
     ref_model = _to_dtype(copy.deepcopy(model), torch.float32) if dtype == "fp16" else model
-    report = {}
+    max_err, agree, total = 0.0, 0, 0
     for shp in shapes:
         x = torch.rand(shp, generator=gen)
         got = sess.run(None, {INPUT_NAME: x.to(DTYPES[dtype]).numpy()})
@@ -650,19 +659,22 @@ def verify_export(model: torch.nn.Module, path: Path, shape, dynamic, dtype: str
             if a.shape != b.shape:
                 raise VerifyError(f"verify: output {name} has shape {a.shape} in ONNX Runtime "
                                   f"but {b.shape} in PyTorch at input {shp}")
-            scale = max(float(np.abs(b).max()), 1e-6)
-            err = np.abs(a - b) / scale
+            if not np.isfinite(a).all():
+                raise VerifyError(f"verify: output {name} has non-finite values at input {shp}")
             if name.startswith("mask_"):
                 flips = int(((a > 0) != (b > 0)).sum())
-                report[(shp, name)] = flips
+                agree += a.size - flips
+                total += a.size
                 if dtype == "fp32" and flips:
                     raise VerifyError(f"verify: {name} differs at {flips} positions at input "
                                       f"{shp}; the export froze something shape-dependent")
                 continue
-            bad = (not np.isfinite(a).all() or err.max() > 1e-4) if dtype == "fp32" else \
-                (not np.isfinite(a).all() or np.percentile(err, 99) > 0.05)
-            report[(shp, name)] = float(err.max())
-            if bad:
-                raise VerifyError(f"verify: {name} differs from PyTorch by {err.max():.2e} of "
-                                  f"its range at input {shp}")
-    return report
+            err = float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-6))
+            max_err = max(max_err, err)
+            if dtype == "fp32" and err > 1e-4:
+                raise VerifyError(f"verify: {name} differs from PyTorch by {err:.2e} of its "
+                                  f"range at input {shp}")
+    share = agree / total if total else None
+    if share is not None and share < 0.9:
+        raise VerifyError(f"verify: only {share:.1%} of the mask decisions agree with PyTorch")
+    return {"max_feature_error": max_err, "mask_agreement": share, "shapes": shapes}
