@@ -17,23 +17,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import contract as C
-from ..ops import gaussian_interp, sample_mask, sparse_conv2d
-from ..ops.interpolation import gaussian_window
-from ..ops.sparse_conv import sparse_conv2d as sparse_conv2d_eager
-from .folding import bn_scale_shift, fold_conv_bn
+from ..ops import select_ops
+from ..ops.interpolation import gaussian_interp_rows, gaussian_window
+from ..ops.sparse_conv import conv_rows_gemm, rows_nhwc, sampled_positions, sparse_conv2d_rows
+from .folding import fold_conv_bn
 from .gumbel import GumbelSigmoid
 
 
 def deform_conv2d(x, weight, offset, stride: int, padding: int, dilation: int = 1):
-    """Dense deformable conv v1. Differentiable in training (plain torch ops); in eval it is
-    the SparseConv2d op with a full mask, which exports as one SSI node."""
+    """Dense deformable conv v1: SparseConv2d with a full mask (one SSI node in an export;
+    differentiable in eager mode)."""
     ones = torch.ones_like(offset[:, :1])
     bias = weight.new_zeros(weight.shape[0])
     kw = dict(stride_h=stride, stride_w=stride, pad_h=padding, pad_w=padding,
               dilation_h=dilation, dilation_w=dilation)
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return sparse_conv2d_eager(x, weight, bias, ones, offset, **kw)
-    return sparse_conv2d(x, weight, bias, ones, offset, **kw)
+    return select_ops().sparse_conv2d(x, weight, bias, ones, offset, **kw)
 
 
 def interp_official(feature: torch.Tensor, mask: torch.Tensor, sigma) -> torch.Tensor:
@@ -178,6 +176,7 @@ class SSIBottleneck(Bottleneck):
         l1, l2 = logits if logits is not None else (self.conv1_mask(x), self.conv2_mask(x))
         mode = C.MODE_THRESHOLD if self.forced_density is not None else self.sampling_mode
         kw = dict(mode=mode, grid_interval=self.grid_interval, seed=self.seed)
+        sample_mask = select_ops().sample_mask
         return (sample_mask(self._shift_to_density(l1), layer=self.layer_ids[0], **kw),
                 sample_mask(self._shift_to_density(l2), layer=self.layer_ids[1], **kw))
 
@@ -205,12 +204,12 @@ class SSIBottleneck(Bottleneck):
             m1, m2 = self.masks(x)
             return self.forward_official(x, m1, m2), m1, m2
         f = self.fused if self.fused is not None else self.fold_bn()
-        if torch.compiler.is_exporting() or self.override_masks is not None:
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
             m1, m2 = self.masks(x)
             return self.forward_sparse(x, m1, m2, f), m1, m2
         l1, l2, offset = self._merged_x_convs(x, f)
         m1, m2 = self.masks(x, (l1, l2))
-        return self.forward_sparse(x, m1, m2, f, offset), m1, m2
+        return self.forward_sparse_rows(x, m1, m2, f, offset), m1, m2
 
     def forward_train(self, x):
         p1 = torch.sigmoid(self.conv1_mask(x))
@@ -233,6 +232,8 @@ class SSIBottleneck(Bottleneck):
 
     def forward_sparse(self, x, m1, m2, f, offset=None):
         """The spec's sparse order; ``offset``: dense DCN offsets if already computed."""
+        ops = select_ops()
+        sparse_conv2d, gaussian_interp = ops.sparse_conv2d, ops.gaussian_interp
         s = self.stride
         y1 = sparse_conv2d(x, *f["conv1"], m1, relu=1)
         zeros_p = f["conv1"][1].new_zeros(self.planes)
@@ -244,6 +245,25 @@ class SSIBottleneck(Bottleneck):
         z = sparse_conv2d(y2, f["conv3"][0], f["conv3"][1].new_zeros(self.planes * 4), m2)
         return gaussian_interp(z, m2, f["conv3"][1], self.shortcut(x),
                                sigma=f["sigma2"], relu=1)
+
+    def forward_sparse_rows(self, x, m1, m2, f, offset=None):
+        """Eager form of :meth:`forward_sparse`: the same arithmetic, but sampled features stay
+        compact rows [P, C] between the ops (no zero-filled dense intermediates, and conv3
+        reads conv2's rows directly instead of gathering them again)."""
+        s, zeros = self.stride, f["conv1"][1].new_zeros
+        pos1, pos2 = sampled_positions(m1), sampled_positions(m2)
+        y1 = sparse_conv2d_rows(x, *f["conv1"], pos1, relu=1)
+        y1 = gaussian_interp_rows(y1, pos1, m1, zeros(self.planes), sigma=f["sigma1"],
+                                  dtype=x.dtype)
+        conv = dict(stride_h=s, stride_w=s, pad_h=1, pad_w=1)
+        off_rows = None
+        if self.with_dcn:
+            off_rows = (rows_nhwc(offset)[pos2.lin] if offset is not None else
+                        sparse_conv2d_rows(x, *f["offset"], pos2, **conv))
+        y2 = sparse_conv2d_rows(y1, *f["conv2"], pos2, off_rows, relu=1, **conv)
+        z = conv_rows_gemm(y2.unsqueeze(1), f["conv3"][0], zeros(self.planes * 4))
+        return gaussian_interp_rows(z, pos2, m2, f["conv3"][1], self.shortcut(x),
+                                    sigma=f["sigma2"], relu=1, dtype=x.dtype)
 
     def fold_bn(self) -> dict:
         f = super().fold_bn()

@@ -16,7 +16,7 @@ from .sampling import sample_mask as _sample_mask
 from .sparse_conv import conv_output_size
 from .sparse_conv import sparse_conv2d as _sparse_conv2d
 
-__all__ = ["contract", "OPS", "sample_mask", "sparse_conv2d", "gaussian_interp"]
+__all__ = ["contract", "OPS", "sample_mask", "sparse_conv2d", "gaussian_interp", "select_ops"]
 
 
 def _define(op, impl):
@@ -49,3 +49,30 @@ def _(x, weight, bias, mask, offset=None, stride_h=1, stride_w=1, pad_h=0, pad_w
 @gaussian_interp.register_fake
 def _(values, mask, bias, residual=None, sigma=3.0, relu=0):
     return torch.empty_like(values, memory_format=torch.channels_last)
+
+
+class _EagerOps:
+    """The implementations themselves: what the custom ops run, without the dispatcher."""
+
+    sample_mask = staticmethod(_sample_mask)
+    sparse_conv2d = staticmethod(_sparse_conv2d)
+    gaussian_interp = staticmethod(_gaussian_interp)
+
+
+class _TracedOps:
+    """The registered custom ops: one graph node each under torch.export / torch.compile."""
+
+    sample_mask = sample_mask
+    sparse_conv2d = sparse_conv2d
+    gaussian_interp = gaussian_interp
+
+
+def select_ops():
+    """Custom ops while tracing (so exports hold SSI nodes), plain functions in eager mode.
+
+    A custom-op call costs about 0.1 ms of dispatch on the CPU; a ResNet-101 forward makes 165
+    of them, so eager models call the same implementations directly (and stay differentiable).
+    """
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return _TracedOps
+    return _EagerOps

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import contract as C
-from .sparse_conv import rows_nhwc
+from .sparse_conv import Positions, rows_nhwc
 
 RADIUS = C.INTERP_WINDOW // 2
 
@@ -44,8 +44,13 @@ def normaliser(mask32: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
                     padding=RADIUS) + C.INTERP_EPS
 
 
-def interp_matrix(m: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+def interp_matrix(m: torch.Tensor, window: torch.Tensor,
+                  compact: tuple[torch.Tensor, int] | None = None) -> torch.Tensor:
     """Sparse CSR [NHW, NHW] such that ``interp_matrix @ f`` = m f + (1 - m) N / D.
+
+    With ``compact`` = (index, P), where index maps a dense position to its row in a compact
+    [P, C] value matrix (:func:`compact_index_of`), the matrix is [NHW, P] and multiplies the
+    compact rows instead.
 
     Row q holds (1 - m(q)) W(d) m(q+d) / D(q) at column q+d for the sampled neighbours of an
     unsampled (or soft) q, plus m(q) on its diagonal: the interpolation is then one sparse
@@ -65,32 +70,68 @@ def interp_matrix(m: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     shift = (r.view(-1, 1) * w + r.view(1, -1)).reshape(-1)  # column offset of each tap
     crow = torch.zeros(n_ * hw + 1, dtype=torch.int64, device=m.device)
     torch.cumsum(torch.bincount(row, minlength=n_ * hw), 0, out=crow[1:])
+    cols, n_cols = row + shift[tap], n_ * hw
+    if compact is not None:
+        cols, n_cols = compact[0][cols], compact[1]
     with warnings.catch_warnings():  # "CSR support is in beta" is noise here
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, row + shift[tap], weight[row, tap],
-                                       (n_ * hw, n_ * hw), check_invariants=False)
+        return torch.sparse_csr_tensor(crow, cols, weight[row, tap], (n_ * hw, n_cols),
+                                       check_invariants=False)
 
 
-def gaussian_interp(values: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor,
-                    residual: torch.Tensor | None = None, sigma: float = C.SIGMA_INIT,
-                    relu: int = 0) -> torch.Tensor:
-    n_, c, h, w = values.shape
+def compact_index_of(pos: Positions, numel: int) -> torch.Tensor:
+    """Dense position -> index of its row in the compact value matrix (-1: not sampled)."""
+    index = torch.full((numel,), -1, dtype=torch.int64, device=pos.lin.device)
+    index[pos.lin] = torch.arange(pos.lin.numel(), device=pos.lin.device)
+    return index
+
+
+def _check(shape, mask, bias, residual):
+    n_, c, h, w = shape
     if tuple(mask.shape) != (n_, 1, h, w):
         raise ValueError(f"GaussianInterp: mask must be {(n_, 1, h, w)}, got {tuple(mask.shape)}")
     if bias.numel() != c:
         raise ValueError(f"GaussianInterp: bias must have {c} values, got {bias.numel()}")
-    if residual is not None and residual.shape != values.shape:
-        raise ValueError(f"GaussianInterp: residual must be {tuple(values.shape)}, "
+    if residual is not None and tuple(residual.shape) != tuple(shape):
+        raise ValueError(f"GaussianInterp: residual must be {tuple(shape)}, "
                          f"got {tuple(residual.shape)}")
+
+
+def _interp(src_rows, shape, mask, bias, residual, sigma, relu, dtype, compact=None):
+    n_, c, h, w = shape
     m = mask.to(torch.float32)
-    window = gaussian_window(sigma, values.device)
     # bias (+ residual) is the addend of one sparse matrix product: out = base + A @ f.
     if residual is None:
         out = bias.float().expand(n_ * h * w, c).clone()
     else:
         out = rows_nhwc(residual).float() + bias.float()
-    # A reads only rows with m > 0, so unsampled values are never read (NaN there is fine).
-    out.addmm_(interp_matrix(m, window), rows_nhwc(values).float())
+    if src_rows.shape[0]:
+        # A reads only rows with m > 0, so unsampled values are never read (NaN is fine there).
+        a = interp_matrix(m, gaussian_window(sigma, src_rows.device), compact)
+        out.addmm_(a, src_rows.float())
+    # (no sample at all: R = 0 / eps = 0 everywhere, out is bias [+ residual])
     if relu:
         out.relu_()
-    return out.to(values.dtype).reshape(n_, h, w, c).permute(0, 3, 1, 2)
+    return out.to(dtype).reshape(n_, h, w, c).permute(0, 3, 1, 2)
+
+
+def gaussian_interp(values: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor,
+                    residual: torch.Tensor | None = None, sigma: float = C.SIGMA_INIT,
+                    relu: int = 0) -> torch.Tensor:
+    """The GaussianInterp op: dense values in (read only where mask > 0), dense map out."""
+    _check(values.shape, mask, bias, residual)
+    return _interp(rows_nhwc(values), values.shape, mask, bias, residual, sigma, relu,
+                   values.dtype)
+
+
+def gaussian_interp_rows(rows: torch.Tensor, pos: Positions, mask: torch.Tensor,
+                         bias: torch.Tensor, residual: torch.Tensor | None = None,
+                         sigma: float = C.SIGMA_INIT, relu: int = 0,
+                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """GaussianInterp of compact values: ``rows`` [P, C] at ``pos`` (the positions of
+    ``mask`` > 0, as :func:`sampled_positions` gives them)."""
+    n_, _, h, w = mask.shape
+    shape = (n_, rows.shape[1], h, w)
+    _check(shape, mask, bias, residual)
+    return _interp(rows, shape, mask, bias, residual, sigma, relu, dtype,
+                   (compact_index_of(pos, n_ * h * w), rows.shape[0]))

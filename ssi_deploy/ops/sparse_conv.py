@@ -8,6 +8,8 @@ channels-last NCHW tensor (zeros at unsampled positions).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -21,14 +23,26 @@ def rows_nhwc(t: torch.Tensor) -> torch.Tensor:
     return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
 
 
-def sampled_positions(mask: torch.Tensor):
-    """Flat indices over N*H*W of positions with mask > 0, and their (n, y, x)."""
+class Positions(NamedTuple):
+    """Sampled positions of a mask [N,1,H,W]: flat indices over N*H*W and their (n, y, x).
+
+    The compact representation of a sparse map is (Positions, rows [P, C]); the dense one is
+    [N, C, H, W] with zeros elsewhere. Chains of SSI ops in eager mode pass compact rows.
+    """
+
+    lin: torch.Tensor
+    n: torch.Tensor
+    y: torch.Tensor
+    x: torch.Tensor
+
+
+def sampled_positions(mask: torch.Tensor) -> Positions:
     _, _, h, w = mask.shape
     lin = torch.nonzero(mask.reshape(-1) > 0).squeeze(1)
     n = lin // (h * w)
     rem = lin - n * (h * w)
     y = rem // w
-    return lin, n, y, rem - y * w
+    return Positions(lin, n, y, rem - y * w)
 
 
 def _gather_rows(x_rows, rows, ok=None):
@@ -73,10 +87,9 @@ def _gather_taps(x, x_rows, n, yo, xo, h, w, kh, kw, sh, sw, ph, pw, dh, dw, off
     return torch.cat(parts).reshape(len(n), k, -1)
 
 
-def sparse_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor,
-                  offset: torch.Tensor | None = None, stride_h: int = 1, stride_w: int = 1,
-                  pad_h: int = 0, pad_w: int = 0, dilation_h: int = 1, dilation_w: int = 1,
-                  groups: int = 1, relu: int = 0) -> torch.Tensor:
+def check_conv_shapes(x, weight, mask_shape, offset, stride_h, stride_w, pad_h, pad_w,
+                      dilation_h, dilation_w, groups) -> tuple[int, int]:
+    """Validate SparseConv2d's inputs; returns (Ho, Wo)."""
     n_, cin, h, w = x.shape
     cout, cin_g, kh, kw = weight.shape
     ho = conv_output_size(h, kh, stride_h, pad_h, dilation_h)
@@ -84,31 +97,70 @@ def sparse_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mas
     if cin != cin_g * groups or cout % groups:
         raise ValueError(f"SparseConv2d: weight {tuple(weight.shape)} does not fit {cin} input "
                          f"channels in {groups} groups")
-    if tuple(mask.shape) != (n_, 1, ho, wo):
-        raise ValueError(f"SparseConv2d: mask must be {(n_, 1, ho, wo)}, got {tuple(mask.shape)}")
+    if tuple(mask_shape) != (n_, 1, ho, wo):
+        raise ValueError(f"SparseConv2d: mask must be {(n_, 1, ho, wo)}, got {tuple(mask_shape)}")
     if offset is not None and tuple(offset.shape) != (n_, 2 * kh * kw, ho, wo):
         raise ValueError(f"SparseConv2d: offset must be {(n_, 2 * kh * kw, ho, wo)}, "
                          f"got {tuple(offset.shape)}")
-    out = x.new_zeros((n_, ho, wo, cout))
-    lin, n, yo, xo = sampled_positions(mask)
-    if lin.numel():
-        x_rows = rows_nhwc(x)
-        if offset is None and kh == kw == 1 and pad_h == pad_w == 0:
-            rows = (n * h + yo * stride_h) * w + xo * stride_w
-            patches = x_rows[rows].float().unsqueeze(1)
-        else:
-            off_rows = None if offset is None else rows_nhwc(offset)[lin]
-            patches = _gather_taps(x, x_rows, n, yo, xo, h, w, kh, kw, stride_h, stride_w, pad_h,
-                                   pad_w, dilation_h, dilation_w, off_rows)
-        p, k = patches.shape[0], kh * kw
-        wmat = weight.float().permute(0, 2, 3, 1)  # [Cout, kh, kw, Cin/g]: tap-major like patches
-        if groups == 1:
-            res = torch.addmm(bias.float(), patches.reshape(p, k * cin), wmat.reshape(cout, -1).t())
-        else:
-            pg = patches.reshape(p, k, groups, cin_g).permute(2, 0, 1, 3).reshape(groups, p, -1)
-            wg = wmat.reshape(groups, cout // groups, k * cin_g)
-            res = torch.bmm(pg, wg.transpose(1, 2)).permute(1, 0, 2).reshape(p, cout) + bias.float()
-        if relu:
-            res = torch.relu_(res)
-        out.view(-1, cout).index_copy_(0, lin, res.to(out.dtype))
+    return ho, wo
+
+
+def sparse_conv2d_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                       pos: Positions, offset_rows: torch.Tensor | None = None,
+                       stride_h: int = 1, stride_w: int = 1, pad_h: int = 0, pad_w: int = 0,
+                       dilation_h: int = 1, dilation_w: int = 1, groups: int = 1,
+                       relu: int = 0) -> torch.Tensor:
+    """The convolution at ``pos`` only: float32 rows [P, Cout] (gather, GEMM, epilogue).
+
+    ``offset_rows``: deformable offsets at those positions, [P, 2*kh*kw].
+    """
+    n_, cin, h, w = x.shape
+    cout, cin_g, kh, kw = weight.shape
+    if pos.lin.numel() == 0:
+        return x.new_zeros((0, cout), dtype=torch.float32)
+    x_rows = rows_nhwc(x)
+    if offset_rows is None and kh == kw == 1 and pad_h == pad_w == 0:
+        patches = x_rows[(pos.n * h + pos.y * stride_h) * w + pos.x * stride_w].float().unsqueeze(1)
+    else:
+        patches = _gather_taps(x, x_rows, pos.n, pos.y, pos.x, h, w, kh, kw, stride_h, stride_w,
+                               pad_h, pad_w, dilation_h, dilation_w, offset_rows)
+    return conv_rows_gemm(patches, weight, bias, groups, relu)
+
+
+def conv_rows_gemm(patches: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                   groups: int = 1, relu: int = 0) -> torch.Tensor:
+    """act(patches [P, K, Cin] x weight + bias) -> [P, Cout] float32."""
+    cout, cin_g, kh, kw = weight.shape
+    p, k = patches.shape[0], kh * kw
+    wmat = weight.float().permute(0, 2, 3, 1)  # [Cout, kh, kw, Cin/g]: tap-major like patches
+    if groups == 1:
+        res = torch.addmm(bias.float(), patches.reshape(p, -1), wmat.reshape(cout, -1).t())
+    else:
+        pg = patches.reshape(p, k, groups, cin_g).permute(2, 0, 1, 3).reshape(groups, p, -1)
+        wg = wmat.reshape(groups, cout // groups, k * cin_g)
+        res = torch.bmm(pg, wg.transpose(1, 2)).permute(1, 0, 2).reshape(p, cout) + bias.float()
+    return res.relu_() if relu else res
+
+
+def scatter_rows(rows: torch.Tensor, pos: Positions, shape: tuple[int, int, int, int],
+                 dtype: torch.dtype) -> torch.Tensor:
+    """Compact rows -> dense channels-last [N, C, H, W], zeros elsewhere."""
+    n_, c, h, w = shape
+    out = rows.new_zeros((n_, h, w, c), dtype=dtype)
+    if rows.shape[0]:
+        out.view(-1, c).index_copy_(0, pos.lin, rows.to(dtype))
     return out.permute(0, 3, 1, 2)
+
+
+def sparse_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor,
+                  offset: torch.Tensor | None = None, stride_h: int = 1, stride_w: int = 1,
+                  pad_h: int = 0, pad_w: int = 0, dilation_h: int = 1, dilation_w: int = 1,
+                  groups: int = 1, relu: int = 0) -> torch.Tensor:
+    """The SparseConv2d op (dense in, dense out): y = act(conv(x) + bias) where mask > 0, else 0."""
+    ho, wo = check_conv_shapes(x, weight, mask.shape, offset, stride_h, stride_w, pad_h, pad_w,
+                               dilation_h, dilation_w, groups)
+    pos = sampled_positions(mask)
+    off_rows = None if offset is None else rows_nhwc(offset)[pos.lin]
+    rows = sparse_conv2d_rows(x, weight, bias, pos, off_rows, stride_h, stride_w, pad_h, pad_w,
+                              dilation_h, dilation_w, groups, relu)
+    return scatter_rows(rows, pos, (x.shape[0], weight.shape[0], ho, wo), x.dtype)
