@@ -55,13 +55,14 @@ def interp_matrix(m: torch.Tensor, window: torch.Tensor,
     Row q holds (1 - m(q)) W(d) m(q+d) / D(q) at column q+d for the sampled neighbours of an
     unsampled (or soft) q, plus m(q) on its diagonal: the interpolation is then one sparse
     product over the dense value rows that reads only sampled rows and writes every row, with
-    no gather, scatter or mask pass. The 7x7 neighbourhoods come from one ``unfold`` of the
+    no gather, scatter or mask pass. The 7x7 neighbourhoods are an ``unfold`` view of the
     one-channel mask (cheap next to the C-channel product).
     """
     n_, _, h, w = m.shape
     hw, k = h * w, C.INTERP_WINDOW
-    taps = F.unfold(m, k, padding=RADIUS).transpose(1, 2).reshape(n_ * hw, k * k)  # m(q+d)
-    weight = taps * window.reshape(1, -1)  # W(d) m(q+d), zero outside the map
+    padded = F.pad(m, (RADIUS,) * 4)  # zero outside the map
+    taps = padded.unfold(2, k, 1).unfold(3, k, 1)  # [N, 1, H, W, 7, 7] view: m(q + d)
+    weight = (taps * window).reshape(n_ * hw, k * k)  # W(d) m(q+d)
     m_row = m.reshape(-1, 1)
     weight *= (1.0 - m_row) / (weight.sum(1, keepdim=True) + C.INTERP_EPS)
     weight[:, (k * k) // 2] += m_row.squeeze(1)  # the centre tap carries m(q) f(q)
