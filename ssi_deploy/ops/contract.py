@@ -10,6 +10,7 @@ here, bump ``SEMANTICS_VERSION`` when results change, and regenerate the header 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,8 @@ SAMPLE_MASK = OpDef(
         Attribute("seed", "int", 0, "seed of the counter-based hash (modes 1, 2)"),
         Attribute("layer", "int", 0, "index of the sampling layer in the network, hashed with the seed"),
     ),
-    doc="mask[N,1,H,W] in [0,1] from sampling logits",
+    doc=("sampling mask[N,1,H,W] in [0,1] from logits[N,1,H,W] (mode 0 threshold, 1 stochastic, "
+         "2 official; grid prior every grid_interval positions)"),
 )
 
 SPARSE_CONV2D = OpDef(
@@ -124,7 +126,8 @@ SPARSE_CONV2D = OpDef(
         Attribute("groups", "int", 1, "channel groups"),
         Attribute("relu", "int", 0, "1: ReLU fused after the bias"),
     ),
-    doc="y[N,Cout,Ho,Wo] = act(conv(x) + bias) where mask > 0, exactly 0 elsewhere",
+    doc=("y[N,Cout,Ho,Wo] = act(conv2d(x, weight) + bias) computed only where mask[N,1,Ho,Wo] > 0, "
+         "exactly 0 elsewhere; a fifth input holds deformable-v1 offsets[N,2*kH*kW,Ho,Wo]"),
 )
 
 GAUSSIAN_INTERP = OpDef(
@@ -185,6 +188,7 @@ def render_cpp_header() -> str:
         ns = op.name
         lines.append(f"namespace {ns} {{")
         lines.append(f'constexpr char const* kName = "{op.name}";')
+        lines.append(f"constexpr char const* kDoc = {json.dumps(op.doc)};")
         lines.append(f"constexpr int kMinInputs = {op.min_inputs};")
         lines.append(f"constexpr int kMaxInputs = {len(op.inputs)};")
         lines.append(f"constexpr int kNumOutputs = {len(op.outputs)};")

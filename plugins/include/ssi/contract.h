@@ -20,6 +20,7 @@ constexpr float kInterpEps = 1e-05f;
 
 namespace SampleMask {
 constexpr char const* kName = "SampleMask";
+constexpr char const* kDoc = "sampling mask[N,1,H,W] in [0,1] from logits[N,1,H,W] (mode 0 threshold, 1 stochastic, 2 official; grid prior every grid_interval positions)";
 constexpr int kMinInputs = 1;
 constexpr int kMaxInputs = 1;
 constexpr int kNumOutputs = 1;
@@ -37,6 +38,7 @@ constexpr int kDefaultLayer = 0;
 
 namespace SparseConv2d {
 constexpr char const* kName = "SparseConv2d";
+constexpr char const* kDoc = "y[N,Cout,Ho,Wo] = act(conv2d(x, weight) + bias) computed only where mask[N,1,Ho,Wo] > 0, exactly 0 elsewhere; a fifth input holds deformable-v1 offsets[N,2*kH*kW,Ho,Wo]";
 constexpr int kMinInputs = 4;
 constexpr int kMaxInputs = 5;
 constexpr int kNumOutputs = 1;
@@ -66,6 +68,7 @@ constexpr int kDefaultRelu = 0;
 
 namespace GaussianInterp {
 constexpr char const* kName = "GaussianInterp";
+constexpr char const* kDoc = "dense = act(m*f + (1-m)*N/D + bias [+ residual]); 7x7 window, W(d) = s^2/(2 pi) exp(-s^2 |d|^2 / 2), D = sum W m + 1e-5, float32 arithmetic";
 constexpr int kMinInputs = 3;
 constexpr int kMaxInputs = 4;
 constexpr int kNumOutputs = 1;

@@ -34,10 +34,7 @@ AttrTable const& GaussianInterpPlugin::attributes()
 }
 
 GaussianInterpPlugin::GaussianInterpPlugin()
-    : SsiPluginBase(kTable, op::kMinInputs, op::kMaxInputs,
-        "dense[N,C,H,W] = act(m*f + (1-m)*N/D + bias [+ residual]) from values[N,C,H,W] sampled where "
-        "mask[N,1,H,W] > 0; 7x7 window, W(d) = s^2/(2 pi) exp(-s^2 |d|^2 / 2), D = sum W m + 1e-5, float32 "
-        "arithmetic")
+    : SsiPluginBase(kTable, op::kMinInputs, op::kMaxInputs, op::kDoc)
 {
 }
 

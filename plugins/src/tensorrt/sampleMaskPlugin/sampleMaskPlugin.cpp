@@ -37,9 +37,7 @@ AttrTable const& SampleMaskPlugin::attributes()
 }
 
 SampleMaskPlugin::SampleMaskPlugin()
-    : SsiPluginBase(kTable, op::kMinInputs, op::kMaxInputs,
-        "sampling mask[N,1,H,W] in [0,1] from logits[N,1,H,W] (mode 0 threshold, 1 stochastic, 2 official; "
-        "grid prior every grid_interval positions)")
+    : SsiPluginBase(kTable, op::kMinInputs, op::kMaxInputs, op::kDoc)
 {
 }
 

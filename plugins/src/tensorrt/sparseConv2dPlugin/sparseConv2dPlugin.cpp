@@ -41,9 +41,7 @@ AttrTable const& SparseConv2dPlugin::attributes()
 }
 
 SparseConv2dPlugin::SparseConv2dPlugin()
-    : SsiPluginBase(kTable, op::kMinInputs, op::kMaxInputs,
-        "y[N,Cout,Ho,Wo] = act(conv2d(x, weight) + bias) computed only where mask[N,1,Ho,Wo] > 0, exactly 0 "
-        "elsewhere; a fifth input holds deformable-v1 offsets[N,2*kH*kW,Ho,Wo]")
+    : SsiPluginBase(kTable, op::kMinInputs, op::kMaxInputs, op::kDoc)
 {
 }
 
