@@ -15,8 +15,8 @@ from onnx import defs
 
 from ..ops import contract as C
 
-PLUGIN_VERSION_ATTR = "plugin_version"
-PLUGIN_NAMESPACE_ATTR = "plugin_namespace"
+PLUGIN_VERSION_ATTR = C.PLUGIN_VERSION_ATTR
+PLUGIN_NAMESPACE_ATTR = C.PLUGIN_NAMESPACE_ATTR
 PARSER_ATTRIBUTES = (PLUGIN_VERSION_ATTR, PLUGIN_NAMESPACE_ATTR)
 
 TYPE_CONSTRAINT = ("T", ["tensor(float)", "tensor(float16)"], "fp32 or fp16 I/O")

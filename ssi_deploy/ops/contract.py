@@ -20,6 +20,9 @@ OPSET_VERSION = 1  # ONNX opset version of that domain
 PLUGIN_NAMESPACE = "ssi"  # TensorRT plugin namespace
 PLUGIN_VERSION = "1"  # TensorRT plugin version
 SEMANTICS_VERSION = 1  # bumped whenever an op computes something different
+# String attributes every SSI node carries for TensorRT's ONNX parser (plugin lookup only).
+PLUGIN_VERSION_ATTR = "plugin_version"
+PLUGIN_NAMESPACE_ATTR = "plugin_namespace"
 TORCH_NAMESPACE = "ssi"  # torch.ops.ssi.*
 
 # Sampling modes of SampleMask (integer attribute ``mode``).

@@ -22,8 +22,8 @@ from onnx import helper
 from ..errors import SSIError
 from ..ops import contract
 
-PLUGIN_VERSION_ATTR = "plugin_version"
-PLUGIN_NAMESPACE_ATTR = "plugin_namespace"
+PLUGIN_VERSION_ATTR = contract.PLUGIN_VERSION_ATTR
+PLUGIN_NAMESPACE_ATTR = contract.PLUGIN_NAMESPACE_ATTR
 
 
 @dataclass(frozen=True)
