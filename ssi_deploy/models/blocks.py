@@ -4,8 +4,12 @@ Parameter names follow the official checkpoints (mmdet 0.6 ``SparseResNet``), so
 loads as it is. Three forward paths:
 
 - training: the official order with soft Gumbel masks, differentiable (mask convs, sigmas);
-- eval, ``execution="sparse"`` (default): the sparse order of the spec through the SSI ops,
-  computing conv1, conv2 (+ offsets) and conv3 only at sampled positions, BN folded;
+- eval, ``execution="sparse"`` (default): the sparse order of the spec, computing conv1,
+  conv2 and conv3 only at sampled positions, BN folded. Two forms with the same arithmetic:
+  ``forward_sparse`` through the SSI ops (what torch.export traces: one node per op, dense
+  tensors between them, DCN offsets by SparseConv2d) and, in eager mode,
+  ``forward_sparse_rows``, which keeps sampled features as compact rows and computes the mask
+  logits and DCN offsets in one dense pass over x (faster on the CPU);
 - eval, ``execution="official"``: the official dense-masked order with the same masks (the
   reference that the sparse order must match within float32 rounding).
 """
@@ -230,8 +234,8 @@ class SSIBottleneck(Bottleneck):
         y = self.bn3(self.conv3(y))
         return F.relu(y + (x if self.downsample is None else self.downsample(x)))
 
-    def forward_sparse(self, x, m1, m2, f, offset=None):
-        """The spec's sparse order; ``offset``: dense DCN offsets if already computed."""
+    def forward_sparse(self, x, m1, m2, f):
+        """The spec's sparse order through the SSI ops (the form an export holds)."""
         ops = select_ops()
         sparse_conv2d, gaussian_interp = ops.sparse_conv2d, ops.gaussian_interp
         s = self.stride
@@ -239,8 +243,7 @@ class SSIBottleneck(Bottleneck):
         zeros_p = f["conv1"][1].new_zeros(self.planes)
         y1 = gaussian_interp(y1, m1, zeros_p, sigma=f["sigma1"])
         conv = dict(stride_h=s, stride_w=s, pad_h=1, pad_w=1)
-        if self.with_dcn and offset is None:
-            offset = sparse_conv2d(x, *f["offset"], m2, **conv)
+        offset = sparse_conv2d(x, *f["offset"], m2, **conv) if self.with_dcn else None
         y2 = sparse_conv2d(y1, *f["conv2"], m2, offset, relu=1, **conv)
         z = sparse_conv2d(y2, f["conv3"][0], f["conv3"][1].new_zeros(self.planes * 4), m2)
         return gaussian_interp(z, m2, f["conv3"][1], self.shortcut(x),
@@ -249,7 +252,8 @@ class SSIBottleneck(Bottleneck):
     def forward_sparse_rows(self, x, m1, m2, f, offset=None):
         """Eager form of :meth:`forward_sparse`: the same arithmetic, but sampled features stay
         compact rows [P, C] between the ops (no zero-filled dense intermediates, and conv3
-        reads conv2's rows directly instead of gathering them again)."""
+        reads conv2's rows directly instead of gathering them again). ``offset``: dense DCN
+        offsets when already computed (else they are computed at the sampled positions)."""
         s, zeros = self.stride, f["conv1"][1].new_zeros
         pos1, pos2 = sampled_positions(m1), sampled_positions(m2)
         y1 = sparse_conv2d_rows(x, *f["conv1"], pos1, relu=1)
