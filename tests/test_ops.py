@@ -255,3 +255,17 @@ def test_contract_header_is_current():
     from ssi_deploy.ops.contract import HEADER_PATH, render_cpp_header
     assert HEADER_PATH.read_text() == render_cpp_header(), \
         "run python -m ssi_deploy.ops.contract --write-header"
+
+
+@pytest.mark.parametrize("h,w", [(1, 5), (4, 1), (1, 1)])
+def test_deformable_on_one_pixel_axes(h, w, rng):
+    """Degenerate maps: the bilinear sampling must still follow the -1 < y < H rule."""
+    x = torch.randn(2, 3, h, w, generator=rng)
+    wt = torch.randn(4, 3, 3, 3, generator=rng)
+    b = torch.randn(4, generator=rng)
+    m = torch.ones(2, 1, h, w)
+    m[1, 0, 0, 0] = 0  # images with different sampled counts
+    off = 0.8 * torch.randn(2, 18, h, w, generator=rng)
+    y = ops.sparse_conv2d(x, wt, b, m, off, pad_h=1, pad_w=1)
+    ref = R.sparse_conv2d_oracle(x, wt, b, m, off, pad_h=1, pad_w=1)
+    torch.testing.assert_close(y.double(), ref, atol=2e-5, rtol=1e-5)
