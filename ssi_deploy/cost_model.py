@@ -80,6 +80,9 @@ def backbone_gmacs(arch: str, input_shape: tuple[int, int, int, int],
         dens = list(densities.values()) if isinstance(densities, dict) else list(densities)
         if spec.sparse and len(dens) != n_layers:
             raise ValueError(f"{arch} has {n_layers} sampling layers, got {len(dens)} densities")
+    bad = [d for d in dens if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d <= 1]
+    if bad:
+        raise ValueError(f"densities must be numbers between 0 and 1, got {bad[0]!r}")
     total = 0.0
     block = -1
     for c in layer_costs(arch, h, w):

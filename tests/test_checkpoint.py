@@ -114,3 +114,22 @@ def test_not_found_and_corrupt_and_unsafe_files(tmp_path):
 
 class Custom:  # an arbitrary pickled object: weights_only loading must refuse it
     pass
+
+
+def test_torchvision_checkpoint_with_fpn_is_reproducible(tmp_path):
+    dense = create_model("resnet50", init_seed=4)
+    tv = {k.removeprefix("backbone."): v for k, v in dense.state_dict().items()}
+    path = tmp_path / "resnet50-tv.pth"
+    torch.save(tv, path)
+    a = create_model("sparse_resnet50", with_fpn=True, checkpoint=path)
+    b = create_model("sparse_resnet50", with_fpn=True, checkpoint=path)
+    assert any(k.startswith("neck.") for k in a.load_report.initialised)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # the FPN's init is seeded
+
+
+def test_text_file_is_not_a_checkpoint(tmp_path):
+    bad = tmp_path / "hello.pth"
+    bad.write_text("hello\n")
+    with pytest.raises(SSIError, match="not a torch.save file"):
+        read_checkpoint(bad)

@@ -72,3 +72,20 @@ def test_inspect_checkpoint(tmp_path):
     assert "bbox_head.fc_cls.weight" in info["ignored_keys"]
     rc, out, _ = run_cli("inspect-checkpoint", str(path))
     assert rc == 0 and "sparse_resnet50" in out and "layer4.2" in out
+
+
+def test_flops_rejects_bad_measured_densities(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"density": [5.0] * 32}))
+    rc, _, err = run_cli("flops", "--arch", "sparse_resnet50", "--densities-json", str(path))
+    assert rc == 2 and "between 0 and 1" in err and "Traceback" not in err
+    path.write_text(json.dumps(["a"] * 32))
+    rc, _, err = run_cli("flops", "--arch", "sparse_resnet50", "--densities-json", str(path))
+    assert rc == 2 and "Traceback" not in err
+
+
+def test_text_file_checkpoint_is_one_line(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_text("hello\n")
+    rc, _, err = run_cli("inspect-checkpoint", str(bad))
+    assert rc == 2 and "not a torch.save file" in err and len(err.strip().splitlines()) == 1

@@ -187,3 +187,35 @@ def test_mask_override_validates_count():
     model = create_model("sparse_resnet50")
     with pytest.raises(SSIError, match="32 sampling layers"):
         model.set_mask_override([torch.ones(1, 1, 4, 4)])
+
+
+def test_folded_weights_follow_dtype_changes():
+    model = create_model("sparse_resnet50")  # returned folded
+    assert model.backbone.blocks[0].fused is not None
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        model.double()
+        assert model.backbone.blocks[0].fused["conv1"][0].dtype == torch.float64
+        out = model(x.double())
+    assert all(o.dtype == torch.float64 for o in out)
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a.float(), b, atol=1e-4 * b.abs().max().item(), rtol=1e-4)
+
+
+def test_fpn_input_must_be_a_multiple_of_32():
+    from ssi_deploy.errors import SSIError
+    model = create_model("sparse_resnet50", with_fpn=True)
+    with pytest.raises(SSIError, match="multiples of 32"):
+        model(torch.randn(1, 3, 100, 96))
+
+
+def test_official_interpolation_is_float32_inside():
+    from ssi_deploy.models.blocks import interp_official
+    f = torch.randn(1, 2, 9, 9)
+    m = torch.zeros(1, 1, 9, 9)
+    m[0, 0, 0, 0] = 1  # the far corner of the window only reaches (3, 3): weight ~1e-35 at s=3
+    out = interp_official(f.half(), m.half(), torch.tensor(3.0))
+    ref = interp_official(f, m, torch.tensor(3.0))
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out.float(), ref, atol=2e-3, rtol=2e-3)

@@ -25,6 +25,7 @@ import torch
 
 from .. import __version__
 from ..errors import SSIError
+from ..models.network import check_fpn_input
 from ..ops import contract as C
 from .functions import MAX_OPSET, MIN_OPSET, build_functions
 from .schemas import PARSER_ATTRIBUTES, PLUGIN_NAMESPACE_ATTR, PLUGIN_VERSION_ATTR, register_schemas
@@ -491,6 +492,8 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
     shape = _check_input_shape(input_shape)
+    if getattr(model, "with_fpn", False):
+        check_fpn_input(shape[2], shape[3])
     dyn = _check_dynamic(dynamic)
     opset = check_opset(opset)
     dtype = _check_dtype(dtype)

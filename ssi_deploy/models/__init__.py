@@ -5,12 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
-
 from .checkpoint import LoadReport, detect_arch, load_checkpoint, read_checkpoint
 from .init import random_init
 from .network import NORMALIZATION, SSINetwork
-from .registry import ArchSpec, dense_counterpart, get_arch, list_models
+from .registry import dense_counterpart, get_arch, list_models
 
 __all__ = ["create_model", "dense_twin", "list_models", "get_arch", "dense_counterpart",
            "SSINetwork", "NORMALIZATION", "load_checkpoint", "read_checkpoint", "detect_arch",
@@ -21,7 +19,8 @@ log = logging.getLogger("ssi_deploy")
 
 def create_model(arch: str, with_fpn: bool = False, checkpoint: str | Path | None = None,
                  sampling: str = "threshold", seed: int = 0, init_seed: int = 0) -> SSINetwork:
-    """Build ``arch`` in eval mode, from ``checkpoint`` or from seeded random weights."""
+    """Build ``arch`` from ``checkpoint`` or from seeded random weights, ready for inference:
+    eval mode, BatchNorm folded (``model.train()`` unfolds it)."""
     model = SSINetwork(get_arch(arch), with_fpn)
     model.set_sampling(sampling, seed)
     if checkpoint is not None:
@@ -31,7 +30,7 @@ def create_model(arch: str, with_fpn: bool = False, checkpoint: str | Path | Non
         model.init_info = f"random seed {init_seed}"
         model.load_report = None
         log.info("%s: no checkpoint given, using seeded random weights (seed %d)", arch, init_seed)
-    return model.eval()
+    return model.eval().fuse_for_inference()
 
 
 def dense_twin(model: SSINetwork) -> SSINetwork:
@@ -41,4 +40,4 @@ def dense_twin(model: SSINetwork) -> SSINetwork:
     sd = {k: v for k, v in model.state_dict().items() if not any(s in k for s in SSI_ONLY)}
     twin.load_state_dict(sd, strict=True)
     twin.init_info = model.init_info
-    return twin.eval()
+    return twin.eval().fuse_for_inference()

@@ -39,13 +39,21 @@ def deform_conv2d(x, weight, offset, stride: int, padding: int, dilation: int = 
 
 
 def interp_official(feature: torch.Tensor, mask: torch.Tensor, sigma) -> torch.Tensor:
-    """The official ``reconstruct_feature`` (dense depthwise convolutions), differentiable."""
+    """The official ``reconstruct_feature`` (dense depthwise convolutions), differentiable.
+
+    Always float32 inside (the window's outer weights underflow in fp16), result in the
+    feature's dtype."""
     c = feature.shape[1]
-    w = gaussian_window(sigma).to(feature.dtype).view(1, 1, C.INTERP_WINDOW, C.INTERP_WINDOW)
+    f32, m32 = feature.float(), mask.float()
+    w = gaussian_window(sigma).view(1, 1, C.INTERP_WINDOW, C.INTERP_WINDOW)
     pad = C.INTERP_WINDOW // 2
-    norm = F.conv2d(mask, w, padding=pad) + C.INTERP_EPS
-    rec = F.conv2d(feature * mask, w.expand(c, 1, -1, -1), padding=pad, groups=c) / norm
-    return mask * feature + (1.0 - mask) * rec
+    norm = F.conv2d(m32, w, padding=pad) + C.INTERP_EPS
+    rec = F.conv2d(f32 * m32, w.expand(c, 1, -1, -1), padding=pad, groups=c) / norm
+    return (m32 * f32 + (1.0 - m32) * rec).to(feature.dtype)
+
+
+def _as_float(v) -> float:
+    return float(v.detach()) if torch.is_tensor(v) else float(v)
 
 
 def grid_prior_(mask: torch.Tensor, interval: int) -> torch.Tensor:
@@ -272,7 +280,7 @@ class SSIBottleneck(Bottleneck):
     def fold_bn(self) -> dict:
         f = super().fold_bn()
         # Sigmas become Python floats: op attributes, constants in an exported graph.
-        f["sigma1"], f["sigma2"] = float(self.conv1_sigma.detach()), float(self.conv2_sigma.detach())
+        f["sigma1"], f["sigma2"] = _as_float(self.conv1_sigma), _as_float(self.conv2_sigma)
         convs = [self.conv1_mask, self.conv2_mask] + ([self.conv2_offset] if self.with_dcn else [])
         f["x_conv"] = (torch.cat([c.weight.detach() for c in convs]).contiguous(
                            memory_format=torch.channels_last),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 
 from ..errors import SSIError
 
+NECK_INIT_SEED = 0  # FPN of a model initialised from an ImageNet (torchvision) checkpoint
 SSI_ONLY = ("conv1_mask.", "conv2_mask.", "conv1_sigma", "conv2_sigma", "conv1_gumbel.",
             "conv2_gumbel.")
 
@@ -68,10 +68,14 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
                        "(official SSI/mmdet checkpoint or torchvision ResNet)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SSIError(f"cannot read checkpoint {path}: {first[:200]}; it must be a torch.save "
-                       "file of tensors (loaded with weights_only=True)") from None
+    except pickle.UnpicklingError:  # torch's weights-only unpickler refused an object
+        raise SSIError(f"cannot read checkpoint {path}: it holds objects other than tensors and "
+                       "plain containers, which are refused (loaded with weights_only=True); "
+                       "re-save the state dict alone") from None
+    except Exception as e:  # any other failure of the unpickler means: not a checkpoint
+        raise SSIError(f"cannot read checkpoint {path}: not a torch.save file "
+                       f"({type(e).__name__}); it must be a torch.save file of tensors "
+                       "(loaded with weights_only=True)") from None
     extra: list[str] = []
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         extra = [k for k in obj if k != "state_dict"]
@@ -159,6 +163,15 @@ def load_checkpoint(model, path: str | Path) -> LoadReport:
                 if getattr(b, "with_dcn", False):
                     b.conv2_offset.weight.zero_()
                     b.conv2_offset.bias.zero_()
+            if model.neck is not None:  # mmdet's FPN init (xavier), seeded: reproducible
+                gen = torch.Generator().manual_seed(NECK_INIT_SEED)
+                for conv in model.neck.modules():
+                    if isinstance(conv, torch.nn.Conv2d):
+                        fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+                        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+                        bound = (6.0 / (fan_in + fan_out)) ** 0.5
+                        conv.weight.uniform_(-bound, bound, generator=gen)
+                        conv.bias.zero_()
         model.load_state_dict(taken, strict=False)
     model.init_info = f"checkpoint sha256:{ckpt.sha256}"
     return LoadReport(ckpt.sha256, ckpt.format, sorted(ignored), initialised)

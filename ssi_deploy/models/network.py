@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import SSIError
 from ..ops import contract as C
 from .blocks import SSIBottleneck
 from .folding import fold_conv_bn
@@ -14,6 +15,13 @@ from .resnet import ResNet
 
 # Input normalisation of the official models (RGB, 0..255 input).
 NORMALIZATION = {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375], "rgb": True}
+
+
+def check_fpn_input(h: int, w: int) -> None:
+    """The FPN (mmdet 0.6) upsamples by exactly 2: inputs are padded to a multiple of 32."""
+    if h % 32 or w % 32:
+        raise SSIError(f"input {h}x{w} does not fit the FPN: height and width must be multiples "
+                       "of 32 (pad the image, as the official pipeline does)")
 
 
 class SSINetwork(nn.Module):
@@ -76,7 +84,6 @@ class SSINetwork(nn.Module):
     # -- controls ---------------------------------------------------------------------------
     def set_sampling(self, mode: str, seed: int = 0) -> "SSINetwork":
         if mode not in C.SAMPLING_MODES:
-            from ..errors import SSIError
             raise SSIError(f"unknown sampling mode {mode!r}; choose one of {list(C.SAMPLING_MODES)}")
         self.sampling, self.seed = mode, int(seed)
         for b in self.ssi_blocks:
@@ -85,7 +92,6 @@ class SSINetwork(nn.Module):
 
     def set_forced_density(self, density: float | None) -> "SSINetwork":
         if density is not None and not 0.0 < density <= 1.0:
-            from ..errors import SSIError
             raise SSIError(f"density must be in (0, 1], got {density}")
         self.forced_density = density
         for b in self.ssi_blocks:
@@ -94,7 +100,8 @@ class SSINetwork(nn.Module):
 
     def set_execution(self, execution: str) -> "SSINetwork":
         """'sparse' (SSI ops, the deployment path) or 'official' (dense-masked reference)."""
-        assert execution in ("sparse", "official"), execution
+        if execution not in ("sparse", "official"):
+            raise SSIError(f"execution must be 'sparse' or 'official', got {execution!r}")
         for b in self.ssi_blocks:
             b.execution = execution
         return self
@@ -112,6 +119,16 @@ class SSINetwork(nn.Module):
         self.backbone.stem_fused = None
         for b in self.backbone.blocks:
             b.fused = None
+
+    def _apply(self, fn, recurse=True):
+        # .to() / .half() / .cuda() reach parameters and buffers only: fold again afterwards
+        # so the folded weights follow them.
+        fused = self.backbone.stem_fused is not None
+        self.unfuse()
+        out = super()._apply(fn, recurse)
+        if fused:
+            self.fuse_for_inference()
+        return out
 
     def train(self, mode: bool = True):
         if mode:
@@ -132,13 +149,14 @@ class SSINetwork(nn.Module):
         """
         blocks = self.ssi_blocks
         if masks is not None and len(masks) != 2 * len(blocks):
-            from ..errors import SSIError
             raise SSIError(f"{self.arch} has {2 * len(blocks)} sampling layers, got {len(masks)} masks")
         for i, b in enumerate(blocks):
             b.override_masks = None if masks is None else (masks[2 * i], masks[2 * i + 1])
         return self
 
     def forward(self, image: torch.Tensor):
+        if self.neck is not None and not torch.compiler.is_exporting():
+            check_fpn_input(image.shape[-2], image.shape[-1])
         feats, masks = self.backbone(image)
         outs = self.neck(feats) if self.neck is not None else feats
         self._last_masks = [m.detach() for m in masks]

@@ -158,4 +158,7 @@ def parse_shape(text: str, default_batch: int = 1, channels: int = 3) -> tuple[i
         dims = [default_batch, channels] + dims
     if len(dims) != 4 or min(dims) <= 0:
         raise SSIError(f"--input-shape {text!r}: expected HxW or NxCxHxW with positive sizes")
+    if dims[1] != channels:
+        raise SSIError(f"--input-shape {text!r}: the models take {channels}-channel (RGB) images, "
+                       f"e.g. 1x{channels}x512x512")
     return tuple(dims)  # type: ignore[return-value]
