@@ -32,14 +32,11 @@ def _torch_dtype(dtype) -> torch.dtype:
 
 def parse_init(init: str) -> tuple[str, str | int]:
     """Metadata ``init`` -> ("checkpoint", sha256 hex) or ("random", seed)."""
-    text = (init or "").strip()
-    if text.startswith("checkpoint sha256:"):
-        return "checkpoint", text.split(":", 1)[1].strip().lower()
-    if text.startswith("random seed"):
-        try:
-            return "random", int(text.split()[-1])
-        except ValueError:
-            pass
+    from ..models.network import parse_init_info
+
+    parsed = parse_init_info(init)
+    if parsed is not None:
+        return parsed
     raise SSIError(f"unrecognised 'init' entry in the ONNX metadata: {init!r}; expected "
                    "'checkpoint sha256:<hex>' or 'random seed <S>'")
 

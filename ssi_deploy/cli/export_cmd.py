@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 from pathlib import Path
 
 import click
 
 from ..errors import SSIError
-
-SHAPE_RE = re.compile(r"^\s*(\d+)\s*[xX,]\s*(\d+)\s*[xX,]\s*(\d+)\s*[xX,]\s*(\d+)\s*$")
-
-
-def parse_input_shape(text: str) -> tuple[int, int, int, int]:
-    """'1x3x512x512' -> (1, 3, 512, 512); SSIError naming the problem otherwise."""
-    m = SHAPE_RE.match(text or "")
-    if not m:
-        raise SSIError(f"--input-shape {text!r} is not NxCxHxW: write four integers joined "
-                       "by 'x', e.g. --input-shape 1x3x512x512")
-    shape = tuple(int(g) for g in m.groups())
-    if min(shape) <= 0:
-        raise SSIError(f"--input-shape {text!r} has a zero dimension: every size must be "
-                       "positive, e.g. 1x3x512x512")
-    return shape  # type: ignore[return-value]
-
+from .options import parse_image_shape
 
 def parse_dynamic(text: str) -> tuple[str, ...]:
     from ..export import DYNAMIC_AXES
@@ -87,7 +71,7 @@ def export(arch, checkpoint, with_fpn, output, input_shape, dynamic, sampling, s
     function bodies (ONNX Runtime)."""
     from ..export import DEFAULT_OPSET, check_opset, export_onnx, summarize
 
-    shape = parse_input_shape(input_shape)
+    shape = parse_image_shape(input_shape)
     dyn = parse_dynamic(dynamic)
     opset = check_opset(DEFAULT_OPSET if opset is None else opset)
     ckpt = check_checkpoint(checkpoint)

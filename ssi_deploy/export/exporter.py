@@ -25,7 +25,7 @@ import torch
 
 from .. import __version__
 from ..errors import SSIError
-from ..models.network import check_fpn_input
+from ..models.network import check_fpn_input, parse_init_info
 from ..ops import contract as C
 from .functions import MAX_OPSET, MIN_OPSET, build_functions
 from .schemas import PARSER_ATTRIBUTES, PLUGIN_NAMESPACE_ATTR, PLUGIN_VERSION_ATTR, register_schemas
@@ -356,19 +356,6 @@ def reference_evaluator(path_or_model, **kwargs):
     return ReferenceEvaluator(model, **kwargs)
 
 
-def _parse_init(init: str) -> tuple[str | None, int | None]:
-    sha, seed = None, None
-    if isinstance(init, str):
-        if init.startswith("checkpoint sha256:"):
-            sha = init.split(":", 1)[1]
-        elif init.startswith("random seed "):
-            try:
-                seed = int(init.split()[-1])
-            except ValueError:
-                seed = None
-    return sha, seed
-
-
 def _jsonable(v):
     try:
         json.dumps(v)
@@ -570,7 +557,9 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
     _materialise_weight_inputs(proto)
     attach_functions(proto)
     _check_graph(proto, dyn)
-    sha, init_seed = _parse_init(describe.get("init", ""))
+    kind, value = parse_init_info(describe.get("init", "")) or (None, None)
+    sha = value if kind == "checkpoint" else None
+    init_seed = value if kind == "random" else None
     norm = describe.get("normalisation", describe.get("normalization")) or {}
     meta = {
         "tool": "ssi-deploy",

@@ -17,6 +17,20 @@ from .resnet import ResNet
 NORMALIZATION = {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375], "rgb": True}
 
 
+def parse_init_info(text: str) -> tuple[str, str | int] | None:
+    """``SSINetwork.init_info`` -> ("checkpoint", sha256 hex) or ("random", seed); None if
+    the text is neither (e.g. "untrained")."""
+    text = (text or "").strip()
+    if text.startswith("checkpoint sha256:"):
+        return "checkpoint", text.split(":", 1)[1].strip().lower()
+    if text.startswith("random seed "):
+        try:
+            return "random", int(text.split()[-1])
+        except ValueError:
+            return None
+    return None
+
+
 def check_fpn_input(h: int, w: int) -> None:
     """The FPN (mmdet 0.6) upsamples by exactly 2: inputs are padded to a multiple of 32."""
     if h % 32 or w % 32:
