@@ -38,7 +38,7 @@ def summarise(path: str) -> dict:
     # What a model of the recognised arch would lack or ignore.
     net = SSINetwork(get_arch(arch), with_fpn)
     try:
-        report = load_checkpoint(net, path)
+        report = load_checkpoint(net, ckpt)
         fits, problem = True, None
         ignored, initialised = report.ignored, report.initialised
     except SSIError as e:

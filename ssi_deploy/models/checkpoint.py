@@ -117,9 +117,10 @@ def torchvision_filter(sd: dict[str, torch.Tensor]) -> tuple[dict, list[str]]:
     return out, [k for k in sd if k.startswith("fc.")]
 
 
-def load_checkpoint(model, path: str | Path) -> LoadReport:
-    """Load ``path`` into an SSINetwork; raises SSIError when it does not fit."""
-    ckpt = read_checkpoint(path)
+def load_checkpoint(model, path: str | Path | Checkpoint) -> LoadReport:
+    """Load ``path`` (or an already read Checkpoint) into an SSINetwork; raises SSIError when
+    it does not fit."""
+    ckpt = path if isinstance(path, Checkpoint) else read_checkpoint(path)
     sd = ckpt.state_dict
     ignored: list[str] = list(ckpt.extra_keys)
     if ckpt.format == "torchvision":

@@ -2,7 +2,7 @@
 
 Used when no checkpoint is given (demo, tests, benchmarks). Convolutions get Kaiming weights;
 then one calibration forward on a seeded smooth image sets every BatchNorm's running
-statistics from the input it actually sees (so activations stay normalised through 33
+statistics from the input it actually sees (so activations stay normalised through up to 33
 blocks), scales the DCN offset convs to offsets of about 0.1 pixel (larger random offsets
 make a 23-block stage chaotic: float rounding then grows to O(1) differences), and shifts each mask
 conv's bias so that its mask keeps a target share of positions drawn from [0.15, 0.45] (the
@@ -40,9 +40,9 @@ def random_init(model: nn.Module, seed: int = 0) -> None:
                 m.bias.zero_()
         elif isinstance(m, nn.BatchNorm2d):
             m.reset_parameters()
-    blocks = [b for b in model.backbone.blocks]
+    blocks = model.backbone.blocks
     for b in blocks:
-        b.bn3.weight.fill_(0.2)  # keeps the residual sums moderate over 33 blocks
+        b.bn3.weight.fill_(0.2)  # keeps the residual sums moderate over up to 33 blocks
         if isinstance(b, SSIBottleneck):
             for conv in (b.conv1_mask, b.conv2_mask):
                 fan_in = conv.in_channels * 9
