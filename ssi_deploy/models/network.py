@@ -134,15 +134,22 @@ class SSINetwork(nn.Module):
         for b in self.backbone.blocks:
             b.fused = None
 
-    def _apply(self, fn, recurse=True):
-        # .to() / .half() / .cuda() reach parameters and buffers only: fold again afterwards
-        # so the folded weights follow them.
-        fused = self.backbone.stem_fused is not None
+    @property
+    def is_fused(self) -> bool:
+        return self.backbone.stem_fused is not None
+
+    def _refolding(self, change):
+        """Run ``change`` of the weights; folded weights are computed again afterwards."""
+        fused = self.is_fused
         self.unfuse()
-        out = super()._apply(fn, recurse)
+        out = change()
         if fused:
             self.fuse_for_inference()
         return out
+
+    def _apply(self, fn, recurse=True):
+        # .to() / .half() / .cuda() reach parameters and buffers only, not the folded weights.
+        return self._refolding(lambda: super(SSINetwork, self)._apply(fn, recurse))
 
     def train(self, mode: bool = True):
         if mode:
@@ -150,8 +157,8 @@ class SSINetwork(nn.Module):
         return super().train(mode)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        self.unfuse()
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        return self._refolding(lambda: super(SSINetwork, self).load_state_dict(
+            state_dict, strict=strict, assign=assign))
 
     # -- forward ----------------------------------------------------------------------------
     def set_mask_override(self, masks: list[torch.Tensor] | None) -> "SSINetwork":
