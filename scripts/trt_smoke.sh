@@ -45,6 +45,6 @@ $SSI validate "$OUT/model.plan" --backend tensorrt --random --input-shape "$SHAP
 
 step "5/5 profile the SSI engine (model.plan, reused) against its dense twin's engine ($SHAPE)"
 $SSI profile "$OUT/model.onnx" --backend tensorrt --input-shape "$SHAPE" --compare-dense \
-    --duration-s 5 --report "$OUT/profile.json" || fail "profile"
+    --per-layer --duration-s 5 --report "$OUT/profile.json" || fail "profile"
 
 printf '\nall steps passed; engines, reports and timing cache in %s\n' "$OUT"

@@ -212,3 +212,185 @@ def test_validate_mask_flip_judges_features_with_backend_masks(exported, monkeyp
     assert all(o.max_abs == 0.0 for o in rep.outputs)  # same masks, same code: identical
     assert max(o.max_abs for o in rep.free_running) > 0.0  # the flip propagates downstream
     assert res.to_dict()["feature_reference"] == "PyTorch re-run with the backend's masks"
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorRT engines (.plan) through the fake `tensorrt` module of trt_fakes (CPU): the real
+# validate/profile/backend code runs; the fake engine's outputs are 2 x its input.
+
+from trt_fakes import fake_env, fake_gpu_env, no_real_trt, write_fake_plan  # noqa: E402,F401
+
+ENGINE_IO = {"image": [list(SHAPE)] * 3}
+
+
+def _engines(exported, tmp_path, dense_precision="fp32"):
+    sparse = write_fake_plan(tmp_path / "sparse.plan", exported, ENGINE_IO, ["p2"])
+    dense = write_fake_plan(tmp_path / "dense.plan", None, ENGINE_IO, ["p2"],
+                            precision=dense_precision, dense=True,
+                            layers=[{"Name": "conv1 + relu", "LayerType": "CaskConvolution"}])
+    return sparse, dense
+
+
+def test_profile_engine_dense_engine_and_per_layer(exported, fake_gpu_env, tmp_path, capsys):
+    sparse, dense = _engines(exported, tmp_path)
+    rep = tmp_path / "p.json"
+    rc, out, err = run_cli(capsys, "profile", sparse, "--dense-engine", dense, "--per-layer",
+                           "--top-layers", "1", "--iterations", "3", "--warmup-ms", "0",
+                           "--report", rep)
+    assert rc == 0, err
+    r = json.loads(rep.read_text())
+    _check_profile(r, dense=False)  # densities from the reference rebuilt from exported
+    assert r["backend"]["backend"] == "tensorrt" and r["backend"]["engine"] == str(sparse)
+    assert r["profiled"]["source"] == "engine" and r["profiled"]["precision"] == "fp32"
+    assert r["arch"] == "sparse_resnet50" and r["input_shape"] == list(SHAPE)
+    d = r["dense"]
+    assert d["source"] == "engine" and d["engine"] == str(dense) and d["arch"] == "resnet50"
+    assert set(d["latency_ms"]) == LATENCY_KEYS and d["iterations"] == 3
+    assert r["speedup_vs_dense"] == pytest.approx(d["latency_ms"]["median"]
+                                                  / r["latency_ms"]["median"])
+    # per-layer times (the fake IProfiler reports two layers per run), slowest first
+    assert [(x["name"], x["ms"], x["plugin"], x["ssi_op"]) for x in r["layers"]] == [
+        ("/layer1/Relu", 0.5, False, None), ("/layer1/SampleMask", 0.25, True, "SampleMask")]
+    s = r["layers_summary"]
+    assert s["total_ms"] == 0.75 and s["ssi_plugin_ms"] == 0.25 and s["iterations"] == 3
+    assert "0.500 ms  66.7 %  /layer1/Relu" in out and "1 more (all under 'layers'" in out
+    assert "sparse_resnet50 (engine)" in out and "resnet50 (engine)" in out
+    assert "speedup vs dense" in out
+
+
+def test_profile_engine_refusals(exported, fake_gpu_env, tmp_path, capsys):
+    sparse, dense = _engines(exported, tmp_path, dense_precision="fp16")
+
+    def one_line_error(*argv):
+        rc, out, err = run_cli(capsys, "profile", *argv)
+        assert rc == 2 and len(err.strip().splitlines()) == 1, err
+        assert "Traceback" not in err
+        return err.strip()
+
+    e = one_line_error(sparse, "--dense-engine", dense, "--iterations", "1")
+    assert e == (f"error: --dense-engine {dense} is fp16 but the sparse engine {sparse} is fp32: "
+                 "compare engines built with the same precision")
+    e = one_line_error(sparse, "--backend", "onnxruntime")
+    assert e.startswith(f"error: {sparse} is a TensorRT engine: it runs with --backend tensorrt")
+    e = one_line_error(exported, "--backend", "onnxruntime", "--dense-engine", dense)
+    assert e.startswith("error: --dense-engine compares TensorRT engines")
+    e = one_line_error("--arch", "sparse_resnet50", "--dense-engine", dense)
+    assert "--dense-engine compares TensorRT engines" in e and "not --backend torch" in e
+    e = one_line_error(exported, "--per-layer")
+    assert e == "error: --per-layer needs the tensorrt backend (TensorRT's IProfiler), not torch"
+    e = one_line_error(sparse, "--density", "0.3")
+    assert e.startswith("error: --density cannot change a built engine")
+    e = one_line_error(sparse, "--dense-engine", sparse)
+    assert "holds SSI plugin layers: it is not a dense engine" in e
+    other = write_fake_plan(tmp_path / "other.plan", exported, ENGINE_IO, ["p2"], dense=True,
+                            layers=[{"Name": "conv", "LayerType": "CaskConvolution"}])
+    e = one_line_error(sparse, "--dense-engine", other)
+    assert e == (f"error: --dense-engine {other} was built from sparse_resnet50, not resnet50 "
+                 "(the dense counterpart of sparse_resnet50)")
+    (tmp_path / "dense.plan.json").unlink()
+    e = one_line_error(sparse, "--dense-engine", dense)
+    assert "no dense.plan.json beside it, so its precision is unknown" in e
+    (tmp_path / "sparse.plan.json").unlink()
+    e = one_line_error(sparse)
+    assert "cannot tell which ONNX file engine" in e
+
+
+def test_engine_without_tensorrt_or_gpu(exported, no_real_trt, monkeypatch, tmp_path, capsys):
+    from ssi_deploy.tensorrt import gpu as gpu_mod
+    from trt_fakes import make_fake_trt
+    sparse, _ = _engines(exported, tmp_path)
+    for cmd in ("profile", "validate"):
+        rc, out, err = run_cli(capsys, cmd, sparse)
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and "TensorRT" in err, err
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", make_fake_trt())
+    monkeypatch.setattr(gpu_mod, "_load_libcuda", lambda: None)
+    for cmd in ("profile", "validate"):
+        rc, out, err = run_cli(capsys, cmd, sparse)
+        assert rc == 2 and "running a TensorRT engine needs an NVIDIA GPU" in err, err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_validate_engine_runs_tensorrt_against_reference(exported, fake_gpu_env, tmp_path, capsys):
+    sparse, _ = _engines(exported, tmp_path)
+    rc, out, err = run_cli(capsys, "validate", sparse, "--backend", "torch")
+    assert rc == 2 and err.strip().startswith(f"error: {sparse} is a TensorRT engine: it runs "
+                                              "with --backend tensorrt, not --backend torch")
+    # the fake engine's p2 is 2 x the input: it must fail against the PyTorch reference
+    rep = tmp_path / "v.json"
+    rc, out, err = run_cli(capsys, "validate", sparse, "--report", rep)
+    assert rc == 1 and last_line(err).startswith("error: tensorrt differs from the PyTorch reference")
+    r = json.loads(rep.read_text())
+    assert r["backend"]["backend"] == "tensorrt" and r["backend"]["engine"] == str(sparse)
+    assert r["onnx"] == str(exported) and r["inputs"]["shape"] == list(SHAPE)
+    assert r["passed"] is False and "p2" in r["outputs"]
+
+
+@pytest.fixture(scope="module")
+def exported_fp16(tmp_path_factory):
+    from ssi_deploy.export import export_onnx
+    from ssi_deploy.models import create_model
+
+    path = tmp_path_factory.mktemp("export16") / "sr50_fp16.onnx"
+    model = create_model("sparse_resnet50", with_fpn=True, init_seed=0)
+    export_onnx(model, path, input_shape=SHAPE, dynamic=None, dtype="fp16")
+    return path
+
+
+def test_profile_fp16_file_reexports_and_dense_twin_in_fp16(exported_fp16, tmp_path):
+    from onnx import TensorProto
+
+    from ssi_deploy.profiling import ProfileConfig, format_report, profile
+
+    work = tmp_path / "work"
+    work.mkdir()
+    r = profile(ProfileConfig(onnx=exported_fp16, backend="onnxruntime", density=0.3,
+                              compare_dense=True, iterations=1, warmup_ms=0, device="cpu",
+                              progress=False, work_dir=work))
+
+    def input_type(p):
+        return onnx.load(str(p), load_external_data=False).graph.input[0].type.tensor_type.elem_type
+
+    # the timed files are fp16 like the given one (the dense twin too), and the report says
+    # that a re-export, not the given file, was timed
+    assert input_type(work / "sparse.onnx") == TensorProto.FLOAT16
+    assert input_type(work / "dense.onnx") == TensorProto.FLOAT16
+    assert r["profiled"] == {"given": str(exported_fp16), "reexported": True, "source": "re-export",
+                             "path": str(work / "sparse.onnx"), "dtype": "fp16"}
+    assert r["dense"]["dtype"] == "fp16" and r["dense"]["source"] == "dense twin export"
+    assert any("re-export of sr50_fp16.onnx" in n and "not the file as given" in n
+               for n in r["notes"])
+    table = format_report(r)
+    assert "sparse_resnet50 (re-export)" in table
+    assert f"profiled: a re-export (fp16, static), not {exported_fp16}" in table
+    # without --density the given file itself is timed
+    r = profile(ProfileConfig(onnx=exported_fp16, backend="onnxruntime", iterations=1,
+                              warmup_ms=0, device="cpu", progress=False, work_dir=work))
+    assert r["profiled"]["source"] == "file" and r["profiled"]["reexported"] is False
+
+
+def test_profile_engine_compare_dense_builds_twin_engine_in_its_precision(exported, fake_gpu_env,
+                                                                          tmp_path):
+    """An fp16 engine built from an fp32 file (builder flag, TensorRT 10): the dense twin is
+    exported from the engine's source ONNX and built (by the real builder code, fake library)
+    in fp16 too, then timed on the same feeds."""
+    from ssi_deploy.backends.tensorrt_backend import engine_metadata
+    from ssi_deploy.profiling import ProfileConfig, profile
+
+    sparse = write_fake_plan(tmp_path / "sparse.plan", exported, ENGINE_IO, ["p2"],
+                             precision="fp16")
+    work = tmp_path / "work"
+    work.mkdir()
+    r = profile(ProfileConfig(onnx=sparse, compare_dense=True, iterations=2, warmup_ms=0,
+                              progress=False, work_dir=work))
+    assert r["backend"]["backend"] == "tensorrt" and r["profiled"]["precision"] == "fp16"
+    d = r["dense"]
+    assert d["arch"] == "resnet50" and d["source"] == "dense twin export"
+    assert d["engine"] == str(work / "dense.plan") and d["precision"] == "fp16"
+    meta = engine_metadata(work / "dense.plan")
+    assert meta["precision"] == "fp16" and meta["dense"] is True
+    assert meta["onnx"] == str((work / "dense.onnx").resolve())
+    assert meta["profiles"]["image"]["min"] == list(SHAPE)
+    trt = fake_gpu_env.trt
+    assert trt.BuilderFlag.FP16 in trt.calls["config"].flags
+    assert r["speedup_vs_dense"] == pytest.approx(d["latency_ms"]["median"]
+                                                  / r["latency_ms"]["median"])

@@ -43,8 +43,34 @@ def create_backend(name: str, onnx_path: str | Path | None = None, *,
                            "'ssi-deploy[tensorrt]' on a machine with an NVIDIA GPU") from None
         input_shape = kw.pop("input_shape", None)
         echo = kw.pop("echo", None)
+        precision = kw.pop("precision", None)  # for an ONNX path: default, its input dtype
         kw.pop("device", None)
         plan = onnx_path if is_engine_path(onnx_path) else engine_for_onnx(
-            onnx_path, input_shape=input_shape, echo=echo)  # built, or reused when up to date
+            onnx_path, input_shape=input_shape, echo=echo,
+            precision=precision)  # built, or reused when up to date
         return load_engine_backend(plan, **kw)
     raise SSIError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def resolve_engine(path: str | Path, backend: str | None) -> tuple[Path, Path]:
+    """For a TensorRT engine path given to validate/profile: ``(plan, source_onnx)``.
+
+    One-line errors: the engine is missing, another backend than ``tensorrt`` was asked for,
+    TensorRT or a GPU is missing (the tensorrt modules' own messages), or the ONNX file the
+    engine was built from cannot be found (from its ``.plan.json`` sidecar)."""
+    plan = Path(path)
+    if not plan.is_file():
+        raise SSIError(f"engine file not found: {plan}")
+    if backend not in (None, "tensorrt"):
+        raise SSIError(f"{plan} is a TensorRT engine: it runs with --backend tensorrt, not "
+                       f"--backend {backend} (give the ONNX file it was built from for {backend})")
+    try:
+        from ..tensorrt.gpu import require_gpu
+        from ..tensorrt.trt import require_runtime
+        from .tensorrt_backend import onnx_for_engine
+    except ImportError as e:
+        raise SSIError(f"the tensorrt backend is unavailable here ({e}); install "
+                       "'ssi-deploy[tensorrt]' on a machine with an NVIDIA GPU") from None
+    require_runtime()
+    require_gpu("running a TensorRT engine")
+    return plan, Path(onnx_for_engine(plan))

@@ -16,7 +16,9 @@ Hooks for the validate/profile commands:
 - ``engine_for_onnx(onnx, engine=None, input_shape=None, plugins=None)``: build an engine
   for an ONNX file (SSI or dense, detected) unless an up-to-date one whose profile covers
   ``input_shape`` exists; returns its path. For ``--backend tensorrt`` on ``.onnx`` files and
-  for the dense twin of ``--compare-dense`` (or pass a prebuilt ``--dense-engine`` plan).
+  for the dense twin of ``profile --compare-dense``; ``profile --dense-engine D.plan`` times a
+  prebuilt dense engine instead (same feeds; refused unless its sidecar's precision matches
+  the sparse engine's).
 
 ``time`` measures each iteration with CUDA events around one ``execute_async_v3`` (replayed as a
 CUDA graph captured after one warm-up call, when capture works), so latencies are GPU times of

@@ -28,7 +28,8 @@ import click
               help="Version-compatible plan with the plugin library embedded (loads with newer "
                    "TensorRT and the lean runtime).")
 @click.option("--dense", is_flag=True,
-              help="The model has no SSI nodes (dense baseline for `profile --dense-engine`).")
+              help="The model has no SSI nodes: a dense baseline for `ssi-deploy profile "
+                   "SPARSE.plan --dense-engine THIS.plan` (build both with the same precision).")
 @click.option("--verbose", is_flag=True, help="Show TensorRT's info messages.")
 def build(onnx_path, engine_path, plugins, shapes, precision, workspace_mib, timing_cache,
           version_compatible, dense, verbose):

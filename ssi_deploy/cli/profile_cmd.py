@@ -17,7 +17,8 @@ from ..errors import SSIError
               help="Weights (with an ONNX file: the checkpoint it was exported from).")
 @click.option("--no-fpn", is_flag=True, help="With --arch: the backbone alone (outputs c2..c5).")
 @click.option("--backend", type=click.Choice(["torch", "onnxruntime", "tensorrt"]),
-              default="torch", show_default=True)
+              default=None, help="[default: torch; tensorrt for an engine, which runs on no "
+                                 "other backend]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="onnxruntime: CUDA provider when available (auto).")
 @click.option("--input-shape", default=None,
@@ -29,6 +30,13 @@ from ..errors import SSIError
               help="Force every sampling layer to keep this share of positions (0 < D <= 1).")
 @click.option("--compare-dense", is_flag=True,
               help="Also time the dense network with the same weights; report speedup_vs_dense.")
+@click.option("--dense-engine", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A prebuilt dense TensorRT engine of the same model and precision (`ssi-deploy "
+                   "build --dense`): timed on the same input instead of the dense twin.")
+@click.option("--per-layer", is_flag=True,
+              help="tensorrt: per-layer times (IProfiler), SSI plugin layers marked.")
+@click.option("--top-layers", type=click.IntRange(min=0), default=10, show_default=True,
+              help="With --per-layer: slowest layers shown in the table (all in the JSON).")
 @click.option("--warmup-ms", type=float, default=200.0, show_default=True)
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
               help="Timed runs per model [default: 20].")
@@ -39,9 +47,14 @@ from ..errors import SSIError
               help="Write the profile as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def profile(onnx_file, arch, checkpoint, no_fpn, backend, device, input_shape, image, seed,
-            density, compare_dense, warmup_ms, iterations, duration_s, threads, report, quiet):
+            density, compare_dense, dense_engine, per_layer, top_layers, warmup_ms, iterations,
+            duration_s, threads, report, quiet):
     """Time ONNX_FILE (or --arch) on a backend: latency min/mean/median/p90/p95/p99/max,
-    throughput, per-layer densities and backbone GMACs; --compare-dense adds the dense twin."""
+    throughput, per-layer densities and backbone GMACs; --compare-dense adds the dense twin.
+
+    ONNX_FILE may be a TensorRT engine (.plan, with the .plan.json `ssi-deploy build` writes):
+    it runs on the tensorrt backend; densities and the dense twin come from the ONNX file it
+    was built from. --dense-engine D.plan compares with a prebuilt dense engine instead."""
     from ..profiling import ProfileConfig, format_report, profile as run_profile
     from ..validation.inputs import parse_shape
 
@@ -53,9 +66,10 @@ def profile(onnx_file, arch, checkpoint, no_fpn, backend, device, input_shape, i
                         backend=backend, input_shape=parse_shape(input_shape) if input_shape else None,
                         image=image, seed=seed, density=density, compare_dense=compare_dense,
                         warmup_ms=warmup_ms, iterations=iterations, duration_s=duration_s,
-                        device=device, threads=threads, progress=not quiet)
+                        device=device, threads=threads, progress=not quiet,
+                        dense_engine=dense_engine, per_layer=per_layer)
     r = run_profile(cfg)
-    click.echo(format_report(r))
+    click.echo(format_report(r, top_layers=top_layers))
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(r, indent=2) + "\n")

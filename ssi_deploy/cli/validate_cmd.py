@@ -14,7 +14,8 @@ from ..errors import SSIError, ValidationFailed
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Checkpoint the file was exported from (its sha256 must match the metadata).")
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "torch"]),
-              default="onnxruntime", show_default=True, help="Backend under test.")
+              default=None, help="Backend under test [default: onnxruntime; tensorrt for an "
+                                 "engine, which runs on no other backend].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="onnxruntime: CUDA provider when available (auto).")
 @click.option("--image", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -48,9 +49,11 @@ def validate(onnx_file, checkpoint, backend, device, image, short_side, npz, use
     When masks differ, features are judged against the reference re-run with the backend's
     masks (the free-running comparison stays in the report).
 
-    ONNX_FILE may also be a TensorRT engine (.plan): it is validated against the PyTorch
-    reference of the ONNX file it was built from. Default tolerances follow the exported dtype
-    (fp32: atol 2e-5 x max|ref| of each output, rtol 1e-3; fp16: 1e-2 x max|ref|, 1e-2)."""
+    ONNX_FILE may also be a TensorRT engine (.plan, with the .plan.json `ssi-deploy build`
+    writes): it runs on the tensorrt backend and is validated against the PyTorch reference of
+    the ONNX file it was built from (random input: the engine profile's opt shape). Default
+    tolerances follow the exported dtype (fp32: atol 2e-5 x max|ref| of each output, rtol 1e-3;
+    fp16: 1e-2 x max|ref|, 1e-2)."""
     from ..validation.inputs import parse_shape
     from ..validation.runner import InputSpec, validate as run_validate
 
@@ -71,7 +74,8 @@ def validate(onnx_file, checkpoint, backend, device, image, short_side, npz, use
         click.echo(f"report: {report}")
     if not result.passed:
         f = result.comparison.failures()
-        raise ValidationFailed(f"{backend} differs from the PyTorch reference: " + "; ".join(f[:3])
+        name = result.backend.get("backend", backend)
+        raise ValidationFailed(f"{name} differs from the PyTorch reference: " + "; ".join(f[:3])
                                + (f" (+{len(f) - 3} more)" if len(f) > 3 else ""))
     if quiet:
         click.echo("PASS")

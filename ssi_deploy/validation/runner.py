@@ -8,7 +8,7 @@ init). Both run the same inputs; ``compare.compare_outputs`` judges the outputs.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -162,32 +162,42 @@ class ValidationResult:
 
 
 def validate(onnx_path: str | Path, checkpoint: str | Path | None = None,
-             backend: str = "onnxruntime", inputs: InputSpec | None = None,
+             backend: str | None = None, inputs: InputSpec | None = None,
              atol=(), rtol=(), min_mask_agreement: float | None = None,
              report: str | Path | None = None, device: str = "auto", raise_on_fail: bool = True,
              log=None, keep_outputs: bool = False,
              max_mask_flips: int | None = None) -> ValidationResult:
     """Run ``backend`` and the PyTorch reference on the same inputs and compare.
 
-    Raises ``ValidationFailed`` (after writing ``report``) when outputs differ beyond tolerance.
+    ``onnx_path`` may be a TensorRT engine (``.plan``): it runs on the tensorrt backend (the
+    default for engines; any other backend is refused) and the reference is rebuilt from the
+    ONNX file it was built from (its ``.plan.json`` sidecar). Otherwise ``backend`` defaults to
+    onnxruntime. Raises ``ValidationFailed`` (after writing ``report``) when outputs differ
+    beyond tolerance.
     """
-    from ..backends.registry import create_backend
+    from ..backends.registry import create_backend, resolve_engine
     from ..backends.torch_backend import TorchBackend, check_checkpoint_matches, read_onnx_metadata
 
     say = log or (lambda msg: None)
     onnx_path = Path(onnx_path)
     test_path = onnx_path
-    if onnx_path.suffix.lower() in (".plan", ".engine", ".trt"):
+    engine_profile = None
+    if _is_engine(onnx_path):
         # a TensorRT engine: the reference comes from the ONNX file it was built from
-        if not onnx_path.is_file():
-            raise SSIError(f"engine file not found: {onnx_path}")
-        from ..backends.tensorrt_backend import onnx_for_engine
-        backend, onnx_path = "tensorrt", Path(onnx_for_engine(test_path))
+        test_path, onnx_path = resolve_engine(onnx_path, backend)
+        backend = "tensorrt"
+        engine_profile = _engine_profile(test_path)
+    backend = backend or "onnxruntime"
     meta = read_onnx_metadata(onnx_path)
     check_checkpoint_matches(meta.get("init", ""), checkpoint, onnx_path)  # fail fast
     inputs = inputs or InputSpec(random=True)
     # inputs and tolerances are checked against the file before any backend loads (fast errors)
     input_specs, output_names = onnx_io(onnx_path)
+    if engine_profile and inputs.random and inputs.input_shape is None:
+        # random input on an engine: the shape its profile was optimised for
+        name = next(iter(input_specs), None)
+        if name in engine_profile and _static_hw(input_specs[name]) is None:
+            inputs = replace(inputs, input_shape=tuple(engine_profile[name]["opt"]))
     feeds, feed_info = make_feeds(inputs, input_specs, meta)
     tol = Tolerances.from_specs(meta.get("dtype", "fp32"), atol, rtol, output_names,
                                 min_mask_agreement, max_mask_flips)
@@ -235,6 +245,19 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None,
                                + "; ".join(cmp.failures()[:3])
                                + (f" (+{len(cmp.failures()) - 3} more)" if len(cmp.failures()) > 3 else ""))
     return result
+
+
+def _is_engine(path: Path) -> bool:
+    from ..backends.tensorrt_backend import ENGINE_SUFFIXES
+    return path.suffix.lower() in ENGINE_SUFFIXES
+
+
+def _engine_profile(plan: Path) -> dict:
+    """Input name -> {"min", "opt", "max"} from the engine's build sidecar ({} if none)."""
+    from ..backends.tensorrt_backend import engine_metadata
+    meta = engine_metadata(plan) or {}
+    prof = meta.get("profiles")
+    return prof if isinstance(prof, dict) else {}
 
 
 def _run_with_masks(ref, feeds: dict, test_out: dict) -> dict | None:
