@@ -4,7 +4,8 @@
 One SSI bottleneck (ResNet-101 stage-2 shapes: 512 -> 128 -> 512 channels at 64x64) and the
 whole backbone (SparseResNet-101-DCN against ResNet-101-DCN with the same weights), at forced
 densities. Sparse and dense runs alternate so that machine noise hits both alike; medians.
-Prints a table and writes JSON (--json). Not a test: speed claims come from here.
+Prints a table, writes JSON (--json) and a latency-against-density picture (--plot). Not a
+test: speed claims come from here.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--skip-backbone", action="store_true")
+    ap.add_argument("--plot", type=Path, help="PNG of backbone latency against density")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     densities = [float(d) for d in args.densities.split(",")]
@@ -98,7 +100,37 @@ def main() -> int:
         print(f"{r['what']:44} {r['density']:7.2f} {r['sparse_ms']:10.1f} {r['dense_ms']:10.1f} {r['speedup']:8.2f}")
     if args.json:
         args.json.write_text(json.dumps({"threads": args.threads, "torch": torch.__version__, "rows": rows}, indent=2))
+    if args.plot:
+        plot_latency(rows, args.plot, args.threads)
     return 0
+
+
+def plot_latency(rows, path: Path, threads: int) -> None:
+    """Backbone latency against density, sparse and dense, with the cost model's ceiling."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    bb = [r for r in rows if r["what"].startswith("backbone")]
+    if not bb:
+        return
+    d = [r["density"] for r in bb]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(d, [r["sparse_ms"] for r in bb], "o-", label="SSI (sparse ops)")
+    ax.plot(d, [r["dense_ms"] for r in bb], "s--", label="dense, same weights")
+    ax.plot(d, [r["dense_ms"] / r["gmac_ratio"] for r in bb], ":", color="grey",
+            label="dense / cost-model ratio (ideal)")
+    for r in bb:
+        ax.annotate(f"x{r['speedup']:.2f}", (r["density"], r["sparse_ms"]), textcoords="offset points",
+                    xytext=(4, -12), fontsize=8)
+    ax.set_xlabel("density (share of sampled positions, every mask)")
+    ax.set_ylabel("latency, ms (median)")
+    ax.set_title(f"{bb[0]['what']}, CPU, {threads} threads", fontsize=9)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

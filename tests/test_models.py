@@ -219,3 +219,16 @@ def test_official_interpolation_is_float32_inside():
     ref = interp_official(f, m, torch.tensor(3.0))
     assert out.dtype == torch.float16
     torch.testing.assert_close(out.float(), ref, atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("shape", [(2, 64, 9, 13), (1, 8, 1, 1), (1, 8, 2, 5)])
+def test_conv3x3_few_outputs_is_a_conv(shape, rng):
+    """The eager mask/offset conv (one GEMM + shifted sums) equals F.conv2d, borders included."""
+    import torch.nn.functional as F
+
+    from ssi_deploy.models.blocks import conv3x3_few_outputs
+    x = torch.randn(*shape, generator=rng)
+    w = torch.randn(20, shape[1], 3, 3, generator=rng)
+    b = torch.randn(20, generator=rng)
+    torch.testing.assert_close(conv3x3_few_outputs(x, w, b), F.conv2d(x, w, b, padding=1),
+                               atol=1e-4, rtol=1e-5)
