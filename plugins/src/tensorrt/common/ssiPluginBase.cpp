@@ -84,8 +84,9 @@ bool SsiPluginBase::checkCounts(int32_t nbInputs, int32_t nbOutputs, std::string
     return true;
 }
 
-int32_t SsiPluginBase::configurePlugin(
-    DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
+template <typename DimsOf>
+int32_t SsiPluginBase::acceptInputs(char const* caller, bool haveDescs, int32_t nbInputs, int32_t nbOutputs,
+    DimsOf dimsOf, bool requireKnown) noexcept
 {
     try
     {
@@ -95,15 +96,21 @@ int32_t SsiPluginBase::configurePlugin(
             reportError(error);
             return -1;
         }
-        if (in == nullptr || out == nullptr)
+        if (!haveDescs)
         {
-            reportError("configurePlugin without tensor descriptions");
+            reportError(std::string(caller) + " without tensor descriptions");
             return -1;
         }
         std::vector<Dims> dims(static_cast<size_t>(nbInputs));
         for (int32_t i = 0; i < nbInputs; ++i)
         {
-            dims[i] = in[i].desc.dims;
+            dims[i] = dimsOf(i);
+            if (requireKnown && !fitsInt32(dims[i]))
+            {
+                reportError("input " + std::to_string(i) + " has dims " + dimsText(dims[i])
+                    + ": every extent must be known and fit in int32");
+                return -1;
+            }
         }
         if (!checkShapes(dims.data(), nbInputs, error))
         {
@@ -118,6 +125,14 @@ int32_t SsiPluginBase::configurePlugin(
         reportError(e.what());
     }
     return -1;
+}
+
+int32_t SsiPluginBase::configurePlugin(
+    DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
+{
+    // Build time: extents may still be -1 (dynamic).
+    return acceptInputs("configurePlugin", in != nullptr && out != nullptr, nbInputs, nbOutputs,
+        [in](int32_t i) { return in[i].desc.dims; }, false);
 }
 
 int32_t SsiPluginBase::getOutputDataTypes(
@@ -195,43 +210,8 @@ char const* SsiPluginBase::getMetadataString() noexcept
 int32_t SsiPluginBase::onShapeChange(
     PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
-    try
-    {
-        std::string error;
-        if (!checkCounts(nbInputs, nbOutputs, error))
-        {
-            reportError(error);
-            return -1;
-        }
-        if (in == nullptr || out == nullptr)
-        {
-            reportError("onShapeChange without tensor descriptions");
-            return -1;
-        }
-        std::vector<Dims> dims(static_cast<size_t>(nbInputs));
-        for (int32_t i = 0; i < nbInputs; ++i)
-        {
-            if (!fitsInt32(in[i].dims))
-            {
-                reportError("input " + std::to_string(i) + " has dims " + dimsText(in[i].dims)
-                    + ": every extent must be known and fit in int32");
-                return -1;
-            }
-            dims[i] = in[i].dims;
-        }
-        if (!checkShapes(dims.data(), nbInputs, error))
-        {
-            reportError(error);
-            return -1;
-        }
-        mNbInputs = nbInputs;
-        return 0;
-    }
-    catch (std::exception const& e)
-    {
-        reportError(e.what());
-    }
-    return -1;
+    return acceptInputs("onShapeChange", in != nullptr && out != nullptr, nbInputs, nbOutputs,
+        [in](int32_t i) { return in[i].dims; }, true);
 }
 
 int32_t SsiPluginBase::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc,

@@ -4,6 +4,9 @@
 // adds its output shapes, shape checks, workspace size and kernel launch.
 #pragma once
 
+#include <exception>
+#include <string>
+
 #include "common/pluginFields.h"
 #include "common/pluginTensors.h"
 #include "ssi/kernels.h"
@@ -83,6 +86,13 @@ protected:
     //! Number of inputs and outputs acceptable; false with a reason.
     bool checkCounts(int32_t nbInputs, int32_t nbOutputs, std::string& error) const;
 
+    //! configurePlugin() and onShapeChange(): counts, then checkShapes() on each input's dims
+    //! (`dimsOf(i)`); `requireKnown`: every extent must be known and fit in int32. On success
+    //! remembers the input count. 0 or -1, errors reported.
+    template <typename DimsOf>
+    int32_t acceptInputs(char const* caller, bool haveDescs, int32_t nbInputs, int32_t nbOutputs,
+        DimsOf dimsOf, bool requireKnown) noexcept;
+
     //! Log "<op> '<layer>': <message>" as an error.
     void reportError(std::string const& message) const noexcept;
 
@@ -96,6 +106,27 @@ protected:
     char const* mSummary;
     std::string mLayerName;
     std::string mMetadata;
+};
+
+//! The plugin classes derive from this: it gives them clone() as a copy of the derived type.
+template <typename Derived>
+class SsiPlugin : public SsiPluginBase
+{
+public:
+    using SsiPluginBase::SsiPluginBase;
+
+    nvinfer1::IPluginV3* clone() noexcept override
+    {
+        try
+        {
+            return new Derived(static_cast<Derived const&>(*this));
+        }
+        catch (std::exception const& e)
+        {
+            reportError(std::string("clone failed: ") + e.what());
+        }
+        return nullptr;
+    }
 };
 
 } // namespace trt

@@ -34,21 +34,8 @@ AttrTable const& GaussianInterpPlugin::attributes()
 }
 
 GaussianInterpPlugin::GaussianInterpPlugin()
-    : SsiPluginBase(kTable, op::kMinInputs, op::kMaxInputs, op::kDoc)
+    : SsiPlugin(kTable, op::kMinInputs, op::kMaxInputs, op::kDoc)
 {
-}
-
-IPluginV3* GaussianInterpPlugin::clone() noexcept
-{
-    try
-    {
-        return new GaussianInterpPlugin(*this);
-    }
-    catch (std::exception const& e)
-    {
-        reportError(std::string("clone failed: ") + e.what());
-    }
-    return nullptr;
 }
 
 bool GaussianInterpPlugin::checkShapes(Dims const* in, int32_t nbInputs, std::string& error) const

@@ -10,7 +10,7 @@ namespace ssi
 namespace trt
 {
 
-class GaussianInterpPlugin final : public SsiPluginBase
+class GaussianInterpPlugin final : public SsiPlugin<GaussianInterpPlugin>
 {
 public:
     //! Indices into attributes(), in contract order.
@@ -23,7 +23,6 @@ public:
 
     GaussianInterpPlugin();
 
-    nvinfer1::IPluginV3* clone() noexcept override;
     int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs const* shapeInputs,
         int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
         nvinfer1::IExprBuilder& exprBuilder) noexcept override;

@@ -37,21 +37,8 @@ AttrTable const& SampleMaskPlugin::attributes()
 }
 
 SampleMaskPlugin::SampleMaskPlugin()
-    : SsiPluginBase(kTable, op::kMinInputs, op::kMaxInputs, op::kDoc)
+    : SsiPlugin(kTable, op::kMinInputs, op::kMaxInputs, op::kDoc)
 {
-}
-
-IPluginV3* SampleMaskPlugin::clone() noexcept
-{
-    try
-    {
-        return new SampleMaskPlugin(*this);
-    }
-    catch (std::exception const& e)
-    {
-        reportError(std::string("clone failed: ") + e.what());
-    }
-    return nullptr;
 }
 
 bool SampleMaskPlugin::checkShapes(Dims const* in, int32_t /* nbInputs */, std::string& error) const

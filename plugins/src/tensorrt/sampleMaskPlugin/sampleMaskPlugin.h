@@ -9,7 +9,7 @@ namespace ssi
 namespace trt
 {
 
-class SampleMaskPlugin final : public SsiPluginBase
+class SampleMaskPlugin final : public SsiPlugin<SampleMaskPlugin>
 {
 public:
     //! Indices into attributes(), in contract order.
@@ -24,7 +24,6 @@ public:
 
     SampleMaskPlugin();
 
-    nvinfer1::IPluginV3* clone() noexcept override;
     int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs const* shapeInputs,
         int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
         nvinfer1::IExprBuilder& exprBuilder) noexcept override;

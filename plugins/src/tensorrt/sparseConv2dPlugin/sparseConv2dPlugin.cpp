@@ -41,21 +41,8 @@ AttrTable const& SparseConv2dPlugin::attributes()
 }
 
 SparseConv2dPlugin::SparseConv2dPlugin()
-    : SsiPluginBase(kTable, op::kMinInputs, op::kMaxInputs, op::kDoc)
+    : SsiPlugin(kTable, op::kMinInputs, op::kMaxInputs, op::kDoc)
 {
-}
-
-IPluginV3* SparseConv2dPlugin::clone() noexcept
-{
-    try
-    {
-        return new SparseConv2dPlugin(*this);
-    }
-    catch (std::exception const& e)
-    {
-        reportError(std::string("clone failed: ") + e.what());
-    }
-    return nullptr;
 }
 
 int64_t SparseConv2dPlugin::outputExtent(int32_t axis, int64_t in, int64_t kernel) const noexcept

@@ -10,7 +10,7 @@ namespace ssi
 namespace trt
 {
 
-class SparseConv2dPlugin final : public SsiPluginBase
+class SparseConv2dPlugin final : public SsiPlugin<SparseConv2dPlugin>
 {
 public:
     //! Indices into attributes(), in contract order.
@@ -29,7 +29,6 @@ public:
 
     SparseConv2dPlugin();
 
-    nvinfer1::IPluginV3* clone() noexcept override;
     //! y = [N, Cout, Ho, Wo]: N from x, Cout from the weight, Ho/Wo by conv arithmetic on x's H/W.
     int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs const* shapeInputs,
         int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
