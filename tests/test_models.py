@@ -232,3 +232,160 @@ def test_conv3x3_few_outputs_is_a_conv(shape, rng):
     b = torch.randn(20, generator=rng)
     torch.testing.assert_close(conv3x3_few_outputs(x, w, b), F.conv2d(x, w, b, padding=1),
                                atol=1e-4, rtol=1e-5)
+
+
+# -- training policy of the official backbone config: norm_eval=True, frozen_stages=0 -------
+
+def _bns(model):
+    return [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def _stem_params(model):
+    return [model.backbone.conv1.weight, model.backbone.bn1.weight, model.backbone.bn1.bias]
+
+
+@pytest.mark.parametrize("arch", ["sparse_resnet50", "resnet50"])
+def test_train_keeps_backbone_batchnorm_in_eval(arch):
+    model = create_model(arch, with_fpn=True)
+    model.train()
+    assert model.backbone.blocks[0].fused is None and not model.is_fused  # still unfolded
+    assert model.training and model.backbone.training
+    assert all(b.training for b in model.backbone.blocks)  # SSI blocks take the training path
+    bns = _bns(model)
+    assert bns and not any(bn.training for bn in bns)
+    stats = [(bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
+             for bn in bns]
+    model(torch.randn(2, 3, 64, 64))
+    for bn, (mean, var, count) in zip(bns, stats):
+        assert torch.equal(bn.running_mean, mean) and torch.equal(bn.running_var, var)
+        assert torch.equal(bn.num_batches_tracked, count)
+
+
+def test_train_freezes_the_stem_and_trains_the_rest():
+    model = create_model("sparse_resnet50", with_fpn=True)
+    bb = model.backbone
+    assert bb.norm_eval is True and bb.frozen_stages == 0
+    for _ in range(2):  # requires_grad=False survives train() / eval() cycles
+        model.train()
+        assert not any(p.requires_grad for p in _stem_params(model))
+        model.eval()
+        assert not any(p.requires_grad for p in _stem_params(model))
+    model.train()
+    torch.manual_seed(0)
+    outs = model(torch.randn(2, 3, 64, 64))
+    (sum(o.pow(2).mean() for o in outs) + model.sparsity_loss(0.1)).backward()
+    assert all(p.grad is None for p in _stem_params(model))
+    others = [bn for bn in _bns(model) if bn is not bb.bn1]
+    for bn in others:  # frozen statistics, but the affine parameters are trained
+        assert bn.weight.requires_grad and bn.weight.grad is not None and bn.bias.grad is not None
+    assert all(bn.bias.grad.abs().sum() > 0 for bn in others)
+    for b in model.ssi_blocks:
+        for p in (b.conv1_mask.weight, b.conv2_mask.bias, b.conv1_sigma, b.conv2_sigma):
+            assert p.grad is not None and torch.isfinite(p.grad).all()
+    assert any(b.conv2_mask.weight.grad.abs().sum() > 0 for b in model.ssi_blocks)
+    assert any(b.conv2_sigma.grad.abs() > 0 for b in model.ssi_blocks)
+
+
+def test_train_dcn_offsets_get_gradients_with_frozen_stem():
+    model = create_model("sparse_resnet101_dcn")
+    model.train()
+    assert not any(bn.training for bn in _bns(model))
+    model(torch.randn(1, 3, 64, 64))[-1].sum().backward()
+    assert model.backbone.conv1.weight.grad is None
+    b = model.backbone.layer3[0]
+    assert b.conv2_offset.weight.grad is not None and b.conv2_offset.weight.grad.abs().sum() > 0
+
+
+def test_train_forward_and_sparsity_loss_equal_a_bn_eval_reference():
+    """Default training forward == the training forward with every BN put in eval by hand."""
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    model = create_model("sparse_resnet50", with_fpn=True, init_seed=4).train()
+    ref = create_model("sparse_resnet50", with_fpn=True, init_seed=4,
+                       norm_eval=False, frozen_stages=-1).train()
+    old = create_model("sparse_resnet50", with_fpn=True, init_seed=4,
+                       norm_eval=False, frozen_stages=-1).train()
+    for bn in _bns(ref):
+        bn.eval()
+    runs = []
+    for m in (model, ref, old):
+        torch.manual_seed(11)  # the same Gumbel noise in every run
+        runs.append((m(x), m.sparsity_loss(0.1)))
+    (out, loss), (out_ref, loss_ref), (out_old, loss_old) = runs
+    for a, b in zip(out, out_ref):
+        torch.testing.assert_close(a, b, atol=1e-5 * b.abs().max().item(), rtol=1e-5)
+    torch.testing.assert_close(loss, loss_ref, atol=1e-7, rtol=1e-6)
+    # batch statistics (the old behaviour) give a different forward and loss
+    assert not torch.allclose(out[0], out_old[0], rtol=1e-2, atol=1e-2 * out[0].abs().max().item())
+    assert abs(loss.item() - loss_old.item()) > 1e-4 * loss.item()
+
+
+def test_norm_eval_false_frozen_stages_minus_one_is_the_old_behaviour():
+    model = create_model("sparse_resnet50", norm_eval=False, frozen_stages=-1)
+    bb = model.backbone
+    model.train()
+    assert all(bn.training for bn in _bns(model))
+    assert all(p.requires_grad for p in model.parameters())
+    mean = bb.layer2[0].bn2.running_mean.clone()
+    outs = model(torch.randn(2, 3, 64, 64))
+    assert not torch.equal(bb.layer2[0].bn2.running_mean, mean)  # statistics updated
+    outs[-1].sum().backward()
+    assert bb.conv1.weight.grad is not None and bb.bn1.weight.grad is not None
+    model.eval()
+    assert not any(bn.training for bn in _bns(model))
+
+
+def test_frozen_stages_freeze_layers_and_can_be_changed():
+    model = create_model("sparse_resnet50", frozen_stages=1)
+    bb = model.backbone
+    model.train()
+    assert not any(b.training for b in bb.layer1) and all(b.training for b in bb.layer2)
+    assert not any(p.requires_grad for p in bb.layer1.parameters())
+    assert all(p.requires_grad for p in bb.layer2.parameters())
+    x = torch.randn(1, 3, 64, 64)
+    for _ in range(2):  # no stale loss graph from the previous step
+        outs = model(x)
+        loss = model.sparsity_loss(0.1)
+        assert len([b for b in model.ssi_blocks if b.sparsity_loss is not None]) == 16
+        (outs[-1].mean() + loss).backward()
+    assert all(p.grad is None for p in bb.layer1.parameters())
+    assert bb.layer2[0].conv1_mask.weight.grad is not None
+    bb.set_training_options(frozen_stages=-1)  # unfreezes, keeps the current (train) mode
+    assert bb.frozen_stages == -1 and all(p.requires_grad for p in model.parameters())
+    assert all(b.training for b in bb.blocks) and not any(bn.training for bn in _bns(model))
+    bb.set_training_options(norm_eval=False)
+    assert all(bn.training for bn in _bns(model))
+
+
+def test_training_options_leave_eval_results_unchanged():
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(8))
+    a = create_model("sparse_resnet50", with_fpn=True, init_seed=1)
+    b = create_model("sparse_resnet50", with_fpn=True, init_seed=1, norm_eval=False,
+                     frozen_stages=-1)
+    c = create_model("sparse_resnet50", with_fpn=True, init_seed=1, frozen_stages=4)
+    with torch.no_grad():
+        ref = a(x)
+        for m in (b, c):
+            assert all(torch.equal(u, v) for u, v in zip(ref, m(x)))
+        a.train()
+        a.eval()
+        assert all(not m.training for m in a.modules())
+        again = a(x)
+        a.fuse_for_inference()
+        folded = a(x)
+    for u, v, w in zip(ref, again, folded):
+        torch.testing.assert_close(v, u, atol=1e-4 * u.abs().max().item(), rtol=1e-4)
+        assert torch.equal(w, u)
+
+
+@pytest.mark.parametrize("kwargs", [dict(frozen_stages=5), dict(frozen_stages=-2),
+                                    dict(frozen_stages=1.0), dict(frozen_stages=True),
+                                    dict(norm_eval="no")])
+def test_bad_training_options_raise(kwargs):
+    from ssi_deploy.errors import SSIError
+    with pytest.raises(SSIError, match="frozen_stages|norm_eval") as err:
+        create_model("sparse_resnet50", **kwargs)
+    assert "\n" not in str(err.value)
+    model = create_model("resnet50")
+    with pytest.raises(SSIError):
+        model.backbone.set_training_options(**kwargs)
+    assert model.backbone.frozen_stages == 0 and model.backbone.norm_eval is True

@@ -18,10 +18,19 @@ log = logging.getLogger("ssi_deploy")
 
 
 def create_model(arch: str, with_fpn: bool = False, checkpoint: str | Path | None = None,
-                 sampling: str = "threshold", seed: int = 0, init_seed: int = 0) -> SSINetwork:
+                 sampling: str = "threshold", seed: int = 0, init_seed: int = 0,
+                 norm_eval: bool = True, frozen_stages: int = 0) -> SSINetwork:
     """Build ``arch`` from ``checkpoint`` or from seeded random weights, ready for inference:
-    eval mode, BatchNorm folded (``model.train()`` unfolds it)."""
+    eval mode, BatchNorm folded (``model.train()`` unfolds it).
+
+    ``norm_eval`` and ``frozen_stages`` set the backbone's training behaviour, by default the
+    official one: every backbone BatchNorm stays in eval mode in ``model.train()`` and the stem
+    is frozen. ``frozen_stages=k`` also freezes stages 1..k; ``norm_eval=False,
+    frozen_stages=-1`` trains all BatchNorm statistics and every parameter."""
+    from .resnet import check_training_options
+    check_training_options(norm_eval, frozen_stages)
     model = SSINetwork(get_arch(arch), with_fpn)
+    model.backbone.set_training_options(norm_eval=norm_eval, frozen_stages=frozen_stages)
     model.set_sampling(sampling, seed)
     if checkpoint is not None:
         model.load_report = load_checkpoint(model, checkpoint)
