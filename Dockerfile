@@ -27,6 +27,8 @@ RUN apt-get update \
 WORKDIR /opt/ssi-deploy
 COPY pyproject.toml README.md ./
 COPY plugins ./plugins
+# the package, with its package data: the model zoo (ssi_deploy/zoo/*.toml) and, after the
+# plugin build below, ssi_deploy/lib/libssi_trt_plugins.so
 COPY ssi_deploy ./ssi_deploy
 
 # The plugin library, installed into the package (ssi_deploy/lib/libssi_trt_plugins.so).
@@ -40,12 +42,15 @@ RUN cmake -S plugins -B build/plugins -DCMAKE_BUILD_TYPE=Release \
  && rm -rf build
 
 # The TensorRT Python bindings of the image (installed already in NGC images; the wheel in
-# /opt/tensorrt/python otherwise), then ssi-deploy with its dependencies (torch from PyPI).
+# /opt/tensorrt/python otherwise), then ssi-deploy with its dependencies (torch, OpenCV from
+# PyPI). The checks run the installed package (python3 -P: not the sources in the working
+# directory), so `ssi-deploy zoo` proves the model zoo was installed as package data.
 RUN python3 -c "import tensorrt" 2>/dev/null \
     || python3 -m pip install /opt/tensorrt/python/tensorrt-*-cp3"$(python3 -c 'import sys; print(sys.version_info[1])')"-*.whl \
  && python3 -m pip install . \
- && python3 -c "import tensorrt, ssi_deploy; print('TensorRT', tensorrt.__version__)" \
- && ssi-deploy build --help > /dev/null
+ && python3 -P -c "import tensorrt, cv2, ssi_deploy; print('TensorRT', tensorrt.__version__)" \
+ && ssi-deploy build --help > /dev/null \
+ && ssi-deploy zoo > /dev/null
 
 WORKDIR /work
 ENTRYPOINT ["ssi-deploy"]

@@ -1,4 +1,6 @@
-"""Model-zoo entries: one TOML file per released official model in the top-level ``models/``."""
+"""Model-zoo entries: one TOML file per released official model, shipped as package data in
+``ssi_deploy/zoo/`` (next to this module; ``SSI_ZOO_DIR`` points elsewhere, e.g. at a folder of
+one's own entries)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ from pathlib import Path
 from .errors import SSIError
 from .models.registry import get_arch
 
-ZOO_DIR = Path(os.environ.get("SSI_ZOO_DIR", Path(__file__).resolve().parents[1] / "models"))
+# The package-data folder ssi_deploy/zoo/ (a plain folder, no __init__.py: ``ssi_deploy.zoo``
+# stays this module), installed with the package by pyproject's package-data.
+PACKAGE_ZOO_DIR = Path(__file__).resolve().parent / "zoo"
+ZOO_DIR = Path(os.environ.get("SSI_ZOO_DIR") or PACKAGE_ZOO_DIR)
 REQUIRED = ("name", "arch", "with_fpn", "sparse_loss_weight", "test_short_side", "reported_map",
             "reported_backbone_gflops", "normalization")
 
@@ -43,6 +48,9 @@ def load_entry(path: Path) -> ZooEntry:
 
 def zoo_entries(zoo_dir: Path = ZOO_DIR) -> list[ZooEntry]:
     if not zoo_dir.is_dir():
-        raise SSIError(f"model-zoo folder {zoo_dir} not found; set SSI_ZOO_DIR to the "
-                       "repository's models/ folder")
+        if zoo_dir == PACKAGE_ZOO_DIR:
+            raise SSIError(f"model-zoo folder {zoo_dir} not found: the installation lacks its "
+                           "package data; reinstall ssi-deploy (pip install .) or set SSI_ZOO_DIR")
+        raise SSIError(f"model-zoo folder {zoo_dir} not found; set SSI_ZOO_DIR to a folder of "
+                       "entries (*.toml) or unset it for the installed ones")
     return [load_entry(p) for p in sorted(zoo_dir.glob("*.toml"))]

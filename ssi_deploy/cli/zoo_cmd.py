@@ -14,7 +14,7 @@ from .table import print_table
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def zoo(as_json: bool):
-    """List the registered architectures and the model-zoo entries (models/*.toml): arch,
+    """List the registered architectures and the model-zoo entries (ssi_deploy/zoo/*.toml, or $SSI_ZOO_DIR): arch,
     test resolution, sparse-loss weight, reported COCO mAP and backbone GFLOPs."""
     archs = [{"arch": s.name, "depth": s.depth, "ssi": s.sparse, "dcn": s.dcn, "about": s.doc}
              for s in sorted(_ARCHS.values(), key=lambda s: s.name)]

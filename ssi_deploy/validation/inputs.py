@@ -9,6 +9,10 @@ and pad to it exactly.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,40 +27,132 @@ DEFAULT_MAX_LONG = 1667
 PAD_MULTIPLE = 32
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """An RGB photograph as uint8 [H, W, 3]; one-line errors for missing/unreadable files."""
-    p = Path(path)
-    if not p.is_file():
-        raise SSIError(f"image not found: {p}")
+# How images are read. The official mmdet 0.6 pipeline reads with mmcv.imread =
+# cv2.imread(path, IMREAD_COLOR) (BGR; RGB in its normalisation). IMREAD_ANYDEPTH |
+# IMREAD_ANYCOLOR decodes the same way -- EXIF orientation applied (every flag but
+# IMREAD_UNCHANGED does, OpenCV >= 3.1), alpha dropped, palette / 1-bit (0/255) / gray+alpha
+# expanded, CMYK converted by the decoder -- but keeps the sample depth, so a 16-bit or
+# floating-point file is seen for what it is instead of being converted silently, and gray
+# stays one channel (replicated here).
+_CONVERT = "convert it to 8-bit RGB (PNG/JPEG)"
+# leading bytes -> format name, for the messages about files OpenCV cannot decode
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"),
+               (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+               (b"II+\x00", "BigTIFF"), (b"MM\x00+", "BigTIFF"), (b"RIFF", "WebP"),
+               (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"))
+_FLOAT_SIGNATURES = ((b"v/1\x01", "OpenEXR"), (b"#?RADIANCE", "Radiance HDR"),
+                     (b"#?RGBE", "Radiance HDR"), (b"PF\n", "PFM"), (b"Pf\n", "PFM"))
+
+
+@contextlib.contextmanager
+def _native_stderr():
+    """Collect what native code writes to file descriptor 2 inside the block (yields a list
+    that receives the text). The decoders report there -- libjpeg's "Premature end of JPEG
+    file" for a truncated JPEG it still decodes, OpenCV's ``[ WARN ]`` / ``[ ERROR ]`` lines --
+    which would break the one-line error policy; the caller judges the text instead."""
+    text: list[str] = []
+    saved = None
     try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - PIL comes with scikit-image
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2: nothing to capture
+        pass
+    if saved is None:
+        yield text
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
         try:
-            from skimage import io
-        except ImportError:
-            raise SSIError("reading an image needs Pillow or scikit-image: "
-                           "pip install 'ssi-deploy[demo]'") from None
-        img = io.imread(str(p))
-    else:
+            yield text
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text.append(tmp.read(65536).decode("utf-8", "replace"))
+
+
+def _depth_name(dtype: np.dtype) -> str:
+    kind = {"f": "float", "i": "signed integer", "u": "unsigned integer"}.get(dtype.kind,
+                                                                              str(dtype))
+    return f"{dtype.itemsize * 8}-bit {kind}"
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """An RGB photograph as uint8 [H, W, 3], decoded as the official pipeline does (OpenCV,
+    EXIF orientation applied); one-line ``SSIError`` naming the file otherwise.
+
+    8-bit gray, RGB, RGBA (alpha dropped, not composited), gray+alpha, palette, 1-bit (0/255)
+    and CMYK files convert; 16-bit files (PNG, TIFF; gray, RGB, RGBA) are scaled to 8 bits by
+    ``value >> 8``, what the official pipeline's cv2.imread(IMREAD_COLOR) gives 16-bit PNGs
+    and gray TIFFs (its colour-TIFF path rounds, round(v / 257): at most 1 level apart).
+    Floating-point (TIFF, EXR, HDR, PFM), 32-bit integer and signed files are refused, as are
+    missing, empty, truncated, corrupt and non-image files and directories.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise SSIError(f"image {p} is a directory; give an image file (PNG/JPEG)")
+    if not p.exists():
+        raise SSIError(f"image not found: {p}")
+    if not p.is_file():
+        raise SSIError(f"image {p} is not a regular file; give an image file (PNG/JPEG)")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise SSIError(f"cannot read image {p}: {e.strerror or e}") from None
+    if not head:
+        raise SSIError(f"cannot read image {p}: the file is empty")
+    try:
+        import cv2
+    except ImportError:
+        raise SSIError("reading an image needs OpenCV: "
+                       "pip install opencv-python-headless") from None
+    with _native_stderr() as log:
         try:
-            with Image.open(p) as im:
-                img = np.asarray(im.convert("RGB"))
-        except Exception as e:  # PIL raises several kinds for bad files
-            raise SSIError(f"cannot read image {p}: {e}") from None
+            img = cv2.imread(str(p), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+        except cv2.error as e:  # imread returns None for most failures; a few raise
+            img = None
+            log.append(str(e))
+    log = "".join(log)
+    fmt = next((name for sig, name in _SIGNATURES if head.startswith(sig)), None)
+    if img is None:
+        floating = next((name for sig, name in _FLOAT_SIGNATURES if head.startswith(sig)), None)
+        if floating:
+            raise SSIError(f"cannot use {p}: {floating} floating-point image; {_CONVERT}")
+        if fmt:
+            raise SSIError(f"cannot read image {p}: truncated, corrupt or an unsupported kind "
+                           f"of {fmt}; {_CONVERT}")
+        raise SSIError(f"cannot read image {p}: not an image file OpenCV can decode; "
+                       "give a PNG or JPEG photograph")
+    if "premature end" in log.lower():
+        # libjpeg fills the missing rows with gray and only warns
+        raise SSIError(f"cannot read image {p}: the {fmt or 'image'} data is truncated "
+                       f"(premature end); re-save or re-download the file")
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise SSIError(f"cannot use {p}: {_depth_name(img.dtype)} image; {_CONVERT}")
     if img.ndim == 2:
-        img = np.stack([img] * 3, axis=-1)
-    return np.ascontiguousarray(img[..., :3]).astype(np.uint8)
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.ndim != 3 or img.shape[2] not in (3, 4):
+        raise SSIError(f"cannot use {p}: {img.shape[2] if img.ndim == 3 else img.ndim}-channel "
+                       f"image; {_CONVERT}")
+    return np.ascontiguousarray(img[:, :, 2::-1])  # BGR(A) -> RGB
 
 
 def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear resize of a uint8 image as the official pipeline does (mmcv.imrescale:
+    cv2.resize, INTER_LINEAR, on the uint8 image), as float32."""
     if img.shape[0] == h and img.shape[1] == w:
         return img.astype(np.float32)
     try:
-        from PIL import Image
-        return np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR), dtype=np.float32)
-    except ImportError:  # pragma: no cover
-        from skimage.transform import resize
-        return resize(img, (h, w), order=1, preserve_range=True, anti_aliasing=False).astype(np.float32)
+        import cv2
+    except ImportError:
+        raise SSIError("resizing an image needs OpenCV: "
+                       "pip install opencv-python-headless") from None
+    out = cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=cv2.INTER_LINEAR)
+    return out.astype(np.float32)
 
 
 def resized_size(h: int, w: int, short_side: int, max_long: int | None) -> tuple[int, int, float]:
