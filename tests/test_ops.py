@@ -183,11 +183,61 @@ def test_hash_golden_values():
 
 
 def test_uniform_golden():
+    """u = ((h >> 9) + 0.5) * 2**-23 (semantics version 2), pinned as the integers h >> 9.
+
+    The same twelve values come out of ssi::math::hashUniform (plugins/include/ssi/math.h)
+    compiled on the host, and of mix32_int below. (Version 1 pinned h >> 8 read back from
+    ((h >> 8) + 0.5) / 2**24, whose +0.5 was rounded off for h >> 8 >= 2**23.)
+    """
     u = sampling.uniform((2, 2, 3), seed=1, layer=5)
     assert u.dtype == torch.float32 and ((u > 0) & (u < 1)).all()
-    assert [int(v * 2 ** 24 - 0.5) for v in u.flatten().tolist()] == [
-        7768101, 13221299, 13387333, 9194541, 2531099, 4985810,
-        16129043, 11370075, 14780579, 9946897, 12103001, 12901873]
+    k = [int(v * 2 ** 23 - 0.5) for v in u.flatten().tolist()]
+    assert k == [3884050, 6610649, 6693667, 4597271, 1265549, 2492905,
+                 8064522, 5685037, 7390289, 4973449, 6051500, 6450936]
+    key = sampling.layer_key(1, 5)
+    assert k == [sampling.mix32_int(sampling.mix32_int(sampling.mix32_int(key ^ n) ^ y) ^ x) >> 9
+                 for n in range(2) for y in range(2) for x in range(3)]
+    # every draw is exactly a grid midpoint: nothing was rounded on the way
+    assert u.flatten().tolist() == [(v + 0.5) * 2.0 ** -23 for v in k]
+
+
+# seed 0, layer 3, (n, y, x) = (0, 705, 257): h = 0xffffffa4, the largest h >> 9 (2**23 - 1).
+# Version 1's ((h >> 8) + 0.5) / 2**24 rounded to exactly 1.0 there.
+EDGE_SEED, EDGE_LAYER, EDGE_POS = 0, 3, (0, 705, 257)
+
+
+def test_uniform_is_below_one_at_the_largest_hash():
+    key = sampling.layer_key(EDGE_SEED, EDGE_LAYER)
+    n, y, x = EDGE_POS
+    h = sampling.mix32_int(sampling.mix32_int(sampling.mix32_int(key ^ n) ^ y) ^ x)
+    assert h == 0xFFFFFFA4 and h >> 9 == 2 ** 23 - 1
+    u = sampling.uniform((1, y + 1, x + 1), EDGE_SEED, EDGE_LAYER)
+    assert u[n, y, x].item() < 1.0
+    assert u[n, y, x].item() == 1.0 - 2.0 ** -24  # the largest draw, exact
+    assert u.max().item() == 1.0 - 2.0 ** -24 and u.min().item() > 0.0
+    # official mode: finite L there, so a very negative logit is not kept (v1: L = +inf, kept)
+    logits = torch.full((1, 1, y + 1, x + 1), -100.0)
+    assert not ops.sample_mask(logits, C.MODE_OFFICIAL, 0, EDGE_SEED, EDGE_LAYER).any()
+    # stochastic mode: u < sigmoid(30) = 1.0f everywhere (v1: never kept there)
+    assert ops.sample_mask(-logits * 0.3, C.MODE_STOCHASTIC, 0, EDGE_SEED, EDGE_LAYER).all()
+
+
+def test_uniform_formula_exhaustive_in_float32():
+    """All 2**23 values of h >> 9 through the float32 formula (numpy): exact, strictly inside (0, 1)."""
+    np = pytest.importorskip("numpy")
+    k = np.arange(2 ** 23, dtype=np.int64)
+    u = (k.astype(np.float32) + np.float32(0.5)) * np.float32(sampling.UNIFORM_SCALE)
+    assert u.dtype == np.float32
+    assert u[0] == np.float32(2.0 ** -24) and u[-1] == np.float32(1.0 - 2.0 ** -24)
+    assert (u > 0).all() and (u < 1).all()
+    assert np.array_equal(u.astype(np.float64), (k + 0.5) * 2.0 ** -23)  # no rounding anywhere
+    one_minus = np.float32(1.0) - u  # exact, and the mirror draw: L = log u - log(1 - u) is odd
+    assert np.array_equal(one_minus, u[::-1])
+    # the two ends explicitly, and the version-1 formula's failure for contrast
+    for top in (0, 2 ** 23 - 1):
+        v = (np.float32(top) + np.float32(0.5)) * np.float32(2.0 ** -23)
+        assert np.float32(0) < v < np.float32(1) and np.log(np.float32(1) - v) > -np.inf
+    assert (np.float32(2 ** 24 - 1) + np.float32(0.5)) * np.float32(2.0 ** -24) == np.float32(1.0)
 
 
 @pytest.mark.parametrize("mode", ["threshold", "stochastic", "official"])

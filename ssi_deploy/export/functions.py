@@ -29,7 +29,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..ops import contract as C
-from ..ops.sampling import MASK32, MIX_MUL1, MIX_MUL2
+from ..ops.sampling import MASK32, MIX_MUL1, MIX_MUL2, UNIFORM_SCALE, UNIFORM_SHIFT
 
 MIN_OPSET = 18  # BitwiseXor/BitwiseAnd and OptionalHasElement on plain tensors
 MAX_OPSET = 25
@@ -151,8 +151,10 @@ def _sample_mask_body(b: _Builder, logits: str) -> str:
     h = _mix32(b, b.op("BitwiseXor", key, n))
     h = _mix32(b, b.op("BitwiseXor", h, y))
     h = _mix32(b, b.op("BitwiseXor", h, x))
-    u = b.op("Mul", b.op("Add", b.op("Cast", _shr(b, h, 8), to=FLOAT), b.f32(0.5)),
-             b.f32(1.0 / 16777216.0))
+    # u = ((h >> 9) + 0.5) * 2**-23, every step exact in float32: u in [2**-24, 1 - 2**-24]
+    # (sampling.py's docstring)
+    u = b.op("Mul", b.op("Add", b.op("Cast", _shr(b, h, UNIFORM_SHIFT), to=FLOAT), b.f32(0.5)),
+             b.f32(UNIFORM_SCALE))
 
     # stochastic
     m_sto = b.op("Cast", b.op("Less", u, b.op("Sigmoid", l32)), to=FLOAT)

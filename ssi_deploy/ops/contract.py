@@ -19,7 +19,7 @@ DOMAIN = "ssi"  # ONNX domain of the custom nodes
 OPSET_VERSION = 1  # ONNX opset version of that domain
 PLUGIN_NAMESPACE = "ssi"  # TensorRT plugin namespace
 PLUGIN_VERSION = "1"  # TensorRT plugin version
-SEMANTICS_VERSION = 1  # bumped whenever an op computes something different
+SEMANTICS_VERSION = 2  # bumped whenever an op computes something different
 # String attributes every SSI node carries for TensorRT's ONNX parser (plugin lookup only).
 PLUGIN_VERSION_ATTR = "plugin_version"
 PLUGIN_NAMESPACE_ATTR = "plugin_namespace"
@@ -37,13 +37,87 @@ INTERP_WINDOW = 7  # Gaussian interpolation window (7x7)
 INTERP_EPS = 1e-5  # added to the normaliser; part of the semantics, keep exactly
 SIGMA_INIT = 3.0  # initial value of the learned inverse standard deviation
 
+# Value limits of the attribute kinds: ints travel as TensorRT kINT32 fields, floats as
+# float32 (ONNX FLOAT attributes, kFLOAT32 fields), and every float must be finite.
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(float32).max, exact in float64
+
+
+def _format_value(v) -> str:
+    return repr(v) if isinstance(v, float) else str(v)
+
 
 @dataclass(frozen=True)
 class Attribute:
+    """One attribute of an op and its valid values.
+
+    ``min`` / ``max`` are inclusive bounds (``min`` strictly exclusive when ``min_exclusive``);
+    None leaves that side bounded only by the kind (int32 for ints, finite float32 for floats).
+    ``choices`` lists the allowed values with their meanings (enums and flags); ``min``/``max``
+    are then implied. The exporter, the load-time check (ssi_deploy.export.node_check) and the
+    TensorRT plugins (generated ``kMin*``/``kMax*``/``kRange*`` constants) read these.
+    """
+
     name: str
     type: str  # "int" or "float": the only kinds TensorRT fields and the exporter use
     default: int | float
     doc: str
+    min: int | float | None = None
+    max: int | float | None = None
+    min_exclusive: bool = False
+    choices: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def lower(self) -> int | float:
+        """The effective smallest bound (see ``min_exclusive``), kind limits included."""
+        if self.choices:
+            return min(v for v, _ in self.choices)
+        if self.min is not None:
+            return self.min
+        return INT32_MIN if self.type == "int" else -FLOAT32_MAX
+
+    @property
+    def upper(self) -> int | float:
+        """The effective largest valid value (inclusive), kind limits included."""
+        if self.choices:
+            return max(v for v, _ in self.choices)
+        if self.max is not None:
+            return self.max
+        return INT32_MAX if self.type == "int" else FLOAT32_MAX
+
+    def range_text(self) -> str:
+        """The valid values in words: 'one of 0 (off), 1 (on)', 'an int32 >= 1', ..."""
+        if self.choices:
+            return "one of " + ", ".join(f"{v} ({label})" for v, label in self.choices)
+        kind = "an int32" if self.type == "int" else "a finite float32"
+        lo_kind, hi_kind = (INT32_MIN, INT32_MAX) if self.type == "int" else (-FLOAT32_MAX, FLOAT32_MAX)
+        parts = []
+        if self.min is not None and (self.min != lo_kind or self.min_exclusive):
+            parts.append(f"{'>' if self.min_exclusive else '>='} {_format_value(self.min)}")
+        if self.max is not None and self.max != hi_kind:
+            parts.append(f"<= {_format_value(self.max)}")
+        if not parts:
+            return (f"any int32 ({INT32_MIN} to {INT32_MAX})" if self.type == "int"
+                    else "any finite float32")
+        return f"{kind} {' and '.join(parts)}"
+
+    def value_error(self, value) -> str | None:
+        """None when ``value`` is valid for this attribute, else why not (kind or range)."""
+        if self.type == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                return f"must be an int, got {type(value).__name__}"
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"must be a float, got {type(value).__name__}"
+        v = value if self.type == "int" else float(value)
+        if self.choices:
+            ok = v in {c for c, _ in self.choices}
+        else:
+            lo, hi = self.lower, self.upper
+            ok = (v == v and abs(v) != float("inf")  # not nan, not inf
+                  and (v > lo if (self.min_exclusive and self.min is not None) else v >= lo)
+                  and v <= hi)
+        return None if ok else f"is out of range: expected {self.range_text()}"
 
 
 @dataclass(frozen=True)
@@ -91,6 +165,24 @@ class OpDef:
             out[k] = int(v) if kind == "int" else float(v)
         return out
 
+    def check_values(self, attrs: dict) -> list[str]:
+        """One message per attribute of ``attrs`` that is unknown, of the wrong kind or out of
+        range (attributes not given take their defaults, which are valid); [] when all are
+        valid. E.g. "SampleMask attribute mode=9 is out of range: expected one of 0
+        (threshold), 1 (stochastic), 2 (official)"."""
+        known = {a.name: a for a in self.attributes}
+        problems = []
+        for name, value in attrs.items():
+            a = known.get(name)
+            if a is None:
+                problems.append(f"{self.name} has no attribute {name!r} "
+                                f"(known: {', '.join(known)})")
+                continue
+            why = a.value_error(value)
+            if why is not None:
+                problems.append(f"{self.name} attribute {name}={_format_value(value)} {why}")
+        return problems
+
 
 SAMPLE_MASK = OpDef(
     name="SampleMask",
@@ -99,11 +191,17 @@ SAMPLE_MASK = OpDef(
     attributes=(
         Attribute("mode", "int", MODE_THRESHOLD,
                   "0 threshold (logit >= 0), 1 stochastic (Bernoulli(sigmoid) from the hash), "
-                  "2 official (soft Gumbel value at T=0.03, kept where >= 0.5)"),
+                  "2 official (soft Gumbel value at T=0.03, kept where >= 0.5)",
+                  choices=tuple((v, k) for k, v in sorted(SAMPLING_MODES.items(),
+                                                          key=lambda kv: kv[1]))),
         Attribute("grid_interval", "int", GRID_PRIOR_INTERVAL,
-                  "positions with y % g == 0 and x % g == 0 are forced to 1.0; 0 disables"),
-        Attribute("seed", "int", 0, "seed of the counter-based hash (modes 1, 2)"),
-        Attribute("layer", "int", 0, "index of the sampling layer in the network, hashed with the seed"),
+                  "positions with y % g == 0 and x % g == 0 are forced to 1.0; 0 disables",
+                  min=0),
+        # any int32: the hash takes it as uint32 (two's complement, as math.h and sampling.py)
+        Attribute("seed", "int", 0, "seed of the counter-based hash (modes 1, 2)",
+                  min=INT32_MIN, max=INT32_MAX),
+        Attribute("layer", "int", 0, "index of the sampling layer in the network, hashed with the seed",
+                  min=0),
     ),
     doc=("sampling mask[N,1,H,W] in [0,1] from logits[N,1,H,W] (mode 0 threshold, 1 stochastic, "
          "2 official; grid prior every grid_interval positions)"),
@@ -120,14 +218,15 @@ SPARSE_CONV2D = OpDef(
     ),
     outputs=("y",),
     attributes=(
-        Attribute("stride_h", "int", 1, "vertical stride"),
-        Attribute("stride_w", "int", 1, "horizontal stride"),
-        Attribute("pad_h", "int", 0, "zero padding, top and bottom"),
-        Attribute("pad_w", "int", 0, "zero padding, left and right"),
-        Attribute("dilation_h", "int", 1, "vertical dilation"),
-        Attribute("dilation_w", "int", 1, "horizontal dilation"),
-        Attribute("groups", "int", 1, "channel groups"),
-        Attribute("relu", "int", 0, "1: ReLU fused after the bias"),
+        Attribute("stride_h", "int", 1, "vertical stride", min=1),
+        Attribute("stride_w", "int", 1, "horizontal stride", min=1),
+        Attribute("pad_h", "int", 0, "zero padding, top and bottom", min=0),
+        Attribute("pad_w", "int", 0, "zero padding, left and right", min=0),
+        Attribute("dilation_h", "int", 1, "vertical dilation", min=1),
+        Attribute("dilation_w", "int", 1, "horizontal dilation", min=1),
+        # that groups divides Cin and Cout is a shape check (the plugin's, the function body's)
+        Attribute("groups", "int", 1, "channel groups", min=1),
+        Attribute("relu", "int", 0, "1: ReLU fused after the bias", choices=((0, "off"), (1, "ReLU"))),
     ),
     doc=("y[N,Cout,Ho,Wo] = act(conv2d(x, weight) + bias) computed only where mask[N,1,Ho,Wo] > 0, "
          "exactly 0 elsewhere; a fifth input holds deformable-v1 offsets[N,2*kH*kW,Ho,Wo]"),
@@ -143,8 +242,9 @@ GAUSSIAN_INTERP = OpDef(
     ),
     outputs=("dense",),
     attributes=(
-        Attribute("sigma", "float", SIGMA_INIT, "inverse standard deviation s of the Gaussian"),
-        Attribute("relu", "int", 0, "1: ReLU applied last"),
+        Attribute("sigma", "float", SIGMA_INIT, "inverse standard deviation s of the Gaussian",
+                  min=0.0, min_exclusive=True),
+        Attribute("relu", "int", 0, "1: ReLU applied last", choices=((0, "off"), (1, "ReLU"))),
     ),
     doc=("dense = act(m*f + (1-m)*N/D + bias [+ residual]); 7x7 window, "
          "W(d) = s^2/(2 pi) exp(-s^2 |d|^2 / 2), D = sum W m + 1e-5, float32 arithmetic"),
@@ -161,6 +261,30 @@ def torch_schema(op: OpDef) -> str:
             for i in op.inputs]
     args += [f"{a.type} {a.name}={a.default!r}" for a in op.attributes]
     return f"({', '.join(args)}) -> Tensor"
+
+
+def _cpp_number(a: Attribute, v: int | float) -> str:
+    if a.type == "float":
+        return f"{float(v)!r}f"
+    return "(-2147483647 - 1)" if v == INT32_MIN else str(int(v))  # no unary minus on 2^31
+
+
+def _cpp_range_lines(a: Attribute) -> list[str]:
+    """kMin<Name>, kMax<Name>, kMin<Name>Exclusive and kRange<Name> of one attribute."""
+    if a.choices:
+        values = sorted(v for v, _ in a.choices)
+        if values != list(range(values[0], values[-1] + 1)):
+            raise ValueError(f"{a.name}: choices {values} are not contiguous; the C++ range "
+                             "check (min/max) cannot express them")
+    suffix = "".join(p.capitalize() for p in a.name.split("_"))
+    typ = "float" if a.type == "float" else "int"
+    excl = "true" if a.min_exclusive and not a.choices else "false"
+    return [
+        f"constexpr {typ} kMin{suffix} = {_cpp_number(a, a.lower)};",
+        f"constexpr {typ} kMax{suffix} = {_cpp_number(a, a.upper)};",
+        f"constexpr bool kMin{suffix}Exclusive = {excl};",
+        f"constexpr char const* kRange{suffix} = {json.dumps(a.range_text())};",
+    ]
 
 
 def render_cpp_header() -> str:
@@ -205,6 +329,10 @@ def render_cpp_header() -> str:
             ident = "kDefault" + "".join(p.capitalize() for p in a.name.split("_"))
             typ, val = ("float", f"{a.default!r}f") if a.type == "float" else ("int", str(a.default))
             lines.append(f"constexpr {typ} {ident} = {val};")
+        lines.append("// Valid values: kMin* <= v <= kMax* (kMin* < v when kMin*Exclusive), finite;")
+        lines.append("// kRange* says so in words (the same text as the Python checks).")
+        for a in op.attributes:
+            lines.extend(_cpp_range_lines(a))
         lines.append(f"}}  // namespace {ns}")
         lines.append("")
     lines += ["}  // namespace contract", "}  // namespace ssi", ""]

@@ -133,9 +133,13 @@ def input_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | str, ...]]:
 
 
 def load_onnx(path) -> onnx.ModelProto:
+    """The model at ``path``, its SSI nodes checked against the op contract (one-line errors)."""
+    from ..export.node_check import check_ssi_nodes
+
     try:
-        return onnx.load(str(path))
+        model = onnx.load(str(path))
     except FileNotFoundError:
         raise SSIError(f"ONNX file {path} does not exist") from None
     except Exception as e:
         raise SSIError(f"{path} is not a readable ONNX model ({' '.join(str(e).split())[:200]})") from None
+    return check_ssi_nodes(model, path)

@@ -9,7 +9,7 @@ constexpr char const* kDomain = "ssi";
 constexpr int kOpsetVersion = 1;
 constexpr char const* kPluginNamespace = "ssi";
 constexpr char const* kPluginVersion = "1";
-constexpr int kSemanticsVersion = 1;
+constexpr int kSemanticsVersion = 2;
 constexpr int kModeThreshold = 0;
 constexpr int kModeStochastic = 1;
 constexpr int kModeOfficial = 2;
@@ -34,6 +34,24 @@ constexpr int kDefaultMode = 0;
 constexpr int kDefaultGridInterval = 11;
 constexpr int kDefaultSeed = 0;
 constexpr int kDefaultLayer = 0;
+// Valid values: kMin* <= v <= kMax* (kMin* < v when kMin*Exclusive), finite;
+// kRange* says so in words (the same text as the Python checks).
+constexpr int kMinMode = 0;
+constexpr int kMaxMode = 2;
+constexpr bool kMinModeExclusive = false;
+constexpr char const* kRangeMode = "one of 0 (threshold), 1 (stochastic), 2 (official)";
+constexpr int kMinGridInterval = 0;
+constexpr int kMaxGridInterval = 2147483647;
+constexpr bool kMinGridIntervalExclusive = false;
+constexpr char const* kRangeGridInterval = "an int32 >= 0";
+constexpr int kMinSeed = (-2147483647 - 1);
+constexpr int kMaxSeed = 2147483647;
+constexpr bool kMinSeedExclusive = false;
+constexpr char const* kRangeSeed = "any int32 (-2147483648 to 2147483647)";
+constexpr int kMinLayer = 0;
+constexpr int kMaxLayer = 2147483647;
+constexpr bool kMinLayerExclusive = false;
+constexpr char const* kRangeLayer = "an int32 >= 0";
 }  // namespace SampleMask
 
 namespace SparseConv2d {
@@ -64,6 +82,40 @@ constexpr int kDefaultDilationH = 1;
 constexpr int kDefaultDilationW = 1;
 constexpr int kDefaultGroups = 1;
 constexpr int kDefaultRelu = 0;
+// Valid values: kMin* <= v <= kMax* (kMin* < v when kMin*Exclusive), finite;
+// kRange* says so in words (the same text as the Python checks).
+constexpr int kMinStrideH = 1;
+constexpr int kMaxStrideH = 2147483647;
+constexpr bool kMinStrideHExclusive = false;
+constexpr char const* kRangeStrideH = "an int32 >= 1";
+constexpr int kMinStrideW = 1;
+constexpr int kMaxStrideW = 2147483647;
+constexpr bool kMinStrideWExclusive = false;
+constexpr char const* kRangeStrideW = "an int32 >= 1";
+constexpr int kMinPadH = 0;
+constexpr int kMaxPadH = 2147483647;
+constexpr bool kMinPadHExclusive = false;
+constexpr char const* kRangePadH = "an int32 >= 0";
+constexpr int kMinPadW = 0;
+constexpr int kMaxPadW = 2147483647;
+constexpr bool kMinPadWExclusive = false;
+constexpr char const* kRangePadW = "an int32 >= 0";
+constexpr int kMinDilationH = 1;
+constexpr int kMaxDilationH = 2147483647;
+constexpr bool kMinDilationHExclusive = false;
+constexpr char const* kRangeDilationH = "an int32 >= 1";
+constexpr int kMinDilationW = 1;
+constexpr int kMaxDilationW = 2147483647;
+constexpr bool kMinDilationWExclusive = false;
+constexpr char const* kRangeDilationW = "an int32 >= 1";
+constexpr int kMinGroups = 1;
+constexpr int kMaxGroups = 2147483647;
+constexpr bool kMinGroupsExclusive = false;
+constexpr char const* kRangeGroups = "an int32 >= 1";
+constexpr int kMinRelu = 0;
+constexpr int kMaxRelu = 1;
+constexpr bool kMinReluExclusive = false;
+constexpr char const* kRangeRelu = "one of 0 (off), 1 (ReLU)";
 }  // namespace SparseConv2d
 
 namespace GaussianInterp {
@@ -81,6 +133,16 @@ constexpr char const* kAttrSigma = "sigma";  // float: inverse standard deviatio
 constexpr char const* kAttrRelu = "relu";  // int: 1: ReLU applied last
 constexpr float kDefaultSigma = 3.0f;
 constexpr int kDefaultRelu = 0;
+// Valid values: kMin* <= v <= kMax* (kMin* < v when kMin*Exclusive), finite;
+// kRange* says so in words (the same text as the Python checks).
+constexpr float kMinSigma = 0.0f;
+constexpr float kMaxSigma = 3.4028234663852886e+38f;
+constexpr bool kMinSigmaExclusive = true;
+constexpr char const* kRangeSigma = "a finite float32 > 0.0";
+constexpr int kMinRelu = 0;
+constexpr int kMaxRelu = 1;
+constexpr bool kMinReluExclusive = false;
+constexpr char const* kRangeRelu = "one of 0 (off), 1 (ReLU)";
 }  // namespace GaussianInterp
 
 }  // namespace contract

@@ -47,11 +47,15 @@ SSI_HD inline uint32_t layerKey(int32_t seed, int32_t layer) {
     return mix32(mix32(static_cast<uint32_t>(seed)) ^ static_cast<uint32_t>(layer));
 }
 
-// u[n, y, x] in (0, 1): ((h >> 8) + 0.5) / 2^24, exact in float32.
+// u[n, y, x] = ((h >> 9) + 0.5) * 2^-23 in [2^-24, 1 - 2^-24], strictly inside (0, 1)
+// (semantics version 2). Every step is exact in float32: h >> 9 < 2^23 converts exactly,
+// (h >> 9) + 0.5 < 2^23 needs 24 significant bits, and the scale is a power of two. 1 - u is
+// another draw of the same grid, also exact. (Version 1's ((h >> 8) + 0.5) / 2^24 needed 25
+// bits and rounded to exactly 1.0 for h >> 8 = 2^24 - 1.)
 SSI_HD inline float hashUniform(uint32_t key, int32_t n, int32_t y, int32_t x) {
     uint32_t h = mix32(mix32(mix32(key ^ static_cast<uint32_t>(n)) ^ static_cast<uint32_t>(y)) ^
                        static_cast<uint32_t>(x));
-    return (static_cast<float>(h >> 8) + 0.5f) * (1.0f / 16777216.0f);
+    return (static_cast<float>(h >> 9) + 0.5f) * (1.0f / 8388608.0f);
 }
 
 SSI_HD inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }

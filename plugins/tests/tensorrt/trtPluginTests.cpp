@@ -23,9 +23,12 @@
 #include <deque>
 #include <functional>
 #include <iostream>
+#include <limits>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 using namespace nvinfer1;
@@ -1001,6 +1004,192 @@ void testFieldErrors()
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Value ranges: every attribute of every op, as the generated contract states them.
+
+struct RangeCase
+{
+    std::string op;
+    std::string name;
+    bool isFloat;
+    double min;
+    double max;
+    bool minExclusive;
+    std::string range;
+};
+
+#define SSI_RANGE_CASE(Op, Name)                                                                                       \
+    RangeCase                                                                                                          \
+    {                                                                                                                  \
+        contract::Op::kName, contract::Op::kAttr##Name,                                                                \
+            std::is_floating_point<decltype(contract::Op::kDefault##Name)>::value,                                     \
+            static_cast<double>(contract::Op::kMin##Name), static_cast<double>(contract::Op::kMax##Name),              \
+            contract::Op::kMin##Name##Exclusive, contract::Op::kRange##Name                                            \
+    }
+
+std::vector<RangeCase> contractRanges()
+{
+    return {SSI_RANGE_CASE(SampleMask, Mode), SSI_RANGE_CASE(SampleMask, GridInterval),
+        SSI_RANGE_CASE(SampleMask, Seed), SSI_RANGE_CASE(SampleMask, Layer), SSI_RANGE_CASE(SparseConv2d, StrideH),
+        SSI_RANGE_CASE(SparseConv2d, StrideW), SSI_RANGE_CASE(SparseConv2d, PadH), SSI_RANGE_CASE(SparseConv2d, PadW),
+        SSI_RANGE_CASE(SparseConv2d, DilationH), SSI_RANGE_CASE(SparseConv2d, DilationW),
+        SSI_RANGE_CASE(SparseConv2d, Groups), SSI_RANGE_CASE(SparseConv2d, Relu),
+        SSI_RANGE_CASE(GaussianInterp, Sigma), SSI_RANGE_CASE(GaussianInterp, Relu)};
+}
+
+void testContractRangeTable()
+{
+    using namespace contract;
+    // Every attribute has a range, in contract order.
+    std::map<std::string, std::vector<std::string>> byOp;
+    for (RangeCase const& r : contractRanges())
+    {
+        byOp[r.op].push_back(r.name);
+        CHECK(!r.range.empty());
+        CHECK(r.min <= r.max);
+    }
+    for (std::string const op : {SampleMask::kName, SparseConv2d::kName, GaussianInterp::kName})
+    {
+        std::vector<std::string> want;
+        for (auto const& a : contractAttributes(op))
+        {
+            want.push_back(a.first);
+        }
+        CHECK(byOp[op] == want);
+    }
+    // The values the kernels rely on.
+    static_assert(SampleMask::kMinMode == kModeThreshold && SampleMask::kMaxMode == kModeOfficial, "modes");
+    static_assert(SampleMask::kMinGridInterval == 0 && SampleMask::kMinLayer == 0, "SampleMask ranges");
+    static_assert(SampleMask::kMinSeed == std::numeric_limits<int32_t>::min()
+            && SampleMask::kMaxSeed == std::numeric_limits<int32_t>::max(),
+        "seed: any int32");
+    static_assert(SparseConv2d::kMinStrideH == 1 && SparseConv2d::kMinStrideW == 1 && SparseConv2d::kMinPadH == 0
+            && SparseConv2d::kMinPadW == 0 && SparseConv2d::kMinDilationH == 1 && SparseConv2d::kMinDilationW == 1
+            && SparseConv2d::kMinGroups == 1 && SparseConv2d::kMinRelu == 0 && SparseConv2d::kMaxRelu == 1,
+        "SparseConv2d ranges");
+    static_assert(GaussianInterp::kMinSigma == 0.0F && GaussianInterp::kMinSigmaExclusive
+            && GaussianInterp::kMaxSigma == std::numeric_limits<float>::max() && GaussianInterp::kMaxRelu == 1,
+        "GaussianInterp ranges");
+}
+
+//! Creating `node`'s plugin with the one field `f` fails, and the logged line names the
+//! plugin, the layer, the attribute, `valueText` (when given) and the contract's range.
+void expectRangeError(NodeCase const& node, RangeCase const& r, Fields& f, std::string const& valueText,
+    TensorRTPhase phase = TensorRTPhase::kBUILD)
+{
+    gLib.logger.clear();
+    PluginPtr p = create(node, f.get(), phase);
+    CHECK(p == nullptr);
+    std::vector<std::string> const parts = {node.op, "'" + node.label + "'",
+        node.op + " attribute " + r.name + "=" + valueText, "is out of range: expected " + r.range};
+    bool const logged = gLib.logger.hasError(parts);
+    if (!logged)
+    {
+        std::fprintf(stderr, "  %s %s=%s: no error with '%s' and '%s'; got: %s\n", node.op.c_str(), r.name.c_str(),
+            valueText.c_str(), parts[2].c_str(), parts[3].c_str(),
+            gLib.logger.messages().empty() ? "(nothing)" : gLib.logger.messages().back().text.c_str());
+    }
+    CHECK(logged);
+}
+
+void expectAccepted(NodeCase const& node, RangeCase const& r, Fields& f, double want)
+{
+    PluginPtr p = create(node, f.get());
+    CHECK(p != nullptr);
+    if (p == nullptr)
+    {
+        std::fprintf(stderr, "  %s %s=%g rejected: %s\n", node.op.c_str(), r.name.c_str(), want,
+            gLib.logger.messages().empty() ? "" : gLib.logger.messages().back().text.c_str());
+        return;
+    }
+    CHECK_EQ(serialized(p.get(), node.op).at(r.name), want);
+}
+
+void testOutOfRangeFieldsRejected(RangeCase const& r)
+{
+    NodeCase node;
+    for (NodeCase const& n : modelNodes())
+    {
+        if (n.op == r.op)
+        {
+            node = n;
+            break;
+        }
+    }
+    REQUIRE(!node.op.empty());
+    double const int32Min = std::numeric_limits<int32_t>::min();
+    double const int32Max = std::numeric_limits<int32_t>::max();
+    if (!r.isFloat)
+    {
+        // The bounds themselves are valid.
+        for (double v : {r.min, r.max})
+        {
+            Fields f;
+            f.i32(r.name, static_cast<int32_t>(v));
+            expectAccepted(node, r, f, v);
+        }
+        // One past each bound is not: kINT32 where it fits, else kINT64 (the parser's int64).
+        int64_t const below = static_cast<int64_t>(r.min) - 1;
+        int64_t const above = static_cast<int64_t>(r.max) + 1;
+        for (int64_t v : {below, above})
+        {
+            Fields f;
+            if (v >= int32Min && v <= int32Max)
+            {
+                f.i32(r.name, static_cast<int32_t>(v));
+            }
+            else
+            {
+                f.i64(r.name, v);
+            }
+            expectRangeError(node, r, f, std::to_string(v));
+        }
+        // As text (kCHAR) and at deserialisation (kRUNTIME) the same check applies.
+        Fields t;
+        t.str(r.name, std::to_string(below), true);
+        expectRangeError(node, r, t, std::to_string(below), TensorRTPhase::kRUNTIME);
+        return;
+    }
+    // Floats: the largest value is valid, and so is the smallest above an exclusive minimum.
+    {
+        Fields f;
+        f.f32(r.name, static_cast<float>(r.max));
+        expectAccepted(node, r, f, static_cast<float>(r.max));
+        float const smallest = r.minExclusive ? std::nextafter(static_cast<float>(r.min), 1.F) : static_cast<float>(r.min);
+        Fields g;
+        g.f32(r.name, smallest);
+        expectAccepted(node, r, g, smallest);
+    }
+    if (r.minExclusive)
+    {
+        Fields f;
+        f.f32(r.name, static_cast<float>(r.min));
+        std::ostringstream os;
+        os << r.min;
+        expectRangeError(node, r, f, os.str());
+    }
+    {
+        Fields f;
+        f.f32(r.name, -1.F);
+        expectRangeError(node, r, f, "-1");
+    }
+    {
+        Fields f;
+        f.f32(r.name, std::numeric_limits<float>::quiet_NaN());
+        expectRangeError(node, r, f, "nan");
+    }
+    {
+        Fields f;
+        f.f32(r.name, std::numeric_limits<float>::infinity());
+        expectRangeError(node, r, f, "inf");
+    }
+    {
+        Fields f;
+        f.f64(r.name, r.max * 2.0); // finite in float64, beyond float32
+        expectRangeError(node, r, f, "", TensorRTPhase::kRUNTIME);
+    }
+}
+
 void testFieldForms()
 {
     using namespace contract;
@@ -1333,6 +1522,12 @@ int main(int argc, char** argv)
         }
     }
     runner.run("bad fields are rejected with a logged reason", testFieldErrors);
+    runner.run("every attribute has its range in the contract", testContractRangeTable);
+    for (RangeCase const& r : contractRanges())
+    {
+        runner.run(r.op + " " + r.name + ": out-of-range values rejected (" + r.range + ")",
+            [&] { testOutOfRangeFieldsRejected(r); });
+    }
     runner.run("accepted field forms", testFieldForms);
     runner.run("no logger: errors do not crash", testNullLogger);
 

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iomanip>
 #include <limits>
 #include <sstream>
 
@@ -47,6 +48,10 @@ bool fieldText(PluginField const& field, std::string& text)
 
 std::string rangeText(AttrSpec const& spec)
 {
+    if (spec.range != nullptr && spec.range[0] != '\0')
+    {
+        return spec.range; // the contract's words (ssi/contract.h kRange*)
+    }
     std::ostringstream os;
     bool const hasMax = spec.maxValue < static_cast<double>(std::numeric_limits<int32_t>::max());
     if (spec.kind == AttrKind::kInt)
@@ -191,8 +196,18 @@ bool PluginAttributes::parseOne(PluginField const& field, AttrSpec const& spec, 
     bool const belowMin = spec.minExclusive ? !(number > spec.minValue) : !(number >= spec.minValue);
     if (!std::isfinite(number) || belowMin || number > spec.maxValue)
     {
+        // The same sentence as the Python check (OpDef.check_values), ranges from the contract.
         std::ostringstream os;
-        os << where << " = " << number << " is out of range: must be " << rangeText(spec);
+        os << mTable.opName << " attribute " << spec.name << "=";
+        if (spec.kind == AttrKind::kInt && std::isfinite(number))
+        {
+            os << static_cast<int64_t>(number);
+        }
+        else
+        {
+            os << std::setprecision(9) << number;
+        }
+        os << " is out of range: expected " << rangeText(spec);
         error = os.str();
         return false;
     }

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace ssi
@@ -22,6 +23,7 @@ enum class AttrKind : int32_t
 };
 
 //! One attribute of an op: name from the contract, kind, default and valid range.
+//! Build it with SSI_CONTRACT_ATTR so that every value comes from ssi/contract.h.
 struct AttrSpec
 {
     char const* name;
@@ -30,7 +32,22 @@ struct AttrSpec
     double minValue;   //!< smallest valid value (inclusive unless minExclusive)
     double maxValue;   //!< largest valid value (inclusive)
     bool minExclusive; //!< true: the value must be strictly greater than minValue
+    char const* range; //!< the valid values in words (contract kRange*), for messages
 };
+
+//! The AttrSpec of attribute `Name` of the op namespace `op` (e.g. ssi::contract::SparseConv2d,
+//! `StrideH`): name, kind (from the default's type), default and range are the generated
+//! contract constants kAttr<Name>, kDefault<Name>, kMin<Name>, kMax<Name>, kMin<Name>Exclusive
+//! and kRange<Name>; nothing is written by hand.
+#define SSI_CONTRACT_ATTR(op, Name)                                                                                    \
+    ::ssi::trt::AttrSpec                                                                                               \
+    {                                                                                                                  \
+        op::kAttr##Name,                                                                                               \
+            std::is_floating_point<decltype(op::kDefault##Name)>::value ? ::ssi::trt::AttrKind::kFloat                 \
+                                                                        : ::ssi::trt::AttrKind::kInt,                  \
+            static_cast<double>(op::kDefault##Name), static_cast<double>(op::kMin##Name),                              \
+            static_cast<double>(op::kMax##Name), op::kMin##Name##Exclusive, op::kRange##Name                           \
+    }
 
 //! The attribute table of one op.
 struct AttrTable

@@ -17,10 +17,10 @@ namespace
 
 namespace op = ssi::contract::GaussianInterp;
 
+// Names, defaults and valid ranges: the generated contract (ssi/contract.h).
 AttrSpec const kSpecs[] = {
-    {op::kAttrSigma, AttrKind::kFloat, op::kDefaultSigma, 0.0, static_cast<double>(std::numeric_limits<float>::max()),
-        true},
-    {op::kAttrRelu, AttrKind::kInt, op::kDefaultRelu, 0, 1, false},
+    SSI_CONTRACT_ATTR(op, Sigma),
+    SSI_CONTRACT_ATTR(op, Relu),
 };
 static_assert(sizeof(kSpecs) / sizeof(kSpecs[0]) == op::kNumAttributes, "GaussianInterp attributes out of sync");
 

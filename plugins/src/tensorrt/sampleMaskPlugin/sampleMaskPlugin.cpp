@@ -16,14 +16,12 @@ namespace
 
 namespace op = ssi::contract::SampleMask;
 
-constexpr double kInt32Min = static_cast<double>(std::numeric_limits<int32_t>::min());
-constexpr double kInt32Max = static_cast<double>(std::numeric_limits<int32_t>::max());
-
+// Names, defaults and valid ranges: the generated contract (ssi/contract.h).
 AttrSpec const kSpecs[] = {
-    {op::kAttrMode, AttrKind::kInt, op::kDefaultMode, contract::kModeThreshold, contract::kModeOfficial, false},
-    {op::kAttrGridInterval, AttrKind::kInt, op::kDefaultGridInterval, 0, kInt32Max, false},
-    {op::kAttrSeed, AttrKind::kInt, op::kDefaultSeed, kInt32Min, kInt32Max, false},
-    {op::kAttrLayer, AttrKind::kInt, op::kDefaultLayer, 0, kInt32Max, false},
+    SSI_CONTRACT_ATTR(op, Mode),
+    SSI_CONTRACT_ATTR(op, GridInterval),
+    SSI_CONTRACT_ATTR(op, Seed),
+    SSI_CONTRACT_ATTR(op, Layer),
 };
 static_assert(sizeof(kSpecs) / sizeof(kSpecs[0]) == op::kNumAttributes, "SampleMask attributes out of sync");
 

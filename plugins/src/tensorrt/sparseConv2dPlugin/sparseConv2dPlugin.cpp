@@ -17,17 +17,17 @@ namespace
 
 namespace op = ssi::contract::SparseConv2d;
 
-constexpr double kInt32Max = static_cast<double>(std::numeric_limits<int32_t>::max());
-
+// Names, defaults and valid ranges: the generated contract (ssi/contract.h). That groups
+// divides the channel counts is a shape check (checkShapes).
 AttrSpec const kSpecs[] = {
-    {op::kAttrStrideH, AttrKind::kInt, op::kDefaultStrideH, 1, kInt32Max, false},
-    {op::kAttrStrideW, AttrKind::kInt, op::kDefaultStrideW, 1, kInt32Max, false},
-    {op::kAttrPadH, AttrKind::kInt, op::kDefaultPadH, 0, kInt32Max, false},
-    {op::kAttrPadW, AttrKind::kInt, op::kDefaultPadW, 0, kInt32Max, false},
-    {op::kAttrDilationH, AttrKind::kInt, op::kDefaultDilationH, 1, kInt32Max, false},
-    {op::kAttrDilationW, AttrKind::kInt, op::kDefaultDilationW, 1, kInt32Max, false},
-    {op::kAttrGroups, AttrKind::kInt, op::kDefaultGroups, 1, kInt32Max, false},
-    {op::kAttrRelu, AttrKind::kInt, op::kDefaultRelu, 0, 1, false},
+    SSI_CONTRACT_ATTR(op, StrideH),
+    SSI_CONTRACT_ATTR(op, StrideW),
+    SSI_CONTRACT_ATTR(op, PadH),
+    SSI_CONTRACT_ATTR(op, PadW),
+    SSI_CONTRACT_ATTR(op, DilationH),
+    SSI_CONTRACT_ATTR(op, DilationW),
+    SSI_CONTRACT_ATTR(op, Groups),
+    SSI_CONTRACT_ATTR(op, Relu),
 };
 static_assert(sizeof(kSpecs) / sizeof(kSpecs[0]) == op::kNumAttributes, "SparseConv2d attributes out of sync");
 
