@@ -88,6 +88,19 @@ def test_emulated_bottleneck(kernels, dtype):
     assert gc.RESULTS["checks"] and not gc.RESULTS["failures"], gc.RESULTS["failures"]
 
 
+def test_emulated_sample_mask_largest_draw_is_below_one(kernels):
+    # seed 0, layer 3, (n, y, x) = (0, 705, 257): h >> 9 = 2**23 - 1, the largest draw
+    # u = 1 - 2**-24 (semantics version 1 rounded it to 1.0: kept in official mode whatever
+    # the logit, never kept in stochastic mode).
+    gc, K = kernels
+    logits = torch.full((1, 1, 706, 258), -100.0)
+    out = torch.full_like(logits, float("nan"))
+    K.sample_mask(logits, out, 2, 0, 0, 3)  # official
+    assert torch.equal(out, torch.zeros_like(out))
+    K.sample_mask(-0.3 * logits, out, 1, 0, 0, 3)  # stochastic, sigmoid(30) = 1.0f > every u
+    assert torch.equal(out, torch.ones_like(out))
+
+
 def test_emulated_launch_rejects_bad_parameters(kernels):
     gc, K = kernels
     x = torch.randn(1, 4, 8, 8)
