@@ -10,8 +10,8 @@ from onnx import TensorProto, helper
 from ssi_deploy.backends.base import Backend
 from ssi_deploy.backends.onnxruntime_backend import OnnxRuntimeBackend, choose_providers
 from ssi_deploy.backends.registry import create_backend
-from ssi_deploy.backends.torch_backend import (TorchBackend, check_checkpoint_matches,
-                                               parse_init)
+from ssi_deploy.backends.torch_backend import TorchBackend, check_weights_match
+from ssi_deploy.manifest import Weights
 from ssi_deploy.errors import SSIError
 
 
@@ -100,24 +100,26 @@ def test_torch_backend_interface(torch_backend):
     assert be.describe()["model"]["arch"] == "sparse_resnet50"
 
 
-def test_init_and_checkpoint_matching(tmp_path):
-    assert parse_init("random seed 7") == ("random", 7)
-    assert parse_init("checkpoint sha256:ABC") == ("checkpoint", "abc")
-    with pytest.raises(SSIError, match="unrecognised 'init'"):
-        parse_init("trained somewhere")
+class _M:  # the part of a Manifest that check_weights_match reads
+    def __init__(self, weights):
+        self.weights = weights
+
+
+def test_checkpoint_matching(tmp_path):
     ck = tmp_path / "w.pth"
     ck.write_bytes(b"weights")
     import hashlib
     sha = hashlib.sha256(b"weights").hexdigest()
-    assert check_checkpoint_matches(f"checkpoint sha256:{sha}", ck) is None
-    assert check_checkpoint_matches("random seed 3", None) == 3
+    from_ck, from_seed = _M(Weights("checkpoint", sha256=sha)), _M(Weights("random", seed=3))
+    assert check_weights_match(from_ck, ck) is None
+    assert check_weights_match(from_seed, None) == 3
     with pytest.raises(SSIError, match="checkpoint mismatch: .* random weights"):
-        check_checkpoint_matches("random seed 3", ck)
+        check_weights_match(from_seed, ck)
     with pytest.raises(SSIError, match="pass it with --checkpoint"):
-        check_checkpoint_matches(f"checkpoint sha256:{sha}", None)
+        check_weights_match(from_ck, None)
     other = tmp_path / "other.pth"
     other.write_bytes(b"other weights")
     with pytest.raises(SSIError, match="checkpoint mismatch"):
-        check_checkpoint_matches(f"checkpoint sha256:{sha}", other)
+        check_weights_match(from_ck, other)
     with pytest.raises(SSIError, match="checkpoint not found"):
-        check_checkpoint_matches(f"checkpoint sha256:{sha}", tmp_path / "nope.pth")
+        check_weights_match(from_ck, tmp_path / "nope.pth")

@@ -9,7 +9,7 @@ import pytest
 
 from ssi_deploy.errors import SSIError
 from ssi_deploy.validation import inputs as I
-from ssi_deploy.validation.compare import (REL_FLOOR, Tolerance, Tolerances, compare_mask,
+from ssi_deploy.validation.compare import (REL_FLOOR, ComparisonReport, Tolerance, Tolerances, compare_mask,
                                            compare_output, compare_outputs, error_stats,
                                            format_table, parse_tolerance_specs)
 
@@ -49,7 +49,37 @@ def test_nan_inf_counted_and_fail():
     c = compare_output("p2", ref, test, Tolerance(1e-3, 1e-3))
     assert (c.nan_ref, c.inf_ref, c.nan_test, c.inf_test) == (1, 1, 1, 1)
     assert c.max_abs == 0.0  # only index 0 is finite in both
-    assert c.violations == 2 and not c.passed  # inf vs 1 and 2 vs inf; NaN == NaN
+    assert c.violations == 3 and not c.passed  # inf vs 1, 2 vs inf, and the NaN pair
+
+
+def test_all_nan_on_both_sides_fails_with_its_own_line():
+    # the bug: NaN == NaN (equal_nan) and an atol from an all-NaN reference made this a PASS
+    ref = np.full((1, 4, 3, 3), np.nan, np.float32)
+    c = compare_output("p2", ref, ref.copy(), Tolerances.for_dtype("fp32").default)
+    assert not c.passed and c.violations == ref.size
+    rep = ComparisonReport([c], [], [], [])
+    assert not rep.passed
+    lines = rep.failures()
+    assert any("non-finite values" in ln and "36 NaN" in ln and "reference" in ln for ln in lines)
+    assert "FAIL" in format_table(rep) and "PASS" not in format_table(rep).splitlines()[-1]
+
+
+def test_nonfinite_in_backend_only_fails():
+    ref = np.ones((2, 3), np.float32)
+    test = ref.copy()
+    test[1, 2] = np.inf
+    rep = ComparisonReport([compare_output("c5", ref, test, Tolerances.for_dtype("fp32").default)],
+                           [], [], [])
+    assert not rep.passed
+    assert rep.failures() == ["c5: non-finite values: 0 NaN and 1 Inf in the backend's output"]
+
+
+def test_nan_mask_fails():
+    ref = np.ones((1, 1, 4, 4), np.float32)
+    test = ref.copy()
+    test[0, 0, 1, 1] = np.nan
+    m = compare_mask("mask_layer1_0_mask1", ref, test, 0.999, 2)
+    assert not m.passed and m.nan_test == 1
 
 
 def test_identical_and_zero_vectors():

@@ -8,6 +8,7 @@ exported files through the model-local function bodies (no SSI kernel is registe
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 
 import numpy as np
@@ -21,6 +22,7 @@ from onnx import TensorProto, helper
 
 import ssi_deploy.ops  # noqa: F401  (registers torch.ops.ssi.*)
 from ssi_deploy.cli.main import main as cli_main
+from ssi_deploy.manifest import Manifest, Sampling, Weights, read_manifest
 from ssi_deploy.errors import SSIError
 from ssi_deploy.export import (ExportError, VerifyError, build_functions, export_onnx,
                                read_metadata, reference_evaluator, register_schemas, summarize)
@@ -102,6 +104,16 @@ def test_sample_mask_body_matches_torch(mode, grid, rng):
     assert np.abs(got - want).max() <= (5e-4 if mode == "official" else 0.0)
     if mode != "threshold":  # the hash really decides: ~sigmoid(logit) of positions kept
         assert 0.3 < (got > 0).mean() < 0.7
+
+
+def test_sample_mask_body_largest_draw_is_below_one():
+    # seed 0, layer 3, (n, y, x) = (0, 705, 257): h >> 9 = 2**23 - 1, the largest draw
+    # u = 1 - 2**-24. Semantics version 1 rounded u to 1.0 there, so L = log u - log(1 - u)
+    # was +inf and even a logit of -100 was kept; now |L| <= 16.7 and nothing is kept.
+    logits = torch.full((1, 1, 706, 258), -100.0)
+    attrs = dict(mode=C.MODE_OFFICIAL, grid_interval=0, seed=0, layer=3)
+    got = run_single(single_node_model(C.SAMPLE_MASK, [logits], attrs), [logits])
+    assert not got.any(), np.argwhere(got)
 
 
 @pytest.mark.parametrize("cfg", [
@@ -193,12 +205,15 @@ class TinySSI(nn.Module):
         self.expose_masks = False
         self.fused = None
 
+    mask_names = ["mask_1", "mask_2", "mask_3"]  # what the exporter's manifest reads
+    sampling_layers = ["layer1", "layer2", "layer3"]
+
     @property
     def output_names(self):
-        return ["c2", "c3"] + (["mask_1", "mask_2", "mask_3"] if self.expose_masks else [])
+        return ["c2", "c3"] + (self.mask_names if self.expose_masks else [])
 
     def describe(self):
-        return {"arch": "tiny_ssi", "with_fpn": False, "sampling": self.sampling,
+        return {"arch": "tiny_ssi", "with_fpn": False, "sparse": True, "sampling": self.sampling,
                 "seed": self.seed, "normalisation": {"mean": [0.0] * 3, "std": [1.0] * 3},
                 "init": "random seed 0"}
 
@@ -329,20 +344,22 @@ def test_tiny_export_runs_in_onnx_reference(tiny_exports):
 
 def test_metadata_round_trip(tiny_exports):
     _, path = tiny_exports["official"]
-    meta = read_metadata(path)
-    assert meta["arch"] == "tiny_ssi" and meta["sampling"] == "official" and meta["seed"] == 7
-    assert meta["onnx_opset"] == OPSET and meta["dtype"] == "fp32"
-    assert meta["ssi_opset_version"] == C.OPSET_VERSION
-    assert meta["semantics_version"] == C.SEMANTICS_VERSION
-    assert meta["normalisation"] == {"mean": [0.0] * 3, "std": [1.0] * 3}
-    assert meta["init"] == "random seed 0" and meta["init_seed"] == 0
-    assert meta["checkpoint_sha256"] is None
-    assert meta["dynamic"] == ["batch", "height", "width"] and meta["expose_masks"] is True
-    assert meta["output_names"] == ["c2", "c3", "mask_1", "mask_2", "mask_3"]
-    assert meta["ssi_nodes"] == {"SampleMask": 3, "SparseConv2d": 5, "GaussianInterp": 3}
-    assert meta["note"] == "test" and meta["tool"] == "ssi-deploy"
+    m = read_manifest(path)
+    assert m.arch == "tiny_ssi" and m.sampling.mode == "official" and m.sampling.seed == 7
+    assert m.onnx_opset == OPSET and m.precision == "fp32"
+    assert m.ssi_opset_version == C.OPSET_VERSION
+    assert m.semantics_version == C.SEMANTICS_VERSION
+    assert m.preprocessing.mean == (0.0,) * 3 and m.preprocessing.std == (1.0,) * 3
+    assert m.weights == Weights("random", seed=0)
+    assert m.dynamic == ("batch", "height", "width") and m.masks_exposed
+    assert m.output_names == ["c2", "c3", "mask_1", "mask_2", "mask_3"]
+    assert [o.kind for o in m.outputs] == ["feature"] * 2 + ["mask"] * 3
+    assert m.input.kind == "image" and m.input.shape == ("batch", 3, "height", "width")
+    assert m.ssi_nodes == {"SampleMask": 3, "SparseConv2d": 5, "GaussianInterp": 3}
+    assert m.extra == {"note": "test"}
     raw = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    assert json.loads(raw["ssi.seed"]) == 7
+    assert list(raw) == ["ssi.manifest"]  # one manifest, nothing else to parse
+    assert Manifest.from_dict(json.loads(raw["ssi.manifest"])) == m
 
 
 def test_fp16_export_runs_in_ort(tmp_path):
@@ -369,7 +386,7 @@ def test_fp16_export_runs_in_ort(tmp_path):
         err = np.abs(a.astype(np.float32) - b) / np.abs(b).max()
         # fp16 rounding everywhere (~1e-3); a flipped mask position moves a few values more
         assert np.percentile(err, 99) < 5e-3 and err.max() < 0.25, (np.percentile(err, 99), err.max())
-    assert read_metadata(path)["dtype"] == "fp16"
+    assert read_manifest(path).precision == "fp16"
 
 
 class FreezesWidth(nn.Module):
@@ -438,9 +455,9 @@ def test_sparse_resnet50_stochastic_masks_identical(tmp_path):
         else:
             assert rel_err(a, b) < 2e-5, (name, rel_err(a, b))
     assert n_masks == 32
-    meta = read_metadata(path)
-    assert meta["arch"] == "sparse_resnet50" and meta["sampling"] == "stochastic"
-    assert meta["seed"] == 11 and meta["init_seed"] == 0
+    m = read_manifest(path)
+    assert m.arch == "sparse_resnet50" and m.sampling == Sampling("stochastic", 11, None)
+    assert m.weights == Weights("random", seed=0)
 
     # forced density picks k from H*W in Python: dynamic height/width would freeze it
     model.set_forced_density(0.26)
@@ -474,7 +491,10 @@ def test_registry_arch_exports_and_matches_torch(arch, tmp_path):
     got = ort_session(str(path)).run(None, {"image": x.numpy()})
     with torch.no_grad():
         want = [t.numpy() for t in model(x)]
-    assert len(got) == len(want) == len(model.output_names)
+    # SSI exports expose one mask per sampling layer after the features by default
+    masks = model.mask_names if spec.sparse else []
+    assert [o.name for o in proto.graph.output] == model.feature_names + masks
+    assert len(got) == len(want) + len(masks) == len(model.output_names) + len(masks)
     for name, a, b in zip(model.output_names, got, want):
         assert rel_err(a, b) < 2e-5, (arch, name, rel_err(a, b))
 
@@ -504,9 +524,9 @@ def test_cli_export_summary_and_checkpoint(tmp_path, capsys):
     assert last.startswith("exported resnet50: 0 SampleMask, 0 SparseConv2d, 0 GaussianInterp")
     assert str(out) in last and "MB" in last
     assert "verifying with ONNX Runtime against PyTorch" in stdout
-    meta = read_metadata(out)
-    assert meta["onnx_opset"] == 20 and meta["dynamic"] == [] and meta["with_fpn"] is True
-    assert meta["init"].startswith("checkpoint sha256:") and len(meta["checkpoint_sha256"]) == 64
+    m = read_manifest(out)
+    assert m.onnx_opset == 20 and m.dynamic == () and m.with_fpn is True
+    assert m.weights.kind == "checkpoint" and len(m.weights.sha256) == 64
     s = summarize(out)
     assert s["opset"] == 20 and s["inputs"] == ["image"]
     assert s["outputs"] == ["p2", "p3", "p4", "p5", "p6"]
@@ -522,14 +542,16 @@ def test_cli_export_summary_and_checkpoint(tmp_path, capsys):
 
 @pytest.mark.parametrize("args,match", [
     (["--arch", "sparse_resnet50", "--input-shape", "1x3x64"], "bad --input-shape '1x3x64'"),
-    (["--arch", "sparse_resnet50", "--input-shape", "1x3x0x64"], "every dimension must be positive"),
-    (["--arch", "sparse_resnet50", "--input-shape", "1x4x64x64"], "Nx3xHxW"),
+    (["--arch", "sparse_resnet50", "--input-shape", "1x3x0x64"], "every size must be positive"),
+    (["--arch", "sparse_resnet50", "--input-shape", "1x4x64x64"], "3-channel (RGB)"),
+    (["--arch", "sparse_resnet50", "--input-shape", "1x3x100000x100000"], "over the limit of 16384"),
+    (["--arch", "sparse_resnet50", "--input-shape", "64x3x8192x8192"], "GiB of activations"),
     (["--arch", "resnet18"], "unknown --arch 'resnet18'; choose one of"),
     (["--arch", "sparse_resnet50", "--checkpoint", "/nonexistent/w.pth"], "does not exist"),
     (["--arch", "sparse_resnet50", "--checkpoint", "/"], "is not a file"),
     (["--arch", "sparse_resnet50", "--opset", "13"], "opset 13 is not supported: use 18..25"),
     (["--arch", "sparse_resnet50", "--dynamic", "batch,time"], "unknown axis 'time'"),
-    (["--arch", "resnet50", "--expose-masks"], "dense and has no sampling layers"),
+    (["--arch", "resnet50", "--masks"], "dense and has no sampling layers"),
 ])
 def test_cli_user_mistakes_give_one_line(tmp_path, capsys, args, match):
     rc, _, err = run_cli([*args, "--output", str(tmp_path / "m.onnx")], capsys)
@@ -537,6 +559,46 @@ def test_cli_user_mistakes_give_one_line(tmp_path, capsys, args, match):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], err
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("where,match", [
+    ("missing_dir/m.onnx", "does not exist; create it first"),
+    ("a_file/m.onnx", "is not a directory"),
+    ("a_dir", "is a directory"),
+    ("m.txt", "must end in .onnx"),
+])
+def test_cli_bad_output_fails_before_export(tmp_path, capsys, monkeypatch, where, match):
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "a_dir.onnx").mkdir()
+    target = tmp_path / ("a_dir.onnx" if where == "a_dir" else where)
+    import ssi_deploy.models as models
+
+    def no_build(*a, **k):  # the output is checked before any model is built
+        raise AssertionError("model built before the output path was checked")
+    monkeypatch.setattr(models, "create_model", no_build)
+    rc, _, err = run_cli(["--arch", "sparse_resnet50", "--output", str(target)], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and match in err, err
+
+
+def test_export_write_failure_leaves_no_partial_file(tmp_path, monkeypatch):
+    import ssi_deploy.export.exporter as ex
+
+    def boom(proto, path, **kw):
+        Path(path).write_bytes(b"half")
+        raise KeyboardInterrupt  # Ctrl-C while writing
+    monkeypatch.setattr(ex.onnx, "save_model", boom)
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx(TinySSI(), tmp_path / "t.onnx", input_shape=(1, 3, 32, 32))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_nonfinite_weights(tmp_path):
+    model = TinySSI()
+    with torch.no_grad():
+        model.conv2_w[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ExportError, match=r"conv2_w has 1 NaN and 0 Inf.*damaged"):
+        export_onnx(model, tmp_path / "nan.onnx", input_shape=(1, 3, 32, 32))
+    assert not (tmp_path / "nan.onnx").exists()
 
 
 def test_cli_unreadable_checkpoint(tmp_path, capsys):
@@ -555,5 +617,5 @@ def test_read_metadata_errors(tmp_path):
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
     onnx.save(helper.make_model(g), str(plain))
-    with pytest.raises(SSIError, match="no ssi metadata"):
+    with pytest.raises(SSIError, match="carries no ssi-deploy manifest"):
         read_metadata(plain)

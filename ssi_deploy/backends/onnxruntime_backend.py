@@ -49,11 +49,16 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
-                 optimization: str = "all"):
+                 optimization: str = "all", extra_outputs: dict[str, str] | None = None):
+        """``extra_outputs``: {tensor inside the graph: output name} made graph outputs in
+        memory (validation reads the sampling masks of a file that does not expose them)."""
         ort = _import_ort()
         self.path = Path(path)
         if not self.path.is_file():
             raise SSIError(f"ONNX file not found: {self.path}")
+        from ..export.node_check import check_ssi_file
+
+        check_ssi_file(self.path)  # out-of-contract SSI attributes: one line naming the node
         so = ort.SessionOptions()
         so.log_severity_level = 3  # errors only: the CUDA fallback is reported by us
         if threads:
@@ -64,8 +69,10 @@ class OnnxRuntimeBackend(Backend):
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
         providers = choose_providers(device)
+        self._renames = dict(extra_outputs or {})
+        model = str(self.path) if not self._renames else _with_outputs(self.path, self._renames)
         try:
-            self.session = ort.InferenceSession(str(self.path), so, providers=providers)
+            self.session = ort.InferenceSession(model, so, providers=providers)
         except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph...)
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise SSIError(f"onnxruntime cannot load {self.path}: {msg}") from None
@@ -84,7 +91,7 @@ class OnnxRuntimeBackend(Backend):
 
     @property
     def output_names(self) -> list[str]:
-        return [o.name for o in self._outputs]
+        return [self._renames.get(o.name, o.name) for o in self._outputs]
 
     @property
     def input_shapes(self) -> dict[str, tuple | None]:
@@ -132,8 +139,8 @@ class OnnxRuntimeBackend(Backend):
             b = self.session.io_binding()
             for name, a in feeds.items():
                 b.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0))
-            for name in self.output_names:
-                b.bind_output(name, "cuda", 0)
+            for o in self._outputs:
+                b.bind_output(o.name, "cuda", 0)
             self._binding = b
 
     def run_staged(self) -> None:
@@ -146,3 +153,16 @@ class OnnxRuntimeBackend(Backend):
         self._binding = None
         self._staged = None
         self.session = None
+
+
+def _with_outputs(path: Path, tensors: dict[str, str]) -> bytes:
+    """The serialised model of ``path`` with ``tensors`` (internal names) as extra outputs."""
+    import onnx
+
+    model = onnx.load(str(path))
+    have = {o.name for o in model.graph.output}
+    elem = model.graph.output[0].type.tensor_type.elem_type if model.graph.output else 1
+    for name in tensors:
+        if name not in have:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
+    return model.SerializeToString()

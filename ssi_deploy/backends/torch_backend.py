@@ -30,41 +30,35 @@ def _torch_dtype(dtype) -> torch.dtype:
         raise SSIError(f"unknown dtype {dtype!r}; use fp32 or fp16") from None
 
 
-def parse_init(init: str) -> tuple[str, str | int]:
-    """Metadata ``init`` -> ("checkpoint", sha256 hex) or ("random", seed)."""
-    from ..models.network import parse_init_info
-
-    parsed = parse_init_info(init)
-    if parsed is not None:
-        return parsed
-    raise SSIError(f"unrecognised 'init' entry in the ONNX metadata: {init!r}; expected "
-                   "'checkpoint sha256:<hex>' or 'random seed <S>'")
-
-
-def check_checkpoint_matches(init: str, checkpoint: str | Path | None, onnx_path=None) -> int | None:
-    """Enforce that ``checkpoint`` is the file the ONNX was exported from.
+def check_weights_match(manifest, checkpoint: str | Path | None, onnx_path=None) -> int | None:
+    """Enforce that ``checkpoint`` is the file the export was made from (its sha256).
 
     Returns the random-init seed when the file was exported from seeded random weights.
     """
     from ..models.checkpoint import file_sha256
 
     where = f" ({onnx_path})" if onnx_path else ""
-    kind, value = parse_init(init)
-    if kind == "random":
+    w = manifest.weights
+    if w.kind == "untracked":
+        raise SSIError(f"the ONNX file{where} was exported from a module whose weights "
+                       "ssi-deploy does not track (not built by create_model): no PyTorch "
+                       "reference can be rebuilt; export it with `ssi-deploy export`")
+    if w.kind == "random":
         if checkpoint is not None:
             raise SSIError(f"checkpoint mismatch: the ONNX file{where} was exported from random "
-                           f"weights (seed {value}), but --checkpoint {checkpoint} was given")
-        return int(value)
+                           f"weights (seed {w.seed}), but --checkpoint {checkpoint} was given; "
+                           "drop --checkpoint")
+        return int(w.seed)
     if checkpoint is None:
-        raise SSIError(f"the ONNX file{where} was exported from checkpoint sha256:{value[:12]}...; "
+        raise SSIError(f"the ONNX file{where} was exported from checkpoint sha256:{w.sha256[:12]}...; "
                        "pass it with --checkpoint PATH")
     p = Path(checkpoint)
     if not p.is_file():
         raise SSIError(f"checkpoint not found: {p}")
     got = file_sha256(p)
-    if got != value:
+    if got != w.sha256:
         raise SSIError(f"checkpoint mismatch: {p} has sha256:{got[:12]}..., the ONNX file{where} "
-                       f"was exported from sha256:{value[:12]}...")
+                       f"was exported from sha256:{w.sha256[:12]}...")
     return None
 
 
@@ -107,27 +101,23 @@ class TorchBackend(Backend):
 
     @classmethod
     def from_onnx(cls, path: str | Path, checkpoint: str | Path | None = None,
-                  **kw) -> "TorchBackend":
-        """Rebuild the reference model an exported file came from, from its metadata."""
-        import onnx
+                  manifest=None, expose_masks: bool | None = None, **kw) -> "TorchBackend":
+        """Rebuild the reference model an exported file came from, from its manifest.
 
-        meta = read_onnx_metadata(path)
-        seed = check_checkpoint_matches(meta.get("init", ""), checkpoint, path)
-        graph = onnx.load(str(path), load_external_data=False).graph
-        init_names = {i.name for i in graph.initializer}
-        inputs = [i.name for i in graph.input if i.name not in init_names]
-        outputs = [o.name for o in graph.output]
-        masks = any(o.startswith("mask_") for o in outputs)
-        desc = meta.get("describe") if isinstance(meta.get("describe"), dict) else {}
-        forced = meta.get("forced_density", desc.get("forced_density"))
+        ``expose_masks`` (default: as the file does) adds the mask outputs even when the file
+        does not expose them (validation compares and replays masks)."""
+        m = manifest if manifest is not None else read_onnx_metadata(path)
+        seed = check_weights_match(m, checkpoint, path)
+        masks = m.masks_exposed if expose_masks is None else bool(expose_masks)
         backend = cls.from_arch(
-            meta["arch"], checkpoint=checkpoint, with_fpn=_as_bool(meta.get("with_fpn", False)),
-            sampling=meta.get("sampling", "threshold"), seed=int(meta.get("seed", 0)),
-            init_seed=0 if seed is None else seed, expose_masks=masks,
-            forced_density=None if forced in (None, "", "None", "none") else float(forced),
-            input_name=inputs[0] if inputs else DEFAULT_INPUT_NAME, **kw)
-        if backend.output_names != outputs:
-            raise SSIError(f"{path}: its outputs {outputs} differ from the rebuilt model's "
+            m.arch, checkpoint=checkpoint, with_fpn=m.with_fpn, sampling=m.sampling.mode,
+            seed=m.sampling.seed, init_seed=0 if seed is None else seed,
+            expose_masks=masks and m.sparse, forced_density=m.sampling.forced_density,
+            input_name=m.input.name, **kw)
+        want = [o.name for o in m.outputs if masks or o.kind != "mask"]
+        got = [o for o in backend.output_names if masks or not o.startswith("mask_")]
+        if got != want and not (masks and not m.masks_exposed):
+            raise SSIError(f"{path}: its outputs {want} differ from the rebuilt model's "
                            f"{backend.output_names} (exported by another version?)")
         return backend
 
@@ -225,28 +215,8 @@ def build_model(arch: str, with_fpn: bool, checkpoint=None, sampling: str = "thr
     return out.eval()
 
 
-def _as_bool(v) -> bool:
-    if isinstance(v, str):
-        return v.strip().lower() in ("1", "true", "yes")
-    return bool(v)
+def read_onnx_metadata(path: str | Path):
+    """The manifest of ``path`` (one-line errors for a missing, foreign or edited file)."""
+    from ..manifest import read_manifest
 
-
-def read_onnx_metadata(path: str | Path) -> dict:
-    """The exporter's metadata of ``path`` (one-line errors for a missing or foreign file)."""
-    p = Path(path)
-    if not p.is_file():
-        raise SSIError(f"ONNX file not found: {p}")
-    try:
-        from ..export import read_metadata
-    except ImportError as e:
-        raise SSIError(f"the ONNX exporter package is unavailable ({e})") from None
-    try:
-        meta = read_metadata(p)
-    except SSIError:
-        raise
-    except Exception as e:
-        raise SSIError(f"cannot read the ssi-deploy metadata of {p}: {e}") from None
-    if not meta or "arch" not in meta:
-        raise SSIError(f"{p} carries no ssi-deploy metadata (arch, init, ...): was it exported "
-                       "with `ssi-deploy export`?")
-    return meta
+    return read_manifest(path)

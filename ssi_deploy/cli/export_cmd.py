@@ -60,8 +60,9 @@ def check_checkpoint(path: str | None) -> Path | None:
 @click.option("--opset", default=None, type=int, help="ONNX opset (18..25, default 18).")
 @click.option("--dtype", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]),
               help="Tensor dtype of the graph (fp16: SSI bodies still compute in fp32).")
-@click.option("--expose-masks", is_flag=True,
-              help="Add one mask output per sampling layer (mask_<layer>).")
+@click.option("--masks/--no-masks", "expose_masks", default=None,
+              help="One mask output per sampling layer (mask_<layer>) [default: on for SSI "
+                   "models; validate compares and replays them].")
 @click.option("--verify", is_flag=True,
               help="Run the file in ONNX Runtime at the example shape and at a second shape "
                    "along the dynamic axes, and compare with PyTorch.")
@@ -75,11 +76,9 @@ def export(arch, checkpoint, with_fpn, output, input_shape, dynamic, sampling, s
     dyn = parse_dynamic(dynamic)
     opset = check_opset(DEFAULT_OPSET if opset is None else opset)
     ckpt = check_checkpoint(checkpoint)
-    out = Path(output)
-    if out.suffix != ".onnx":
-        raise SSIError(f"--output {out} must end in .onnx")
-    if not out.parent.exists():
-        raise SSIError(f"--output directory {out.parent} does not exist; create it first")
+    from ..outputs import check_output_path
+
+    out = check_output_path(output, "--output", ".onnx")  # before minutes of export
 
     from ..models import create_model, list_models
 
@@ -101,7 +100,7 @@ def export(arch, checkpoint, with_fpn, output, input_shape, dynamic, sampling, s
                        f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}; pass a "
                        "checkpoint saved with torch.save for this architecture") from e
     if expose_masks and not getattr(getattr(model, "spec", None), "sparse", True):
-        raise SSIError(f"--expose-masks: {arch} is dense and has no sampling layers; "
+        raise SSIError(f"--masks: {arch} is dense and has no sampling layers; "
                        "drop the flag or choose a sparse_* architecture")
     path = export_onnx(model, out, input_shape=shape, dynamic=dyn, opset=opset, dtype=dtype,
                        expose_masks=expose_masks, verify=verify,

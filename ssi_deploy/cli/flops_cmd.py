@@ -26,7 +26,7 @@ def flops(arch, input_shape, density, densities_json, as_json):
     """Backbone GMACs (what the paper calls GFLOPs) of ARCH at INPUT-SHAPE: stem, blocks,
     offset convs, mask convs and interpolations, scaled by the mask densities."""
     spec = get_arch(arch)
-    shape = parse_image_shape(input_shape)
+    shape = parse_image_shape(input_shape, check_memory=False)  # arithmetic only
     if density is not None and densities_json:
         raise SSIError("give either --density or --densities-json, not both")
     dens = density
@@ -36,8 +36,14 @@ def flops(arch, input_shape, density, densities_json, as_json):
         try:
             with open(densities_json) as f:
                 data = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise SSIError(f"cannot read {densities_json}: {e}") from None
+        except UnicodeDecodeError:
+            raise SSIError(f"--densities-json {densities_json} is not a text (UTF-8 JSON) file; "
+                           "give the JSON that `profile --report` writes") from None
+        except json.JSONDecodeError as e:
+            raise SSIError(f"--densities-json {densities_json} is not valid JSON ({e}); give "
+                           "the JSON that `profile --report` writes") from None
+        except OSError as e:
+            raise SSIError(f"cannot read --densities-json {densities_json}: {e.strerror or e}") from None
         dens = data.get("density", data) if isinstance(data, dict) else data
         if isinstance(dens, dict) and "per_layer" in dens:
             dens = dens["per_layer"]

@@ -43,7 +43,11 @@ def summarise(path: str) -> dict:
         ignored, initialised = report.ignored, report.initialised
     except SSIError as e:
         fits, problem, ignored, initialised = False, str(e), [], []
+    nonfinite = [{"key": k, "nan": int(v.isnan().sum()), "inf": int(v.isinf().sum())}
+                 for k, v in sd.items()
+                 if v.is_floating_point() and not bool(v.isfinite().all())]
     return {"path": str(ckpt.path), "sha256": ckpt.sha256, "format": ckpt.format,
+            "nonfinite": nonfinite,
             "arch": arch, "with_fpn": with_fpn, "parts": parts,
             "extra_entries": ckpt.extra_keys, "num_tensors": len(sd),
             "num_parameters": int(sum(v.numel() for v in sd.values())),
@@ -56,10 +60,13 @@ def summarise(path: str) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def inspect_checkpoint(path, as_json):
     """Recognise the architecture of checkpoint PATH (official SSI/mmdet 0.6 or torchvision)
-    and summarise it: blocks, sigmas, mask-conv biases, what a model would ignore or lack."""
+    and summarise it: blocks, sigmas, mask-conv biases, what a model would ignore or lack.
+    Exit 1 when a tensor holds NaN or Inf (the file is damaged)."""
     info = summarise(path)
     if as_json:
         click.echo(json.dumps(info, indent=2))
+        if info["nonfinite"]:
+            raise click.exceptions.Exit(1)
         return
     click.echo(f"{info['path']}: {info['format']} checkpoint, sha256 {info['sha256'][:16]}...")
     click.echo(f"architecture: {info['arch']}{' + FPN' if info['with_fpn'] else ''} "
@@ -84,3 +91,9 @@ def inspect_checkpoint(path, as_json):
                        f"{len(info['initialised_keys'])} keys (" + ", ".join(info["initialised_keys"][:4]) + " ...)")
         else:
             click.echo("nothing missing")
+    if info["nonfinite"]:
+        bad = info["nonfinite"]
+        click.echo(f"DAMAGED: {len(bad)} tensor(s) hold non-finite values, every output would be "
+                   "NaN: " + ", ".join(f"{b['key']} ({b['nan']} NaN, {b['inf']} Inf)"
+                                        for b in bad[:3]) + (" ..." if len(bad) > 3 else ""))
+        raise click.exceptions.Exit(1)

@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
-from ..errors import SSIError
+from ..input_shape import parse_input_shape
 
 
-def parse_shape(text: str, what: str = "--input-shape") -> tuple[int, ...]:
-    """'1x3x512x512' -> (1, 3, 512, 512)."""
-    if not re.fullmatch(r"\s*\d+(\s*[xX,]\s*\d+)*\s*", text or ""):
-        raise SSIError(f"bad {what} {text!r}: write it as NxCxHxW, e.g. 1x3x512x512")
-    dims = tuple(int(d) for d in re.split(r"\s*[xX,]\s*", text.strip()))
-    if any(d <= 0 for d in dims):
-        raise SSIError(f"bad {what} {text!r}: every dimension must be positive")
-    return dims
-
-
-def parse_image_shape(text: str) -> tuple[int, int, int, int]:
-    dims = parse_shape(text)
-    if len(dims) != 4 or dims[1] != 3:
-        raise SSIError(f"bad --input-shape {text!r}: expected Nx3xHxW (an RGB image batch), "
-                       "e.g. 1x3x512x512")
-    return dims  # type: ignore[return-value]
+def parse_image_shape(text: str, check_memory: bool = True) -> tuple[int, int, int, int]:
+    """``--input-shape`` of every command: NxCxHxW or HxW (see ``ssi_deploy.input_shape``)."""
+    return parse_input_shape(text, "--input-shape", check_memory=check_memory)

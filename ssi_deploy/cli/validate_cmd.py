@@ -38,23 +38,30 @@ from ..errors import SSIError, ValidationFailed
               help="Least share of equal mask positions per sampling layer "
                    "[default: 0.999 fp32, 0.99 fp16].")
 @click.option("--max-mask-flips", type=int, default=None,
-              help="Differing mask positions always tolerated per layer [default: 2 fp32, 4 fp16].")
-@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Near-threshold decisions tolerated per layer once the backend's earlier "
+                   "masks are replayed [default: 2 fp32, 4 fp16].")
+@click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Write the full comparison as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the verdict line.")
 def validate(onnx_file, checkpoint, backend, device, image, short_side, npz, use_random, seed,
              input_shape, atol, rtol, min_mask_agreement, max_mask_flips, report, quiet):
-    """Run ONNX_FILE on a backend and the PyTorch reference rebuilt from its metadata, on the
-    same input, and compare every output (masks separately). Exit 0 on pass, 1 on fail.
-    When masks differ, features are judged against the reference re-run with the backend's
-    masks (the free-running comparison stays in the report).
+    """Run ONNX_FILE on a backend and the PyTorch reference rebuilt from its manifest, on the
+    same input, and compare every output by its kind. Exit 0 on pass, 1 on fail, 2 on a
+    mistake in what was given. Any NaN or Inf, on either side, fails.
+
+    Sampling masks are always compared (a file that does not expose them gets them as extra
+    outputs in memory). When decisions differ, the reference is replayed with the backend's
+    masks: features are judged against the replay, and each layer's own decisions under it
+    must be near their threshold (within what the feature tolerance allows the logit to
+    move); the free-running comparison, with the first layer that flipped, stays in the
+    report.
 
     ONNX_FILE may also be a TensorRT engine (.plan, with the .plan.json `ssi-deploy build`
     writes): it runs on the tensorrt backend and is validated against the PyTorch reference of
     the ONNX file it was built from (random input: the engine profile's opt shape). Default
     tolerances follow the exported dtype (fp32: atol 2e-5 x max|ref| of each output, rtol 1e-3;
     fp16: 1e-2 x max|ref|, 1e-2)."""
-    from ..validation.inputs import parse_shape
+    from ..input_shape import parse_input_shape
     from ..validation.runner import InputSpec, validate as run_validate
 
     sources = [s for s in (image is not None, npz is not None, use_random) if s]
@@ -62,7 +69,7 @@ def validate(onnx_file, checkpoint, backend, device, image, short_side, npz, use
         raise SSIError("give one input source: --image, --inputs or --random")
     spec = InputSpec(image=image, npz=npz, random=not (image or npz), seed=seed,
                      short_side=short_side,
-                     input_shape=parse_shape(input_shape) if input_shape else None)
+                     input_shape=parse_input_shape(input_shape) if input_shape else None)
     log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     result = run_validate(onnx_file, checkpoint=checkpoint, backend=backend, inputs=spec,
                           atol=atol, rtol=rtol, min_mask_agreement=min_mask_agreement,
@@ -73,9 +80,7 @@ def validate(onnx_file, checkpoint, backend, device, image, short_side, npz, use
     if report is not None and not quiet:
         click.echo(f"report: {report}")
     if not result.passed:
-        f = result.comparison.failures()
-        name = result.backend.get("backend", backend)
-        raise ValidationFailed(f"{name} differs from the PyTorch reference: " + "; ".join(f[:3])
-                               + (f" (+{len(f) - 3} more)" if len(f) > 3 else ""))
+        from ..validation.runner import failure_message
+        raise ValidationFailed(failure_message(result))
     if quiet:
         click.echo("PASS")

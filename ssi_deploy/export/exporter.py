@@ -25,9 +25,13 @@ import torch
 
 from .. import __version__
 from ..errors import SSIError
+from ..manifest import (Manifest, Preprocessing, Sampling, TensorSpec, Weights, read_manifest,
+                        write_into_model_proto)
 from ..models.network import check_fpn_input, parse_init_info
+from ..outputs import atomic_output, check_output_path
 from ..ops import contract as C
 from .functions import MAX_OPSET, MIN_OPSET, build_functions
+from .node_check import check_ssi_nodes
 from .schemas import PARSER_ATTRIBUTES, PLUGIN_NAMESPACE_ATTR, PLUGIN_VERSION_ATTR, register_schemas
 
 INPUT_NAME = "image"
@@ -297,44 +301,9 @@ def attach_functions(model: onnx.ModelProto) -> None:
         model.opset_import.append(onnx.helper.make_opsetid(C.DOMAIN, C.OPSET_VERSION))
 
 
-def _set_metadata(model: onnx.ModelProto, meta: dict) -> None:
-    keep = [p for p in model.metadata_props if not p.key.startswith(META_PREFIX)]
-    del model.metadata_props[:]
-    model.metadata_props.extend(keep)
-    for k, v in meta.items():
-        p = model.metadata_props.add()
-        p.key, p.value = META_PREFIX + k, json.dumps(v)
-
-
-def read_metadata(path: str | os.PathLike) -> dict:
-    """The ``ssi.*`` metadata of an exported file, decoded (prefix stripped).
-
-    Keys (always present): tool, tool_version, torch_version, arch, with_fpn, sampling, seed,
-    onnx_opset, ssi_opset_version, semantics_version, normalisation ({"mean", "std"} and, for
-    registry models, "rgb"), dtype, forced_density (null when off), init ("checkpoint sha256:<hex>" or "random seed <S>"), checkpoint_sha256 (or null),
-    init_seed (or null), input_name, input_shape (the example shape), dynamic (axis names),
-    expose_masks, output_names, describe (the model's full describe() dict) and any extra
-    entries passed as ``metadata=``.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise SSIError(f"{p}: no such ONNX file; give the path written by `ssi-deploy export`")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - any parse failure is a user-facing bad file
-        raise SSIError(f"{p}: not a readable ONNX file ({e}); re-export it with "
-                       "`ssi-deploy export`") from None
-    out = {}
-    for prop in model.metadata_props:
-        if prop.key.startswith(META_PREFIX):
-            try:
-                out[prop.key[len(META_PREFIX):]] = json.loads(prop.value)
-            except json.JSONDecodeError:
-                out[prop.key[len(META_PREFIX):]] = prop.value
-    if "arch" not in out:
-        raise SSIError(f"{p} carries no ssi metadata (not written by ssi-deploy export); "
-                       "re-export it with `ssi-deploy export`")
-    return out
+def read_metadata(path: str | os.PathLike):
+    """The manifest of an exported file (:func:`ssi_deploy.manifest.read_manifest`)."""
+    return read_manifest(path)
 
 
 def reference_evaluator(path_or_model, **kwargs):
@@ -461,9 +430,71 @@ def _check_graph(model: onnx.ModelProto, dynamic: tuple[str, ...]) -> None:
                               "(drop it from --dynamic or fix the model)")
 
 
+def estimated_file_bytes(model: torch.nn.Module, dtype: str) -> int:
+    """About what the ONNX file will take: the weights in ``dtype`` plus 10 % for the graph."""
+    per = 2 if dtype == "fp16" else 4
+    n = sum(t.numel() for t in model.state_dict().values() if torch.is_tensor(t))
+    return int(n * per * 1.1)
+
+
+def check_finite_weights(model: torch.nn.Module) -> None:
+    """Refuse weights with NaN/Inf: every output would be non-finite (name the first)."""
+    bad = [(k, t) for k, t in model.state_dict().items()
+           if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        k, t = bad[0]
+        n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+        more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+        raise ExportError(f"the weights hold non-finite values: {k} has {n_nan} NaN and {n_inf} "
+                          f"Inf{more}; the checkpoint is damaged, fix or replace it")
+
+
+def _dims(value_info) -> tuple:
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                 for d in value_info.type.tensor_type.shape.dim)
+
+
+def build_manifest(m, describe: dict, proto: onnx.ModelProto, shape, dyn, dtype: str,
+                   opset: int, counts: Counter, extra: dict) -> Manifest:
+    """The manifest of the file being written (see ``ssi_deploy.manifest``)."""
+    kind, value = parse_init_info(describe.get("init", "")) or (None, None)
+    if kind == "checkpoint":
+        weights = Weights("checkpoint", sha256=value)
+    elif kind == "random":
+        weights = Weights("random", seed=int(value))
+    else:  # a module not built by create_model: runs anywhere, but has no reference
+        weights = Weights("untracked")
+    norm = describe.get("normalisation", describe.get("normalization")) or {}
+    pre = Preprocessing(tuple(float(v) for v in norm.get("mean", (0.0, 0.0, 0.0))),
+                        tuple(float(v) for v in norm.get("std", (1.0, 1.0, 1.0))),
+                        "RGB" if norm.get("rgb", True) else "BGR")
+    masks = dict(zip(getattr(m, "mask_names", []) or [], getattr(m, "sampling_layers", []) or []))
+    outputs = []
+    for o in proto.graph.output:
+        layer = masks.get(o.name)
+        outputs.append(TensorSpec(o.name, "mask" if layer else "feature", dtype, _dims(o), layer))
+    inputs = [TensorSpec(i.name, "image", dtype, _dims(i)) for i in proto.graph.input
+              if i.name not in {t.name for t in proto.graph.initializer}]
+    clash = sorted(set(extra) & {"arch", "weights", "sampling", "precision"})
+    if clash:
+        raise ExportError(f"metadata keys {clash} are reserved by the exporter; rename them")
+    fd = describe.get("forced_density")
+    return Manifest(
+        arch=describe.get("arch", type(m).__name__), with_fpn=bool(describe.get("with_fpn")),
+        sparse=bool(describe.get("sparse", False)), weights=weights,
+        sampling=Sampling(describe.get("sampling") or "threshold", int(describe.get("seed") or 0),
+                          None if fd is None else float(fd)),
+        precision=dtype, inputs=tuple(inputs), outputs=tuple(outputs), preprocessing=pre,
+        example_shape=tuple(int(d) for d in shape), dynamic=tuple(dyn),
+        semantics_version=C.SEMANTICS_VERSION, ssi_opset_version=C.OPSET_VERSION,
+        onnx_opset=opset, ssi_nodes={name: counts.get(name, 0) for name in C.OPS},
+        tool_version=__version__, torch_version=torch.__version__,
+        extra={str(k): _jsonable(v) for k, v in extra.items()})
+
+
 def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
                 input_shape=(1, 3, 512, 512), dynamic=("batch", "height", "width"),
-                opset: int = DEFAULT_OPSET, dtype: str = "fp32", expose_masks: bool = False,
+                opset: int = DEFAULT_OPSET, dtype: str = "fp32", expose_masks: bool | None = None,
                 metadata: dict | None = None, verify: bool = False,
                 progress: Callable[[str], None] | None = None) -> Path:
     """Export ``model`` (an SSI or dense ssi-deploy model) to one self-contained ONNX file.
@@ -471,8 +502,9 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
     The caller's model is left untouched (a copy is fused, cast and exported). ``dynamic``
     names the input axes kept symbolic (subset of batch, height, width). ``dtype="fp16"``
     exports half-precision tensors throughout (the SSI bodies compute in float32 inside).
-    ``expose_masks`` appends one mask output per sampling layer (``mask_<layer>``).
-    ``metadata`` adds JSON-serialisable entries to the ``ssi.*`` metadata. ``verify`` runs
+    ``expose_masks`` appends one mask output per sampling layer (``mask_<layer>``); by
+    default (None) an SSI model exposes them, so validation can compare sampling decisions
+    and replay the backend's masks. ``metadata`` adds JSON-serialisable entries to the ``ssi.*`` metadata. ``verify`` runs
     the file in ONNX Runtime at the example shape and at a second shape along the dynamic
     axes and compares with the PyTorch model (catches shapes frozen at export). Returns the path.
     """
@@ -484,15 +516,16 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
     dyn = _check_dynamic(dynamic)
     opset = check_opset(opset)
     dtype = _check_dtype(dtype)
-    path = Path(path)
-    if path.suffix != ".onnx":
-        raise ExportError(f"output {path} must end in .onnx")
-    if path.parent and not path.parent.exists():
-        raise ExportError(f"output directory {path.parent} does not exist; create it first")
     if not isinstance(model, torch.nn.Module):
         raise ExportError(f"export_onnx needs a torch.nn.Module, got {type(model).__name__}")
+    # the output is checked before minutes of export (room for the weights and some graph)
+    path = check_output_path(path, "output", ".onnx",
+                             expected_bytes=estimated_file_bytes(model, dtype))
+    check_finite_weights(model)
     metadata = dict(metadata or {})
 
+    if expose_masks is None:
+        expose_masks = bool(getattr(getattr(model, "spec", None), "sparse", False))
     say("preparing the model (eval, BatchNorm folded"
         + (", fp16" if dtype == "fp16" else "") + (", masks exposed" if expose_masks else "")
         + ")")
@@ -554,44 +587,12 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
 
     say("attaching SSI function bodies and metadata")
     counts = _normalise_ssi_nodes(proto)
+    check_ssi_nodes(proto, path, fix="fix the value the model passes to torch.ops.ssi.*")
     _materialise_weight_inputs(proto)
     attach_functions(proto)
     _check_graph(proto, dyn)
-    kind, value = parse_init_info(describe.get("init", "")) or (None, None)
-    sha = value if kind == "checkpoint" else None
-    init_seed = value if kind == "random" else None
-    norm = describe.get("normalisation", describe.get("normalization")) or {}
-    meta = {
-        "tool": "ssi-deploy",
-        "tool_version": __version__,
-        "torch_version": torch.__version__,
-        "arch": describe.get("arch", type(model).__name__),
-        "with_fpn": bool(describe.get("with_fpn", False)),
-        "sampling": describe.get("sampling"),
-        "seed": describe.get("seed"),
-        "onnx_opset": opset,
-        "ssi_domain": C.DOMAIN,
-        "ssi_opset_version": C.OPSET_VERSION,
-        "semantics_version": C.SEMANTICS_VERSION,
-        "normalisation": _jsonable(dict(norm)),
-        "dtype": dtype,
-        "forced_density": describe.get("forced_density"),
-        "init": describe.get("init"),
-        "checkpoint_sha256": sha,
-        "init_seed": init_seed,
-        "input_name": INPUT_NAME,
-        "input_shape": list(shape),
-        "dynamic": list(dyn),
-        "expose_masks": bool(expose_masks),
-        "output_names": [o.name for o in proto.graph.output],
-        "ssi_nodes": {name: counts.get(name, 0) for name in C.OPS},
-        "describe": _jsonable(describe),
-    }
-    clash = sorted(set(metadata) & set(meta))
-    if clash:
-        raise ExportError(f"metadata keys {clash} are reserved by the exporter; rename them")
-    meta.update({str(k): _jsonable(v) for k, v in metadata.items()})
-    _set_metadata(proto, meta)
+    manifest = build_manifest(m, describe, proto, shape, dyn, dtype, opset, counts, metadata)
+    write_into_model_proto(proto, manifest)
     proto.producer_name, proto.producer_version = "ssi-deploy", __version__
 
     say("checking the model (onnx.checker, full)")
@@ -601,9 +602,9 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
         raise ExportError(f"the model is {size / 2**30:.2f} GiB, over the 2 GiB limit of one "
                           "ONNX file; export fp16 or a smaller architecture")
     onnx.checker.check_model(proto, full_check=True)
-    tmp = path.with_name(path.name + ".tmp")
-    onnx.save_model(proto, str(tmp), save_as_external_data=False)
-    os.replace(tmp, path)
+    check_output_path(path, "output", ".onnx", expected_bytes=size)
+    with atomic_output(path, "ONNX file") as tmp:
+        onnx.save_model(proto, str(tmp), save_as_external_data=False)
     say(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     if verify:
         say("verifying with ONNX Runtime against PyTorch")

@@ -23,6 +23,7 @@ from torch import nn
 from ..ops import contract as C
 from ..ops import select_ops
 from ..ops.interpolation import gaussian_interp_rows, gaussian_window
+from ..ops.sampling import decision_margin
 from ..ops.sparse_conv import conv_rows_gemm, rows_nhwc, sampled_positions, sparse_conv2d_rows
 from .folding import fold_conv_bn
 from .gumbel import GumbelSigmoid
@@ -165,6 +166,8 @@ class SSIBottleneck(Bottleneck):
         self.forced_density: float | None = None
         self.sparsity_loss: torch.Tensor | None = None
         self.override_masks: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.record_decisions = False
+        self.decisions: tuple[dict, dict] | None = None
 
     @property
     def layer_ids(self) -> tuple[int, int]:
@@ -182,15 +185,40 @@ class SSIBottleneck(Bottleneck):
         return logits - kth.view(-1, 1, 1, 1)
 
     def masks(self, x: torch.Tensor, logits=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inference masks (m1 at the input resolution, m2 at the output resolution)."""
-        if self.override_masks is not None:  # masks taken from another backend's run
+        """Inference masks (m1 at the input resolution, m2 at the output resolution).
+
+        With ``override_masks`` (another backend's masks) those are returned; with
+        ``record_decisions`` as well, the block still takes its own decisions and keeps them in
+        ``decisions`` (validation tells near-threshold flips from real ones with them)."""
+        if self.override_masks is not None and not self.record_decisions:
             return self.override_masks
         l1, l2 = logits if logits is not None else (self.conv1_mask(x), self.conv2_mask(x))
         mode = C.MODE_THRESHOLD if self.forced_density is not None else self.sampling_mode
         kw = dict(mode=mode, grid_interval=self.grid_interval, seed=self.seed)
         sample_mask = select_ops().sample_mask
-        return (sample_mask(self._shift_to_density(l1), layer=self.layer_ids[0], **kw),
-                sample_mask(self._shift_to_density(l2), layer=self.layer_ids[1], **kw))
+        s1, s2 = self._shift_to_density(l1), self._shift_to_density(l2)
+        own = (sample_mask(s1, layer=self.layer_ids[0], **kw),
+               sample_mask(s2, layer=self.layer_ids[1], **kw))
+        if self.record_decisions:
+            self.decisions = tuple(
+                self._decision(x, z, m, conv, stride, layer, kw)
+                for z, m, conv, stride, layer in ((s1, own[0], self.conv1_mask, 1, self.layer_ids[0]),
+                                                  (s2, own[1], self.conv2_mask, self.stride,
+                                                   self.layer_ids[1])))
+        return self.override_masks if self.override_masks is not None else own
+
+    @staticmethod
+    def _decision(x, logits, mask, conv: nn.Conv2d, stride: int, layer: int, kw) -> dict:
+        """This layer's own decision, its margin z, and what bounds the logit's error: a
+        change of x by at most ``a + r|x|`` per element moves the logit by at most
+        ``r * (|W| * |x|) + a * sum|W|`` (``reach`` and ``w_l1``)."""
+        w = conv.weight.detach().to(torch.float64)
+        xa = x.detach().to(torch.float64).abs()
+        return {"mask": mask.detach(),
+                "z": decision_margin(logits.detach(), layer=layer, **kw),
+                "reach": F.conv2d(xa, w.abs(), None, stride, 1),
+                "w_l1": float(w.abs().sum()),
+                "x_absmax": xa.flatten(1).max(dim=1).values.view(-1, 1, 1, 1)}
 
     def _merged_x_convs(self, x, f):
         """(logits1, logits2, dense offsets or None) from the fewest passes over x.
@@ -279,8 +307,10 @@ class SSIBottleneck(Bottleneck):
 
     def fold_bn(self) -> dict:
         f = super().fold_bn()
-        # Sigmas become Python floats: op attributes, constants in an exported graph.
-        f["sigma1"], f["sigma2"] = _as_float(self.conv1_sigma), _as_float(self.conv2_sigma)
+        # Sigmas become Python floats: op attributes, constants in an exported graph. The
+        # Gaussian depends on s^2 only, so |s| is the same op and meets the contract (s > 0).
+        f["sigma1"], f["sigma2"] = (abs(_as_float(self.conv1_sigma)),
+                                    abs(_as_float(self.conv2_sigma)))
         convs = [self.conv1_mask, self.conv2_mask] + ([self.conv2_offset] if self.with_dcn else [])
         f["x_conv"] = (torch.cat([c.weight.detach() for c in convs]).contiguous(
                            memory_format=torch.channels_last),

@@ -161,19 +161,35 @@ class SSINetwork(nn.Module):
             state_dict, strict=strict, assign=assign))
 
     # -- forward ----------------------------------------------------------------------------
-    def set_mask_override(self, masks: list[torch.Tensor] | None) -> "SSINetwork":
+    def set_mask_override(self, masks: list[torch.Tensor] | None,
+                          record_decisions: bool = False) -> "SSINetwork":
         """Use these masks (one per sampling layer, in order) instead of sampling.
 
-        Validation uses it to compare features given identical masks, so that a handful of
-        near-threshold flips (which cascade through a deep network) is reported as mask
-        disagreement rather than as feature error.
+        Validation uses it to replay another backend's masks: features are then compared given
+        identical masks, so that a near-threshold flip (which cascades through a deep network)
+        is judged as a mask decision, not as feature error. ``record_decisions`` keeps each
+        layer's own decision under the replay (``decision_records``).
         """
         blocks = self.ssi_blocks
         if masks is not None and len(masks) != 2 * len(blocks):
             raise SSIError(f"{self.arch} has {2 * len(blocks)} sampling layers, got {len(masks)} masks")
         for i, b in enumerate(blocks):
             b.override_masks = None if masks is None else (masks[2 * i], masks[2 * i + 1])
+            b.record_decisions = bool(record_decisions) and masks is not None
+            b.decisions = None
         return self
+
+    def decision_records(self) -> dict[str, dict]:
+        """Per mask output name: the last forward's own decision under a replay (see
+        ``SSIBottleneck.masks``): mask, margin z, reach, w_l1, x_absmax."""
+        out = {}
+        names = iter(self.mask_names)
+        for b in self.ssi_blocks:
+            for rec in (b.decisions or (None, None)):
+                name = next(names)
+                if rec is not None:
+                    out[name] = rec
+        return out
 
     def forward(self, image: torch.Tensor):
         if self.neck is not None and not torch.compiler.is_exporting():

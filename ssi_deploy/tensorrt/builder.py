@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SSIError
+from ..manifest import SIDECAR_KEY, engine_manifest, manifest_from_model_proto
+from ..outputs import atomic_output, check_output_path, write_text_atomic
 from ..ops import contract
 from . import onnx_prep
 from .gpu import require_gpu
@@ -198,6 +200,8 @@ def build_engine(opts: BuildOptions, echo=_echo) -> BuildReport:
     if opts.precision is not None and opts.precision not in PRECISIONS:
         raise SSIError(f"--precision must be one of {', '.join(PRECISIONS)}, not {opts.precision!r}")
     model = onnx_prep.load_onnx(opts.onnx_path)
+    manifest = manifest_from_model_proto(model, str(opts.onnx_path))  # checked before TensorRT
+    check_output_path(opts.engine_path, "--output", expected_bytes=0)
     prepared, nodes, removed = onnx_prep.prepare_for_tensorrt(model)
     if not nodes and not opts.dense:
         raise SSIError(f"{opts.onnx_path} has no SSI nodes (domain "
@@ -303,17 +307,16 @@ def build_engine(opts: BuildOptions, echo=_echo) -> BuildReport:
 
     out = Path(opts.engine_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    tmp.write_bytes(plan_bytes)
-    os.replace(tmp, out)
+    with atomic_output(out, "engine") as tmp:
+        tmp.write_bytes(plan_bytes)
     cache_written = None
     if opts.timing_cache is not None:
         Path(opts.timing_cache).write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
         cache_written = Path(opts.timing_cache)
     sidecar = sidecar_path(out)
-    sidecar.write_text(json.dumps({
+    write_text_atomic(sidecar, json.dumps({
         "onnx": str(Path(opts.onnx_path).resolve()),
-        "onnx_metadata": {p.key: p.value for p in model.metadata_props},
+        SIDECAR_KEY: manifest.to_dict(),
         "tensorrt": mod.version,
         "precision": precision,
         "profiles": {p.name: {"min": list(p.min), "opt": list(p.opt), "max": list(p.max)}
@@ -324,7 +327,7 @@ def build_engine(opts: BuildOptions, echo=_echo) -> BuildReport:
         "dense": bool(opts.dense),
         "ssi_nodes": {n.name: n.op_type for n in nodes},
         "plugin_layers": check.matched if check else {},
-    }, indent=1) + "\n")
+    }, indent=1) + "\n", "engine sidecar")
     return BuildReport(out, len(plan_bytes), time.perf_counter() - t_start, mod.version, precision,
                        lib, list(profiles.values()), removed, check, serialized, cache_written,
                        sidecar)
@@ -334,6 +337,11 @@ def sidecar_path(engine_path) -> Path:
     """``model.plan`` -> ``model.plan.json``: what the engine was built from and how."""
     p = Path(engine_path)
     return p.with_name(p.name + ".json")
+
+
+def read_engine_manifest(engine_path):
+    """The manifest of the ONNX file an engine was built from (from its sidecar)."""
+    return engine_manifest(read_sidecar(engine_path), str(sidecar_path(engine_path)))
 
 
 def read_sidecar(engine_path) -> dict | None:

@@ -32,14 +32,10 @@ def format_shape(shape) -> str:
 
 
 def parse_shape(text: str, what: str = "shape") -> Shape:
-    parts = text.strip().lower().split("x")
-    try:
-        dims = tuple(int(p) for p in parts)
-    except ValueError:
-        raise SSIError(f"bad {what} {text!r}: write dimensions joined by 'x', e.g. 1x3x512x512") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise SSIError(f"bad {what} {text!r}: every dimension must be a positive integer")
-    return dims
+    """One shape of a profile, in the grammar of every command (``ssi_deploy.input_shape``)."""
+    from ..input_shape import parse_input_shape
+
+    return parse_input_shape(text, what, allow_hw=False, check_memory=False)
 
 
 def parse_profile(spec: str) -> ProfileShape:

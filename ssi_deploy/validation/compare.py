@@ -12,8 +12,9 @@ Definitions (float64 arithmetic, over the elements that are finite in both array
     median_abs = median(err)       p99_abs  = 99th percentile of err (linear interpolation)
     max_rel  = max(err / max(|ref|, REL_FLOOR))        REL_FLOOR = 1e-6
     cosine   = <ref, test> / (|ref| |test|)   (1 when both are all zero, 0 when one is)
-    pass     <=> shapes equal, no NaN/Inf where the reference is finite, and
-                 err <= atol + rtol * |ref| for every element (numpy.allclose's rule)
+    pass     <=> shapes equal, no NaN/Inf anywhere on either side (non-finite values get a
+                 failure line of their own), and err <= atol + rtol * |ref| for every element
+                 (numpy.allclose's rule)
 
 Default tolerances depend on the exported dtype. The default atol is scaled to the output:
 atol = atol_scale * max|ref| (features of an un-normalised backbone reach 100 and more, and
@@ -195,9 +196,43 @@ class MaskComparison:
     min_agreement: float
     allowed_flips: int  # differing positions tolerated on this layer
     passed: bool
+    nan_ref: int = 0
+    nan_test: int = 0
+    # after a replay of the backend's masks (None: no replay, judged free-running):
+    replayed_flips: int | None = None  # the reference's own decisions that still differ
+    near_threshold: int | None = None  # of those, within the error band of the decision
+    worst_margin: float | None = None  # max |z| / band over the replayed flips (<= 1: rounding)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def judged_by_replay(self) -> bool:
+        return self.replayed_flips is not None
+
+
+def nonfinite_line(o) -> str | None:
+    """'p2: 12 NaN, 0 Inf in the backend's output; 12 NaN in the reference' (or None)."""
+    parts = []
+    test_bad = (o.nan_test, getattr(o, "inf_test", 0))
+    ref_bad = (o.nan_ref, getattr(o, "inf_ref", 0))
+    if any(test_bad):
+        parts.append(f"{test_bad[0]} NaN and {test_bad[1]} Inf in the backend's output")
+    if any(ref_bad):
+        parts.append(f"{ref_bad[0]} NaN and {ref_bad[1]} Inf in the PyTorch reference (non-finite "
+                     "weights? see `ssi-deploy inspect-checkpoint`)")
+    return f"{o.name}: non-finite values: " + "; ".join(parts) if parts else None
+
+
+def mask_failure_line(m: "MaskComparison") -> str:
+    if m.judged_by_replay:
+        far = m.replayed_flips - m.near_threshold
+        why = (f"{far} far from the threshold (up to {m.worst_margin:.3g}x the error band)"
+               if far else f"more than the {m.allowed_flips} allowed")
+        return (f"{m.name}: {m.replayed_flips} of {m.positions} sampling decisions differ given "
+                f"the backend's earlier masks, {why}")
+    return (f"{m.name}: {m.differing} of {m.positions} mask positions differ "
+            f"(agreement {m.agreement:.6f}; {m.allowed_flips} allowed)")
 
 
 def error_stats(ref: np.ndarray, test: np.ndarray) -> dict:
@@ -242,8 +277,8 @@ def compare_output(name: str, ref: np.ndarray, test: np.ndarray, tol: Tolerance)
     st = error_stats(ref, test)
     r = ref.astype(np.float64)
     t = test.astype(np.float64)
-    # numpy's rule, with NaN/Inf only equal to themselves at the same position.
-    close = np.isclose(t, r, rtol=tol.rtol, atol=atol, equal_nan=True)
+    # numpy's rule; a NaN or Inf on either side is never close (an all-NaN pair is a failure)
+    close = np.isclose(t, r, rtol=tol.rtol, atol=atol) & np.isfinite(t) & np.isfinite(r)
     violations = int(close.size - close.sum())
     return OutputComparison(name, list(test.shape), list(ref.shape), st["max_abs"], st["max_rel"],
                             st["mean_abs"], st["median_abs"], st["p99_abs"], st["cosine"],
@@ -258,6 +293,7 @@ def compare_mask(name: str, ref: np.ndarray, test: np.ndarray, min_agreement: fl
     if ref.shape != test.shape:
         raise SSIError(f"mask {name}: shape {list(test.shape)} differs from the reference's "
                        f"{list(ref.shape)}")
+    nan_r, nan_t = int((~np.isfinite(ref)).sum()), int((~np.isfinite(test)).sum())
     sr, st = ref > 0, test > 0
     n = int(ref.size)
     differing = int((sr != st).sum())
@@ -268,7 +304,8 @@ def compare_mask(name: str, ref: np.ndarray, test: np.ndarray, min_agreement: fl
     return MaskComparison(name, list(ref.shape), n, int(sr.sum()), int(st.sum()),
                           int(st.sum()) - int(sr.sum()), differing, agreement,
                           float(sr.mean()) if n else 0.0, float(st.mean()) if n else 0.0,
-                          max_v, float(min_agreement), allowed, differing <= allowed)
+                          max_v, float(min_agreement), allowed,
+                          differing <= allowed and not (nan_r or nan_t), nan_r, nan_t)
 
 
 @dataclass
@@ -280,6 +317,8 @@ class ComparisonReport:
     # features against the reference with its own masks, when ``outputs`` were judged against
     # a reference re-run with the backend's masks (masks differed); else None
     free_running: list[OutputComparison] | None = None
+    free_running_masks: list[MaskComparison] | None = None  # the same, for the masks
+    note: str | None = None  # e.g. why masks could not be compared
 
     @property
     def passed(self) -> bool:
@@ -288,17 +327,23 @@ class ComparisonReport:
 
     def failures(self) -> list[str]:
         out = [f"missing output {n}" for n in self.missing]
+        for o in self.outputs + self.masks:
+            line = nonfinite_line(o)
+            if line:
+                out.append(line)
         for o in self.outputs:
             if not o.passed:
                 if o.shape != o.ref_shape:
                     out.append(f"{o.name}: shape {o.shape} != reference {o.ref_shape}")
-                else:
-                    out.append(f"{o.name}: {o.violations} element(s) beyond atol={o.atol:g} "
+                    continue
+                # elements beyond tolerance that are finite on both sides (NaN/Inf: above)
+                finite = o.violations - (o.nan_test + o.inf_test + o.nan_ref + o.inf_ref)
+                if finite > 0:
+                    out.append(f"{o.name}: {finite} element(s) beyond atol={o.atol:g} "
                                f"rtol={o.rtol:g} (max abs {o.max_abs:.3g}, max rel {o.max_rel:.3g})")
         for m in self.masks:
-            if not m.passed:
-                out.append(f"{m.name}: {m.differing} of {m.positions} mask positions differ "
-                           f"(agreement {m.agreement:.6f}; {m.allowed_flips} allowed)")
+            if not m.passed and not (m.nan_ref or m.nan_test):
+                out.append(mask_failure_line(m))
         return out
 
     def to_dict(self) -> dict:
@@ -310,17 +355,34 @@ class ComparisonReport:
              "failures": self.failures()}
         if self.free_running is not None:
             d["outputs_free_running"] = {o.name: o.to_dict() for o in self.free_running}
+        if self.free_running_masks is not None:
+            d["masks_free_running"] = {m.name: m.to_dict() for m in self.free_running_masks}
+            d["first_flip"] = self.first_flip
+        if self.note:
+            d["note"] = self.note
         return d
+
+    @property
+    def first_flip(self) -> str | None:
+        """The first sampling layer (in network order) whose decisions differ free-running:
+        every later difference may be a consequence of it."""
+        for m in self.free_running_masks or self.masks:
+            if m.differing:
+                return m.name
+        return None
 
 
 def compare_outputs(ref: dict[str, np.ndarray], test: dict[str, np.ndarray],
-                    tolerances: Tolerances) -> ComparisonReport:
-    """Compare every reference output present; masks (``mask_*``) get agreement reports."""
+                    tolerances: Tolerances, kinds: dict[str, str] | None = None) -> ComparisonReport:
+    """Compare every reference output present, with the comparator of its kind (``kinds``:
+    name -> "feature" | "mask", from the export's manifest; without it, ``mask_*`` names are
+    masks). Masks get agreement reports."""
     outputs, masks = [], []
     for name, r in ref.items():
         if name not in test:
             continue
-        if is_mask_name(name):
+        kind = (kinds or {}).get(name) or ("mask" if is_mask_name(name) else "feature")
+        if kind == "mask":
             masks.append(compare_mask(name, r, test[name], tolerances.min_mask_agreement,
                                       tolerances.max_mask_flips))
         else:
@@ -328,6 +390,47 @@ def compare_outputs(ref: dict[str, np.ndarray], test: dict[str, np.ndarray],
     missing = [n for n in ref if n not in test]
     extra = [n for n in test if n not in ref]
     return ComparisonReport(outputs, masks, missing, extra)
+
+
+def decision_band(record: dict, tol: Tolerance) -> np.ndarray:
+    """How far a logit may move when the layer's input x moves within the feature tolerance
+    ``|dx| <= atol + rtol |x|``: ``rtol * (|W| * |x|) + atol * sum|W|`` (the mask conv is
+    linear in x); ``atol`` is ``atol_scale * max|x|`` for the default tolerance."""
+    reach = np.asarray(record["reach"], dtype=np.float64)
+    if tol.atol is not None:
+        a = float(tol.atol)
+    else:
+        a = tol.atol_scale * np.asarray(record["x_absmax"], dtype=np.float64)
+    return tol.rtol * reach + a * float(record["w_l1"])
+
+
+def judge_replay(masks: list[MaskComparison], test: dict[str, np.ndarray],
+                 records: dict[str, dict], tol: Tolerance) -> None:
+    """Judge each layer's masks given the backend's masks upstream (the replay).
+
+    A layer passes when the reference's own decisions under the replay differ from the
+    backend's at no more than ``allowed_flips`` positions, each of them near the threshold:
+    ``|z| <= band`` (``decision_band``); a decision far from its threshold (an altered weight,
+    a wrong seed, mode or grid) fails however few there are.
+    """
+    for m in masks:
+        rec = records.get(m.name)
+        if rec is None or m.name not in test:
+            continue
+        own = np.asarray(rec["mask"], dtype=np.float64) > 0
+        got = np.asarray(test[m.name], dtype=np.float64) > 0
+        if own.shape != got.shape:
+            continue
+        flips = own != got
+        z = np.abs(np.asarray(rec["z"], dtype=np.float64))
+        band = np.broadcast_to(decision_band(rec, tol), z.shape)
+        m.replayed_flips = int(flips.sum())
+        near = flips & (z <= band)
+        m.near_threshold = int(near.sum())
+        ratio = z[flips] / np.maximum(band[flips], np.finfo(np.float64).tiny)
+        m.worst_margin = float(ratio.max()) if ratio.size else 0.0
+        m.passed = (m.replayed_flips <= m.allowed_flips and m.near_threshold == m.replayed_flips
+                    and not (m.nan_ref or m.nan_test))
 
 
 def mask_summary(report: ComparisonReport) -> str:
@@ -349,19 +452,27 @@ def format_table(report: ComparisonReport, mask_rows: bool = True) -> str:
     """A fixed-width terminal table: features first, then masks (one row per layer, or one
     summary line with ``mask_rows=False``), then the verdict."""
     lines = []
+    if report.free_running_masks is not None:
+        flips = sum(m.differing for m in report.free_running_masks)
+        replayed = sum(m.differing for m in report.masks)
+        near = sum(m.near_threshold or 0 for m in report.masks)
+        lines.append(f"{flips} mask position(s) differ free-running, the first in "
+                     f"{report.first_flip} (later ones may follow from it)")
+        lines.append(f"replaying the backend's masks in the reference: {replayed} decision(s) "
+                     f"differ, {near} of them within the error band of the threshold; features "
+                     "below are compared with that replay")
     if report.free_running is not None:
-        flips = sum(m.differing for m in report.masks)
-        lines.append(f"{flips} mask position(s) differ: features compared with the PyTorch "
-                     "reference re-run with the backend's masks")
         worst = max(report.free_running, key=lambda o: o.max_abs)
         lines.append(f"(with its own masks the reference differs by up to {worst.max_abs:.3g} "
                      f"on {worst.name}, cosine {worst.cosine:.6f}; see outputs_free_running)")
+    if report.note:
+        lines.append(f"note: {report.note}")
     hdr = (f"{'output':<12} {'shape':<20} {'max_abs':>10} {'max_rel':>10} {'mean_abs':>10} "
            f"{'median':>10} {'p99':>10} {'cosine':>10} {'nan/inf':>8} {'atol':>8} {'rtol':>8}  result")
     lines.append(hdr)
     lines.append("-" * len(hdr))
     for o in report.outputs:
-        bad = o.nan_test + o.inf_test
+        bad = o.nan_test + o.inf_test + o.nan_ref + o.inf_ref
         shape = "x".join(str(s) for s in o.shape)
         verdict = "ok" if o.passed else f"FAIL ({o.violations})"
         lines.append(f"{o.name:<12} {shape:<20} {o.max_abs:>10.3g} {o.max_rel:>10.3g} "
@@ -372,13 +483,15 @@ def format_table(report: ComparisonReport, mask_rows: bool = True) -> str:
     elif report.masks:
         lines.append("")
         mh = (f"{'mask':<24} {'shape':<16} {'density_ref':>11} {'density_test':>12} "
-              f"{'count_diff':>10} {'agreement':>10}  result")
+              f"{'count_diff':>10} {'agreement':>10} {'near_thr':>8}  result")
         lines.append(mh)
         lines.append("-" * len(mh))
         for m in report.masks:
             shape = "x".join(str(s) for s in m.shape)
+            near = "-" if m.near_threshold is None else f"{m.near_threshold}/{m.differing}"
             lines.append(f"{m.name:<24} {shape:<16} {m.density_ref:>11.4f} {m.density_test:>12.4f} "
-                         f"{m.count_diff:>10d} {m.agreement:>10.6f}  {'ok' if m.passed else 'FAIL'}")
+                         f"{m.count_diff:>10d} {m.agreement:>10.6f} {near:>8}  "
+                         f"{'ok' if m.passed else 'FAIL'}")
     for n in report.missing:
         lines.append(f"missing output: {n}")
     lines.append("")

@@ -1,8 +1,16 @@
 """``ssi-deploy validate``: a backend's outputs for an ONNX file against the PyTorch reference.
 
-The reference is rebuilt from the file's metadata (arch, FPN, sampling mode/seed, weights:
+The reference is rebuilt from the file's manifest (arch, FPN, sampling mode/seed, weights:
 the checkpoint it records, whose sha256 must match ``--checkpoint``, or the seeded random
-init). Both run the same inputs; ``compare.compare_outputs`` judges the outputs.
+init). Everything the user gave is checked first (``plan_validation``); then both run the same
+inputs and ``compare.compare_outputs`` judges the outputs, each by the comparator of its kind.
+
+Masks are always compared: a file that does not expose them gets them as extra outputs in
+memory (ONNX Runtime), the reference always exposes them. When decisions differ, the
+reference is replayed with the backend's masks: features are judged against that replay, and
+each layer's own decisions under it are judged by their distance from the threshold
+(``compare.judge_replay``), so one honest near-threshold flip, which changes everything
+downstream, passes, and the free-running report attributes the cascade to its first flip.
 """
 
 from __future__ import annotations
@@ -16,29 +24,7 @@ import numpy as np
 from ..errors import SSIError, ValidationFailed
 from . import inputs as I
 from .compare import (ComparisonReport, Tolerances, compare_outputs, format_table,
-                      is_mask_name)
-
-
-def normalisation_from_meta(meta: dict) -> tuple[list[float], list[float]]:
-    """(mean, std) from the exporter's metadata (``normalisation``, else the recorded model
-    description's ``normalization``); the spec's values when it records none."""
-    candidates = [meta.get("normalisation"), meta.get("normalization")]
-    desc = meta.get("describe")
-    if isinstance(desc, dict):
-        candidates += [desc.get("normalization"), desc.get("normalisation")]
-    candidates.append({"mean": meta.get("mean"), "std": meta.get("std")})
-    for v in candidates:
-        if isinstance(v, str):
-            try:
-                v = json.loads(v)
-            except ValueError:
-                continue
-        if isinstance(v, dict) and v.get("mean") is not None and v.get("std") is not None:
-            mean, std = [float(x) for x in v["mean"]], [float(x) for x in v["std"]]
-            if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-                raise SSIError(f"bad normalisation in the ONNX metadata: mean {mean}, std {std}")
-            return mean, std
-    return list(I.DEFAULT_MEAN), list(I.DEFAULT_STD)
+                      judge_replay)
 
 
 def _static_hw(shape) -> tuple[int, int] | None:
@@ -87,7 +73,7 @@ class InputSpec:
     info: dict = field(default_factory=dict)
 
 
-def make_feeds(spec: InputSpec, input_shapes: dict[str, tuple | None], meta: dict,
+def make_feeds(spec: InputSpec, input_shapes: dict[str, tuple | None], manifest,
                default_hw: tuple[int, int] = (512, 512)) -> tuple[dict[str, np.ndarray], dict]:
     """Named feeds for the model's inputs, and a description of them for the report."""
     given = sum(x is not None and x is not False for x in (spec.image, spec.npz, spec.random or None))
@@ -102,7 +88,9 @@ def make_feeds(spec: InputSpec, input_shapes: dict[str, tuple | None], meta: dic
         raise SSIError(f"the model has {len(names)} inputs {names}: give them with --inputs FILE.npz")
     name, shape = names[0], input_shapes[names[0]]
     if spec.image is not None:
-        mean, std = normalisation_from_meta(meta)
+        pre = manifest.preprocessing if manifest is not None else None
+        mean = pre.mean if pre else I.DEFAULT_MEAN
+        std = pre.std if pre else I.DEFAULT_STD
         img = I.load_image(spec.image)
         x, info = I.preprocess_image(img, mean, std, short_side=spec.short_side,
                                      static_hw=_static_hw(shape))
@@ -119,17 +107,10 @@ def make_feeds(spec: InputSpec, input_shapes: dict[str, tuple | None], meta: dic
                            f"{I._fmt_shape(shape)}")
     elif _static_hw(shape) is not None:
         full = (_static_batch(shape), 3) + _static_hw(shape)
+    elif manifest is not None:
+        full = tuple(manifest.example_shape)
     else:
-        exported = meta.get("input_shape")
-        if isinstance(exported, str):
-            try:
-                exported = json.loads(exported)
-            except ValueError:
-                exported = None
-        if isinstance(exported, (list, tuple)) and len(exported) == 4:
-            full = tuple(int(d) for d in exported)
-        else:
-            full = (1, 3) + tuple(default_hw)
+        full = (1, 3) + tuple(default_hw)
     x = I.random_input(full, spec.seed)
     return {name: x}, {"source": "random", "seed": spec.seed, "shape": list(full)}
 
@@ -161,6 +142,70 @@ class ValidationResult:
         return format_table(self.comparison)
 
 
+@dataclass
+class ValidationPlan:
+    """Everything ``validate`` will do, checked before any model is built or run."""
+
+    test_path: Path  # what runs on the backend: the ONNX file or an engine
+    onnx_path: Path  # the ONNX file the reference comes from
+    backend: str
+    manifest: object  # ssi_deploy.manifest.Manifest
+    checkpoint: Path | None
+    feeds: dict
+    feed_info: dict
+    tolerances: Tolerances
+    report: Path | None
+    backend_kw: dict
+
+
+def plan_validation(onnx_path: str | Path, checkpoint: str | Path | None = None,
+                    backend: str | None = None, inputs: InputSpec | None = None,
+                    atol=(), rtol=(), min_mask_agreement: float | None = None,
+                    report: str | Path | None = None, device: str = "auto",
+                    max_mask_flips: int | None = None, log=None) -> ValidationPlan:
+    """Check the file, its manifest, the checkpoint, the inputs, the tolerances and the report
+    path; one-line errors before any work."""
+    from ..backends.torch_backend import check_weights_match, read_onnx_metadata
+    from ..outputs import check_output_path
+
+    say = log or (lambda msg: None)
+    onnx_path = Path(onnx_path)
+    if report is not None:
+        report = check_output_path(report, "--report", ".json")
+    test_path = onnx_path
+    engine_profile = None
+    if _is_engine(onnx_path):
+        # a TensorRT engine: the reference comes from the ONNX file it was built from
+        from ..backends.registry import resolve_engine
+        test_path, onnx_path = resolve_engine(onnx_path, backend)
+        backend = "tensorrt"
+        engine_profile = _engine_profile(test_path)
+    backend = backend or "onnxruntime"
+    manifest = read_onnx_metadata(onnx_path)
+    check_weights_match(manifest, checkpoint, onnx_path)
+    _check_nodes(onnx_path)
+    inputs = inputs or InputSpec(random=True)
+    input_specs, output_names = onnx_io(onnx_path)
+    if engine_profile and inputs.random and inputs.input_shape is None:
+        # random input on an engine: the shape its profile was optimised for
+        name = next(iter(input_specs), None)
+        if name in engine_profile and _static_hw(input_specs[name]) is None:
+            inputs = replace(inputs, input_shape=tuple(engine_profile[name]["opt"]))
+    feeds, feed_info = make_feeds(inputs, input_specs, manifest)
+    from ..input_shape import check_shape_size
+    check_shape_size(next(iter(feeds.values())).shape, "the validation input")
+    names = output_names + [m for m in _mask_names(manifest) if m not in output_names]
+    tol = Tolerances.from_specs(manifest.precision, atol, rtol, names, min_mask_agreement,
+                                max_mask_flips)
+    kw = {"device": device} if backend == "onnxruntime" else {}
+    if backend == "tensorrt":
+        kw = {"input_shape": tuple(next(iter(feeds.values())).shape),
+              "echo": lambda m: say("  " + m)}
+    return ValidationPlan(test_path, onnx_path, backend, manifest,
+                          None if checkpoint is None else Path(checkpoint), feeds, feed_info, tol,
+                          None if report is None else Path(report), kw)
+
+
 def validate(onnx_path: str | Path, checkpoint: str | Path | None = None,
              backend: str | None = None, inputs: InputSpec | None = None,
              atol=(), rtol=(), min_mask_agreement: float | None = None,
@@ -175,76 +220,134 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None,
     onnxruntime. Raises ``ValidationFailed`` (after writing ``report``) when outputs differ
     beyond tolerance.
     """
-    from ..backends.registry import create_backend, resolve_engine
-    from ..backends.torch_backend import TorchBackend, check_checkpoint_matches, read_onnx_metadata
-
     say = log or (lambda msg: None)
-    onnx_path = Path(onnx_path)
-    test_path = onnx_path
-    engine_profile = None
-    if _is_engine(onnx_path):
-        # a TensorRT engine: the reference comes from the ONNX file it was built from
-        test_path, onnx_path = resolve_engine(onnx_path, backend)
-        backend = "tensorrt"
-        engine_profile = _engine_profile(test_path)
-    backend = backend or "onnxruntime"
-    meta = read_onnx_metadata(onnx_path)
-    check_checkpoint_matches(meta.get("init", ""), checkpoint, onnx_path)  # fail fast
-    inputs = inputs or InputSpec(random=True)
-    # inputs and tolerances are checked against the file before any backend loads (fast errors)
-    input_specs, output_names = onnx_io(onnx_path)
-    if engine_profile and inputs.random and inputs.input_shape is None:
-        # random input on an engine: the shape its profile was optimised for
-        name = next(iter(input_specs), None)
-        if name in engine_profile and _static_hw(input_specs[name]) is None:
-            inputs = replace(inputs, input_shape=tuple(engine_profile[name]["opt"]))
-    feeds, feed_info = make_feeds(inputs, input_specs, meta)
-    tol = Tolerances.from_specs(meta.get("dtype", "fp32"), atol, rtol, output_names,
-                                min_mask_agreement, max_mask_flips)
-    kw = {"device": device} if backend == "onnxruntime" else {}
-    if backend == "tensorrt":
-        kw = {"input_shape": tuple(next(iter(feeds.values())).shape),
-              "echo": lambda m: say("  " + m)}
-    say(f"loading {test_path.name} with {backend}")
-    test = create_backend(backend, test_path, checkpoint=checkpoint, **kw)
+    plan = plan_validation(onnx_path, checkpoint, backend, inputs, atol, rtol,
+                           min_mask_agreement, report, device, max_mask_flips, log)
+    m = plan.manifest
+    say(f"rebuilding the PyTorch reference ({m.arch}, {m.weights.describe()})")
+    from ..backends.torch_backend import TorchBackend
+    ref = TorchBackend.from_onnx(plan.onnx_path, checkpoint=plan.checkpoint, manifest=m,
+                                 expose_masks=m.sparse)
     try:
-        say(f"running {backend} on {feed_info.get('source')} input "
-            f"{'x'.join(str(d) for d in next(iter(feeds.values())).shape)}")
-        test_out = test.run(feeds)
-        test_desc = test.describe()
-    finally:
-        test.close()
-    say(f"rebuilding the PyTorch reference ({meta.get('arch')}, {meta.get('init')})")
-    ref = TorchBackend.from_onnx(onnx_path, checkpoint=checkpoint)
-    try:
+        test_out, test_desc, note = _run_backend(plan, ref, say)
         say("running the PyTorch reference")
-        ref_out = ref.run(feeds)
+        ref_out = ref.run(plan.feeds)
         densities = ref.measured_densities()
         ref_desc = ref.describe()
         ref_desc.pop("model", None)
-        cmp = compare_outputs(ref_out, test_out, tol)
-        flips = sum(m.differing for m in cmp.masks)
+        kinds = {name: "mask" for name in _mask_names(m)}
+        kinds.update({o.name: o.kind for o in m.outputs})
+        cmp = compare_outputs(ref_out, test_out, plan.tolerances, kinds)
+        cmp.note = note
+        flips = sum(x.differing for x in cmp.masks)
         if flips:
-            say(f"{flips} mask position(s) differ: re-running the reference with the "
-                f"{backend} masks to compare features")
-            aligned = _run_with_masks(ref, feeds, test_out)
-            if aligned is not None:
-                feats = {k: v for k, v in aligned.items() if not is_mask_name(k)}
-                again = compare_outputs(feats, test_out, tol)
-                cmp.free_running, cmp.outputs = cmp.outputs, again.outputs
+            say(f"{flips} mask position(s) differ (first in {cmp.first_flip}): replaying the "
+                f"{plan.backend} masks in the reference")
+            _judge_by_replay(cmp, ref, plan, test_out, kinds)
     finally:
         ref.close()
-    result = ValidationResult(str(onnx_path), test_desc, ref_desc, feed_info, cmp, meta,
-                              ref_out if keep_outputs else None, densities)
-    if report is not None:
-        p = Path(report)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    result = ValidationResult(str(plan.onnx_path), test_desc, ref_desc, plan.feed_info, cmp,
+                              m.to_dict(), ref_out if keep_outputs else None, densities)
+    if plan.report is not None:
+        from ..outputs import write_text_atomic
+        write_text_atomic(plan.report, json.dumps(result.to_dict(), indent=2, default=str) + "\n",
+                          "report")
     if raise_on_fail and not result.passed:
-        raise ValidationFailed(f"{backend} differs from the PyTorch reference: "
-                               + "; ".join(cmp.failures()[:3])
-                               + (f" (+{len(cmp.failures()) - 3} more)" if len(cmp.failures()) > 3 else ""))
+        raise ValidationFailed(failure_message(result))
     return result
+
+
+def failure_message(result: "ValidationResult") -> str:
+    f = result.comparison.failures()
+    name = result.backend.get("backend", "the backend")
+    return (f"{name} differs from the PyTorch reference: " + "; ".join(f[:3])
+            + (f" (+{len(f) - 3} more)" if len(f) > 3 else ""))
+
+
+def _mask_names(manifest) -> list[str]:
+    """The mask outputs of the reference for this export (every sampling layer, in order)."""
+    if not manifest.sparse:
+        return []
+    names = [o.name for o in manifest.outputs if o.kind == "mask"]
+    if names:
+        return names
+    from ..models.registry import get_arch
+    from ..models.resnet import STAGE_BLOCKS
+
+    spec = get_arch(manifest.arch)
+    if not spec.sparse:
+        return []
+    return [f"mask_layer{i + 1}_{b}_mask{k}" for i, n in enumerate(STAGE_BLOCKS[spec.depth])
+            for b in range(n) for k in (1, 2)]
+
+
+def _run_backend(plan: ValidationPlan, ref, say) -> tuple[dict, dict, str | None]:
+    """The backend's outputs (masks included whenever the backend can give them)."""
+    from ..backends.registry import create_backend
+
+    kw = dict(plan.backend_kw)
+    note = None
+    mask_names = list(ref.model.mask_names) if plan.manifest.sparse else []
+    exposed = [o.name for o in plan.manifest.outputs if o.kind == "mask"]
+    if mask_names and not exposed:
+        if plan.backend == "onnxruntime":
+            kw["extra_outputs"] = sample_mask_tensors(plan.onnx_path, mask_names)
+        elif plan.backend == "torch":
+            kw["expose_masks"] = True
+        else:
+            note = ("the engine exposes no masks: sampling decisions could not be compared; "
+                    "export with masks (the default) and rebuild to judge them")
+    say(f"loading {plan.test_path.name} with {plan.backend}")
+    test = create_backend(plan.backend, plan.test_path, checkpoint=plan.checkpoint, **kw)
+    try:
+        x = next(iter(plan.feeds.values()))
+        say(f"running {plan.backend} on {plan.feed_info.get('source')} input "
+            f"{'x'.join(str(d) for d in x.shape)}")
+        return test.run(plan.feeds), test.describe(), note
+    finally:
+        test.close()
+
+
+def sample_mask_tensors(onnx_path: Path, mask_names: list[str]) -> dict[str, str]:
+    """{SampleMask output tensor: mask output name} from the graph (by the nodes' layer id)."""
+    import onnx
+
+    from ..ops import contract as C
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    out = {}
+    for node in graph.node:
+        if node.domain == C.DOMAIN and node.op_type == C.SAMPLE_MASK.name:
+            layer = next((a.i for a in node.attribute if a.name == "layer"), None)
+            if layer is not None and 0 <= layer < len(mask_names):
+                out[node.output[0]] = mask_names[layer]
+    return out
+
+
+def _judge_by_replay(cmp, ref, plan: ValidationPlan, test_out: dict, kinds: dict) -> None:
+    """Replay the backend's masks in the reference: features against the replay, each layer's
+    own decisions under it judged by their margin (``compare.judge_replay``)."""
+    aligned, records = _run_with_masks(ref, plan.feeds, test_out)
+    if aligned is None:
+        cmp.note = "masks differ, but the reference cannot replay them (masks missing)"
+        return
+    feats = {k: v for k, v in aligned.items() if kinds.get(k) != "mask"}
+    again = compare_outputs(feats, test_out, plan.tolerances, kinds)
+    own = {k: np.asarray(r["mask"].cpu().numpy()) for k, r in records.items()}
+    replayed = compare_outputs(own, test_out, plan.tolerances, {k: "mask" for k in own})
+    judge_replay(replayed.masks, test_out, records, plan.tolerances.default)
+    cmp.free_running, cmp.outputs = cmp.outputs, again.outputs
+    cmp.free_running_masks, cmp.masks = cmp.masks, replayed.masks
+
+
+def _check_nodes(onnx_path: Path) -> None:
+    """The SSI nodes' attributes against the op contract (an edited file fails here)."""
+    try:
+        from ..export.node_check import check_ssi_nodes
+    except ImportError:  # pragma: no cover - the contract check ships with the exporter
+        return
+    import onnx
+    check_ssi_nodes(onnx.load(str(onnx_path), load_external_data=False), str(onnx_path))
 
 
 def _is_engine(path: Path) -> bool:
@@ -260,18 +363,20 @@ def _engine_profile(plan: Path) -> dict:
     return prof if isinstance(prof, dict) else {}
 
 
-def _run_with_masks(ref, feeds: dict, test_out: dict) -> dict | None:
-    """The reference's outputs with every sampling layer's mask taken from ``test_out``."""
+def _run_with_masks(ref, feeds: dict, test_out: dict):
+    """(outputs, decision records) of the reference with every sampling layer's mask taken
+    from ``test_out``; (None, {}) when the backend gave no masks."""
     import torch
 
     model = ref.model
     names = list(getattr(model, "mask_names", []) or [])
     if not names or not hasattr(model, "set_mask_override") or any(n not in test_out for n in names):
-        return None
+        return None, {}
     masks = [torch.from_numpy(np.ascontiguousarray(test_out[n])).to(ref.device, ref.dtype)
              for n in names]
-    model.set_mask_override(masks)
+    model.set_mask_override(masks, record_decisions=True)
     try:
-        return ref.run(feeds)
+        out = ref.run(feeds)
+        return out, model.decision_records()
     finally:
         model.set_mask_override(None)

@@ -1,0 +1,211 @@
+"""validate never passes a broken model nor fails an honest one (sparse_resnet50, 64x64, CPU).
+
+Honest differences are made by editing a mask conv's bias in the exported file by just enough
+to flip the one decision nearest its threshold: ONNX Runtime then takes one different sampling
+decision, which cascades through every later block, exactly as a rounding difference between
+two runtimes does. Defects are edits a user or a bug could make: a weight, a sigma, a sampling
+attribute, a NaN.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from ssi_deploy.backends.torch_backend import TorchBackend
+from ssi_deploy.cli.main import main as cli_main
+from ssi_deploy.errors import SSIError, ValidationFailed
+from ssi_deploy.export import export_onnx
+from ssi_deploy.models import create_model
+from ssi_deploy.validation import inputs as I
+from ssi_deploy.validation.compare import Tolerances, decision_band
+from ssi_deploy.validation.runner import validate
+
+SHAPE = (1, 3, 64, 64)
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    d = tmp_path_factory.mktemp("trust")
+    model = create_model("sparse_resnet50")
+    return {"masks": export_onnx(model, d / "s50.onnx", input_shape=SHAPE, dynamic=("batch",)),
+            "no_masks": export_onnx(model, d / "s50_nomask.onnx", input_shape=SHAPE,
+                                    dynamic=("batch",), expose_masks=False)}
+
+
+def _edit(src, dst, change):
+    model = onnx.load(str(src))
+    change(model)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def _set_initializer(model, name, fn):
+    for i, t in enumerate(model.graph.initializer):
+        if t.name == name:
+            new = numpy_helper.from_array(fn(numpy_helper.to_array(t).copy()), name)
+            model.graph.initializer[i].CopyFrom(new)
+            return
+    raise KeyError(name)
+
+
+def _set_attribute(model, op_type, index, name, value):
+    nodes = [n for n in model.graph.node if n.op_type == op_type]
+    for a in nodes[index].attribute:
+        if a.name == name:
+            if a.type == onnx.AttributeProto.FLOAT:
+                a.f = value
+            else:
+                a.i = value
+            return
+    raise KeyError(name)
+
+
+@pytest.fixture(scope="module")
+def nearest_decision(exports):
+    """(mask output, sampling layer, z) of an early decision nearest its threshold: the
+    smallest |z| of its layer, well inside the error band, and the only one so near."""
+    ref = TorchBackend.from_onnx(exports["masks"])
+    x = I.random_input(SHAPE, 0)  # validate's default input for this file
+    own = ref.run({"image": x})
+    import torch
+    names = ref.model.mask_names
+    ref.model.set_mask_override([torch.from_numpy(own[n]) for n in names], record_decisions=True)
+    ref.run({"image": x})
+    records = ref.model.decision_records()
+    tol = Tolerances.for_dtype("fp32").default
+    for name, layer in zip(names, ref.model.sampling_layers):
+        r = records[name]
+        z = r["z"].numpy().ravel()
+        band = np.broadcast_to(decision_band(r, tol), r["z"].shape).ravel()
+        order = np.argsort(np.abs(z))
+        first, second = order[0], order[1]
+        if abs(z[first]) < 0.5 * band[first] and abs(z[second]) > 3 * abs(z[first]) > 0:
+            return name, layer, float(z[first])
+    pytest.skip("no isolated near-threshold decision in this model")
+
+
+def _flip(src, dst, layer, shift):
+    block, conv = layer.rsplit(".", 1)
+    bias = f"backbone.{block}.conv{conv[-1]}_mask.bias"
+    return _edit(src, dst, lambda m: _set_initializer(m, bias, lambda b: b + np.float32(shift)))
+
+
+@pytest.mark.parametrize("which", ["masks", "no_masks"])
+def test_one_honest_flip_passes_and_is_attributed(exports, nearest_decision, tmp_path, which):
+    name, layer, z = nearest_decision
+    path = _flip(exports[which], tmp_path / "flip.onnx", layer, -1.5 * z)  # just past 0
+    r = validate(path, raise_on_fail=False)
+    cmp = r.comparison
+    assert r.passed, cmp.failures()
+    assert cmp.free_running_masks is not None and cmp.first_flip == name
+    judged = {m.name: m for m in cmp.masks}
+    assert judged[name].differing == 1 and judged[name].near_threshold == 1
+    assert sum(m.differing for m in cmp.masks) == 1  # the rest followed from it
+    assert r.to_dict()["first_flip"] == name
+
+
+def test_far_decisions_fail(exports, nearest_decision, tmp_path):
+    _, layer, _ = nearest_decision
+    path = _flip(exports["masks"], tmp_path / "far.onnx", layer, -3.0)
+    r = validate(path, raise_on_fail=False)
+    assert not r.passed
+    assert any("far from the threshold" in f for f in r.comparison.failures())
+
+
+@pytest.mark.parametrize("defect", ["weight", "sigma", "grid_interval", "mode"])
+def test_real_defects_fail(exports, tmp_path, defect):
+    def change(m):
+        if defect == "weight":  # an altered conv2 weight of one block (1 %)
+            conv = [n for n in m.graph.node if n.op_type == "SparseConv2d"][13]
+            _set_initializer(m, conv.input[1], lambda w: w * np.float32(1.01))
+        elif defect == "sigma":
+            _set_attribute(m, "GaussianInterp", 9, "sigma", 3.3)
+        elif defect == "grid_interval":
+            _set_attribute(m, "SampleMask", 6, "grid_interval", 0)
+        else:
+            _set_attribute(m, "SampleMask", 6, "mode", 2)
+    path = _edit(exports["masks"], tmp_path / f"{defect}.onnx", change)
+    r = validate(path, raise_on_fail=False)
+    assert not r.passed, defect
+    with pytest.raises(ValidationFailed):
+        validate(path)
+
+
+def test_nan_weight_fails_with_its_own_line(exports, tmp_path, capsys):
+    conv = None
+
+    def change(m):
+        nonlocal conv
+        conv = [n for n in m.graph.node if n.op_type == "SparseConv2d"][13]
+
+        def nan(w):
+            w.ravel()[0] = np.nan
+            return w
+        _set_initializer(m, conv.input[1], nan)
+    path = _edit(exports["masks"], tmp_path / "nan.onnx", change)
+    report = tmp_path / "v.json"
+    rc = cli_main(["validate", str(path), "--report", str(report)])
+    out = capsys.readouterr()
+    assert rc == 1
+    assert "non-finite values" in out.err and "NaN" in out.err
+    data = json.loads(report.read_text())
+    assert data["passed"] is False
+    assert any("non-finite values" in f for f in data["failures"])
+
+
+def test_bad_report_path_fails_before_work(exports, tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    import ssi_deploy.backends.torch_backend as tb
+
+    def no_build(*a, **k):
+        raise AssertionError("the reference was built before the report path was checked")
+    monkeypatch.setattr(tb.TorchBackend, "from_onnx", no_build)
+    for bad in (tmp_path / "file" / "v.json", tmp_path, tmp_path / "missing" / "v.json"):
+        rc = cli_main(["validate", str(exports["masks"]), "--report", str(bad)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and err[0].startswith("error: --report"), err
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda d: d["sampling"].update(mode="fancy"), "sampling.mode"),
+    (lambda d: d.update(precision="fp64"), "precision"),
+    (lambda d: d["weights"].update(kind="checkpoint", sha256="xyz"), "weights.sha256"),
+    (lambda d: d["preprocessing"].update(std=[1, 0, 1]), "preprocessing.std"),
+    (lambda d: d.pop("outputs"), "outputs"),
+    (lambda d: d["outputs"][0].update(kind="logits"), "outputs[0].kind"),
+])
+def test_edited_manifest_gives_one_line(exports, tmp_path, capsys, edit, field):
+    def change(m):
+        for p in m.metadata_props:
+            if p.key == "ssi.manifest":
+                d = json.loads(p.value)
+                edit(d)
+                p.value = json.dumps(d)
+    path = _edit(exports["masks"], tmp_path / "edited.onnx", change)
+    rc = cli_main(["validate", str(path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and f"manifest field {field}" in err[0], err
+
+
+def test_manifest_that_is_not_json(exports, tmp_path):
+    def change(m):
+        for p in m.metadata_props:
+            if p.key == "ssi.manifest":
+                p.value = "{not json"
+    path = _edit(exports["masks"], tmp_path / "junk.onnx", change)
+    with pytest.raises(SSIError, match="not valid JSON"):
+        validate(path)
+
+
+@pytest.mark.slow
+def test_fp16_export_with_fpn_passes(tmp_path):
+    """The issue's second honest case: fp16 SparseResNet-50 + FPN at 64x64 failed on flips."""
+    model = create_model("sparse_resnet50", with_fpn=True)
+    path = export_onnx(model, tmp_path / "h.onnx", input_shape=SHAPE, dtype="fp16")
+    r = validate(path, raise_on_fail=False)
+    assert r.passed, r.comparison.failures()
