@@ -22,6 +22,17 @@ BYTES_PER_INPUT_PIXEL = 256 // 16 * 4 * 4
 _SEP = re.compile(r"\s*[xX,]\s*")
 
 
+def parse_dims(text: str, what: str = "shape") -> tuple[int, ...]:
+    """Any rank: ``"1x1x64x64"`` -> (1, 1, 64, 64), positive sizes (TensorRT profile shapes
+    of inputs other than the image)."""
+    if not isinstance(text, str) or not re.fullmatch(r"\s*\d+(\s*[xX]\s*\d+)*\s*", text):
+        raise SSIError(f"bad {what} {text!r}: write dimensions joined by 'x', e.g. 1x3x512x512")
+    dims = tuple(int(d) for d in re.split(r"\s*[xX]\s*", text.strip()))
+    if min(dims) <= 0:
+        raise SSIError(f"bad {what} {text!r}: every size must be positive")
+    return dims
+
+
 def parse_input_shape(text: str, what: str = "--input-shape", allow_hw: bool = True,
                       check_memory: bool = True) -> tuple[int, int, int, int]:
     """``"512x768"`` / ``"1x3x512x768"`` / ``"2,3,64,64"`` -> (N, 3, H, W), or a one-line error."""

@@ -305,8 +305,9 @@ def _parse(d, source: str) -> Manifest:
 # --------------------------------------------------------------------------------------------
 # Where manifests live
 
-def manifest_from_model_proto(model, source: str) -> Manifest:
-    """The manifest of a loaded ``onnx.ModelProto``."""
+def manifest_from_model_proto(model, source: str, required: bool = True) -> Manifest | None:
+    """The manifest of a loaded ``onnx.ModelProto`` (None when it has none and not
+    ``required``; an invalid one is always an error)."""
     for prop in model.metadata_props:
         if prop.key == ONNX_KEY:
             try:
@@ -315,6 +316,8 @@ def manifest_from_model_proto(model, source: str) -> Manifest:
                 raise ManifestError(f"{source}: its manifest ({ONNX_KEY}) is not valid JSON; "
                                     "re-export the file with `ssi-deploy export`") from None
             return _parse(data, source)
+    if not required:
+        return None
     old = any(p.key.startswith("ssi.") for p in model.metadata_props)
     raise ManifestError(f"{source} carries no ssi-deploy manifest "
                         f"({'written by an older ssi-deploy' if old else 'not written by ssi-deploy export'}); "
@@ -347,7 +350,7 @@ def write_into_model_proto(model, manifest: Manifest) -> None:
 
 def engine_manifest(sidecar: dict | None, source: str) -> Manifest:
     """The manifest an engine's build sidecar carries."""
-    if not sidecar or SIDECAR_KEY not in sidecar:
+    if not sidecar or not sidecar.get(SIDECAR_KEY):
         raise ManifestError(f"{source}: the engine's sidecar carries no manifest; rebuild the "
                             "engine with `ssi-deploy build`")
     return _parse(sidecar[SIDECAR_KEY], source)

@@ -20,15 +20,21 @@ from .errors import SSIError
 
 
 def check_output_path(path: str | os.PathLike, what: str = "--output", suffix: str | None = None,
-                      expected_bytes: int = 0) -> Path:
-    """``path`` can be written: not a folder, its folder exists and takes files, room for
-    ``expected_bytes``. Returns it as a Path."""
+                      expected_bytes: int = 0, create_parent: bool = False) -> Path:
+    """``path`` can be written: not a folder, its folder exists (or is created with
+    ``create_parent``) and takes files, room for ``expected_bytes``. Returns it as a Path."""
     p = Path(path)
     if suffix is not None and p.suffix != suffix:
         raise SSIError(f"{what} {p} must end in {suffix}")
     if p.is_dir():
         raise SSIError(f"{what} {p} is a directory; give a file name, e.g. {p / ('out' + (suffix or '.json'))}")
     parent = p.parent if str(p.parent) else Path(".")
+    if create_parent and not parent.exists():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SSIError(f"{what} {p}: cannot create the directory {parent} "
+                           f"({e.strerror or e}); choose a writable place") from None
     if not parent.exists():
         raise SSIError(f"{what} {p}: the directory {parent} does not exist; create it first")
     if not parent.is_dir():

@@ -200,8 +200,10 @@ def build_engine(opts: BuildOptions, echo=_echo) -> BuildReport:
     if opts.precision is not None and opts.precision not in PRECISIONS:
         raise SSIError(f"--precision must be one of {', '.join(PRECISIONS)}, not {opts.precision!r}")
     model = onnx_prep.load_onnx(opts.onnx_path)
-    manifest = manifest_from_model_proto(model, str(opts.onnx_path))  # checked before TensorRT
-    check_output_path(opts.engine_path, "--output", expected_bytes=0)
+    # a file from `ssi-deploy export` carries a manifest (checked here, before TensorRT);
+    # any other ONNX file builds too, and its engine has none (no reference to validate with)
+    manifest = manifest_from_model_proto(model, str(opts.onnx_path), required=False)
+    check_output_path(opts.engine_path, "--output", create_parent=True)
     prepared, nodes, removed = onnx_prep.prepare_for_tensorrt(model)
     if not nodes and not opts.dense:
         raise SSIError(f"{opts.onnx_path} has no SSI nodes (domain "
@@ -316,7 +318,7 @@ def build_engine(opts: BuildOptions, echo=_echo) -> BuildReport:
     sidecar = sidecar_path(out)
     write_text_atomic(sidecar, json.dumps({
         "onnx": str(Path(opts.onnx_path).resolve()),
-        SIDECAR_KEY: manifest.to_dict(),
+        SIDECAR_KEY: manifest.to_dict() if manifest is not None else None,
         "tensorrt": mod.version,
         "precision": precision,
         "profiles": {p.name: {"min": list(p.min), "opt": list(p.opt), "max": list(p.max)}

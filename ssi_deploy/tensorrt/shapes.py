@@ -32,10 +32,14 @@ def format_shape(shape) -> str:
 
 
 def parse_shape(text: str, what: str = "shape") -> Shape:
-    """One shape of a profile, in the grammar of every command (``ssi_deploy.input_shape``)."""
-    from ..input_shape import parse_input_shape
+    """One shape of a profile: dimensions joined by 'x' (``ssi_deploy.input_shape``); an
+    image input (rank 4, 3 channels) gets the image checks (sizes within limits)."""
+    from ..input_shape import check_shape_size, parse_dims
 
-    return parse_input_shape(text, what, allow_hw=False, check_memory=False)
+    dims = parse_dims(text, what)
+    if len(dims) == 4 and dims[1] == 3:
+        check_shape_size(dims, what, check_memory=False)
+    return dims
 
 
 def parse_profile(spec: str) -> ProfileShape:
