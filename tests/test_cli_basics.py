@@ -89,3 +89,37 @@ def test_text_file_checkpoint_is_one_line(tmp_path):
     bad.write_text("hello\n")
     rc, _, err = run_cli("inspect-checkpoint", str(bad))
     assert rc == 2 and "not a torch.save file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_flops_non_utf8_densities_is_one_line(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_bytes(b"\xff\xfe\x00garbage\x80")
+    rc, _, err = run_cli("flops", "--arch", "sparse_resnet50", "--densities-json", str(path))
+    assert rc == 2 and "not a text (UTF-8 JSON) file" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_flops_huge_shape_is_one_line():
+    rc, _, err = run_cli("flops", "--arch", "resnet50", "--input-shape", "1x3x100000x100000")
+    assert rc == 2 and "over the limit" in err and len(err.strip().splitlines()) == 1
+
+
+def test_inspect_checkpoint_reports_nonfinite_weights(tmp_path):
+    """One NaN in one weight: inspect-checkpoint names it and exits 1 (export refuses it)."""
+    from ssi_deploy.models import create_model
+    model = create_model("sparse_resnet50", init_seed=1)
+    sd = dict(model.state_dict())
+    sd["backbone.layer2.1.conv2.weight"] = sd["backbone.layer2.1.conv2.weight"].clone()
+    sd["backbone.layer2.1.conv2.weight"][0, 0, 0, 0] = float("nan")
+    path = tmp_path / "nan.pth"
+    torch.save({"state_dict": sd, "meta": {}}, path)
+    rc, out, err = run_cli("inspect-checkpoint", str(path))
+    assert rc == 1, err
+    assert "DAMAGED" in out and "backbone.layer2.1.conv2.weight (1 NaN, 0 Inf)" in out
+    rc, out, _ = run_cli("inspect-checkpoint", str(path), "--json")
+    assert rc == 1 and json.loads(out)["nonfinite"] == [
+        {"key": "backbone.layer2.1.conv2.weight", "nan": 1, "inf": 0}]
+    rc, _, err = run_cli("export", "--arch", "sparse_resnet50", "--checkpoint", str(path),
+                         "--input-shape", "1x3x64x64", "--output", str(tmp_path / "m.onnx"))
+    assert rc == 2 and "non-finite values" in err and "layer2.1.conv2.weight" in err
+    assert not (tmp_path / "m.onnx").exists()
