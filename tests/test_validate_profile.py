@@ -109,7 +109,8 @@ def test_validate_per_output_tolerance(exported, tmp_path, capsys):
 
 def test_validate_user_errors(exported, tmp_path, capsys):
     rc, out, err = run_cli(capsys, "validate", tmp_path / "missing.onnx")
-    assert rc == 2 and err.strip() == f"error: ONNX file not found: {tmp_path / 'missing.onnx'}"
+    assert rc == 2 and err.strip() == (f"error: {tmp_path / 'missing.onnx'}: no such ONNX file; "
+                                       "give the path written by `ssi-deploy export`")
     name = onnx.load(str(exported), load_external_data=False).graph.input[0].name
     np.savez(tmp_path / "wrong_name.npz", not_the_input=np.zeros(SHAPE, np.float32))
     rc, out, err = run_cli(capsys, "validate", exported, "--inputs", tmp_path / "wrong_name.npz")
@@ -183,9 +184,11 @@ def test_profile_user_errors(exported, tmp_path, capsys):
     assert rc == 2 and "--density must be in (0, 1]" in err
 
 
-def test_validate_mask_flip_judges_features_with_backend_masks(exported, monkeypatch, tmp_path):
-    """A backend whose masks differ at a few positions (and whose features follow its masks)
-    passes: masks are reported apart, features are compared under the backend's masks."""
+def test_validate_mask_flip_far_from_threshold_fails_and_is_attributed(exported, monkeypatch,
+                                                                          tmp_path):
+    """A backend that flips one decision far from its threshold (and whose features follow
+    its masks): features are judged under its masks (identical), the cascade is attributed
+    to the first flip, and the flip itself fails: no rounding can move a logit that far."""
     import torch
 
     import ssi_deploy.backends.registry as registry
@@ -198,16 +201,25 @@ def test_validate_mask_flip_judges_features_with_backend_masks(exported, monkeyp
     masks = flipped.run({"image": x})
     names = flipped.model.mask_names
     override = [torch.from_numpy(masks[n].copy()) for n in names]
+    flipped.model.set_mask_override(override, record_decisions=True)
+    flipped.run({"image": x})
+    z = flipped.model.decision_records()[names[0]]["z"].abs()
+    z[torch.isinf(z)] = 0  # grid-prior positions are always kept
+    far = np.unravel_index(int(z.argmax()), tuple(z.shape))  # the surest decision of layer1.0.mask1
     m = override[0]
-    m[0, 0, 5, 6] = 1.0 - m[0, 0, 5, 6]  # one flip off the grid prior, layer1.0.mask1
+    m[far] = 1.0 - m[far]
     flipped.model.set_mask_override(override)
     monkeypatch.setattr(registry, "create_backend", lambda *a, **k: flipped)
     res = validate(exported, backend="torch", inputs=InputSpec(npz=tmp_path / "in.npz"),
                    raise_on_fail=False)
-    assert res.passed
+    assert not res.passed
     rep = res.comparison
-    assert sum(mc.differing for mc in rep.masks) == 1
-    assert rep.masks[0].name == "mask_layer1_0_mask1" and rep.masks[0].differing == 1
+    assert rep.first_flip == "mask_layer1_0_mask1"
+    judged = rep.masks[0]  # (later layers: this fake backend's masks are stale after the flip)
+    assert judged.name == "mask_layer1_0_mask1" and judged.differing == 1
+    assert judged.near_threshold == 0
+    assert judged.worst_margin > 1
+    assert any("far from the threshold" in f for f in rep.failures())
     assert rep.free_running is not None  # features were re-judged under the backend's masks
     assert all(o.max_abs == 0.0 for o in rep.outputs)  # same masks, same code: identical
     assert max(o.max_abs for o in rep.free_running) > 0.0  # the flip propagates downstream
@@ -223,12 +235,35 @@ from trt_fakes import fake_env, fake_gpu_env, no_real_trt, write_fake_plan  # no
 ENGINE_IO = {"image": [list(SHAPE)] * 3}
 
 
+def _with_manifest(plan, manifest):
+    """The sidecar `ssi-deploy build` writes carries the manifest of the file it was built
+    from (key "manifest"); the fake plan's sidecar gets it here."""
+    side = plan.with_name(plan.name + ".json")
+    d = json.loads(side.read_text())
+    d["manifest"] = manifest.to_dict()
+    side.write_text(json.dumps(d))
+    return plan
+
+
+def _manifest(path):
+    from ssi_deploy.manifest import read_manifest
+    return read_manifest(path)
+
+
+def _dense_manifest(exported):
+    """The manifest of resnet50 exported like ``exported`` (the dense engine's source)."""
+    from dataclasses import replace
+    m = _manifest(exported)
+    return replace(m, arch="resnet50", sparse=False, outputs=tuple(m.outputs_of_kind("feature")))
+
+
 def _engines(exported, tmp_path, dense_precision="fp32"):
-    sparse = write_fake_plan(tmp_path / "sparse.plan", exported, ENGINE_IO, ["p2"])
+    sparse = _with_manifest(write_fake_plan(tmp_path / "sparse.plan", exported, ENGINE_IO, ["p2"]),
+                            _manifest(exported))
     dense = write_fake_plan(tmp_path / "dense.plan", None, ENGINE_IO, ["p2"],
                             precision=dense_precision, dense=True,
                             layers=[{"Name": "conv1 + relu", "LayerType": "CaskConvolution"}])
-    return sparse, dense
+    return sparse, _with_manifest(dense, _dense_manifest(exported))
 
 
 def test_profile_engine_dense_engine_and_per_layer(exported, fake_gpu_env, tmp_path, capsys):
@@ -282,8 +317,10 @@ def test_profile_engine_refusals(exported, fake_gpu_env, tmp_path, capsys):
     assert e.startswith("error: --density cannot change a built engine")
     e = one_line_error(sparse, "--dense-engine", sparse)
     assert "holds SSI plugin layers: it is not a dense engine" in e
-    other = write_fake_plan(tmp_path / "other.plan", exported, ENGINE_IO, ["p2"], dense=True,
-                            layers=[{"Name": "conv", "LayerType": "CaskConvolution"}])
+    other = _with_manifest(write_fake_plan(tmp_path / "other.plan", exported, ENGINE_IO, ["p2"],
+                                           dense=True,
+                                           layers=[{"Name": "conv", "LayerType": "CaskConvolution"}]),
+                           _manifest(exported))
     e = one_line_error(sparse, "--dense-engine", other)
     assert e == (f"error: --dense-engine {other} was built from sparse_resnet50, not resnet50 "
                  "(the dense counterpart of sparse_resnet50)")
@@ -376,8 +413,8 @@ def test_profile_engine_compare_dense_builds_twin_engine_in_its_precision(export
     from ssi_deploy.backends.tensorrt_backend import engine_metadata
     from ssi_deploy.profiling import ProfileConfig, profile
 
-    sparse = write_fake_plan(tmp_path / "sparse.plan", exported, ENGINE_IO, ["p2"],
-                             precision="fp16")
+    sparse = _with_manifest(write_fake_plan(tmp_path / "sparse.plan", exported, ENGINE_IO, ["p2"],
+                                            precision="fp16"), _manifest(exported))
     work = tmp_path / "work"
     work.mkdir()
     r = profile(ProfileConfig(onnx=sparse, compare_dense=True, iterations=2, warmup_ms=0,

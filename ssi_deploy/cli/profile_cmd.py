@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from ..errors import SSIError
 
 
 @click.command("profile")
 @click.argument("onnx_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--arch", default=None, help="Profile a registry model instead of an ONNX file.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Weights (with an ONNX file: the checkpoint it was exported from).")
+              help="Weights (with --arch), or the checkpoint an ONNX file was exported from: "
+                   "needed only by --backend torch, --density, --compare-dense and files "
+                   "without mask outputs.")
 @click.option("--no-fpn", is_flag=True, help="With --arch: the backbone alone (outputs c2..c5).")
 @click.option("--backend", type=click.Choice(["torch", "onnxruntime", "tensorrt"]),
               default=None, help="[default: torch; tensorrt for an engine, which runs on no "
@@ -43,8 +43,8 @@ from ..errors import SSIError
 @click.option("--duration-s", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Time each model for this long instead of a number of runs.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
-@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the profile as JSON.")
+@click.option("--report", type=click.Path(path_type=Path), default=None,
+              help="Write the profile as JSON (checked before timing; written atomically).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def profile(onnx_file, arch, checkpoint, no_fpn, backend, device, input_shape, image, seed,
             density, compare_dense, dense_engine, per_layer, top_layers, warmup_ms, iterations,
@@ -52,25 +52,25 @@ def profile(onnx_file, arch, checkpoint, no_fpn, backend, device, input_shape, i
     """Time ONNX_FILE (or --arch) on a backend: latency min/mean/median/p90/p95/p99/max,
     throughput, per-layer densities and backbone GMACs; --compare-dense adds the dense twin.
 
-    ONNX_FILE may be a TensorRT engine (.plan, with the .plan.json `ssi-deploy build` writes):
-    it runs on the tensorrt backend; densities and the dense twin come from the ONNX file it
-    was built from. --dense-engine D.plan compares with a prebuilt dense engine instead."""
-    from ..profiling import ProfileConfig, format_report, profile as run_profile
-    from ..validation.inputs import parse_shape
+    A file is timed as it is; its densities come from its mask outputs. --checkpoint is
+    needed only by what rebuilds the PyTorch model (--backend torch, --density, the dense twin
+    of --compare-dense, densities of a file without mask outputs) when the file was exported
+    from a checkpoint.
 
-    if density is not None and not 0.0 < density <= 1.0:
-        raise SSIError(f"--density must be in (0, 1], got {density}")
-    if warmup_ms < 0:
-        raise SSIError("--warmup-ms must be >= 0")
+    ONNX_FILE may be a TensorRT engine (.plan, with the .plan.json `ssi-deploy build` writes):
+    it runs on the tensorrt backend; its manifest comes from that sidecar. --dense-engine
+    D.plan compares with a prebuilt dense engine instead of the dense twin."""
+    from ..input_shape import parse_input_shape
+    from ..profiling import ProfileConfig, format_report, profile as run_profile
+
     cfg = ProfileConfig(onnx=onnx_file, arch=arch, checkpoint=checkpoint, with_fpn=not no_fpn,
-                        backend=backend, input_shape=parse_shape(input_shape) if input_shape else None,
+                        backend=backend,
+                        input_shape=parse_input_shape(input_shape) if input_shape else None,
                         image=image, seed=seed, density=density, compare_dense=compare_dense,
                         warmup_ms=warmup_ms, iterations=iterations, duration_s=duration_s,
                         device=device, threads=threads, progress=not quiet,
-                        dense_engine=dense_engine, per_layer=per_layer)
-    r = run_profile(cfg)
+                        dense_engine=dense_engine, per_layer=per_layer, report=report)
+    r = run_profile(cfg)  # checks everything (--report included) before timing
     click.echo(format_report(r, top_layers=top_layers))
     if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps(r, indent=2) + "\n")
         click.echo(f"report: {report}")
