@@ -512,22 +512,25 @@ def fake_gpu_env(fake_env, monkeypatch):
 def write_fake_plan(path, onnx_path, inputs: dict, outputs: list, precision="fp32",
                     layers=None, dense=False) -> Path:
     """A plan the fake runtime loads, with the I/O of a real model, and the sidecar
-    ``ssi-deploy build`` writes beside it (source ONNX and its metadata, precision, profiles,
+    ``ssi-deploy build`` writes beside it (source ONNX and its manifest, precision, profiles,
     SSI node -> plugin layer names)."""
+    from ssi_deploy.manifest import manifest_from_model_proto
+
     path = Path(path)
     layers = _engine_json_layers() if layers is None else layers
     info = {"Layers": layers, "Bindings": list(inputs) + list(outputs),
             "FakeIO": {"inputs": inputs, "outputs": list(outputs)}}
     path.write_bytes(b"PLAN" + json.dumps(info).encode())
-    meta = {}
+    manifest = None
     if onnx_path is not None:
         m = onnx.load(str(onnx_path), load_external_data=False)
-        meta = {p.key: p.value for p in m.metadata_props}
+        found = manifest_from_model_proto(m, str(onnx_path), required=False)
+        manifest = found.to_dict() if found is not None else None
     plugin_layers = {} if dense else {lay["Name"]: lay["Name"] for lay in layers
                                       if "plugin" in lay.get("LayerType", "").lower()}
     path.with_name(path.name + ".json").write_text(json.dumps({
         "onnx": str(Path(onnx_path).resolve()) if onnx_path is not None else None,
-        "onnx_metadata": meta, "tensorrt": "10.13.0", "precision": precision,
+        "manifest": manifest, "tensorrt": "10.13.0", "precision": precision,
         "profiles": {n: {"min": list(p[0]), "opt": list(p[1]), "max": list(p[2])}
                      for n, p in inputs.items()},
         "dense": dense, "plugin_layers": plugin_layers,

@@ -114,11 +114,14 @@ class TorchBackend(Backend):
             seed=m.sampling.seed, init_seed=0 if seed is None else seed,
             expose_masks=masks and m.sparse, forced_density=m.sampling.forced_density,
             input_name=m.input.name, **kw)
-        want = [o.name for o in m.outputs if masks or o.kind != "mask"]
-        got = [o for o in backend.output_names if masks or not o.startswith("mask_")]
-        if got != want and not (masks and not m.masks_exposed):
-            raise SSIError(f"{path}: its outputs {want} differ from the rebuilt model's "
-                           f"{backend.output_names} (exported by another version?)")
+        model = backend.model
+        feats = list(getattr(model, "feature_names", backend.output_names))
+        want = [o.name for o in m.outputs if o.kind == "feature"]
+        if feats != want or (m.masks_exposed and masks and
+                             [o.name for o in m.outputs if o.kind == "mask"]
+                             != list(model.mask_names)):
+            raise SSIError(f"{path}: its outputs {m.output_names} differ from the rebuilt "
+                           f"model's {backend.output_names} (exported by another version?)")
         return backend
 
     # -- interface ----------------------------------------------------------------------------
