@@ -151,7 +151,7 @@ def _photograph(args, model, out: Path):
     from .validation import inputs as I
 
     photo = _photo(args.image)
-    img_path = out / f"{args.image}.png"
+    img_path = out / "photo.png"  # the README's tour validates on it
     Image.fromarray(photo).save(img_path)
     norm = model.describe().get("normalization", {})
     x, info = I.preprocess_image(photo, norm.get("mean", I.DEFAULT_MEAN),
@@ -265,7 +265,7 @@ def _print_summary(args, s: dict, out: Path, png) -> None:
          + (f", {mach['other_running_before']} other runnable tasks"
             if mach.get("other_running_before") is not None else ""))
     _say(f"  verdict          {s['speedup_verdict']['text']}")
-    _say(f"  outputs          {out}/ (ONNX, validate.json, profile.json, summary.json"
+    _say(f"  outputs          {out}/ (ONNX, photo.png, validate.json, profile.json, summary.json"
          f"{', masks.png' if png else ''})")
     _say(f"  total time       {s['total_s']:.0f} s")
 
