@@ -298,8 +298,9 @@ def _engine_run_flow(checks, found) -> Workflow:
 
 
 def _docker_flow(d: dict) -> Workflow:
-    if d.get("in_container"):
-        return Workflow("Docker image", True, "running inside a container")
+    if d.get("in_container") and not d.get("docker"):
+        return Workflow("Docker image", False, "this runs inside a container without docker; "
+                                               "build the image (docs/docker.md) on a GPU host")
     if d.get("docker"):
         return Workflow("Docker image", True, f"{d['docker']}: `docker build -t ssi-deploy .`, "
                                               "then `docker run --gpus all` (docs/docker.md) "

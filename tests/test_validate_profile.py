@@ -362,6 +362,18 @@ def test_validate_engine_runs_tensorrt_against_reference(exported, fake_gpu_env,
     assert r["passed"] is False and "p2" in r["outputs"]
 
 
+def test_validate_engine_from_another_export_is_refused(exported, fake_gpu_env, tmp_path, capsys):
+    """The engine's sidecar manifest must be the ONNX file's: a file re-exported since the
+    build (here: another sampling seed) would validate the wrong model."""
+    from dataclasses import replace
+    m = _manifest(exported)
+    plan = _with_manifest(write_fake_plan(tmp_path / "old.plan", exported, ENGINE_IO, ["p2"]),
+                          replace(m, sampling=replace(m.sampling, seed=m.sampling.seed + 1)))
+    rc, _, err = run_cli(capsys, "validate", plan)
+    assert rc == 2 and "is not the export engine" in err and "rebuild the engine" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 @pytest.fixture(scope="module")
 def exported_fp16(tmp_path_factory):
     from ssi_deploy.export import export_onnx
