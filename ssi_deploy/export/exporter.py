@@ -3,8 +3,9 @@
 The SSI ops become nodes of domain ``ssi`` (one per op call, attributes exactly those of the
 contract plus the TensorRT parser's ``plugin_version``/``plugin_namespace`` strings, weights
 and bias as initializer inputs). After conversion, model-local functions give every SSI op a
-body of standard ONNX ops (``functions.py``) so ONNX Runtime runs the file as is, and
-``metadata_props`` record everything a validator needs to rebuild the PyTorch reference.
+body of standard ONNX ops (``functions.py``) so ONNX Runtime runs the file as is, and the
+manifest (``ssi_deploy.manifest``, metadata key ``ssi.manifest``) records what the export is:
+everything a validator needs to rebuild the PyTorch reference.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ INPUT_NAME = "image"
 DEFAULT_OPSET = 18
 DYNAMIC_AXES = {"batch": 0, "height": 2, "width": 3}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-META_PREFIX = "ssi."
 MAX_SINGLE_FILE_BYTES = 2 * 1024**3 - 1
 # ONNX op types that must never appear in an inference graph we ship.
 TRAINING_OPS = {"BatchNormalization", "Dropout", "TrainableDropout", "Gradient"}
@@ -475,9 +475,6 @@ def build_manifest(m, describe: dict, proto: onnx.ModelProto, shape, dyn, dtype:
         outputs.append(TensorSpec(o.name, "mask" if layer else "feature", dtype, _dims(o), layer))
     inputs = [TensorSpec(i.name, "image", dtype, _dims(i)) for i in proto.graph.input
               if i.name not in {t.name for t in proto.graph.initializer}]
-    clash = sorted(set(extra) & {"arch", "weights", "sampling", "precision"})
-    if clash:
-        raise ExportError(f"metadata keys {clash} are reserved by the exporter; rename them")
     fd = describe.get("forced_density")
     return Manifest(
         arch=describe.get("arch", type(m).__name__), with_fpn=bool(describe.get("with_fpn")),
@@ -504,8 +501,8 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
     exports half-precision tensors throughout (the SSI bodies compute in float32 inside).
     ``expose_masks`` appends one mask output per sampling layer (``mask_<layer>``); by
     default (None) an SSI model exposes them, so validation can compare sampling decisions
-    and replay the backend's masks. ``metadata`` adds JSON-serialisable entries to the ``ssi.*`` metadata. ``verify`` runs
-    the file in ONNX Runtime at the example shape and at a second shape along the dynamic
+    and replay the backend's masks. ``metadata`` adds JSON-serialisable entries to the
+    manifest's ``extra``. ``verify`` runs the file in ONNX Runtime at the example shape and at a second shape along the dynamic
     axes and compares with the PyTorch model (catches shapes frozen at export). Returns the path.
     """
     say = progress or (lambda msg: None)
@@ -633,6 +630,7 @@ def verify_export(model: torch.nn.Module, path: Path, shape, dynamic, dtype: str
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
+    mask_names = set(getattr(model, "mask_names", []) or [])
     n, c, h, w = shape
     shapes = [tuple(shape)]
     alt = (2 if "batch" in dynamic else n, c, h + 32 if "height" in dynamic else h,
@@ -654,7 +652,7 @@ def verify_export(model: torch.nn.Module, path: Path, shape, dynamic, dtype: str
                                   f"but {b.shape} in PyTorch at input {shp}")
             if not np.isfinite(a).all():
                 raise VerifyError(f"verify: output {name} has non-finite values at input {shp}")
-            if name.startswith("mask_"):
+            if name in mask_names:
                 flips = int(((a > 0) != (b > 0)).sum())
                 agree += a.size - flips
                 total += a.size
