@@ -197,7 +197,10 @@ def probe_compiler() -> dict:
 
 
 def probe_docker() -> dict:
-    return {"docker": shutil.which("docker"), "in_container": Path("/.dockerenv").exists()}
+    # a docker client alone builds nothing: the daemon's socket (or DOCKER_HOST) must be there
+    daemon = bool(os.environ.get("DOCKER_HOST")) or Path("/var/run/docker.sock").exists()
+    return {"docker": shutil.which("docker"), "in_container": Path("/.dockerenv").exists(),
+            "daemon": daemon}
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,6 +304,11 @@ def _docker_flow(d: dict) -> Workflow:
     if d.get("in_container") and not d.get("docker"):
         return Workflow("Docker image", False, "this runs inside a container without docker; "
                                                "build the image (docs/docker.md) on a GPU host")
+    if d.get("docker") and not d.get("daemon", True):
+        return Workflow("Docker image", False, f"{d['docker']} is here but no Docker daemon "
+                                               "answers (no /var/run/docker.sock, no DOCKER_HOST); "
+                                               "start it, or build the image (docs/docker.md) on "
+                                               "a GPU host")
     if d.get("docker"):
         return Workflow("Docker image", True, f"{d['docker']}: `docker build -t ssi-deploy .`, "
                                               "then `docker run --gpus all` (docs/docker.md) "

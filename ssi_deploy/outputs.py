@@ -24,10 +24,12 @@ def check_output_path(path: str | os.PathLike, what: str = "--output", suffix: s
     """``path`` can be written: not a folder, its folder exists (or is created with
     ``create_parent``) and takes files, room for ``expected_bytes``. Returns it as a Path."""
     p = Path(path)
-    if suffix is not None and p.suffix != suffix:
-        raise SSIError(f"{what} {p} must end in {suffix}")
+    if not str(path).strip():
+        raise SSIError(f"{what} is empty; give a file name")
     if p.is_dir():
         raise SSIError(f"{what} {p} is a directory; give a file name, e.g. {p / ('out' + (suffix or '.json'))}")
+    if suffix is not None and p.suffix != suffix:
+        raise SSIError(f"{what} {p} must end in {suffix}")
     parent = p.parent if str(p.parent) else Path(".")
     if create_parent and not parent.exists():
         try:

@@ -209,3 +209,45 @@ def test_fp16_export_with_fpn_passes(tmp_path):
     path = export_onnx(model, tmp_path / "h.onnx", input_shape=SHAPE, dtype="fp16")
     r = validate(path, raise_on_fail=False)
     assert r.passed, r.comparison.failures()
+
+
+@pytest.mark.parametrize("edit,words", [
+    (lambda d: d.update(precision="fp16"), "precision fp16, the graph's input 'image' is fp32"),
+    (lambda d: d.update(sparse=False), "sparse=false, the graph has 32 SampleMask nodes"),
+    (lambda d: d.update(semantics_version=1), "semantics v1"),
+    (lambda d: d["sampling"].update(mode="stochastic"), "SampleMask mode=0 but the manifest"),
+    (lambda d: d["sampling"].update(seed=5), "SampleMask seed=0 but the manifest"),
+])
+def test_manifest_contradicting_the_graph_is_refused(exports, tmp_path, capsys, edit, words):
+    """A relabelled precision would loosen the tolerances tenfold; each contradiction between
+    the manifest and the graph is one line before any work."""
+    def change(m):
+        for p in m.metadata_props:
+            if p.key == "ssi.manifest":
+                d = json.loads(p.value)
+                edit(d)
+                p.value = json.dumps(d)
+    path = _edit(exports["masks"], tmp_path / "relabelled.onnx", change)
+    rc = cli_main(["validate", str(path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "the manifest does not describe this graph" in err[0]
+    assert words in err[0], err[0]
+
+
+def test_sampling_attribute_edited_on_one_node_is_refused(exports, tmp_path, capsys):
+    path = _edit(exports["masks"], tmp_path / "mode.onnx",
+                 lambda m: _set_attribute(m, "SampleMask", 0, "mode", 1))
+    rc = cli_main(["validate", str(path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "SampleMask mode=1 but the manifest" in err[0]
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--short-side", "96"], "--short-side resizes an --image"),
+    (["--image", "x.png", "--short-side", "-5"], "--short-side"),
+    (["--image", "x.png", "--short-side", "0"], "--short-side"),
+])
+def test_short_side_mistakes(exports, capsys, args, words):
+    rc = cli_main(["validate", str(exports["masks"]), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and words in err[0], err

@@ -120,8 +120,12 @@ class TorchBackend(Backend):
         if feats != want or (m.masks_exposed and masks and
                              [o.name for o in m.outputs if o.kind == "mask"]
                              != list(model.mask_names)):
-            raise SSIError(f"{path}: its outputs {m.output_names} differ from the rebuilt "
-                           f"model's {backend.output_names} (exported by another version?)")
+            n_masks = len(m.outputs_of_kind("mask"))
+            raise SSIError(f"{path}: its outputs ({', '.join(want[:6])} and {n_masks} masks) "
+                           f"differ from those of the rebuilt {m.arch}"
+                           f"{' + FPN' if m.with_fpn else ''} ({', '.join(feats[:6])} and "
+                           f"{len(model.mask_names)} masks); the manifest does not describe "
+                           "this file: re-export it with `ssi-deploy export`")
         return backend
 
     # -- interface ----------------------------------------------------------------------------

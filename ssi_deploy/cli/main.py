@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
-    except click.ClickException as e:
-        e.show()
+    except click.ClickException as e:  # usage mistakes too: one line, with where to look
+        cmd = getattr(getattr(e, "ctx", None), "command_path", None) or "ssi-deploy"
+        hint = f" (see `{cmd} --help`)" if isinstance(e, click.UsageError) else ""
+        click.echo(f"error: {e.format_message()}{hint}", err=True)
         return e.exit_code
     except click.exceptions.Exit as e:
         return e.exit_code

@@ -15,13 +15,15 @@ from ..errors import SSIError, ValidationFailed
               help="Checkpoint the file was exported from (its sha256 must match the metadata).")
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "torch"]),
               default=None, help="Backend under test [default: onnxruntime; tensorrt for an "
-                                 "engine, which runs on no other backend].")
+                                 "engine, which runs on no other backend]. torch rebuilds the "
+                                 "model from the manifest and the checkpoint: it tests the "
+                                 "PyTorch sparse path, not the file's weights or attributes.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="onnxruntime: CUDA provider when available (auto).")
 @click.option("--image", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A photograph: resized (short side), normalised with the metadata's mean/std, "
                    "padded to a multiple of 32 or to the static input shape.")
-@click.option("--short-side", type=int, default=None,
+@click.option("--short-side", type=click.IntRange(min=32), default=None,
               help="Short side for --image on a dynamic-shape model [default: 1000].")
 @click.option("--inputs", "npz", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="An .npz with one array per model input, by input name.")
@@ -67,6 +69,9 @@ def validate(onnx_file, checkpoint, backend, device, image, short_side, npz, use
     sources = [s for s in (image is not None, npz is not None, use_random) if s]
     if len(sources) > 1:
         raise SSIError("give one input source: --image, --inputs or --random")
+    if short_side is not None and image is None:
+        raise SSIError("--short-side resizes an --image: give --image PATH, or drop --short-side "
+                       "(--random takes --input-shape)")
     spec = InputSpec(image=image, npz=npz, random=not (image or npz), seed=seed,
                      short_side=short_side,
                      input_shape=parse_input_shape(input_shape) if input_shape else None)

@@ -128,3 +128,55 @@ def check_ssi_file(path: str | os.PathLike) -> None:
     except Exception:  # noqa: BLE001 - the runtime that loads it next reports its own error
         return
     check_ssi_nodes(model, path)
+
+
+_ELEM_PRECISION = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16"}
+
+
+def manifest_problems(manifest, model: onnx.ModelProto) -> list[str]:
+    """Where the manifest says something the graph contradicts (an edited manifest or graph):
+    precision vs the input's dtype, outputs vs the graph's, SSI nodes vs ``sparse``, every
+    SampleMask's mode/seed vs the manifest's sampling, the semantics version vs this
+    ssi-deploy's. Values the graph cannot confirm (preprocessing, weights) are not judged."""
+    g = model.graph
+    out = []
+    if manifest.semantics_version != C.SEMANTICS_VERSION:
+        out.append(f"it was exported with SSI semantics v{manifest.semantics_version}, this "
+                   f"ssi-deploy computes v{C.SEMANTICS_VERSION}")
+    inits = {t.name for t in g.initializer}
+    inputs = [i for i in g.input if i.name not in inits]
+    if inputs:
+        got = _ELEM_PRECISION.get(inputs[0].type.tensor_type.elem_type)
+        if got != manifest.precision:
+            out.append(f"the manifest says precision {manifest.precision}, the graph's input "
+                       f"{inputs[0].name!r} is {got or 'another type'}")
+    names, listed = [o.name for o in g.output], manifest.output_names
+    if names != listed:
+        i = next((i for i, (a, b) in enumerate(zip(listed, names)) if a != b),
+                 min(len(listed), len(names)))
+        out.append(f"the manifest lists {len(listed)} outputs, the graph has {len(names)} "
+                   f"(output {i}: {listed[i] if i < len(listed) else 'none'!r} in the manifest, "
+                   f"{names[i] if i < len(names) else 'none'!r} in the graph)")
+    masks = [n for n, _, _ in _nodes(g) if n.domain == C.DOMAIN and n.op_type == C.SAMPLE_MASK.name]
+    if manifest.sparse != bool(masks):
+        out.append(f"the manifest says sparse={str(manifest.sparse).lower()}, the graph has "
+                   f"{len(masks)} SampleMask nodes")
+    if manifest.sampling.forced_density is None:  # forced density samples in threshold mode
+        want = {"mode": C.SAMPLING_MODES[manifest.sampling.mode], "seed": manifest.sampling.seed}
+        for n in masks:
+            attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+            for k, v in want.items():
+                if attrs.get(k, C.SAMPLE_MASK.attribute(k).default) != v:
+                    out.append(f"node {n.name!r}: SampleMask {k}={attrs.get(k)} but the manifest "
+                               f"samples with {k}={v} ({manifest.sampling.mode})")
+                    break
+    return out
+
+
+def check_manifest_matches_graph(manifest, model: onnx.ModelProto, source) -> None:
+    """One line for the first contradiction between the manifest and the graph."""
+    problems = manifest_problems(manifest, model)
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise SSIError(f"{source}: the manifest does not describe this graph: {problems[0]}"
+                       f"{more}; {REEXPORT}")

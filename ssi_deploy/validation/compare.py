@@ -227,8 +227,10 @@ def nonfinite_line(o) -> str | None:
 def mask_failure_line(m: "MaskComparison") -> str:
     if m.judged_by_replay:
         far = m.replayed_flips - m.near_threshold
-        why = (f"{far} far from the threshold (up to {m.worst_margin:.3g}x the error band)"
-               if far else f"more than the {m.allowed_flips} allowed")
+        band = (f"up to {m.worst_margin:.3g}x the error band" if np.isfinite(m.worst_margin)
+                else "grid-prior positions, which are always kept")
+        why = f"{far} far from the threshold ({band})" if far else \
+            f"more than the {m.allowed_flips} allowed"
         return (f"{m.name}: {m.replayed_flips} of {m.positions} sampling decisions differ given "
                 f"the backend's earlier masks, {why}")
     return (f"{m.name}: {m.differing} of {m.positions} mask positions differ "

@@ -171,7 +171,7 @@ def plan_validation(onnx_path: str | Path, checkpoint: str | Path | None = None,
     say = log or (lambda msg: None)
     onnx_path = Path(onnx_path)
     if report is not None:
-        report = check_output_path(report, "--report", ".json")
+        report = check_output_path(report, "--report")
     test_path = onnx_path
     engine_profile = None
     if _is_engine(onnx_path):
@@ -185,7 +185,7 @@ def plan_validation(onnx_path: str | Path, checkpoint: str | Path | None = None,
     if test_path != onnx_path:
         _check_engine_matches(test_path, onnx_path, manifest)
     check_weights_match(manifest, checkpoint, onnx_path)
-    _check_nodes(onnx_path)
+    _check_nodes(onnx_path, manifest)
     inputs = inputs or InputSpec(random=True)
     input_specs, output_names = onnx_io(onnx_path)
     if engine_profile and inputs.random and inputs.input_shape is None:
@@ -301,7 +301,11 @@ def _run_backend(plan: ValidationPlan, ref, say) -> tuple[dict, dict, str | None
         else:
             note = ("the engine exposes no masks: sampling decisions could not be compared; "
                     "export with masks (the default) and rebuild to judge them")
-    say(f"loading {plan.test_path.name} with {plan.backend}")
+    if plan.backend == "torch":
+        say(f"torch: rebuilding the model of {plan.test_path.name} from its manifest (the "
+            "file's weights and attributes are not read; onnxruntime runs the file itself)")
+    else:
+        say(f"loading {plan.test_path.name} with {plan.backend}")
     test = create_backend(plan.backend, plan.test_path, checkpoint=plan.checkpoint, **kw)
     try:
         x = next(iter(plan.feeds.values()))
@@ -344,14 +348,16 @@ def _judge_by_replay(cmp, ref, plan: ValidationPlan, test_out: dict, kinds: dict
     cmp.free_running_masks, cmp.masks = cmp.masks, replayed.masks
 
 
-def _check_nodes(onnx_path: Path) -> None:
-    """The SSI nodes' attributes against the op contract (an edited file fails here)."""
-    try:
-        from ..export.node_check import check_ssi_nodes
-    except ImportError:  # pragma: no cover - the contract check ships with the exporter
-        return
+def _check_nodes(onnx_path: Path, manifest) -> None:
+    """The SSI nodes' attributes against the op contract, and the manifest against the
+    graph (an edited file fails here, before any work)."""
     import onnx
-    check_ssi_nodes(onnx.load(str(onnx_path), load_external_data=False), str(onnx_path))
+
+    from ..export.node_check import check_manifest_matches_graph, check_ssi_nodes
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    check_ssi_nodes(model, str(onnx_path))
+    check_manifest_matches_graph(manifest, model, str(onnx_path))
 
 
 def _check_engine_matches(plan: Path, onnx_path: Path, manifest) -> None:
