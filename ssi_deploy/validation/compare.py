@@ -212,7 +212,7 @@ class MaskComparison:
 
 
 def nonfinite_line(o) -> str | None:
-    """'p2: 12 NaN, 0 Inf in the backend's output; 12 NaN in the reference' (or None)."""
+    """'p2: non-finite values: 12 NaN and 0 Inf in the backend's output; ...' (or None)."""
     parts = []
     test_bad = (o.nan_test, getattr(o, "inf_test", 0))
     ref_bad = (o.nan_ref, getattr(o, "inf_ref", 0))
