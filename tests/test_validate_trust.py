@@ -44,6 +44,17 @@ def _edit(src, dst, change):
     return dst
 
 
+def _edit_manifest(src, dst, edit):
+    """A copy of ``src`` whose manifest (JSON) went through ``edit(dict)``."""
+    def change(m):
+        for p in m.metadata_props:
+            if p.key == "ssi.manifest":
+                d = json.loads(p.value)
+                edit(d)
+                p.value = json.dumps(d)
+    return _edit(src, dst, change)
+
+
 def _set_initializer(model, name, fn):
     for i, t in enumerate(model.graph.initializer):
         if t.name == name:
@@ -178,13 +189,7 @@ def test_bad_report_path_fails_before_work(exports, tmp_path, capsys, monkeypatc
     (lambda d: d["outputs"][0].update(kind="logits"), "outputs[0].kind"),
 ])
 def test_edited_manifest_gives_one_line(exports, tmp_path, capsys, edit, field):
-    def change(m):
-        for p in m.metadata_props:
-            if p.key == "ssi.manifest":
-                d = json.loads(p.value)
-                edit(d)
-                p.value = json.dumps(d)
-    path = _edit(exports["masks"], tmp_path / "edited.onnx", change)
+    path = _edit_manifest(exports["masks"], tmp_path / "edited.onnx", edit)
     rc = cli_main(["validate", str(path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and f"manifest field {field}" in err[0], err
@@ -219,13 +224,7 @@ def test_fp16_export_with_fpn_passes(tmp_path):
 def test_manifest_contradicting_the_graph_is_refused(exports, tmp_path, capsys, edit, words):
     """A relabelled precision would loosen the tolerances tenfold; each contradiction between
     the manifest and the graph is one line before any work."""
-    def change(m):
-        for p in m.metadata_props:
-            if p.key == "ssi.manifest":
-                d = json.loads(p.value)
-                edit(d)
-                p.value = json.dumps(d)
-    path = _edit(exports["masks"], tmp_path / "relabelled.onnx", change)
+    path = _edit_manifest(exports["masks"], tmp_path / "relabelled.onnx", edit)
     rc = cli_main(["validate", str(path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "the manifest does not describe this graph" in err[0]

@@ -11,7 +11,7 @@ from .blocks import SSIBottleneck
 from .folding import fold_conv_bn
 from .fpn import FPN
 from .registry import ArchSpec
-from .resnet import ResNet
+from .resnet import STAGE_BLOCKS, ResNet
 
 # Input normalisation of the official models (RGB, 0..255 input).
 NORMALIZATION = {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375], "rgb": True}
@@ -36,6 +36,20 @@ def check_fpn_input(h: int, w: int) -> None:
     if h % 32 or w % 32:
         raise SSIError(f"input {h}x{w} does not fit the FPN: height and width must be multiples "
                        "of 32 (pad the image, as the official pipeline does)")
+
+
+def sampling_layer_names(spec: ArchSpec) -> list[str]:
+    """The sampling layers of an architecture, in network order: layer{L}.{b}.mask{1,2}
+    (every block of a sparse backbone is an SSI block; a dense one has none)."""
+    if not spec.sparse:
+        return []
+    return [f"layer{i + 1}.{b}.mask{k}" for i, n in enumerate(STAGE_BLOCKS[spec.depth])
+            for b in range(n) for k in (1, 2)]
+
+
+def mask_output_names(spec: ArchSpec) -> list[str]:
+    """The mask output of each sampling layer: mask_layer{L}_{b}_mask{1,2}."""
+    return [f"mask_{n.replace('.', '_')}" for n in sampling_layer_names(spec)]
 
 
 class SSINetwork(nn.Module):
@@ -69,12 +83,7 @@ class SSINetwork(nn.Module):
     @property
     def sampling_layers(self) -> list[str]:
         """Names of the sampling layers, in order: layer{L}.{b}.mask{1,2}."""
-        names = []
-        for i in range(1, 5):
-            for b, block in enumerate(getattr(self.backbone, f"layer{i}")):
-                if isinstance(block, SSIBottleneck):
-                    names += [f"layer{i}.{b}.mask1", f"layer{i}.{b}.mask2"]
-        return names
+        return sampling_layer_names(self.spec)
 
     @property
     def feature_names(self) -> list[str]:
@@ -82,7 +91,7 @@ class SSINetwork(nn.Module):
 
     @property
     def mask_names(self) -> list[str]:
-        return [f"mask_{n.replace('.', '_')}" for n in self.sampling_layers]
+        return mask_output_names(self.spec)
 
     @property
     def output_names(self) -> list[str]:

@@ -42,14 +42,9 @@ def _static_batch(shape) -> int:
     return 1
 
 
-def onnx_io(path: str | Path) -> tuple[dict[str, tuple], list[str]]:
+def graph_io(model) -> tuple[dict[str, tuple], list[str]]:
     """Graph inputs (name -> shape, ints fixed and None free) and output names, no session."""
-    import onnx
-
-    try:
-        g = onnx.load(str(path), load_external_data=False).graph
-    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file for the user
-        raise SSIError(f"{path}: not a readable ONNX file ({e})") from None
+    g = model.graph
     inits = {i.name for i in g.initializer}
     specs = {}
     for i in g.input:
@@ -156,6 +151,7 @@ class ValidationPlan:
     tolerances: Tolerances
     report: Path | None
     backend_kw: dict
+    mask_tensors: dict  # {SampleMask output tensor: mask output name}, for files without masks
 
 
 def plan_validation(onnx_path: str | Path, checkpoint: str | Path | None = None,
@@ -165,7 +161,9 @@ def plan_validation(onnx_path: str | Path, checkpoint: str | Path | None = None,
                     max_mask_flips: int | None = None, log=None) -> ValidationPlan:
     """Check the file, its manifest, the checkpoint, the inputs, the tolerances and the report
     path; one-line errors before any work."""
-    from ..backends.torch_backend import check_weights_match, read_onnx_metadata
+    from ..backends.torch_backend import check_weights_match
+    from ..export.node_check import check_manifest_matches_graph, check_ssi_nodes
+    from ..manifest import manifest_from_model_proto
     from ..outputs import check_output_path
 
     say = log or (lambda msg: None)
@@ -181,13 +179,17 @@ def plan_validation(onnx_path: str | Path, checkpoint: str | Path | None = None,
         backend = "tensorrt"
         engine_profile = _engine_profile(test_path)
     backend = backend or "onnxruntime"
-    manifest = read_onnx_metadata(onnx_path)
+    model = _load_onnx(onnx_path)  # read once: manifest, node checks, inputs, mask tensors
+    manifest = manifest_from_model_proto(model, str(onnx_path))
     if test_path != onnx_path:
         _check_engine_matches(test_path, onnx_path, manifest)
     check_weights_match(manifest, checkpoint, onnx_path)
-    _check_nodes(onnx_path, manifest)
+    check_ssi_nodes(model, str(onnx_path))
+    check_manifest_matches_graph(manifest, model, str(onnx_path))
+    mask_tensors = sample_mask_tensors(model, mask_output_names(manifest))
     inputs = inputs or InputSpec(random=True)
-    input_specs, output_names = onnx_io(onnx_path)
+    input_specs, output_names = graph_io(model)
+    del model
     if engine_profile and inputs.random and inputs.input_shape is None:
         # random input on an engine: the shape its profile was optimised for
         name = next(iter(input_specs), None)
@@ -196,7 +198,7 @@ def plan_validation(onnx_path: str | Path, checkpoint: str | Path | None = None,
     feeds, feed_info = make_feeds(inputs, input_specs, manifest)
     from ..input_shape import check_shape_size
     check_shape_size(next(iter(feeds.values())).shape, "the validation input")
-    names = output_names + [m for m in _mask_names(manifest) if m not in output_names]
+    names = output_names + [m for m in mask_output_names(manifest) if m not in output_names]
     tol = Tolerances.from_specs(manifest.precision, atol, rtol, names, min_mask_agreement,
                                 max_mask_flips)
     kw = {"device": device} if backend == "onnxruntime" else {}
@@ -205,7 +207,7 @@ def plan_validation(onnx_path: str | Path, checkpoint: str | Path | None = None,
               "echo": lambda m: say("  " + m)}
     return ValidationPlan(test_path, onnx_path, backend, manifest,
                           None if checkpoint is None else Path(checkpoint), feeds, feed_info, tol,
-                          None if report is None else Path(report), kw)
+                          None if report is None else Path(report), kw, mask_tensors)
 
 
 def validate(onnx_path: str | Path, checkpoint: str | Path | None = None,
@@ -237,7 +239,7 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None,
         densities = ref.measured_densities()
         ref_desc = ref.describe()
         ref_desc.pop("model", None)
-        kinds = {name: "mask" for name in _mask_names(m)}
+        kinds = {name: "mask" for name in mask_output_names(m)}
         kinds.update({o.name: o.kind for o in m.outputs})
         # masks the file does not declare and the backend cannot give are not "missing"
         judged = {k: v for k, v in ref_out.items() if k in test_out or k in m.output_names}
@@ -268,21 +270,16 @@ def failure_message(result: "ValidationResult") -> str:
             + (f" (+{len(f) - 3} more)" if len(f) > 3 else ""))
 
 
-def _mask_names(manifest) -> list[str]:
+def mask_output_names(manifest) -> list[str]:
     """The mask outputs of the reference for this export (every sampling layer, in order)."""
     if not manifest.sparse:
         return []
     names = [o.name for o in manifest.outputs if o.kind == "mask"]
     if names:
         return names
+    from ..models.network import mask_output_names as of_arch
     from ..models.registry import get_arch
-    from ..models.resnet import STAGE_BLOCKS
-
-    spec = get_arch(manifest.arch)
-    if not spec.sparse:
-        return []
-    return [f"mask_layer{i + 1}_{b}_mask{k}" for i, n in enumerate(STAGE_BLOCKS[spec.depth])
-            for b in range(n) for k in (1, 2)]
+    return of_arch(get_arch(manifest.arch))
 
 
 def _run_backend(plan: ValidationPlan, ref, say) -> tuple[dict, dict, str | None]:
@@ -295,7 +292,7 @@ def _run_backend(plan: ValidationPlan, ref, say) -> tuple[dict, dict, str | None
     exposed = [o.name for o in plan.manifest.outputs if o.kind == "mask"]
     if mask_names and not exposed:
         if plan.backend == "onnxruntime":
-            kw["extra_outputs"] = sample_mask_tensors(plan.onnx_path, mask_names)
+            kw["extra_outputs"] = plan.mask_tensors
         elif plan.backend == "torch":
             kw["expose_masks"] = True
         else:
@@ -316,15 +313,12 @@ def _run_backend(plan: ValidationPlan, ref, say) -> tuple[dict, dict, str | None
         test.close()
 
 
-def sample_mask_tensors(onnx_path: Path, mask_names: list[str]) -> dict[str, str]:
-    """{SampleMask output tensor: mask output name} from the graph (by the nodes' layer id)."""
-    import onnx
-
+def sample_mask_tensors(model, mask_names: list[str]) -> dict[str, str]:
+    """{SampleMask output tensor: mask output name} of a loaded model (by the nodes' layer id)."""
     from ..ops import contract as C
 
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
     out = {}
-    for node in graph.node:
+    for node in model.graph.node:
         if node.domain == C.DOMAIN and node.op_type == C.SAMPLE_MASK.name:
             layer = next((a.i for a in node.attribute if a.name == "layer"), None)
             if layer is not None and 0 <= layer < len(mask_names):
@@ -348,16 +342,16 @@ def _judge_by_replay(cmp, ref, plan: ValidationPlan, test_out: dict, kinds: dict
     cmp.free_running_masks, cmp.masks = cmp.masks, replayed.masks
 
 
-def _check_nodes(onnx_path: Path, manifest) -> None:
-    """The SSI nodes' attributes against the op contract, and the manifest against the
-    graph (an edited file fails here, before any work)."""
+def _load_onnx(path: Path):
     import onnx
 
-    from ..export.node_check import check_manifest_matches_graph, check_ssi_nodes
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    check_ssi_nodes(model, str(onnx_path))
-    check_manifest_matches_graph(manifest, model, str(onnx_path))
+    if not path.is_file():
+        raise SSIError(f"{path}: no such ONNX file; give the path written by `ssi-deploy export`")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file for the user
+        raise SSIError(f"{path}: not a readable ONNX file ({str(e).splitlines()[0][:120]}); "
+                       "re-export it with `ssi-deploy export`") from None
 
 
 def _check_engine_matches(plan: Path, onnx_path: Path, manifest) -> None:
