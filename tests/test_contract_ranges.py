@@ -37,6 +37,14 @@ CASES = [
     ("GaussianInterp", "sigma", math.nan),
     ("GaussianInterp", "sigma", math.inf),
     ("GaussianInterp", "relu", 2),
+    ("SSIBottleneck", "stride", 0),
+    ("SSIBottleneck", "dcn", 2),
+    ("SSIBottleneck", "mode", 3),
+    ("SSIBottleneck", "sigma1", 0.0),
+    ("SSIBottleneck", "sigma2", math.nan),
+    ("SSIBottleneck", "layer2", -1),
+    ("SSIBottleneck", "density", 1.5),
+    ("SSIBottleneck", "density", -0.5),
 ]
 IDS = [f"{op}-{attr}={value}" for op, attr, value in CASES]
 
@@ -57,6 +65,17 @@ TABLE = {
     ("SparseConv2d", "relu"): (0, 1, False, (0, 1)),
     ("GaussianInterp", "sigma"): (0.0, FLOAT32_MAX, True, ()),
     ("GaussianInterp", "relu"): (0, 1, False, (0, 1)),
+    ("SSIBottleneck", "stride"): (1, INT32_MAX, False, ()),
+    ("SSIBottleneck", "dcn"): (0, 1, False, (0, 1)),
+    ("SSIBottleneck", "downsample"): (0, 1, False, (0, 1)),
+    ("SSIBottleneck", "sigma1"): (0.0, FLOAT32_MAX, True, ()),
+    ("SSIBottleneck", "sigma2"): (0.0, FLOAT32_MAX, True, ()),
+    ("SSIBottleneck", "mode"): (0, 2, False, (0, 1, 2)),
+    ("SSIBottleneck", "grid_interval"): (0, INT32_MAX, False, ()),
+    ("SSIBottleneck", "seed"): (INT32_MIN, INT32_MAX, False, ()),
+    ("SSIBottleneck", "layer1"): (0, INT32_MAX, False, ()),
+    ("SSIBottleneck", "layer2"): (0, INT32_MAX, False, ()),
+    ("SSIBottleneck", "density"): (0.0, 1.0, False, ()),
 }
 
 
@@ -65,15 +84,31 @@ def value_text(v) -> str:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """sparse_resnet50, seeded random weights, static 64x64 (every SSI op appears)."""
+def exported_forms(tmp_path_factory):
+    """sparse_resnet50, seeded random weights, static 64x64, in both forms (every SSI op
+    appears in one of them)."""
     from ssi_deploy.export import export_onnx
     from ssi_deploy.models import create_model
 
-    path = tmp_path_factory.mktemp("ranges") / "sr50.onnx"
+    d = tmp_path_factory.mktemp("ranges")
     model = create_model("sparse_resnet50", init_seed=0)
-    export_onnx(model, path, input_shape=SHAPE, dynamic=None)
-    return path
+    return {g: export_onnx(model, d / f"sr50_{g}.onnx", input_shape=SHAPE, dynamic=None,
+                           granularity=g) for g in ("ops", "block")}
+
+
+class _Exported:
+    """The export holding ``op``: ``exported[op]`` (the block form for SSIBottleneck)."""
+
+    def __init__(self, forms):
+        self.forms = forms
+
+    def __getitem__(self, op):
+        return self.forms["block" if op == C.SSI_BOTTLENECK.name else "ops"]
+
+
+@pytest.fixture(scope="module")
+def exported(exported_forms):
+    return _Exported(exported_forms)
 
 
 def edit(src, dst, op: str, attr: str, value):
@@ -164,16 +199,19 @@ def test_header_carries_the_ranges_and_is_not_stale(capsys):
 def test_onnxruntime_backend_refuses_out_of_range_attribute(exported, tmp_path, op, attr, value):
     from ssi_deploy.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    path, node = edit(exported, tmp_path / "edited.onnx", op, attr, value)
+    path, node = edit(exported[op], tmp_path / "edited.onnx", op, attr, value)
     with pytest.raises(SSIError) as e:
         OnnxRuntimeBackend(path, device="cpu")
     expect_message(str(e.value), path, node, op, attr, value)
 
 
-@pytest.mark.parametrize("op,attr,value", [CASES[0], CASES[2], CASES[5], CASES[6], CASES[10]],
-                         ids=[IDS[0], IDS[2], IDS[5], IDS[6], IDS[10]])
+CLI_CASES = [0, 2, 5, 6, 10, 15, 21]
+
+
+@pytest.mark.parametrize("op,attr,value", [CASES[i] for i in CLI_CASES],
+                         ids=[IDS[i] for i in CLI_CASES])
 def test_cli_validate_exits_2_naming_the_node(exported, tmp_path, capsys, op, attr, value):
-    path, node = edit(exported, tmp_path / "edited.onnx", op, attr, value)
+    path, node = edit(exported[op], tmp_path / "edited.onnx", op, attr, value)
     rc = cli_main(["validate", str(path), "--random", "--device", "cpu"])
     out, err = capsys.readouterr()
     assert rc == 2, (out, err)
@@ -185,18 +223,20 @@ def test_cli_validate_exits_2_naming_the_node(exported, tmp_path, capsys, op, at
 def test_tensorrt_loader_refuses_before_tensorrt(exported, tmp_path):
     from ssi_deploy.tensorrt import onnx_prep
 
-    path, node = edit(exported, tmp_path / "edited.onnx", "SparseConv2d", "pad_h", -1)
+    src = exported["SparseConv2d"]
+    path, node = edit(src, tmp_path / "edited.onnx", "SparseConv2d", "pad_h", -1)
     with pytest.raises(SSIError) as e:
         onnx_prep.load_onnx(path)
     expect_message(str(e.value), path, node, "SparseConv2d", "pad_h", -1)
-    assert onnx_prep.load_onnx(exported).graph.node  # the unedited file loads
+    assert onnx_prep.load_onnx(src).graph.node  # the unedited file loads
 
 
-def test_unedited_export_passes_the_check(exported):
+def test_unedited_exports_pass_the_check(exported_forms):
     from ssi_deploy.export.node_check import check_ssi_nodes
 
-    m = onnx.load(str(exported))
-    assert check_ssi_nodes(m, exported) is m
+    for path in exported_forms.values():
+        m = onnx.load(str(path))
+        assert check_ssi_nodes(m, path) is m
 
 
 # --------------------------------------------------------------------------------------------

@@ -194,11 +194,11 @@ def model():
 
 
 def test_model_has_every_ssi_op(model):
-    assert {n.op_type for n in ssi_nodes(model)} == set(contract.OPS)
+    assert {n.op_type for n in ssi_nodes(model)} == set(contract.PLUGIN_OPS)
 
 
 def test_creators_expose_exactly_the_contract_fields(trt, registry):
-    for op in contract.OPS.values():
+    for op in contract.PLUGIN_OPS.values():
         creator = registry.get_creator(op.name, contract.PLUGIN_VERSION, contract.PLUGIN_NAMESPACE)
         assert creator is not None, op.name
         assert (creator.name, creator.plugin_version, creator.plugin_namespace) == (

@@ -1,4 +1,8 @@
-"""The SSI op contract: names, inputs, attributes and constants of the three SSI ops.
+"""The SSI op contract: names, inputs, attributes and constants of the four SSI ops.
+
+Three building blocks (SampleMask, SparseConv2d, GaussianInterp: the portable, fine-grained
+form) and the block they compose, SSIBottleneck (one node per SSI bottleneck, compact rows
+inside).
 
 This module is the single definition every layer reads: the PyTorch custom ops, the ONNX
 exporter (schemas, node attributes, function bodies), the TensorRT plugins (through the C++
@@ -19,7 +23,7 @@ DOMAIN = "ssi"  # ONNX domain of the custom nodes
 OPSET_VERSION = 1  # ONNX opset version of that domain
 PLUGIN_NAMESPACE = "ssi"  # TensorRT plugin namespace
 PLUGIN_VERSION = "1"  # TensorRT plugin version
-SEMANTICS_VERSION = 2  # bumped whenever an op computes something different
+SEMANTICS_VERSION = 3  # bumped whenever an op computes something different (3: SSIBottleneck)
 # String attributes every SSI node carries for TensorRT's ONNX parser (plugin lookup only).
 PLUGIN_VERSION_ATTR = "plugin_version"
 PLUGIN_NAMESPACE_ATTR = "plugin_namespace"
@@ -125,6 +129,7 @@ class Input:
     name: str
     doc: str
     optional: bool = False  # optional inputs are trailing: a node simply has fewer inputs
+    weight: bool = False  # a constant (initializer): TensorRT passes it to the plugin as weights
 
 
 @dataclass(frozen=True)
@@ -134,11 +139,16 @@ class OpDef:
     outputs: tuple[str, ...]
     attributes: tuple[Attribute, ...]
     doc: str
+    has_plugin: bool = True  # this checkout's TensorRT plugin library implements it
 
     @property
     def torch_name(self) -> str:
         return {"SampleMask": "sample_mask", "SparseConv2d": "sparse_conv2d",
-                "GaussianInterp": "gaussian_interp"}[self.name]
+                "GaussianInterp": "gaussian_interp", "SSIBottleneck": "ssi_bottleneck"}[self.name]
+
+    @property
+    def weight_inputs(self) -> tuple[str, ...]:
+        return tuple(i.name for i in self.inputs if i.weight)
 
     @property
     def min_inputs(self) -> int:
@@ -211,8 +221,8 @@ SPARSE_CONV2D = OpDef(
     name="SparseConv2d",
     inputs=(
         Input("x", "dense input [N,Cin,H,W]"),
-        Input("weight", "[Cout, Cin/groups, kH, kW] (BatchNorm folded in)"),
-        Input("bias", "[Cout] (zeros when the conv has none)"),
+        Input("weight", "[Cout, Cin/groups, kH, kW] (BatchNorm folded in)", weight=True),
+        Input("bias", "[Cout] (zeros when the conv has none)", weight=True),
         Input("mask", "[N,1,Ho,Wo]: output positions with mask > 0 are computed"),
         Input("offset", "[N,2*kH*kW,Ho,Wo] deformable v1 offsets (dy, dx per tap)", optional=True),
     ),
@@ -237,7 +247,7 @@ GAUSSIAN_INTERP = OpDef(
     inputs=(
         Input("values", "[N,C,H,W]; only read where mask > 0"),
         Input("mask", "[N,1,H,W] in [0,1]"),
-        Input("bias", "[C], added everywhere after the interpolation (zeros for none)"),
+        Input("bias", "[C], added everywhere after the interpolation (zeros for none)", weight=True),
         Input("residual", "[N,C,H,W] added after the bias (fused residual add)", optional=True),
     ),
     outputs=("dense",),
@@ -250,7 +260,80 @@ GAUSSIAN_INTERP = OpDef(
          "W(d) = s^2/(2 pi) exp(-s^2 |d|^2 / 2), D = sum W m + 1e-5, float32 arithmetic"),
 )
 
-OPS: dict[str, OpDef] = {op.name: op for op in (SAMPLE_MASK, SPARSE_CONV2D, GAUSSIAN_INTERP)}
+
+def _w(name: str, doc: str) -> Input:
+    return Input(name, doc, weight=True)
+
+
+SSI_BOTTLENECK = OpDef(
+    name="SSIBottleneck",
+    # Every input is present (a node has all 15): a part the block lacks (DCN offset conv,
+    # downsample) is an empty tensor [0], so onnx.reference and TensorRT's parser see one
+    # signature. Weights are folded with their BatchNorm (conv3: BN3's scale only, its bias in
+    # conv3_bias is added after the final interpolation, the spec's sparse order).
+    inputs=(
+        Input("x", "block input [N,Cin,H,W]"),
+        _w("mask1_weight", "conv1_mask [1,Cin,3,3] (stride 1, pad 1): logits of m1 at HxW"),
+        _w("mask1_bias", "[1]"),
+        _w("mask2_weight", "conv2_mask [1,Cin,3,3] (stride s, pad 1): logits of m2 at HoxWo"),
+        _w("mask2_bias", "[1]"),
+        _w("conv1_weight", "[p,Cin,1,1], BN1 folded"),
+        _w("conv1_bias", "[p]"),
+        _w("offset_weight", "DCN offset conv [18,Cin,3,3] (stride s, pad 1) on x; [0] without DCN"),
+        _w("offset_bias", "[18]; [0] without DCN"),
+        _w("conv2_weight", "[p,p,3,3] (stride s, pad 1; deformable v1 with dcn=1), BN2 folded"),
+        _w("conv2_bias", "[p]"),
+        _w("conv3_weight", "[4p,p,1,1] scaled by BN3 (no bias)"),
+        _w("conv3_bias", "[4p]: BN3's bias, added after the final interpolation"),
+        _w("downsample_weight", "shortcut conv [4p,Cin,1,1] (stride s), BN folded; [0] for identity"),
+        _w("downsample_bias", "[4p]; [0] for identity"),
+    ),
+    outputs=("y", "mask1", "mask2"),
+    attributes=(
+        Attribute("stride", "int", 1, "stride s of conv2, conv2_mask, the offset conv and the "
+                  "downsample", min=1),
+        Attribute("dcn", "int", 0, "1: conv2 is deformable v1 with offsets from offset_weight",
+                  choices=((0, "regular"), (1, "deformable"))),
+        Attribute("downsample", "int", 0, "1: the shortcut is the downsample conv, 0: identity",
+                  choices=((0, "identity"), (1, "conv"))),
+        Attribute("sigma1", "float", SIGMA_INIT, "s of the interpolation of conv1's rows (m1)",
+                  min=0.0, min_exclusive=True),
+        Attribute("sigma2", "float", SIGMA_INIT, "s of the final interpolation (m2)",
+                  min=0.0, min_exclusive=True),
+        Attribute("mode", "int", MODE_THRESHOLD, "sampling mode of both masks, as SampleMask's",
+                  choices=tuple((v, k) for k, v in sorted(SAMPLING_MODES.items(),
+                                                          key=lambda kv: kv[1]))),
+        Attribute("grid_interval", "int", GRID_PRIOR_INTERVAL,
+                  "grid prior of both masks, as SampleMask's; 0 disables", min=0),
+        Attribute("seed", "int", 0, "seed of the counter-based hash (modes 1, 2)",
+                  min=INT32_MIN, max=INT32_MAX),
+        Attribute("layer1", "int", 0, "sampling-layer index of m1 (2 * block index)", min=0),
+        Attribute("layer2", "int", 1, "sampling-layer index of m2 (2 * block index + 1)", min=0),
+        Attribute("density", "float", 0.0,
+                  "0: sample by mode; > 0: forced density, each mask keeps the k = "
+                  "forced_count(density, H*W) largest logits per image (threshold on the "
+                  "shifted logits, mode ignored), grid prior added", min=0.0, max=1.0),
+    ),
+    doc=("one SSI bottleneck: masks m1 (HxW), m2 (HoxWo) from 3x3 mask convs of x; conv1 at m1, "
+         "interp(sigma1), conv2 (3x3 stride s, DCN optional) and conv3 at m2, "
+         "y = relu(interp(conv3 rows, m2, sigma2) + conv3_bias + shortcut(x)); outputs y, m1, m2"),
+    has_plugin=False,  # the fused GPU plugin is future work; build refuses block-form files
+)
+
+OPS: dict[str, OpDef] = {op.name: op for op in (SAMPLE_MASK, SPARSE_CONV2D, GAUSSIAN_INTERP,
+                                                SSI_BOTTLENECK)}
+PLUGIN_OPS: dict[str, OpDef] = {k: op for k, op in OPS.items() if op.has_plugin}
+BUILDING_BLOCKS = (SAMPLE_MASK.name, SPARSE_CONV2D.name, GAUSSIAN_INTERP.name)
+
+
+def forced_count(density: float, numel: int) -> int:
+    """How many positions a forced density keeps per image: round-half-even of
+    float32(density) * numel in float64, clamped to 1..numel (the function body computes the
+    same: Cast to double, Mul, Round, Clip)."""
+    import numpy as np
+
+    d = float(np.float32(density))
+    return max(1, min(int(numel), int(round(d * float(numel)))))
 
 HEADER_PATH = Path(__file__).resolve().parents[2] / "plugins" / "include" / "ssi" / "contract.h"
 
@@ -260,7 +343,8 @@ def torch_schema(op: OpDef) -> str:
     args = [f"Tensor{'?' if i.optional else ''} {i.name}{'=None' if i.optional else ''}"
             for i in op.inputs]
     args += [f"{a.type} {a.name}={a.default!r}" for a in op.attributes]
-    return f"({', '.join(args)}) -> Tensor"
+    out = "Tensor" if len(op.outputs) == 1 else f"({', '.join('Tensor' for _ in op.outputs)})"
+    return f"({', '.join(args)}) -> {out}"
 
 
 def _cpp_number(a: Attribute, v: int | float) -> str:
@@ -319,8 +403,10 @@ def render_cpp_header() -> str:
         lines.append(f"constexpr int kMinInputs = {op.min_inputs};")
         lines.append(f"constexpr int kMaxInputs = {len(op.inputs)};")
         lines.append(f"constexpr int kNumOutputs = {len(op.outputs)};")
+        lines.append(f"constexpr bool kHasPlugin = {'true' if op.has_plugin else 'false'};")
         for i, inp in enumerate(op.inputs):
-            lines.append(f"constexpr int kInput{inp.name.capitalize()} = {i};  // {inp.doc}")
+            ident = "".join(part.capitalize() for part in inp.name.split("_"))
+            lines.append(f"constexpr int kInput{ident} = {i};  // {inp.doc}")
         lines.append(f"constexpr int kNumAttributes = {len(op.attributes)};")
         for a in op.attributes:
             ident = "kAttr" + "".join(p.capitalize() for p in a.name.split("_"))

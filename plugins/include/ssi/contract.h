@@ -9,7 +9,7 @@ constexpr char const* kDomain = "ssi";
 constexpr int kOpsetVersion = 1;
 constexpr char const* kPluginNamespace = "ssi";
 constexpr char const* kPluginVersion = "1";
-constexpr int kSemanticsVersion = 2;
+constexpr int kSemanticsVersion = 3;
 constexpr int kModeThreshold = 0;
 constexpr int kModeStochastic = 1;
 constexpr int kModeOfficial = 2;
@@ -24,6 +24,7 @@ constexpr char const* kDoc = "sampling mask[N,1,H,W] in [0,1] from logits[N,1,H,
 constexpr int kMinInputs = 1;
 constexpr int kMaxInputs = 1;
 constexpr int kNumOutputs = 1;
+constexpr bool kHasPlugin = true;
 constexpr int kInputLogits = 0;  // sampling logits [N,1,H,W] (output of the mask conv)
 constexpr int kNumAttributes = 4;
 constexpr char const* kAttrMode = "mode";  // int: 0 threshold (logit >= 0), 1 stochastic (Bernoulli(sigmoid) from the hash), 2 official (soft Gumbel value at T=0.03, kept where >= 0.5)
@@ -60,6 +61,7 @@ constexpr char const* kDoc = "y[N,Cout,Ho,Wo] = act(conv2d(x, weight) + bias) co
 constexpr int kMinInputs = 4;
 constexpr int kMaxInputs = 5;
 constexpr int kNumOutputs = 1;
+constexpr bool kHasPlugin = true;
 constexpr int kInputX = 0;  // dense input [N,Cin,H,W]
 constexpr int kInputWeight = 1;  // [Cout, Cin/groups, kH, kW] (BatchNorm folded in)
 constexpr int kInputBias = 2;  // [Cout] (zeros when the conv has none)
@@ -124,6 +126,7 @@ constexpr char const* kDoc = "dense = act(m*f + (1-m)*N/D + bias [+ residual]); 
 constexpr int kMinInputs = 3;
 constexpr int kMaxInputs = 4;
 constexpr int kNumOutputs = 1;
+constexpr bool kHasPlugin = true;
 constexpr int kInputValues = 0;  // [N,C,H,W]; only read where mask > 0
 constexpr int kInputMask = 1;  // [N,1,H,W] in [0,1]
 constexpr int kInputBias = 2;  // [C], added everywhere after the interpolation (zeros for none)
@@ -144,6 +147,99 @@ constexpr int kMaxRelu = 1;
 constexpr bool kMinReluExclusive = false;
 constexpr char const* kRangeRelu = "one of 0 (off), 1 (ReLU)";
 }  // namespace GaussianInterp
+
+namespace SSIBottleneck {
+constexpr char const* kName = "SSIBottleneck";
+constexpr char const* kDoc = "one SSI bottleneck: masks m1 (HxW), m2 (HoxWo) from 3x3 mask convs of x; conv1 at m1, interp(sigma1), conv2 (3x3 stride s, DCN optional) and conv3 at m2, y = relu(interp(conv3 rows, m2, sigma2) + conv3_bias + shortcut(x)); outputs y, m1, m2";
+constexpr int kMinInputs = 15;
+constexpr int kMaxInputs = 15;
+constexpr int kNumOutputs = 3;
+constexpr bool kHasPlugin = false;
+constexpr int kInputX = 0;  // block input [N,Cin,H,W]
+constexpr int kInputMask1Weight = 1;  // conv1_mask [1,Cin,3,3] (stride 1, pad 1): logits of m1 at HxW
+constexpr int kInputMask1Bias = 2;  // [1]
+constexpr int kInputMask2Weight = 3;  // conv2_mask [1,Cin,3,3] (stride s, pad 1): logits of m2 at HoxWo
+constexpr int kInputMask2Bias = 4;  // [1]
+constexpr int kInputConv1Weight = 5;  // [p,Cin,1,1], BN1 folded
+constexpr int kInputConv1Bias = 6;  // [p]
+constexpr int kInputOffsetWeight = 7;  // DCN offset conv [18,Cin,3,3] (stride s, pad 1) on x; [0] without DCN
+constexpr int kInputOffsetBias = 8;  // [18]; [0] without DCN
+constexpr int kInputConv2Weight = 9;  // [p,p,3,3] (stride s, pad 1; deformable v1 with dcn=1), BN2 folded
+constexpr int kInputConv2Bias = 10;  // [p]
+constexpr int kInputConv3Weight = 11;  // [4p,p,1,1] scaled by BN3 (no bias)
+constexpr int kInputConv3Bias = 12;  // [4p]: BN3's bias, added after the final interpolation
+constexpr int kInputDownsampleWeight = 13;  // shortcut conv [4p,Cin,1,1] (stride s), BN folded; [0] for identity
+constexpr int kInputDownsampleBias = 14;  // [4p]; [0] for identity
+constexpr int kNumAttributes = 11;
+constexpr char const* kAttrStride = "stride";  // int: stride s of conv2, conv2_mask, the offset conv and the downsample
+constexpr char const* kAttrDcn = "dcn";  // int: 1: conv2 is deformable v1 with offsets from offset_weight
+constexpr char const* kAttrDownsample = "downsample";  // int: 1: the shortcut is the downsample conv, 0: identity
+constexpr char const* kAttrSigma1 = "sigma1";  // float: s of the interpolation of conv1's rows (m1)
+constexpr char const* kAttrSigma2 = "sigma2";  // float: s of the final interpolation (m2)
+constexpr char const* kAttrMode = "mode";  // int: sampling mode of both masks, as SampleMask's
+constexpr char const* kAttrGridInterval = "grid_interval";  // int: grid prior of both masks, as SampleMask's; 0 disables
+constexpr char const* kAttrSeed = "seed";  // int: seed of the counter-based hash (modes 1, 2)
+constexpr char const* kAttrLayer1 = "layer1";  // int: sampling-layer index of m1 (2 * block index)
+constexpr char const* kAttrLayer2 = "layer2";  // int: sampling-layer index of m2 (2 * block index + 1)
+constexpr char const* kAttrDensity = "density";  // float: 0: sample by mode; > 0: forced density, each mask keeps the k = forced_count(density, H*W) largest logits per image (threshold on the shifted logits, mode ignored), grid prior added
+constexpr int kDefaultStride = 1;
+constexpr int kDefaultDcn = 0;
+constexpr int kDefaultDownsample = 0;
+constexpr float kDefaultSigma1 = 3.0f;
+constexpr float kDefaultSigma2 = 3.0f;
+constexpr int kDefaultMode = 0;
+constexpr int kDefaultGridInterval = 11;
+constexpr int kDefaultSeed = 0;
+constexpr int kDefaultLayer1 = 0;
+constexpr int kDefaultLayer2 = 1;
+constexpr float kDefaultDensity = 0.0f;
+// Valid values: kMin* <= v <= kMax* (kMin* < v when kMin*Exclusive), finite;
+// kRange* says so in words (the same text as the Python checks).
+constexpr int kMinStride = 1;
+constexpr int kMaxStride = 2147483647;
+constexpr bool kMinStrideExclusive = false;
+constexpr char const* kRangeStride = "an int32 >= 1";
+constexpr int kMinDcn = 0;
+constexpr int kMaxDcn = 1;
+constexpr bool kMinDcnExclusive = false;
+constexpr char const* kRangeDcn = "one of 0 (regular), 1 (deformable)";
+constexpr int kMinDownsample = 0;
+constexpr int kMaxDownsample = 1;
+constexpr bool kMinDownsampleExclusive = false;
+constexpr char const* kRangeDownsample = "one of 0 (identity), 1 (conv)";
+constexpr float kMinSigma1 = 0.0f;
+constexpr float kMaxSigma1 = 3.4028234663852886e+38f;
+constexpr bool kMinSigma1Exclusive = true;
+constexpr char const* kRangeSigma1 = "a finite float32 > 0.0";
+constexpr float kMinSigma2 = 0.0f;
+constexpr float kMaxSigma2 = 3.4028234663852886e+38f;
+constexpr bool kMinSigma2Exclusive = true;
+constexpr char const* kRangeSigma2 = "a finite float32 > 0.0";
+constexpr int kMinMode = 0;
+constexpr int kMaxMode = 2;
+constexpr bool kMinModeExclusive = false;
+constexpr char const* kRangeMode = "one of 0 (threshold), 1 (stochastic), 2 (official)";
+constexpr int kMinGridInterval = 0;
+constexpr int kMaxGridInterval = 2147483647;
+constexpr bool kMinGridIntervalExclusive = false;
+constexpr char const* kRangeGridInterval = "an int32 >= 0";
+constexpr int kMinSeed = (-2147483647 - 1);
+constexpr int kMaxSeed = 2147483647;
+constexpr bool kMinSeedExclusive = false;
+constexpr char const* kRangeSeed = "any int32 (-2147483648 to 2147483647)";
+constexpr int kMinLayer1 = 0;
+constexpr int kMaxLayer1 = 2147483647;
+constexpr bool kMinLayer1Exclusive = false;
+constexpr char const* kRangeLayer1 = "an int32 >= 0";
+constexpr int kMinLayer2 = 0;
+constexpr int kMaxLayer2 = 2147483647;
+constexpr bool kMinLayer2Exclusive = false;
+constexpr char const* kRangeLayer2 = "an int32 >= 0";
+constexpr float kMinDensity = 0.0f;
+constexpr float kMaxDensity = 1.0f;
+constexpr bool kMinDensityExclusive = false;
+constexpr char const* kRangeDensity = "a finite float32 >= 0.0 and <= 1.0";
+}  // namespace SSIBottleneck
 
 }  // namespace contract
 }  // namespace ssi
