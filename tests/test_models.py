@@ -70,22 +70,6 @@ def test_network_sparse_equals_official(arch):
     assert all(torch.equal(a, b) for a, b in zip(sparse[n:], again[n:]))
 
 
-def test_traced_form_equals_eager_form(rng):
-    """forward_sparse (the SSI ops, what an export holds) == forward_sparse_rows (eager)."""
-    ds = nn.Sequential(nn.Conv2d(32, 64, 1, 2, bias=False), nn.BatchNorm2d(64))
-    block = SSIBottleneck(32, 16, 2, ds, True, index=1).eval()
-    with torch.no_grad():
-        for p in block.parameters():
-            p.normal_(0, 0.3, generator=rng)
-        randomise_bn(block, rng)
-        x = torch.randn(2, 32, 15, 17, generator=rng)
-        f = block.fold_bn()
-        m1, m2 = block.masks(x)
-        a = block.forward_sparse(x, m1, m2, f)
-        b = block.forward_sparse_rows(x, m1, m2, f)
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-
-
 def test_fused_equals_unfused():
     model = create_model("sparse_resnet101_dcn", with_fpn=True, init_seed=2)
     x = torch.randn(1, 3, 64, 96)
@@ -219,19 +203,6 @@ def test_official_interpolation_is_float32_inside():
     ref = interp_official(f, m, torch.tensor(3.0))
     assert out.dtype == torch.float16
     torch.testing.assert_close(out.float(), ref, atol=2e-3, rtol=2e-3)
-
-
-@pytest.mark.parametrize("shape", [(2, 64, 9, 13), (1, 8, 1, 1), (1, 8, 2, 5)])
-def test_conv3x3_few_outputs_is_a_conv(shape, rng):
-    """The eager mask/offset conv (one GEMM + shifted sums) equals F.conv2d, borders included."""
-    import torch.nn.functional as F
-
-    from ssi_deploy.models.blocks import conv3x3_few_outputs
-    x = torch.randn(*shape, generator=rng)
-    w = torch.randn(20, shape[1], 3, 3, generator=rng)
-    b = torch.randn(20, generator=rng)
-    torch.testing.assert_close(conv3x3_few_outputs(x, w, b), F.conv2d(x, w, b, padding=1),
-                               atol=1e-4, rtol=1e-5)
 
 
 # -- training policy of the official backbone config: norm_eval=True, frozen_stages=0 -------

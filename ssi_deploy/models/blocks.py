@@ -1,15 +1,14 @@
 """ResNet bottlenecks: the dense one and the SSI one (spec sections 1-3).
 
 Parameter names follow the official checkpoints (mmdet 0.6 ``SparseResNet``), so a state dict
-loads as it is. Three forward paths:
+loads as it is. Forward paths of the SSI block:
 
 - training: the official order with soft Gumbel masks, differentiable (mask convs, sigmas);
-- eval, ``execution="sparse"`` (default): the sparse order of the spec, computing conv1,
-  conv2 and conv3 only at sampled positions, BN folded. Two forms with the same arithmetic:
-  ``forward_sparse`` through the SSI ops (what torch.export traces: one node per op, dense
-  tensors between them, DCN offsets by SparseConv2d) and, in eager mode,
-  ``forward_sparse_rows``, which keeps sampled features as compact rows and computes the mask
-  logits and DCN offsets in one dense pass over x (faster on the CPU);
+- eval, ``execution="sparse"`` (default): the SSIBottleneck op (``ssi_deploy.ops.bottleneck``),
+  the one inference path: conv1, conv2 and conv3 only at sampled positions, compact rows
+  inside, BN folded. Under torch.export it is one ``ssi::SSIBottleneck`` node; with
+  ``granularity="ops"`` the export holds the three-op chain instead (SampleMask,
+  SparseConv2d, GaussianInterp: the building blocks, ``forward_ops``), same arithmetic;
 - eval, ``execution="official"``: the official dense-masked order with the same masks (the
   reference that the sparse order must match within float32 rounding).
 """
@@ -22,9 +21,9 @@ from torch import nn
 
 from ..ops import contract as C
 from ..ops import select_ops
-from ..ops.interpolation import gaussian_interp_rows, gaussian_window
+from ..ops.bottleneck import BlockAttrs, BlockWeights, block_masks, run_block
+from ..ops.interpolation import gaussian_window
 from ..ops.sampling import decision_margin
-from ..ops.sparse_conv import conv_rows_gemm, rows_nhwc, sampled_positions, sparse_conv2d_rows
 from .folding import fold_conv_bn
 from .gumbel import GumbelSigmoid
 
@@ -62,25 +61,6 @@ def grid_prior_(mask: torch.Tensor, interval: int) -> torch.Tensor:
         mask = mask.clone()
         mask[:, :, ::interval, ::interval] = 1.0
     return mask
-
-
-def conv3x3_few_outputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """3x3 conv, stride 1, padding 1, for a few output channels (masks, DCN offsets).
-
-    One GEMM gives every tap's partial map at once ([9 Co, Cin] x [Cin, NHW], tap-major and
-    channel-first so each map is contiguous), then the nine maps are added with their shifts:
-    on the CPU 1.2-1.7x faster than a direct convolution with so few outputs, same arithmetic.
-    """
-    n_, cin, h, w = x.shape
-    co = weight.shape[0]
-    rows = x.permute(0, 2, 3, 1).reshape(-1, cin)
-    taps = torch.mm(weight.permute(2, 3, 0, 1).reshape(9 * co, cin), rows.t()).view(9, co, n_, h, w)
-    out = bias.view(co, 1, 1, 1).expand(co, n_, h, w).clone()
-    for t in range(9):
-        dy, dx = t // 3 - 1, t % 3 - 1  # the tap reads x[y + dy, x + dx]; outside is padding
-        y0, y1, x0, x1 = max(0, -dy), h - max(0, dy), max(0, -dx), w - max(0, dx)
-        out[:, :, y0:y1, x0:x1] += taps[t, :, :, y0 + dy:y1 + dy, x0 + dx:x1 + dx]
-    return out.permute(1, 0, 2, 3)
 
 
 class Bottleneck(nn.Module):
@@ -168,44 +148,37 @@ class SSIBottleneck(Bottleneck):
         self.override_masks: tuple[torch.Tensor, torch.Tensor] | None = None
         self.record_decisions = False
         self.decisions: tuple[dict, dict] | None = None
+        self.granularity = "block"  # export form: "block" (one SSIBottleneck node) or "ops"
 
     @property
     def layer_ids(self) -> tuple[int, int]:
         return 2 * self.index, 2 * self.index + 1
 
     # -- masks ------------------------------------------------------------------------------
-    def _shift_to_density(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.forced_density is None:
-            return logits
-        # Keep the top share of positions: shift the logits so that exactly the k largest are
-        # >= 0 (threshold mode then keeps them; the grid prior still adds its points).
-        flat = logits.flatten(1)
-        k = max(1, min(flat.shape[1], int(round(self.forced_density * flat.shape[1]))))
-        kth = torch.topk(flat, k, dim=1).values[:, -1:]
-        return logits - kth.view(-1, 1, 1, 1)
-
-    def masks(self, x: torch.Tensor, logits=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inference masks (m1 at the input resolution, m2 at the output resolution).
+    def masks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference masks (m1 at the input resolution, m2 at the output resolution), as the
+        op samples them (``ops.bottleneck.block_masks``).
 
         With ``override_masks`` (another backend's masks) those are returned; with
         ``record_decisions`` as well, the block still takes its own decisions and keeps them in
         ``decisions`` (validation tells near-threshold flips from real ones with them)."""
         if self.override_masks is not None and not self.record_decisions:
             return self.override_masks
-        l1, l2 = logits if logits is not None else (self.conv1_mask(x), self.conv2_mask(x))
-        mode = C.MODE_THRESHOLD if self.forced_density is not None else self.sampling_mode
-        kw = dict(mode=mode, grid_interval=self.grid_interval, seed=self.seed)
-        sample_mask = select_ops().sample_mask
-        s1, s2 = self._shift_to_density(l1), self._shift_to_density(l2)
-        own = (sample_mask(s1, layer=self.layer_ids[0], **kw),
-               sample_mask(s2, layer=self.layer_ids[1], **kw))
-        if self.record_decisions:
-            self.decisions = tuple(
-                self._decision(x, z, m, conv, stride, layer, kw)
-                for z, m, conv, stride, layer in ((s1, own[0], self.conv1_mask, 1, self.layer_ids[0]),
-                                                  (s2, own[1], self.conv2_mask, self.stride,
-                                                   self.layer_ids[1])))
-        return self.override_masks if self.override_masks is not None else own
+        own1, own2, (s1, s2) = block_masks(self.conv1_mask(x), self.conv2_mask(x),
+                                           self.block_attrs())
+        self._record(x, s1, s2, own1, own2)
+        return self.override_masks if self.override_masks is not None else (own1, own2)
+
+    def _record(self, x, s1, s2, own1, own2) -> None:
+        if not self.record_decisions:
+            return
+        a = self.block_attrs()
+        kw = dict(mode=C.MODE_THRESHOLD if a.density > 0 else a.mode,
+                  grid_interval=a.grid_interval, seed=a.seed)
+        self.decisions = tuple(
+            self._decision(x, z, m, conv, stride, layer, kw)
+            for z, m, conv, stride, layer in ((s1, own1, self.conv1_mask, 1, a.layer1),
+                                              (s2, own2, self.conv2_mask, self.stride, a.layer2)))
 
     @staticmethod
     def _decision(x, logits, mask, conv: nn.Conv2d, stride: int, layer: int, kw) -> dict:
@@ -220,22 +193,6 @@ class SSIBottleneck(Bottleneck):
                 "w_l1": float(w.abs().sum()),
                 "x_absmax": xa.flatten(1).max(dim=1).values.view(-1, 1, 1, 1)}
 
-    def _merged_x_convs(self, x, f):
-        """(logits1, logits2, dense offsets or None) from the fewest passes over x.
-
-        The two mask convs and the DCN offset conv all read x with 3x3 kernels; on the CPU one
-        dense conv with 2 (+18) output channels costs about what one of them does alone, far
-        less than gathering 3x3 patches of x for a sparse offset conv. Exported graphs keep
-        the spec's form instead (separate mask convs, offsets by SparseConv2d at sampled
-        positions), which is what the GPU plugins want.
-        """
-        w, b = f["x_conv"]
-        if self.stride == 1:
-            out = conv3x3_few_outputs(x, w, b)
-            return out[:, :1], out[:, 1:2], (out[:, 2:] if self.with_dcn else None)
-        out = F.conv2d(x, w[1:], b[1:], stride=self.stride, padding=1)
-        return self.conv1_mask(x), out[:, :1], (out[:, 1:] if self.with_dcn else None)
-
     # -- forward paths ------------------------------------------------------------------------
     def forward(self, x):  # returns (out, m1, m2); masks are None in training
         if self.training:
@@ -245,11 +202,26 @@ class SSIBottleneck(Bottleneck):
             return self.forward_official(x, m1, m2), m1, m2
         f = self.fused if self.fused is not None else self.fold_bn()
         if torch.compiler.is_compiling() or torch.compiler.is_exporting():
-            m1, m2 = self.masks(x)
-            return self.forward_sparse(x, m1, m2, f), m1, m2
-        l1, l2, offset = self._merged_x_convs(x, f)
-        m1, m2 = self.masks(x, (l1, l2))
-        return self.forward_sparse_rows(x, m1, m2, f, offset), m1, m2
+            if self.granularity == "ops":
+                m1, m2 = self.masks(x)
+                return self.forward_ops(x, m1, m2, f), m1, m2
+            return select_ops().ssi_bottleneck(x, *f["inputs"], **vars(self.block_attrs(f)))
+        keep = {} if self.record_decisions else None
+        y, m1, m2 = run_block(x, f["block"], self.block_attrs(f), self.override_masks, keep)
+        if keep is not None:
+            self._record(x, keep["logits1"], keep["logits2"], keep["mask1"], keep["mask2"])
+        return y, m1, m2
+
+    def block_attrs(self, f: dict | None = None) -> BlockAttrs:
+        """The SSIBottleneck attributes of this block (sigmas from the folded weights)."""
+        if f is None:
+            f = {"sigma1": abs(_as_float(self.conv1_sigma)), "sigma2": abs(_as_float(self.conv2_sigma))}
+        return BlockAttrs(
+            stride=self.stride, dcn=int(self.with_dcn), downsample=int(self.downsample is not None),
+            sigma1=f["sigma1"], sigma2=f["sigma2"], mode=int(self.sampling_mode),
+            grid_interval=self.grid_interval, seed=int(self.seed), layer1=self.layer_ids[0],
+            layer2=self.layer_ids[1],
+            density=0.0 if self.forced_density is None else float(self.forced_density))
 
     def forward_train(self, x):
         p1 = torch.sigmoid(self.conv1_mask(x))
@@ -270,8 +242,9 @@ class SSIBottleneck(Bottleneck):
         y = self.bn3(self.conv3(y))
         return F.relu(y + (x if self.downsample is None else self.downsample(x)))
 
-    def forward_sparse(self, x, m1, m2, f):
-        """The spec's sparse order through the SSI ops (the form an export holds)."""
+    def forward_ops(self, x, m1, m2, f):
+        """The spec's sparse order through the three building-block ops (the form of an
+        ``--granularity ops`` export, and the chain the block op is tested against)."""
         ops = select_ops()
         sparse_conv2d, gaussian_interp = ops.sparse_conv2d, ops.gaussian_interp
         s = self.stride
@@ -285,38 +258,28 @@ class SSIBottleneck(Bottleneck):
         return gaussian_interp(z, m2, f["conv3"][1], self.shortcut(x),
                                sigma=f["sigma2"], relu=1)
 
-    def forward_sparse_rows(self, x, m1, m2, f, offset=None):
-        """Eager form of :meth:`forward_sparse`: the same arithmetic, but sampled features stay
-        compact rows [P, C] between the ops (no zero-filled dense intermediates, and conv3
-        reads conv2's rows directly instead of gathering them again). ``offset``: dense DCN
-        offsets when already computed (else they are computed at the sampled positions)."""
-        s, zeros = self.stride, f["conv1"][1].new_zeros
-        pos1, pos2 = sampled_positions(m1), sampled_positions(m2)
-        y1 = sparse_conv2d_rows(x, *f["conv1"], pos1, relu=1)
-        y1 = gaussian_interp_rows(y1, pos1, m1, zeros(self.planes), sigma=f["sigma1"],
-                                  dtype=x.dtype)
-        conv = dict(stride_h=s, stride_w=s, pad_h=1, pad_w=1)
-        off_rows = None
-        if self.with_dcn:
-            off_rows = (rows_nhwc(offset)[pos2.lin] if offset is not None else
-                        sparse_conv2d_rows(x, *f["offset"], pos2, **conv))
-        y2 = sparse_conv2d_rows(y1, *f["conv2"], pos2, off_rows, relu=1, **conv)
-        z = conv_rows_gemm(y2.unsqueeze(1), f["conv3"][0], zeros(self.planes * 4))
-        return gaussian_interp_rows(z, pos2, m2, f["conv3"][1], self.shortcut(x),
-                                    sigma=f["sigma2"], relu=1, dtype=x.dtype)
-
     def fold_bn(self) -> dict:
         f = super().fold_bn()
         # Sigmas become Python floats: op attributes, constants in an exported graph. The
         # Gaussian depends on s^2 only, so |s| is the same op and meets the contract (s > 0).
         f["sigma1"], f["sigma2"] = (abs(_as_float(self.conv1_sigma)),
                                     abs(_as_float(self.conv2_sigma)))
-        convs = [self.conv1_mask, self.conv2_mask] + ([self.conv2_offset] if self.with_dcn else [])
-        f["x_conv"] = (torch.cat([c.weight.detach() for c in convs]).contiguous(
-                           memory_format=torch.channels_last),
-                       torch.cat([c.bias.detach() for c in convs]))
         if self.with_dcn:
             f["offset"] = (self.conv2_offset.weight.detach().contiguous(
                                memory_format=torch.channels_last),
                            self.conv2_offset.bias.detach().clone())
+        f["inputs"] = self.block_inputs(f)
+        a = self.block_attrs(f)
+        f["block"] = BlockWeights.prepare(*f["inputs"], a.stride, a.dcn, a.downsample)
         return f
+
+    def block_inputs(self, f: dict) -> tuple[torch.Tensor, ...]:
+        """The 15 tensors of the SSIBottleneck op, in contract order (a missing part, DCN
+        offsets or downsample, is an empty tensor)."""
+        empty = self.conv1.weight.new_zeros(0)
+        d = lambda t: t.detach().clone()  # noqa: E731
+        off = f.get("offset", (empty, empty))
+        ds = f.get("downsample", (empty, empty))
+        return (d(self.conv1_mask.weight), d(self.conv1_mask.bias),
+                d(self.conv2_mask.weight), d(self.conv2_mask.bias),
+                *f["conv1"], *off, *f["conv2"], *f["conv3"], *ds)

@@ -1,7 +1,7 @@
 """The SSI ops as torch.library custom ops (``torch.ops.ssi.*``), registered on import.
 
 Signatures come from :mod:`ssi_deploy.ops.contract`; the implementations live in
-``sampling``, ``sparse_conv`` and ``interpolation``. ``register_fake`` gives shapes for
+``sampling``, ``sparse_conv``, ``interpolation`` and ``bottleneck`` (the block op). ``register_fake`` gives shapes for
 torch.export (symbolic sizes included).
 """
 
@@ -10,13 +10,16 @@ from __future__ import annotations
 import torch
 
 from . import contract
-from .contract import GAUSSIAN_INTERP, OPS, SAMPLE_MASK, SPARSE_CONV2D
+from .bottleneck import output_size
+from .bottleneck import ssi_bottleneck as _ssi_bottleneck
+from .contract import GAUSSIAN_INTERP, OPS, SAMPLE_MASK, SPARSE_CONV2D, SSI_BOTTLENECK
 from .interpolation import gaussian_interp as _gaussian_interp
 from .sampling import sample_mask as _sample_mask
 from .sparse_conv import conv_output_size
 from .sparse_conv import sparse_conv2d as _sparse_conv2d
 
-__all__ = ["contract", "OPS", "sample_mask", "sparse_conv2d", "gaussian_interp", "select_ops"]
+__all__ = ["contract", "OPS", "sample_mask", "sparse_conv2d", "gaussian_interp", "ssi_bottleneck",
+           "select_ops"]
 
 
 def _define(op, impl):
@@ -28,6 +31,7 @@ def _define(op, impl):
 sample_mask = _define(SAMPLE_MASK, _sample_mask)
 sparse_conv2d = _define(SPARSE_CONV2D, _sparse_conv2d)
 gaussian_interp = _define(GAUSSIAN_INTERP, _gaussian_interp)
+ssi_bottleneck = _define(SSI_BOTTLENECK, _ssi_bottleneck)
 
 
 @sample_mask.register_fake
@@ -51,12 +55,24 @@ def _(values, mask, bias, residual=None, sigma=3.0, relu=0):
     return torch.empty_like(values, memory_format=torch.channels_last)
 
 
+@ssi_bottleneck.register_fake
+def _(x, mask1_weight, mask1_bias, mask2_weight, mask2_bias, conv1_weight, conv1_bias,
+      offset_weight, offset_bias, conv2_weight, conv2_bias, conv3_weight, conv3_bias,
+      downsample_weight, downsample_bias, stride=1, dcn=0, downsample=0, sigma1=3.0, sigma2=3.0,
+      mode=0, grid_interval=11, seed=0, layer1=0, layer2=1, density=0.0):
+    n_, _, h, w = x.shape
+    ho, wo = output_size(h, stride), output_size(w, stride)
+    y = x.new_empty((n_, conv3_weight.shape[0], ho, wo)).contiguous(memory_format=torch.channels_last)
+    return y, x.new_empty((n_, 1, h, w)), x.new_empty((n_, 1, ho, wo))
+
+
 class _EagerOps:
     """The implementations themselves: what the custom ops run, without the dispatcher."""
 
     sample_mask = staticmethod(_sample_mask)
     sparse_conv2d = staticmethod(_sparse_conv2d)
     gaussian_interp = staticmethod(_gaussian_interp)
+    ssi_bottleneck = staticmethod(_ssi_bottleneck)
 
 
 class _TracedOps:
@@ -65,6 +81,7 @@ class _TracedOps:
     sample_mask = sample_mask
     sparse_conv2d = sparse_conv2d
     gaussian_interp = gaussian_interp
+    ssi_bottleneck = ssi_bottleneck
 
 
 def select_ops():

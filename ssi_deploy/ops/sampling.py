@@ -103,8 +103,8 @@ def sample_mask(logits: torch.Tensor, mode: int = C.MODE_THRESHOLD,
             m = torch.where(v >= 0.5, v, torch.zeros_like(v))
     else:
         raise ValueError(f"SampleMask: unknown mode {mode}; expected one of {C.SAMPLING_MODES}")
-    if grid_interval > 0:
-        m = torch.where(grid_prior(h_, w_, grid_interval, logits.device), torch.ones_like(m), m)
+    if grid_interval > 0:  # m is a new tensor in every mode: set the grid in place
+        m[:, :, ::grid_interval, ::grid_interval] = 1.0
     return m.to(logits.dtype)
 
 

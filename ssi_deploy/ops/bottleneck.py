@@ -1,0 +1,241 @@
+"""SSIBottleneck: one SSI bottleneck as one op (spec section 2, the sparse order).
+
+    l1 = conv1_mask(x), l2 = conv2_mask(x)            3x3, one GEMM over x's rows (+ shifts)
+    m1, m2 = SampleMask(l1), SampleMask(l2)           (forced density: logits shifted per image)
+    C1, C2 = compact(m1), compact(m2)                 one stable partition per mask
+    r1 = relu(x[C1] W1 + b1)                          rows [count1, p]
+    Y1 = interp(r1, m1, sigma1)                       dense rows [N*H*W, p]
+    r2 = relu(patches3x3(Y1 or deformable)[C2] W2 + b2)   rows [count2, p]
+    r3 = r2 W3                                        rows [count2, 4p], BN3's scale folded
+    y  = relu(interp(r3, m2, sigma2) + b3 + shortcut(x))  one fused pass
+
+Data stay compact channels-last rows between the steps (``block_kernels``); conv1, conv2, the
+DCN offsets and conv3 are computed only at sampled positions. The op equals the three-op
+chain (SampleMask, SparseConv2d, GaussianInterp) within float32 rounding.
+
+``BlockWeights`` holds the weights as the GEMMs want them, prepared once per model
+(``SSIBottleneck.fold_bn``); ``run_block`` is the forward, used by the eager model and by the
+custom op ``torch.ops.ssi.ssi_bottleneck`` (which takes the contract's 15 tensors).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from . import contract as C
+from .block_kernels import compact, interp_rows, mask_taps, patches3x3, sum_taps
+
+
+@dataclass
+class BlockWeights:
+    """One block's folded weights, laid out for row GEMMs (float32, [K_in, K_out])."""
+
+    cin: int
+    planes: int
+    mask_convs: torch.Tensor  # [2, Cin, 3, 3]: conv1_mask, conv2_mask (one GEMM for both)
+    mask_bias: torch.Tensor  # [2]
+    w1: torch.Tensor  # [Cin, p]
+    b1: torch.Tensor
+    w_off: torch.Tensor | None  # [9 Cin, 18] tap-major (DCN)
+    b_off: torch.Tensor | None
+    w2: torch.Tensor  # [9 p, p] tap-major
+    b2: torch.Tensor
+    w3: torch.Tensor  # [p, 4p]
+    b3: torch.Tensor
+    w_ds: torch.Tensor | None  # [Cin, 4p]
+    b_ds: torch.Tensor | None
+
+    @classmethod
+    def prepare(cls, mask1_weight, mask1_bias, mask2_weight, mask2_bias, conv1_weight, conv1_bias,
+                offset_weight, offset_bias, conv2_weight, conv2_bias, conv3_weight, conv3_bias,
+                downsample_weight, downsample_bias, stride: int = 1, dcn: int = 0,
+                downsample: int = 0) -> BlockWeights:
+        f = lambda t: t.detach().float()  # noqa: E731
+        p, cin = conv1_weight.shape[0], conv1_weight.shape[1]
+        tap_major = lambda w: f(w).permute(2, 3, 1, 0).reshape(-1, w.shape[0]).contiguous()  # noqa: E731
+        return cls(
+            cin=cin, planes=p, mask_convs=torch.cat([f(mask1_weight), f(mask2_weight)]),
+            mask_bias=torch.cat([f(mask1_bias).reshape(1), f(mask2_bias).reshape(1)]),
+            w1=f(conv1_weight).reshape(p, cin).t().contiguous(), b1=f(conv1_bias),
+            w_off=tap_major(offset_weight) if dcn else None,
+            b_off=f(offset_bias) if dcn else None,
+            w2=tap_major(conv2_weight), b2=f(conv2_bias),
+            w3=f(conv3_weight).reshape(conv3_weight.shape[0], p).t().contiguous(),
+            b3=f(conv3_bias),
+            w_ds=f(downsample_weight).reshape(downsample_weight.shape[0], cin).t().contiguous()
+            if downsample else None,
+            b_ds=f(downsample_bias) if downsample else None)
+
+
+@dataclass(frozen=True)
+class BlockAttrs:
+    """The op's attributes (contract ``SSI_BOTTLENECK``)."""
+
+    stride: int = 1
+    dcn: int = 0
+    downsample: int = 0
+    sigma1: float = C.SIGMA_INIT
+    sigma2: float = C.SIGMA_INIT
+    mode: int = C.MODE_THRESHOLD
+    grid_interval: int = C.GRID_PRIOR_INTERVAL
+    seed: int = 0
+    layer1: int = 0
+    layer2: int = 1
+    density: float = 0.0
+
+
+def shift_to_density(logits: torch.Tensor, density: float) -> torch.Tensor:
+    """Forced density: shift each image's logits so that exactly its k largest are >= 0
+    (k = contract.forced_count(density, H*W); ties at the k-th value are all kept)."""
+    flat = logits.flatten(1)
+    k = C.forced_count(density, flat.shape[1])
+    kth = torch.topk(flat, k, dim=1).values[:, -1:]
+    return logits - kth.view(-1, 1, 1, 1)
+
+
+def block_masks(logits1: torch.Tensor, logits2: torch.Tensor, a: BlockAttrs):
+    """(m1, m2, the logits the decisions were taken on) from the raw mask logits."""
+    mode = a.mode
+    if a.density > 0:
+        logits1, logits2 = shift_to_density(logits1, a.density), shift_to_density(logits2, a.density)
+        mode = C.MODE_THRESHOLD
+    kw = dict(mode=mode, grid_interval=a.grid_interval, seed=a.seed)
+    from . import select_ops  # the SampleMask custom op while tracing (the ops-form export)
+
+    sample = select_ops().sample_mask
+    return (sample(logits1, layer=a.layer1, **kw), sample(logits2, layer=a.layer2, **kw),
+            (logits1, logits2))
+
+
+class _Workspace(threading.local):
+    """Grow-only float32 buffers for a block's temporaries (gathered rows, GEMM results, the
+    interpolated Y1, conv2's patches), reused by every block a thread runs: a fresh tensor of
+    several MB costs page faults on every call, more than the copy itself on small machines.
+    Nothing a block returns lives here (its output and masks are new tensors)."""
+
+    def __init__(self):
+        self.buffers: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+    def take(self, name: str, rows: int, cols: int, device) -> torch.Tensor:
+        key = (name, torch.device(device))
+        buf = self.buffers.get(key)
+        if buf is None or buf.numel() < rows * cols:
+            buf = torch.empty(max(rows * cols, 1), dtype=torch.float32, device=device)
+            self.buffers[key] = buf
+        return buf[:rows * cols].view(rows, cols)
+
+
+_WS = _Workspace()
+
+
+def release_workspace() -> None:
+    """Free this thread's block temporaries (they are kept for the next forward)."""
+    _WS.buffers.clear()
+
+
+def output_size(size: int, stride: int) -> int:
+    return (size - 1) // stride + 1  # 3x3, padding 1
+
+
+def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
+              masks: tuple[torch.Tensor, torch.Tensor] | None = None,
+              keep_logits: dict | None = None):
+    """The block's forward: (y [N, 4p, Ho, Wo] channels-last, m1, m2), y in x's dtype.
+
+    ``masks`` replaces the block's own sampling (validation replays another backend's masks);
+    ``keep_logits``, a dict, receives the block's own decisions ("mask1", "mask2") and the
+    logits they were taken on ("logits1", "logits2", after any forced-density shift)."""
+    n_, cin, h, w = x.shape
+    if cin != wts.cin:
+        raise ValueError(f"SSIBottleneck: x has {cin} channels, the weights expect {wts.cin}")
+    s = a.stride
+    ho, wo = output_size(h, s), output_size(w, s)
+    xf = x.float().contiguous(memory_format=torch.channels_last)
+    x_rows = xf.permute(0, 2, 3, 1).reshape(-1, cin)  # a view: x is channels-last
+
+    ws = lambda name, r, c_: _WS.take(name, r, c_, x.device)  # noqa: E731
+
+    # 1. masks: the two 3x3 mask convs of x from one GEMM (every tap's partial map), then
+    #    the shifted sums at stride 1 (m1) and at the block's stride (m2)
+    if masks is None or keep_logits is not None:
+        taps = mask_taps(x_rows, wts.mask_convs, out=ws("taps", x_rows.shape[0], 18))
+        l1 = sum_taps(taps, 0, (n_, h, w), wts.mask_bias[0:1], 1)
+        l2 = sum_taps(taps, 1, (n_, h, w), wts.mask_bias[1:2], s)
+        m1, m2, (s1, s2) = block_masks(l1.to(x.dtype), l2.to(x.dtype), a)
+        if keep_logits is not None:
+            keep_logits.update(logits1=s1, logits2=s2, mask1=m1, mask2=m2)
+    if masks is not None:
+        m1, m2 = masks
+    c1, c2 = compact(m1), compact(m2)
+    p, p4 = wts.planes, wts.w3.shape[1]
+
+    # 2. conv1 at m1, interpolation to dense rows
+    xg = torch.index_select(x_rows, 0, c1.sampled, out=ws("x1", c1.count, cin))
+    rows1 = torch.addmm(wts.b1, xg, wts.w1, out=ws("rows1", c1.count, p)).relu_()
+    y1 = interp_rows(rows1, c1, m1, a.sigma1, out=ws("y1", x_rows.shape[0], p))
+
+    # 3. conv2 (and the DCN offsets) at m2
+    pos2 = c2.sampled
+    offsets = None
+    if a.dcn:
+        xp = patches3x3(x_rows, (n_, h, w), pos2, (ho, wo), s, out=ws("xp", c2.count, 9 * cin))
+        offsets = torch.addmm(wts.b_off, xp, wts.w_off, out=ws("off", c2.count, 18))
+    patches = patches3x3(y1, (n_, h, w), pos2, (ho, wo), s, offsets,
+                         out=ws("patches", c2.count, 9 * p))
+    rows2 = torch.addmm(wts.b2, patches, wts.w2, out=ws("rows2", c2.count, p)).relu_()
+    # 4. conv3: a plain GEMM on rows (BN3's bias comes after the interpolation)
+    rows3 = torch.mm(rows2, wts.w3, out=ws("rows3", c2.count, p4))
+
+    # 5. shortcut, then the final interpolation fused with b3, the residual and the ReLU
+    if a.downsample:
+        xs = xf[:, :, ::s, ::s] if s > 1 else xf
+        short = torch.addmm(wts.b_ds, xs.permute(0, 2, 3, 1).reshape(-1, cin), wts.w_ds,
+                            out=ws("short", n_ * ho * wo, p4))
+    else:
+        if s != 1 or cin != p4:
+            raise ValueError("SSIBottleneck: an identity shortcut needs stride 1 and Cin = 4p "
+                             f"(got stride {s}, Cin {cin}, 4p {p4})")
+        short = x_rows
+    out = interp_rows(rows3, c2, m2, a.sigma2, wts.b3, short, relu=True)
+    y = out.view(n_, ho, wo, -1).permute(0, 3, 1, 2)
+    return y.to(x.dtype), m1, m2
+
+
+def ssi_bottleneck(x, mask1_weight, mask1_bias, mask2_weight, mask2_bias, conv1_weight,
+                   conv1_bias, offset_weight, offset_bias, conv2_weight, conv2_bias, conv3_weight,
+                   conv3_bias, downsample_weight, downsample_bias, stride: int = 1, dcn: int = 0,
+                   downsample: int = 0, sigma1: float = C.SIGMA_INIT,
+                   sigma2: float = C.SIGMA_INIT, mode: int = C.MODE_THRESHOLD,
+                   grid_interval: int = C.GRID_PRIOR_INTERVAL, seed: int = 0, layer1: int = 0,
+                   layer2: int = 1, density: float = 0.0):
+    """The SSIBottleneck op on the contract's 15 tensors: (y, mask1, mask2)."""
+    check_inputs(x, conv1_weight, conv3_weight, offset_weight, downsample_weight, dcn,
+                 downsample)
+    wts = BlockWeights.prepare(mask1_weight, mask1_bias, mask2_weight, mask2_bias, conv1_weight,
+                               conv1_bias, offset_weight, offset_bias, conv2_weight, conv2_bias,
+                               conv3_weight, conv3_bias, downsample_weight, downsample_bias,
+                               stride, dcn, downsample)
+    a = BlockAttrs(stride, dcn, downsample, sigma1, sigma2, mode, grid_interval, seed, layer1,
+                   layer2, density)
+    y, m1, m2 = run_block(x, wts, a)
+    return y.contiguous(memory_format=torch.channels_last), m1, m2
+
+
+def check_inputs(x, conv1_weight, conv3_weight, offset_weight, downsample_weight, dcn,
+                 downsample) -> None:
+    """Shapes the op's attributes promise (a part that is off is an empty tensor)."""
+    if x.dim() != 4:
+        raise ValueError(f"SSIBottleneck: x must be [N,Cin,H,W], got {tuple(x.shape)}")
+    cin, p = x.shape[1], conv1_weight.shape[0]
+    if tuple(conv1_weight.shape) != (p, cin, 1, 1):
+        raise ValueError(f"SSIBottleneck: conv1_weight must be [p,{cin},1,1], "
+                         f"got {tuple(conv1_weight.shape)}")
+    if dcn and tuple(offset_weight.shape) != (18, cin, 3, 3):
+        raise ValueError(f"SSIBottleneck: dcn=1 needs offset_weight [18,{cin},3,3], "
+                         f"got {tuple(offset_weight.shape)}")
+    if downsample and tuple(downsample_weight.shape) != (conv3_weight.shape[0], cin, 1, 1):
+        raise ValueError(f"SSIBottleneck: downsample=1 needs downsample_weight "
+                         f"[{conv3_weight.shape[0]},{cin},1,1], got {tuple(downsample_weight.shape)}")

@@ -1,0 +1,218 @@
+"""The SSIBottleneck op: equal to the three-op chain and to a float64 oracle of the spec's
+sparse order, within bounds derived from float32 rounding; masks as SampleMask samples them.
+
+Bound of a feature (first order, any summation order): the block is a composition of sums of
+products, ReLUs (1-Lipschitz) and interpolations whose weights are non-negative and sum to at
+most 1, so every float32 evaluation differs from the exact value by at most gamma(n) times the
+same computation on absolute values (|x|, |W|, |b|, no ReLU), n the longest chain of
+accumulations (Cin + 9p + p + two 7x7 windows and their normalisers, plus a few additions).
+With DCN the offsets carry their own rounding e_off (gamma(9 Cin + 1) times |W_off| |x|), and
+a bilinear sample moves by at most 4 max|Y1| per unit of offset, which conv2 and conv3 carry
+on with the sums of their absolute weights (the final interpolation does not increase a max).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fp_bounds import gamma
+from ssi_deploy.models.blocks import SSIBottleneck
+from ssi_deploy.ops import contract as C
+from ssi_deploy.ops import ssi_bottleneck
+from ssi_deploy.ops.bottleneck import run_block, shift_to_density
+from ssi_deploy.ops.sampling import decision_margin
+from ssi_deploy.ops.reference import gaussian_interp_oracle, sparse_conv2d_oracle
+
+
+def make_block(cin, planes, stride, dcn, downsample, gen, mask_bias=(0.3, -0.2), grid=11):
+    ds = None
+    if downsample:
+        ds = nn.Sequential(nn.Conv2d(cin, 4 * planes, 1, stride, bias=False),
+                           nn.BatchNorm2d(4 * planes))
+    b = SSIBottleneck(cin, planes, stride, ds, dcn, index=2, grid_interval=grid)
+    with torch.no_grad():
+        for p in b.parameters():
+            p.normal_(0, 0.4, generator=gen)
+        for m in b.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2, generator=gen)
+                m.running_var.uniform_(0.5, 2.0, generator=gen)
+        if dcn:
+            b.conv2_offset.weight.mul_(0.5)  # offsets of a few pixels
+        b.conv1_mask.bias.fill_(mask_bias[0])
+        b.conv2_mask.bias.fill_(mask_bias[1])
+        if abs(mask_bias[0]) > 10:  # empty / full masks: the logits are the bias alone
+            b.conv1_mask.weight.zero_()
+            b.conv2_mask.weight.zero_()
+    return b.eval()
+
+
+def oracle(block, f, x, m1, m2, absolute=False):
+    """The spec's sparse order in float64 (ops.reference); ``absolute``: the same on |x|,
+    |W|, |b| without ReLU (the magnitude that bounds rounding)."""
+    d = (lambda t: t.double().abs()) if absolute else (lambda t: t.double())  # noqa: E731
+    relu = 0 if absolute else 1
+    s = block.stride
+    xd = d(x)
+    y1 = sparse_conv2d_oracle(xd, d(f["conv1"][0]), d(f["conv1"][1]), m1, relu=relu)
+    y1 = gaussian_interp_oracle(y1, m1, torch.zeros(block.planes, dtype=torch.float64),
+                                sigma=f["sigma1"])
+    off = None
+    if block.with_dcn:  # offsets themselves always exact (the extra DCN term covers them)
+        off = F.conv2d(x.double(), f["offset"][0].double(), f["offset"][1].double(), s, 1)
+    y2 = sparse_conv2d_oracle(y1, d(f["conv2"][0]), d(f["conv2"][1]), m2, off, s, s, 1, 1,
+                              relu=relu)
+    z = sparse_conv2d_oracle(y2, d(f["conv3"][0]), torch.zeros(4 * block.planes,
+                                                               dtype=torch.float64), m2)
+    if block.downsample is None:
+        short = xd
+    else:
+        short = F.conv2d(xd, d(f["downsample"][0]), d(f["downsample"][1]), s)
+    out = gaussian_interp_oracle(z, m2, d(f["conv3"][1]), short, sigma=f["sigma2"], relu=relu)
+    return out, y1
+
+
+def feature_bound(block, f, x, m1, m2) -> torch.Tensor:
+    cin, p = block.inplanes, block.planes
+    mag, mag_y1 = oracle(block, f, x, m1, m2, absolute=True)
+    n = cin + 9 * p + p + 2 * (2 * C.INTERP_WINDOW ** 2) + 16
+    bound = gamma(n) * mag
+    if block.with_dcn:
+        w_off, b_off = (t.double().abs() for t in f["offset"])
+        e_off = gamma(9 * cin + 1) * (F.conv2d(x.double().abs(), w_off, b_off, block.stride, 1))
+        w2 = f["conv2"][0].double().abs().flatten(1).sum(1).max()
+        w3 = f["conv3"][0].double().abs().flatten(1).sum(1).max()
+        bound = bound + 4 * float(mag_y1.max()) * float(e_off.max()) * float(w2) * float(w3)
+    return bound
+
+
+def assert_within(got, ref, bound, what):
+    err = (got.double() - ref).abs()
+    worst = float((err / bound.clamp_min(1e-300)).max())
+    assert bool((err <= bound).all()), f"{what}: error {float(err.max()):.3g} exceeds the bound " \
+                                       f"({worst:.2f} of it)"
+
+
+CASES = [
+    # cin, planes, stride, dcn, downsample, batch, h, w, mode, density, masks
+    (16, 4, 1, False, False, 1, 13, 11, C.MODE_THRESHOLD, None, "mixed"),
+    (16, 4, 1, True, False, 3, 9, 15, C.MODE_STOCHASTIC, None, "mixed"),
+    (8, 4, 2, False, True, 3, 13, 11, C.MODE_OFFICIAL, None, "mixed"),
+    (8, 4, 2, True, True, 1, 15, 9, C.MODE_THRESHOLD, None, "mixed"),
+    (8, 4, 1, True, True, 3, 7, 12, C.MODE_OFFICIAL, None, "mixed"),
+    (16, 4, 1, False, False, 3, 12, 12, C.MODE_THRESHOLD, 0.3, "mixed"),
+    (8, 4, 2, True, True, 3, 11, 13, C.MODE_STOCHASTIC, 0.1, "mixed"),
+    (16, 4, 1, True, False, 3, 9, 9, C.MODE_THRESHOLD, None, "empty"),
+    (8, 4, 2, False, True, 1, 10, 7, C.MODE_THRESHOLD, None, "empty"),
+    (16, 4, 1, False, False, 3, 8, 9, C.MODE_THRESHOLD, None, "full"),
+    (8, 4, 2, True, True, 3, 9, 10, C.MODE_OFFICIAL, None, "full"),
+    (32, 8, 2, True, True, 1, 1, 1, C.MODE_THRESHOLD, None, "mixed"),
+]
+
+
+def _ids(case):
+    cin, p, s, dcn, ds, n, h, w, mode, dens, masks = case
+    return (f"s{s}{'-dcn' if dcn else ''}{'-ds' if ds else ''}-n{n}-{h}x{w}-mode{mode}"
+            f"{f'-d{dens}' if dens else ''}-{masks}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+def test_block_op_equals_chain_and_oracle(case):
+    cin, p, s, dcn, ds, n, h, w, mode, density, kind = case
+    gen = torch.Generator().manual_seed(hash(_ids(case)) % 2**31)
+    bias = {"mixed": (0.3, -0.2), "empty": (-30.0, -30.0), "full": (30.0, 30.0)}[kind]
+    block = make_block(cin, p, s, dcn, ds, gen, bias, grid=0 if kind == "empty" else 11)
+    block.sampling_mode, block.seed, block.forced_density = mode, 7, density
+    x = torch.randn(n, cin, h, w, generator=gen)
+    with torch.no_grad():
+        f = block.fold_bn()
+        keep = {}
+        y, m1, m2 = run_block(x, f["block"], block.block_attrs(f), keep_logits=keep)
+        # masks: the op's decisions are SampleMask's on its own logits, and those logits are
+        # the mask convolutions' within rounding (decisions may differ only in that band)
+        for m, layer, key in ((m1, block.layer_ids[0], "logits1"), (m2, block.layer_ids[1], "logits2")):
+            ref = torch.ops.ssi.sample_mask(keep[key], mode=C.MODE_THRESHOLD if density else mode,
+                                            grid_interval=block.grid_interval, seed=7, layer=layer)
+            assert torch.equal(m, ref)
+        # ... and those logits are the mask convolutions' within rounding, so a decision may
+        # differ from SampleMask on the convolution's logits only within that much of its
+        # threshold (decision_margin)
+        own1, own2 = block.masks(x)
+        for m, own, key, conv, stride, layer in (
+                (m1, own1, "logits1", block.conv1_mask, 1, block.layer_ids[0]),
+                (m2, own2, "logits2", block.conv2_mask, s, block.layer_ids[1])):
+            logits = conv(x)
+            e = gamma(9 * cin + 1) * F.conv2d(x.double().abs(), conv.weight.double().abs(),
+                                              conv.bias.double().abs(), stride, 1)
+            if density:  # the shift by the k-th largest logit: at most twice the error
+                logits, e = shift_to_density(logits, density), 2 * float(e.max())
+            shifted = keep[key].double() - logits.double()
+            assert bool((shifted.abs() <= e).all())
+            z = decision_margin(logits, mode=C.MODE_THRESHOLD if density else mode,
+                                grid_interval=block.grid_interval, seed=7, layer=layer)
+            flips = (m > 0) != (own > 0)
+            assert bool((z[flips].abs() <= (e if density else e[flips]) + 1e-6).all())
+        if kind == "empty":
+            assert not m1.any() and not m2.any()
+        if kind == "full":
+            assert bool((m1 > 0).all()) and bool((m2 > 0).all())
+        if density:  # each image keeps about the forced share (+ ties, + the grid prior)
+            share = float((m2 > 0).float().mean())
+            assert density - 0.01 <= share <= density + 0.2
+        # features, given the same masks
+        chain = block.forward_ops(x, m1, m2, f)
+        exact, _ = oracle(block, f, x, m1, m2)
+        bound = feature_bound(block, f, x, m1, m2)
+    assert y.shape == chain.shape == exact.shape
+    assert_within(y, exact, bound, "SSIBottleneck op")
+    assert_within(chain, exact, bound, "three-op chain")
+    if kind == "empty":  # no sample: relu(b3 + shortcut) exactly as the chain gives it
+        torch.testing.assert_close(y, chain, rtol=0, atol=float(bound.max()))
+
+
+def test_custom_op_equals_module_forward():
+    gen = torch.Generator().manual_seed(3)
+    block = make_block(8, 4, 2, True, True, gen)
+    x = torch.randn(2, 8, 11, 9, generator=gen)
+    with torch.no_grad():
+        f = block.fold_bn()
+        y, m1, m2 = block(x)
+        y2, n1, n2 = ssi_bottleneck(x, *f["inputs"], **vars(block.block_attrs(f)))
+    assert torch.equal(m1, n1) and torch.equal(m2, n2)
+    assert torch.equal(y, y2)
+    assert y2.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_replayed_masks_are_used_and_own_decisions_recorded():
+    gen = torch.Generator().manual_seed(4)
+    block = make_block(16, 4, 1, False, False, gen)
+    x = torch.randn(1, 16, 12, 12, generator=gen)
+    with torch.no_grad():
+        block.fused = block.fold_bn()
+        _, m1, m2 = block(x)
+        other = (torch.zeros_like(m1), torch.ones_like(m2))
+        block.override_masks, block.record_decisions = other, True
+        y, r1, r2 = block(x)
+    assert r1 is other[0] and r2 is other[1]
+    own = [d["mask"] for d in block.decisions]
+    assert torch.equal(own[0], m1) and torch.equal(own[1], m2)
+    with torch.no_grad():
+        want = block.forward_ops(x, *other, block.fused)
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_inputs_are_named():
+    gen = torch.Generator().manual_seed(5)
+    block = make_block(8, 4, 2, True, True, gen)
+    with torch.no_grad():
+        f = block.fold_bn()
+    inputs = list(f["inputs"])  # the 14 tensors after x
+    attrs = vars(block.block_attrs(f))
+    with pytest.raises(ValueError, match="offset_weight"):
+        ssi_bottleneck(torch.randn(1, 8, 9, 9), *inputs[:6], torch.zeros(0), *inputs[7:], **attrs)
+    with pytest.raises(ValueError, match="identity shortcut"):
+        ssi_bottleneck(torch.randn(1, 8, 9, 9), *inputs[:12], torch.zeros(0), torch.zeros(0),
+                       **{**attrs, "downsample": 0})
