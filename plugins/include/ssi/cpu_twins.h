@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 // Incremented when a signature below changes.
-#define SSI_CPU_ABI_VERSION 1
+#define SSI_CPU_ABI_VERSION 2
 
 SSI_CPU_API int32_t ssi_cpu_abi_version(void);
 SSI_CPU_API char const* ssi_cpu_last_error(void);
@@ -37,6 +37,44 @@ SSI_CPU_API int32_t ssi_cpu_sparse_conv2d(void const* x, void const* weight, voi
 SSI_CPU_API int32_t ssi_cpu_gaussian_interp(void const* values, void const* mask, void const* bias,
                                             void const* residual, void* out, int32_t dtype, int32_t n, int32_t c,
                                             int32_t h, int32_t w, float sigma, int32_t relu);
+
+// --- Kernels of the SSIBottleneck op (src/cpu/block.cpp): float32 only, channels-last rows ---
+// Position q = (b*H + y)*W + x; dense rows are [N*H*W, C], compact rows [count, C] in the
+// positions' raster order. threads: OpenMP threads (<= 0: the OpenMP default; the library
+// runs serially when built without OpenMP). On x86-64 the kernels run as AVX2 code where the
+// CPU has it (the same bits as the baseline build; SSI_CPU_BLOCK_ISA=generic forces the latter).
+
+// GaussianInterp of compact rows into dense rows out [N*H*W, C]:
+//   out(q) = act(((residual + bias) + m f) + (1 - m) (a S_mf) / (a S_m + 1e-5))
+// with ssi/math.h's separable sums over the 7x7 window (rows first, then columns, in order).
+// index [N*H*W]: the row of q in rows where mask > 0 (-1 elsewhere, not read); mask
+// [N*H*W] float32; bias [C] or null (zeros); residual [N*H*W, C] or null. out may be the
+// residual buffer itself (each element is read before it is written), no other input.
+SSI_CPU_API int32_t ssi_cpu_block_interp_rows(float const* rows, int32_t const* index, float const* mask,
+                                              int32_t n, int32_t h, int32_t w, int32_t c, float sigma,
+                                              float const* bias, float const* residual, int32_t relu,
+                                              float* out, int32_t threads);
+
+// 3x3 patches (padding 1, zeros outside the map) of dense rows src [N*H*W, C] at output
+// positions [p] (flat over N*Ho*Wo): out [p, 9*C], tap t = 3i + j reads input
+// (yo*stride - 1 + i, xo*stride - 1 + j). offsets [p, 18] (dy, dx per tap) or null:
+// deformable v1 bilinear taps (ssi::math::deformTap / tapValue; corners of weight 0 read 0).
+SSI_CPU_API int32_t ssi_cpu_block_patches3x3(float const* src, int32_t n, int32_t h, int32_t w, int32_t c,
+                                             int64_t const* positions, int64_t p, int32_t ho, int32_t wo,
+                                             int32_t stride, float const* offsets, float* out, int32_t threads);
+
+// Compaction of a mask [numel] (float32): the stable partition of the positions, sampled
+// (mask > 0) first, then the others, each in raster order, into perm [numel]; index [numel]
+// the row of a sampled position in the compact rows (its place in perm), -1 elsewhere.
+// Returns the number of sampled positions, or -1 on a null buffer / negative numel.
+SSI_CPU_API int64_t ssi_cpu_block_compact(float const* mask, int64_t numel, int64_t* perm, int32_t* index);
+
+// Output k of 3x3 convolutions with padding 1 at `stride`, from every tap's partial products:
+// taps [N*H*W, 9*K] (column t*K + k: tap t = 3i + j of output k at input position q);
+// out [N*Ho*Wo] = bias + taps of tap 0 + ... + tap 8 (in tap order; taps outside the map
+// skipped). The same additions, in the same order, as ops.block_kernels.sum_taps.
+SSI_CPU_API int32_t ssi_cpu_block_sum_taps(float const* taps, int32_t n, int32_t h, int32_t w, int32_t kOut,
+                                           int32_t k, int32_t stride, float bias, float* out, int32_t threads);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,569 @@
+// Native CPU kernels of the SSIBottleneck op on channels-last rows (ssi_deploy/ops/block_kernels.py):
+// GaussianInterp of compact rows into dense rows, and 3x3 patches (regular or deformable v1).
+//
+// Per-element arithmetic is ssi/math.h (the CPU twin of a future GPU block); the loops are
+// arranged for the host: positions in parallel (OpenMP), channels innermost and contiguous
+// (vectorised), each element's operations in math.h's order. Vectorising over channels does
+// not change any element's order of operations, and -ffp-contract=off keeps FMA out.
+//
+// Interpolation, per image b and tile of columns [x0, x1) (all channels):
+//   H(y', x)  = sum_dx g[dx] mf(y', x + dx)      (rows first: dx = -3..3 in order, from 0)
+//   S(y, x)   = sum_dy g[dy] H(y + dy, x)        (then columns: dy = -3..3 in order, from 0)
+// H of a row is shared by the 7 output rows that read it, so each thread keeps a ring of the
+// 7 H rows of its tile (and H_m, the same pass over the mask) its current output row needs;
+// the tile is narrow enough for the ring to stay in a core's L2. Tiles split no sum (H(x)
+// reads mf from 3 columns either side, S(x) only H of column x), and each output row is
+// written once, contiguously. A neighbour outside the map or unsampled adds g * 0 = +0 to a
+// sum that is never -0 (it starts at +0, and round-to-nearest gives +0 for an exact
+// cancellation), so skipping it is bit-identical; an H entry with no sampled neighbour is
+// flagged and skipped in the column pass likewise. Each sum keeps its terms in a register
+// (a kernel per term count K <= 7) and feeds the combination directly.
+//
+// The kernels are compiled twice in this file (it includes itself): for the baseline ISA and,
+// with GCC on x86, for AVX2 (#pragma GCC target, chosen at run time when the CPU has it;
+// SSI_CPU_BLOCK_ISA=generic forces the baseline). Both give the same bits: the same IEEE
+// operations per element, only more elements per instruction. Everything the AVX2 pass
+// defines has internal linkage, so no AVX2 code can stand in for a shared inline function.
+#if !defined(SSI_BLOCK_PASS)
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "common.h"
+#include "ssi/cpu_twins.h"
+#include "ssi/math.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__AVX2__)
+#define SSI_BLOCK_AVX2 1
+#else
+#define SSI_BLOCK_AVX2 0
+#endif
+
+// Channel loops: every iteration is one element's own chain of operations (no reduction, no
+// reassociation), so they are vectorised as they are; "omp simd" (-fopenmp-simd) tells the
+// compiler the buffers do not overlap, and -fno-trapping-math lets it if-convert math.h's
+// branches on m and relu (both sides are computed, one is kept: the same values).
+#define SSI_SIMD _Pragma("omp simd")
+
+namespace {
+namespace M = ssi::math;
+constexpr int kR = M::kInterpRadius;                // 3
+constexpr int kWin = ssi::contract::kInterpWindow;  // 7
+
+struct InterpArgs {
+    float const* rows;
+    int32_t const* index;
+    float const* mask;
+    int32_t n, h, w, c;
+    float a;
+    float g[kWin];
+    float const* bias;  // [C], zeros when the caller gave none
+    float const* residual;
+    int32_t relu;
+    float* out;
+    uint8_t const* rowNeedR;      // [N*H]: some m < 1 in the row
+    uint8_t const* rowHasSample;  // [N*H]: some m > 0 in the row
+};
+
+// How the interpolation's work is cut: items (image, column tile, row block).
+struct InterpPlan {
+    int32_t tileW, nTiles, rowsPer, nRowBlocks;
+    int64_t items;
+};
+
+struct PatchArgs {
+    float const* src;
+    int32_t h, w, c;
+    int64_t const* positions;
+    int64_t p, total;
+    int32_t ho, wo, stride;
+    float const* offsets;
+    float const* zeros;  // [C] zeros: the value of a corner of weight 0
+    float* out;
+};
+}  // namespace
+
+#define SSI_BLOCK_PASS 1
+#define SSI_BLOCK_NS generic
+#include "block.cpp"
+#undef SSI_BLOCK_NS
+#if SSI_BLOCK_AVX2
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#define SSI_BLOCK_NS avx2
+#include "block.cpp"
+#undef SSI_BLOCK_NS
+#pragma GCC pop_options
+#endif
+
+namespace {
+int threadCount(int32_t threads) {
+#if defined(_OPENMP)
+    return threads > 0 ? threads : omp_get_max_threads();
+#else
+    (void)threads;
+    return 1;
+#endif
+}
+
+bool useAvx2() {
+#if SSI_BLOCK_AVX2
+    static bool const supported = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") != 0;
+    }();
+    char const* isa = std::getenv("SSI_CPU_BLOCK_ISA");
+    return supported && !(isa && std::strcmp(isa, "generic") == 0);
+#else
+    return false;
+#endif
+}
+}  // namespace
+
+extern "C" int32_t ssi_cpu_block_interp_rows(float const* rows, int32_t const* index, float const* mask, int32_t n,
+                                             int32_t h, int32_t w, int32_t c, float sigma, float const* bias,
+                                             float const* residual, int32_t relu, float* out, int32_t threads) {
+    using namespace ssi;
+    if (n < 0 || h < 0 || w < 0 || c < 0) return cpu::setError("block interp_rows: negative size"), 1;
+    size_t const positions = static_cast<size_t>(n) * h * w;
+    if (positions == 0 || c == 0) return 0;
+    if (!index || !mask || !out) return cpu::setError("block interp_rows: null buffer"), 1;
+    InterpArgs A{};
+    A.rows = rows;
+    A.index = index;
+    A.mask = mask;
+    A.n = n, A.h = h, A.w = w, A.c = c;
+    A.a = M::gaussianScale(sigma);
+    for (int d = 0; d < kWin; ++d) A.g[d] = M::gaussianTap(sigma, d - kR);
+    std::vector<float> zeroBias;
+    if (!bias) zeroBias.assign(c, 0.0f);
+    A.bias = bias ? bias : zeroBias.data();
+    A.residual = residual;
+    A.relu = relu;
+    A.out = out;
+
+    int const nt = threadCount(threads);
+    InterpPlan P;
+    // Column tiles: the ring of 7 H rows [tile][C] should stay in a core's L2 (~192 KiB).
+    int64_t const perTile = std::max<int64_t>(1, 192 * 1024 / (int64_t{kWin} * sizeof(float)) / c);
+    P.nTiles = static_cast<int32_t>((w + perTile - 1) / perTile);
+    // Items (image, tile, row block): a multiple of the threads, more tiles first (they cost
+    // nothing), then row blocks (each recomputes up to 6 H rows of its neighbours).
+    while ((static_cast<int64_t>(n) * P.nTiles) % nt != 0 && P.nTiles < w && P.nTiles < 2 * nt) ++P.nTiles;
+    P.tileW = (w + P.nTiles - 1) / P.nTiles;
+    P.nTiles = (w + P.tileW - 1) / P.tileW;
+    int64_t const base = static_cast<int64_t>(n) * P.nTiles;
+    int64_t k = 1;
+    while ((base * k) % nt != 0 && k < nt) ++k;
+    k = std::min<int64_t>(k, std::max<int32_t>(1, h / 8));
+    P.rowsPer = static_cast<int32_t>((h + k - 1) / k);
+    P.nRowBlocks = (h + P.rowsPer - 1) / P.rowsPer;
+    P.items = base * P.nRowBlocks;
+
+    std::vector<uint8_t> rowNeedR(static_cast<size_t>(n) * h), rowHasSample(static_cast<size_t>(n) * h);
+    bool const par = nt > 1 && positions * static_cast<size_t>(c) >= 16384;
+    int32_t const bad = useAvx2()
+#if SSI_BLOCK_AVX2
+        ? avx2::interpRun(A, P, rowNeedR.data(), rowHasSample.data(), positions, nt, par)
+#else
+        ? 0
+#endif
+        : generic::interpRun(A, P, rowNeedR.data(), rowHasSample.data(), positions, nt, par);
+    if (bad & 2) return cpu::setError("block interp_rows: rows is null but the mask has samples"), 1;
+    if (bad) return cpu::setError("block interp_rows: index out of range at a sampled position"), 1;
+    return 0;
+}
+
+extern "C" int32_t ssi_cpu_block_patches3x3(float const* src, int32_t n, int32_t h, int32_t w, int32_t c,
+                                            int64_t const* positions, int64_t p, int32_t ho, int32_t wo,
+                                            int32_t stride, float const* offsets, float* out, int32_t threads) {
+    using namespace ssi;
+    if (n < 0 || h < 0 || w < 0 || c < 0 || p < 0 || ho < 0 || wo < 0)
+        return cpu::setError("block patches3x3: negative size"), 1;
+    if (stride < 1) return cpu::setError("block patches3x3: stride must be >= 1"), 1;
+    if (p == 0 || c == 0) return 0;
+    if (!positions || !out) return cpu::setError("block patches3x3: null buffer"), 1;
+    int64_t const total = static_cast<int64_t>(n) * ho * wo;
+    if (total == 0) return cpu::setError("block patches3x3: positions given for an empty output map"), 1;
+    if (!src && static_cast<int64_t>(n) * h * w > 0) return cpu::setError("block patches3x3: null buffer"), 1;
+    std::vector<float> zeros(offsets ? c : 0, 0.0f);
+    PatchArgs A{src, h, w, c, positions, p, total, ho, wo, stride, offsets, zeros.data(), out};
+    int const nt = threadCount(threads);
+    bool const par = nt > 1 && p * 9 * static_cast<int64_t>(c) >= 32768;
+    int32_t const bad = useAvx2()
+#if SSI_BLOCK_AVX2
+        ? avx2::patchesRun(A, nt, par)
+#else
+        ? 0
+#endif
+        : generic::patchesRun(A, nt, par);
+    if (bad) return cpu::setError("block patches3x3: position out of range [0, N*Ho*Wo)"), 1;
+    return 0;
+}
+
+// One pass over a one-channel map: serial (memory-light, microseconds at these sizes).
+extern "C" int64_t ssi_cpu_block_compact(float const* mask, int64_t numel, int64_t* perm, int32_t* index) {
+    if (numel < 0) return ssi::cpu::setError("block compact: negative size"), -1;
+    if (numel == 0) return 0;
+    if (!mask || !perm || !index) return ssi::cpu::setError("block compact: null buffer"), -1;
+    int64_t count = 0;
+    for (int64_t q = 0; q < numel; ++q) count += mask[q] > 0.0f;
+    int64_t kept = 0, rest = count;
+    for (int64_t q = 0; q < numel; ++q) {
+        if (mask[q] > 0.0f) {
+            index[q] = static_cast<int32_t>(kept);
+            perm[kept++] = q;
+        } else {
+            index[q] = -1;
+            perm[rest++] = q;
+        }
+    }
+    return count;
+}
+
+extern "C" int32_t ssi_cpu_block_sum_taps(float const* taps, int32_t n, int32_t h, int32_t w, int32_t kOut,
+                                          int32_t k, int32_t stride, float bias, float* out, int32_t threads) {
+    using namespace ssi;
+    if (n < 0 || h < 0 || w < 0 || kOut < 1 || k < 0 || k >= kOut)
+        return cpu::setError("block sum_taps: bad sizes"), 1;
+    if (stride < 1) return cpu::setError("block sum_taps: stride must be >= 1"), 1;
+    int32_t const ho = (h - 1) / stride + 1, wo = (w - 1) / stride + 1;
+    int64_t const rowsOut = static_cast<int64_t>(n) * ho;
+    if (rowsOut == 0 || w == 0) return 0;
+    if (!taps || !out) return cpu::setError("block sum_taps: null buffer"), 1;
+    int64_t const ld = 9 * static_cast<int64_t>(kOut);
+    int const nt = threadCount(threads);
+#pragma omp parallel for num_threads(nt) if (nt > 1 && rowsOut * wo >= 4096) schedule(static)
+    for (int64_t r = 0; r < rowsOut; ++r) {
+        int64_t const b = r / ho;
+        int32_t const yo = static_cast<int32_t>(r - b * ho);
+        for (int32_t xo = 0; xo < wo; ++xo) {
+            float acc = bias;
+            for (int t = 0; t < 9; ++t) {
+                int32_t const y = yo * stride + t / 3 - 1, x = xo * stride + t % 3 - 1;
+                if (y < 0 || y >= h || x < 0 || x >= w) continue;
+                acc = acc + taps[((b * h + y) * w + x) * ld + t * kOut + k];
+            }
+            out[r * wo + xo] = acc;
+        }
+    }
+    return 0;
+}
+
+#else  // SSI_BLOCK_PASS: the kernels, in namespace SSI_BLOCK_NS (generic / avx2)
+namespace {
+namespace SSI_BLOCK_NS {
+
+// One H row of the ring: H [tile width][C], H_m, and which x have any sampled neighbour.
+struct HRow {
+    int32_t tag = -1;   // input row y' held, -1: none
+    bool empty = true;  // no sampled position near the tile: every H is 0
+    std::vector<float> h, hm;
+    std::vector<uint8_t> nz;
+};
+
+struct Workspace {
+    HRow ring[kWin];
+    std::vector<float> mf;                // m f of the soft samples of one input row near the tile
+    std::vector<float const*> samplePtr;  // their value rows (f itself where m == 1)
+    std::vector<float> sampleM;
+    std::vector<int32_t> sampleX;
+    void reserve(int32_t tw, int32_t c) {
+        size_t const span = static_cast<size_t>(tw) + 2 * kR;
+        for (HRow& r : ring) {
+            if (r.h.size() < static_cast<size_t>(tw) * c) r.h.resize(static_cast<size_t>(tw) * c);
+            if (r.hm.size() < static_cast<size_t>(tw)) r.hm.resize(tw), r.nz.resize(tw);
+            r.tag = -1;
+        }
+        if (mf.size() < span * c) mf.resize(span * c);
+        if (sampleX.size() < span) samplePtr.resize(span), sampleM.resize(span), sampleX.resize(span);
+    }
+};
+
+Workspace& workspace() {
+    thread_local Workspace ws;  // OpenMP threads persist: buffers are reused between calls
+    return ws;
+}
+
+// The K-term pass sum_k g[k] v_k[ch] in order, from 0 (windowSum over the non-zero terms),
+// K <= 7 known at compile time so that each element's sum stays in a register.
+template <int K>
+inline float termSum(float const* g, float const* const* v, int32_t ch) {
+    float s = 0.0f + g[0] * v[0][ch];
+    if constexpr (K > 1) s = s + g[1] * v[1][ch];
+    if constexpr (K > 2) s = s + g[2] * v[2][ch];
+    if constexpr (K > 3) s = s + g[3] * v[3][ch];
+    if constexpr (K > 4) s = s + g[4] * v[4][ch];
+    if constexpr (K > 5) s = s + g[5] * v[5][ch];
+    if constexpr (K > 6) s = s + g[6] * v[6][ch];
+    return s;
+}
+
+template <int K>
+void rowPass(float const* g, float const* const* vIn, float* hx, int32_t c) {
+    float const* v[K];
+    for (int k = 0; k < K; ++k) v[k] = vIn[k];
+    SSI_SIMD
+    for (int32_t ch = 0; ch < c; ++ch) hx[ch] = termSum<K>(g, v, ch);
+}
+
+using RowPassFn = void (*)(float const*, float const* const*, float*, int32_t);
+constexpr RowPassFn kRowPass[kWin] = {&rowPass<1>, &rowPass<2>, &rowPass<3>, &rowPass<4>,
+                                      &rowPass<5>, &rowPass<6>, &rowPass<7>};
+
+// H and H_m of input row y of image b at columns [x0, x1), from the sampled positions x' in
+// [x0 - 3, x1 + 3), each H(x) summing its terms in increasing dx = x' - x, as windowSum.
+void computeHRow(InterpArgs const& A, int32_t b, int32_t y, int32_t x0, int32_t x1, bool hasSample,
+                 Workspace& ws, HRow& r) {
+    int32_t const w = A.w, c = A.c;
+    r.tag = y;
+    r.empty = true;
+    if (!hasSample) return;
+    size_t const rowBase = (static_cast<size_t>(b) * A.h + y) * w;
+    int32_t const s0 = std::max(0, x0 - kR), s1 = std::min(w, x1 + kR);
+    int32_t ns = 0;
+    for (int32_t xs = s0; xs < s1; ++xs) {
+        float const m = A.mask[rowBase + xs];
+        if (!(m > 0.0f)) continue;
+        float const* f = A.rows + static_cast<size_t>(A.index[rowBase + xs]) * c;
+        if (m != 1.0f) {  // f * 1 == f: the hard mask's samples are read as they are
+            float* mf = ws.mf.data() + static_cast<size_t>(ns) * c;
+            SSI_SIMD
+            for (int32_t ch = 0; ch < c; ++ch) mf[ch] = M::interpSample(m, f[ch]);
+            f = mf;
+        }
+        ws.samplePtr[ns] = f;
+        ws.sampleM[ns] = m;
+        ws.sampleX[ns] = xs;
+        ++ns;
+    }
+    if (ns == 0) return;
+    r.empty = false;
+    int32_t lo = 0;  // first sample with x' >= x - 3
+    for (int32_t x = x0; x < x1; ++x) {
+        int32_t const xl = x - x0;
+        while (lo < ns && ws.sampleX[lo] < x - kR) ++lo;
+        int32_t hi = lo;
+        while (hi < ns && ws.sampleX[hi] <= x + kR) ++hi;
+        int32_t const k = hi - lo;
+        if (k == 0) {
+            r.nz[xl] = 0;
+            continue;
+        }
+        r.nz[xl] = 1;
+        float g[kWin];
+        float hm = 0.0f;
+        for (int32_t j = 0; j < k; ++j) {
+            g[j] = A.g[ws.sampleX[lo + j] - x + kR];
+            hm = hm + g[j] * ws.sampleM[lo + j];
+        }
+        r.hm[xl] = hm;
+        kRowPass[k - 1](g, ws.samplePtr.data() + lo, r.h.data() + static_cast<size_t>(xl) * c, c);
+    }
+}
+
+// out = interpCombine(m, mf, R, bias, residual) over the channels of one position, with
+// R = interpRatio(a, S_mf, S_m) and S_mf the K-term column pass over H (K = 0: no sampled
+// neighbour, or m >= 1 where R is not used: S_mf = S_m = 0). Sampled: m > 0, mf = m f (f is
+// read); otherwise mf = 0 and f is not read.
+template <int K, bool Sampled, bool HasRes, bool Relu>
+void combine(float m, float const* f, float const* g, float const* const* hIn, float sumM, float a,
+             float const* bias, float const* res, float* o, int32_t c) {
+    constexpr int32_t relu = Relu ? 1 : 0;
+    float const* hp[kWin];
+    for (int k = 0; k < K; ++k) hp[k] = hIn[k];
+    float const r0 = M::interpRatio(a, 0.0f, 0.0f);  // 0 / eps = 0
+    SSI_SIMD
+    for (int32_t ch = 0; ch < c; ++ch) {
+        float r = r0;
+        if constexpr (K > 0) r = M::interpRatio(a, termSum<K>(g, hp, ch), sumM);
+        float const mf = Sampled ? M::interpSample(m, f[ch]) : 0.0f;
+        o[ch] = M::interpCombine(m, mf, r, bias[ch], HasRes ? res[ch] : 0.0f, HasRes, relu);
+    }
+}
+
+using CombineFn = void (*)(float, float const*, float const*, float const* const*, float, float, float const*,
+                           float const*, float*, int32_t);
+
+template <bool Sampled, bool HasRes, bool Relu>
+constexpr std::array<CombineFn, kWin + 1> combineTable() {
+    return {&combine<0, Sampled, HasRes, Relu>, &combine<1, Sampled, HasRes, Relu>, &combine<2, Sampled, HasRes, Relu>,
+            &combine<3, Sampled, HasRes, Relu>, &combine<4, Sampled, HasRes, Relu>, &combine<5, Sampled, HasRes, Relu>,
+            &combine<6, Sampled, HasRes, Relu>, &combine<7, Sampled, HasRes, Relu>};
+}
+
+// [sampled][residual][relu][K]
+constexpr std::array<CombineFn, kWin + 1> kCombine[2][2][2] = {
+    {{combineTable<false, false, false>(), combineTable<false, false, true>()},
+     {combineTable<false, true, false>(), combineTable<false, true, true>()}},
+    {{combineTable<true, false, false>(), combineTable<true, false, true>()},
+     {combineTable<true, true, false>(), combineTable<true, true, true>()}}};
+
+// Output rows [y0, y1) of image b, columns [x0, x1).
+void interpBlock(InterpArgs const& A, int32_t b, int32_t y0, int32_t y1, int32_t x0, int32_t x1) {
+    Workspace& ws = workspace();
+    ws.reserve(x1 - x0, A.c);
+    int32_t const h = A.h, w = A.w, c = A.c;
+    bool const hasRes = A.residual != nullptr, relu = A.relu != 0;
+    for (int32_t y = y0; y < y1; ++y) {
+        size_t const rowBase = (static_cast<size_t>(b) * h + y) * w;
+        bool const needR = A.rowNeedR[static_cast<size_t>(b) * h + y] != 0;
+        // The H rows y-3..y+3 this output row reads (lazily: the ring keeps those still needed).
+        HRow const* hr[kWin];
+        float gd[kWin];
+        int32_t nh = 0;
+        if (needR) {
+            for (int32_t dy = -kR; dy <= kR; ++dy) {
+                int32_t const yy = y + dy;
+                if (yy < 0 || yy >= h) continue;
+                HRow& r = ws.ring[yy % kWin];
+                if (r.tag != yy)
+                    computeHRow(A, b, yy, x0, x1, A.rowHasSample[static_cast<size_t>(b) * h + yy] != 0, ws, r);
+                if (r.empty) continue;
+                hr[nh] = &r;
+                gd[nh] = A.g[dy + kR];
+                ++nh;
+            }
+        }
+        for (int32_t x = x0; x < x1; ++x) {
+            size_t const q = rowBase + x;
+            float const m = A.mask[q];
+            bool const sampled = m > 0.0f;
+            float const* f = sampled ? A.rows + static_cast<size_t>(A.index[q]) * c : nullptr;
+            float const* res = hasRes ? A.residual + q * c : nullptr;
+            float* o = A.out + q * c;
+            // S_m and the H rows of S_mf: the flagged H entries of column x, dy in order.
+            int32_t const xl = x - x0;
+            float const* hp[kWin];
+            float g[kWin];
+            float sumM = 0.0f;
+            int32_t k = 0;
+            if (m < 1.0f) {
+                for (int32_t j = 0; j < nh; ++j) {
+                    HRow const& r = *hr[j];
+                    if (!r.nz[xl]) continue;
+                    g[k] = gd[j];
+                    hp[k] = r.h.data() + static_cast<size_t>(xl) * c;
+                    sumM = sumM + g[k] * r.hm[xl];
+                    ++k;
+                }
+            }
+            kCombine[sampled][hasRes][relu][k](m, f, g, hp, sumM, A.a, A.bias, res, o, c);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Patches
+
+template <bool Deform>
+void patchRow(PatchArgs const& A, int64_t pos, float const* off, float* o) {
+    int32_t const h = A.h, w = A.w, c = A.c;
+    int64_t const howo = static_cast<int64_t>(A.ho) * A.wo;
+    int64_t const b = pos / howo;
+    int64_t const rem = pos - b * howo;
+    int32_t const yo = static_cast<int32_t>(rem / A.wo), xo = static_cast<int32_t>(rem % A.wo);
+    float const* plane = A.src + static_cast<size_t>(b) * h * w * c;
+    size_t const rowBytes = static_cast<size_t>(c) * sizeof(float);
+    for (int32_t t = 0; t < 9; ++t) {
+        int32_t const iy = M::tapCoord(yo, t / 3, A.stride, 1, 1), ix = M::tapCoord(xo, t % 3, A.stride, 1, 1);
+        float* ot = o + static_cast<size_t>(t) * c;
+        if (!Deform) {
+            if (iy >= 0 && iy < h && ix >= 0 && ix < w)
+                std::memcpy(ot, plane + (static_cast<size_t>(iy) * w + ix) * c, rowBytes);
+            else
+                std::memset(ot, 0, rowBytes);
+            continue;
+        }
+        M::TapCorners const tc = M::deformTap(iy, ix, off[2 * t], off[2 * t + 1], h, w);
+        if (tc.wgt[0] == 0.0f && tc.wgt[1] == 0.0f && tc.wgt[2] == 0.0f && tc.wgt[3] == 0.0f) {
+            std::memset(ot, 0, rowBytes);  // tapValue of four zero corners: +0
+            continue;
+        }
+        // A corner of weight 0 reads zeros (the CUDA kernels' wgt != 0 ? v : 0): the same as
+        // tapValue's v * 0 for finite v, and no NaN from an infinite value it does not use.
+        float const* v[4];
+        for (int k = 0; k < 4; ++k) v[k] = tc.wgt[k] != 0.0f ? plane + static_cast<size_t>(tc.off[k]) * c : A.zeros;
+        float const *v0 = v[0], *v1 = v[1], *v2 = v[2], *v3 = v[3];
+        SSI_SIMD
+        for (int32_t ch = 0; ch < c; ++ch) ot[ch] = M::tapValue(tc, v0[ch], v1[ch], v2[ch], v3[ch]);
+    }
+}
+
+// The parallel part of ssi_cpu_block_interp_rows: row flags (and the index check), then the
+// items. Returns 0, 1 (an index out of range) or 2 (rows null while the mask has samples).
+int32_t interpRun(InterpArgs A, InterpPlan const& P, uint8_t* rowNeedR, uint8_t* rowHasSample, size_t positions,
+                  int nt, bool par) {
+    (void)nt, (void)par;  // without OpenMP
+    A.rowNeedR = rowNeedR;
+    A.rowHasSample = rowHasSample;
+    int32_t const w = A.w, h = A.h;
+    int64_t const nRows = static_cast<int64_t>(A.n) * h;
+    int32_t bad = 0;
+#pragma omp parallel num_threads(nt) if (par)
+    {
+#pragma omp for schedule(static) reduction(| : bad)
+        for (int64_t r = 0; r < nRows; ++r) {
+            size_t const rb = static_cast<size_t>(r) * w;
+            uint8_t need = 0, has = 0;
+            for (int32_t x = 0; x < w; ++x) {
+                float const m = A.mask[rb + x];
+                need |= m < 1.0f;
+                if (m > 0.0f) {
+                    has = 1;
+                    int32_t const i = A.index[rb + x];
+                    bad |= (i < 0 || static_cast<size_t>(i) >= positions) ? 1 : 0;
+                }
+            }
+            rowNeedR[r] = need;
+            rowHasSample[r] = has;
+            bad |= (has && !A.rows) ? 2 : 0;
+        }
+        if (!bad) {
+#pragma omp for schedule(static)
+            for (int64_t it = 0; it < P.items; ++it) {
+                int32_t const tile = static_cast<int32_t>(it % P.nTiles);
+                int64_t const rest = it / P.nTiles;
+                int32_t const rb = static_cast<int32_t>(rest % P.nRowBlocks);
+                int32_t const b = static_cast<int32_t>(rest / P.nRowBlocks);
+                int32_t const x0 = tile * P.tileW, x1 = std::min(w, x0 + P.tileW);
+                int32_t const y0 = rb * P.rowsPer, y1 = std::min(h, y0 + P.rowsPer);
+                interpBlock(A, b, y0, y1, x0, x1);
+            }
+        }
+    }
+    return bad;
+}
+
+// The parallel part of ssi_cpu_block_patches3x3; returns 1 if a position is out of range.
+int32_t patchesRun(PatchArgs const& A, int nt, bool par) {
+    (void)nt, (void)par;  // without OpenMP
+    size_t const rowLen = static_cast<size_t>(9) * A.c;
+    int32_t bad = 0;
+#pragma omp parallel for num_threads(nt) if (par) schedule(static) reduction(| : bad)
+    for (int64_t i = 0; i < A.p; ++i) {
+        int64_t const pos = A.positions[i];
+        float* o = A.out + static_cast<size_t>(i) * rowLen;
+        if (pos < 0 || pos >= A.total) {
+            bad = 1;
+            std::memset(o, 0, rowLen * sizeof(float));
+            continue;
+        }
+        if (A.offsets)
+            patchRow<true>(A, pos, A.offsets + static_cast<size_t>(i) * 18, o);
+        else
+            patchRow<false>(A, pos, nullptr, o);
+    }
+    return bad;
+}
+
+}  // namespace SSI_BLOCK_NS
+}  // namespace
+#endif  // SSI_BLOCK_PASS

@@ -1,0 +1,186 @@
+"""Native CPU kernels of the SSIBottleneck op (``libssi_cpu.so``, ``plugins/src/cpu/block.cpp``).
+
+:func:`available` gives the kernels that ``ssi_deploy.ops.block_kernels`` calls on CPU tensors
+(same signatures as its functions, float32 results), or None: then the PyTorch path runs.
+None when ``SSI_NATIVE_BLOCK=0`` (checked on every call), or when the library cannot be built
+or loaded (decided once, with one warning naming the reason).
+
+The kernels use ``torch.get_num_threads()`` OpenMP threads and, on x86-64 CPUs with AVX2, the
+library's AVX2 build of them (``SSI_CPU_BLOCK_ISA=generic`` forces the baseline one; both give
+the same bits).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import warnings
+
+import torch
+
+from ..errors import SSIError
+
+ENV = "SSI_NATIVE_BLOCK"
+
+_lock = threading.Lock()
+_native: "NativeBlock | None" = None
+_failed: str | None = None  # why the library is not used (remembered: no second build attempt)
+
+
+def _ptr(t: torch.Tensor | None):
+    return None if t is None else ctypes.c_void_p(t.data_ptr())
+
+
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    if t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous():
+        return t
+    return t.to(device="cpu", dtype=torch.float32).contiguous()
+
+
+def _typed(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if t.dtype == dtype and t.device.type == "cpu" and t.is_contiguous():
+        return t
+    return t.to(device="cpu", dtype=dtype).contiguous()
+
+
+def _overlaps(a: torch.Tensor, b: torch.Tensor | None) -> bool:
+    if b is None or a.numel() == 0 or b.numel() == 0:
+        return False
+    a0, b0 = a.data_ptr(), b.data_ptr()
+    return a0 < b0 + b.numel() * b.element_size() and b0 < a0 + a.numel() * a.element_size()
+
+
+class NativeBlock:
+    """ctypes bindings of ``ssi_cpu_block_*`` (float32, channels-last rows, CPU tensors)."""
+
+    def __init__(self, lib: ctypes.CDLL):
+        p, i32, i64, f32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
+        self._interp = lib.ssi_cpu_block_interp_rows
+        self._interp.argtypes = [p, p, p, i32, i32, i32, i32, f32, p, p, i32, p, i32]
+        self._interp.restype = i32
+        self._patches = lib.ssi_cpu_block_patches3x3
+        self._patches.argtypes = [p, i32, i32, i32, i32, p, i64, i32, i32, i32, p, p, i32]
+        self._patches.restype = i32
+        self._compact = lib.ssi_cpu_block_compact
+        self._compact.argtypes = [p, i64, p, p]
+        self._compact.restype = i64
+        self._sum_taps = lib.ssi_cpu_block_sum_taps
+        self._sum_taps.argtypes = [p, i32, i32, i32, i32, i32, i32, f32, p, i32]
+        self._sum_taps.restype = i32
+        self._error = lib.ssi_cpu_last_error
+
+    def _check(self, rc: int, what: str) -> None:
+        if rc != 0:
+            raise SSIError(f"native {what} failed: {self._error().decode()}")
+
+    def compact(self, mask: torch.Tensor):
+        """(perm int64 [numel], count, index int32 [numel]) of a mask (see block_kernels)."""
+        m = _f32(mask).reshape(-1)
+        perm = torch.empty(m.numel(), dtype=torch.int64)
+        index = torch.empty(m.numel(), dtype=torch.int32)
+        count = self._compact(_ptr(m), m.numel(), _ptr(perm), _ptr(index))
+        if count < 0:
+            self._check(1, "compact")
+        return perm, int(count), index
+
+    def sum_taps(self, taps: torch.Tensor, k: int, shape: tuple[int, int, int], bias: float,
+                 stride: int) -> torch.Tensor:
+        """Output ``k`` of the 3x3 convolutions from tap partials [N*H*W, 9 K]: [N, 1, Ho, Wo]."""
+        n_, h, w = shape
+        taps = _f32(taps)
+        k_out = taps.shape[1] // 9
+        ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+        out = torch.empty((n_, 1, ho, wo), dtype=torch.float32)
+        rc = self._sum_taps(_ptr(taps), n_, h, w, k_out, int(k), int(stride), float(bias), _ptr(out),
+                            torch.get_num_threads())
+        self._check(rc, "sum_taps")
+        return out
+
+    def interp_rows(self, rows: torch.Tensor, index: torch.Tensor, mask: torch.Tensor, sigma: float,
+                    bias: torch.Tensor | None = None, residual: torch.Tensor | None = None,
+                    relu: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
+        """GaussianInterp of compact rows [count, C] (``index``: the row of each position of
+        ``mask`` [N,1,H,W], -1 where mask <= 0) into dense rows [N*H*W, C] float32."""
+        n_, _, h, w = mask.shape
+        count, c = rows.shape
+        npos = n_ * h * w
+        rows, mask32 = _f32(rows), _f32(mask).reshape(-1)
+        index = _typed(index, torch.int32)
+        if index.numel() != npos:
+            raise SSIError(f"native interp_rows: index has {index.numel()} entries for {npos} positions")
+        if npos and int(index.max()) >= count:  # the library cannot see count
+            raise SSIError(f"native interp_rows: index refers to row {int(index.max())} of {count}")
+        bias = None if bias is None else _f32(bias).reshape(-1)
+        if bias is not None and bias.numel() != c:
+            raise SSIError(f"native interp_rows: bias has {bias.numel()} values for {c} channels")
+        if residual is not None:
+            residual = _f32(residual)
+            if tuple(residual.shape) != (npos, c):
+                raise SSIError(f"native interp_rows: residual must be {(npos, c)}, "
+                               f"got {tuple(residual.shape)}")
+        direct = (out is not None and out.dtype == torch.float32 and out.device.type == "cpu"
+                  and out.is_contiguous() and tuple(out.shape) == (npos, c)
+                  # out may be the residual itself (read before written), never another input
+                  and not any(_overlaps(out, t) for t in (rows, index, mask32, bias))
+                  and (residual is None or not _overlaps(out, residual) or
+                       (out.data_ptr() == residual.data_ptr())))
+        res = out if direct else torch.empty((npos, c), dtype=torch.float32)
+        rc = self._interp(_ptr(rows), _ptr(index), _ptr(mask32), n_, h, w, c, float(sigma), _ptr(bias),
+                          _ptr(residual), int(bool(relu)), _ptr(res), torch.get_num_threads())
+        self._check(rc, "interp_rows")
+        if out is not None and not direct:
+            out.copy_(res)
+            return out
+        return res
+
+    def patches3x3(self, src: torch.Tensor, shape: tuple[int, int, int], positions: torch.Tensor,
+                   out_hw: tuple[int, int], stride: int,
+                   offsets: torch.Tensor | None = None,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+        """3x3 patches (padding 1) of dense rows ``src`` [N*H*W, C] at ``positions`` (flat over
+        N*Ho*Wo): float32 [P, 9*C], tap-major; ``offsets`` [P, 18]: deformable v1 taps."""
+        n_, h, w = shape
+        ho, wo = out_hw
+        c = src.shape[1]
+        src = _f32(src)
+        if src.shape[0] != n_ * h * w:
+            raise SSIError(f"native patches3x3: src has {src.shape[0]} rows for {n_}x{h}x{w} positions")
+        positions = _typed(positions, torch.int64).reshape(-1)
+        p = positions.numel()
+        if offsets is not None:
+            offsets = _f32(offsets)
+            if tuple(offsets.shape) != (p, 18):
+                raise SSIError(f"native patches3x3: offsets must be {(p, 18)}, got {tuple(offsets.shape)}")
+        if not (out is not None and out.dtype == torch.float32 and out.device.type == "cpu"
+                and out.is_contiguous() and tuple(out.shape) == (p, 9 * c)
+                and not any(_overlaps(out, t) for t in (src, positions, offsets))):
+            out = torch.empty((p, 9 * c), dtype=torch.float32)
+        rc = self._patches(_ptr(src), n_, h, w, c, _ptr(positions), p, ho, wo, int(stride), _ptr(offsets),
+                           _ptr(out), torch.get_num_threads())
+        self._check(rc, "patches3x3")
+        return out
+
+
+def _load() -> NativeBlock:
+    from . import cpu_twins
+
+    return NativeBlock(cpu_twins.load())
+
+
+def available() -> NativeBlock | None:
+    """The native kernels, or None (``SSI_NATIVE_BLOCK=0``, or the library is unavailable)."""
+    global _native, _failed
+    if os.environ.get(ENV, "1").strip() == "0":
+        return None
+    if _native is not None or _failed is not None:
+        return _native
+    with _lock:
+        if _native is None and _failed is None:
+            try:
+                _native = _load()
+            except (SSIError, OSError, AttributeError) as e:  # AttributeError: an older library
+                _failed = str(e)
+                warnings.warn(f"native SSIBottleneck kernels unavailable ({_failed}); using the slower "
+                              f"PyTorch path", RuntimeWarning, stacklevel=2)
+    return _native

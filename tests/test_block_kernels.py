@@ -1,0 +1,343 @@
+"""The native CPU kernels of the SSIBottleneck op (plugins/src/cpu/block.cpp, through
+ssi_deploy.native.block) against the PyTorch path of ssi_deploy.ops.block_kernels.
+
+interp_rows: both compute the same float32 steps except the order of the window sums (the
+PyTorch path multiplies by a CSR matrix of 2-D weights W(d) m / D; the native one sums the
+separable form of ssi/math.h), so they agree within the float32 bound derived in
+tests/fp_bounds.py (gaussian_interp_bound); the native form must equal the CPU twin of
+GaussianInterp (the same math.h sums) bit for bit, and the cases without any sum (no sample,
+every position kept) exactly. patches3x3: regular taps are copies (bit-identical); deformable
+taps differ by the position's rounding through grid_sample's normalised coordinates (bound
+as in fp_bounds.sparse_conv2d_bound).
+"""
+
+from __future__ import annotations
+
+import warnings
+import zlib
+
+import pytest
+import torch
+from fp_bounds import U32, assert_within, gaussian_interp_bound
+
+from ssi_deploy.errors import SSIError
+from ssi_deploy.native import block as NB
+from ssi_deploy.native import cpu_twins as T
+from ssi_deploy.ops import block_kernels as K
+
+SHAPES = [(1, 7, 9), (3, 13, 11), (1, 1, 1), (1, 2, 17), (3, 2, 17)]
+CHANNELS = [1, 3, 64, 130]
+MASKS = ["random", "sparse", "empty", "full", "soft", "official"]
+
+
+@pytest.fixture(scope="module")
+def native():
+    lib = NB.available()
+    if lib is None:
+        pytest.skip(f"native block kernels unavailable: {NB._failed or 'SSI_NATIVE_BLOCK=0'}")
+    return lib
+
+
+@pytest.fixture
+def torch_path(monkeypatch):
+    """Run block_kernels' functions on their PyTorch path."""
+    def run(fn, *args, **kw):
+        with monkeypatch.context() as m:
+            m.setattr(K, "_native", lambda: None)
+            return fn(*args, **kw)
+    return run
+
+
+def _mask(kind: str, shape, g: torch.Generator) -> torch.Tensor:
+    n, h, w = shape
+    r = torch.rand((n, 1, h, w), generator=g)
+    if kind == "random":  # a density per image
+        dens = torch.rand((n, 1, 1, 1), generator=g)
+        return (r < dens).float()
+    if kind == "sparse":
+        return (r < 0.1).float()
+    if kind == "empty":
+        return torch.zeros((n, 1, h, w))
+    if kind == "full":
+        return torch.ones((n, 1, h, w))
+    if kind == "soft":  # any value in (0, 1], some exactly 1
+        m = torch.where(r < 0.5, torch.rand((n, 1, h, w), generator=g).clamp_min(1e-3), torch.zeros(()))
+        m[r < 0.1] = 1.0
+        return m
+    if kind == "official":  # kept values of the official mode: ~0.97 .. 1.0, many exactly 1
+        v = 0.97 + 0.03 * torch.rand((n, 1, h, w), generator=g)
+        m = torch.where(r < 0.3, v, torch.zeros(()))
+        m[r < 0.15] = 1.0
+        return m
+    raise AssertionError(kind)
+
+
+def _case(shape, c, kind, g, bias=True, residual=True):
+    n, h, w = shape
+    m = _mask(kind, shape, g)
+    comp = K.compact(m)
+    rows = torch.randn((comp.count, c), generator=g) * 3
+    b = torch.randn(c, generator=g) if bias else None
+    res = torch.randn((n * h * w, c), generator=g) if residual else None
+    return m, comp, rows, b, res
+
+
+def _dense(rows, comp, shape, c):
+    """Compact rows -> dense NCHW values (NaN where not sampled: never read)."""
+    n, h, w = shape
+    d = torch.full((n * h * w, c), float("nan"))
+    d[comp.sampled] = rows
+    return d.view(n, h, w, c).permute(0, 3, 1, 2).contiguous()
+
+
+def _nchw(rows, shape):
+    n, h, w = shape
+    return rows.view(n, h, w, -1).permute(0, 3, 1, 2).contiguous()
+
+
+def _rows(t):
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
+# --------------------------------------------------------------------------------------------
+# interp_rows
+
+# (bias, residual, relu)
+FLAGS = [(True, True, True), (True, False, False), (False, True, False), (False, False, True)]
+
+
+@pytest.mark.parametrize("c", CHANNELS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_interp_rows_matches_torch_path_and_twin(native, torch_path, shape, c):
+    g = torch.Generator().manual_seed(zlib.crc32(repr((shape, c)).encode()))
+    for i, kind in enumerate(MASKS):
+        for j, sigma in enumerate((3.0, 0.7)):
+            for k, (bias, residual, relu) in enumerate(FLAGS):
+                m, comp, rows, b, res = _case(shape, c, kind, g, bias, residual)
+                what = f"{kind} sigma={sigma} bias={bias} residual={residual} relu={relu}"
+                got = native.interp_rows(rows, comp.index, m, sigma, b, res, relu)
+                assert got.dtype == torch.float32 and got.shape == (m.numel(), c)
+                vals = _dense(rows, comp, shape, c)
+                b0 = b if b is not None else torch.zeros(c)
+                res_nchw = None if res is None else _nchw(res, shape)
+                # The CPU twin of GaussianInterp sums the same math.h passes: the same bits.
+                twin = _rows(T.gaussian_interp(torch.nan_to_num(vals), m, b0, res_nchw, sigma, int(relu)))
+                assert torch.equal(got, twin), what
+                if k != (i + j) % len(FLAGS):  # the float64 bound is slow: one flag set per case
+                    continue
+                ref = torch_path(K.interp_rows, rows, comp, m, sigma, b, res, relu)
+                bound = _rows(gaussian_interp_bound(vals, m, b0, res_nchw, sigma=sigma))
+                assert_within(got, ref, bound, f"|native - torch| ({what})")
+
+
+@pytest.mark.parametrize("c", [1, 64, 130])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_interp_rows_without_sums_is_exact(native, torch_path, shape, c):
+    g = torch.Generator().manual_seed(7)
+    for residual in (False, True):
+        for relu in (False, True):
+            # No sample: R = 0 / eps = 0, out = act(bias [+ residual]).
+            m, comp, rows, b, res = _case(shape, c, "empty", g, True, residual)
+            want = b.expand(m.numel(), c) if res is None else res + b
+            want = want.relu() if relu else want
+            assert torch.equal(native.interp_rows(rows, comp.index, m, 3.0, b, res, relu), want)
+            assert torch.equal(torch_path(K.interp_rows, rows, comp, m, 3.0, b, res, relu), want)
+            # Every position kept with m = 1: out = act((residual + bias) + f).
+            m, comp, rows, b, res = _case(shape, c, "full", g, True, residual)
+            want = (b if res is None else res + b) + rows
+            want = want.relu() if relu else want
+            assert torch.equal(native.interp_rows(rows, comp.index, m, 0.7, b, res, relu), want)
+            assert torch.equal(torch_path(K.interp_rows, rows, comp, m, 0.7, b, res, relu), want)
+
+
+def test_interp_rows_out_argument_and_residual_in_place(native):
+    g = torch.Generator().manual_seed(3)
+    shape, c = (2, 13, 11), 64
+    m, comp, rows, b, res = _case(shape, c, "official", g)
+    want = native.interp_rows(rows, comp.index, m, 3.0, b, res, True)
+    out = torch.empty_like(want)
+    assert native.interp_rows(rows, comp.index, m, 3.0, b, res, True, out) is out
+    assert torch.equal(out, want)
+    acc = res.clone()  # out is the residual itself: y = act(y + interp)
+    assert native.interp_rows(rows, comp.index, m, 3.0, b, acc, True, acc) is acc
+    assert torch.equal(acc, want)
+    strided = torch.empty(c, m.numel()).t()  # not contiguous: written through a copy
+    assert native.interp_rows(rows, comp.index, m, 3.0, b, res, True, strided) is strided
+    assert torch.equal(strided, want)
+    # Through block_kernels (the native path on CPU tensors)
+    assert torch.equal(K.interp_rows(rows, comp, m, 3.0, b, res, True), want)
+
+
+def test_interp_rows_is_independent_of_threads_and_isa(native, monkeypatch):
+    g = torch.Generator().manual_seed(5)
+    m, comp, rows, b, res = _case((3, 40, 37), 96, "official", g)
+    n_threads = torch.get_num_threads()
+    want = native.interp_rows(rows, comp.index, m, 3.0, b, res, False)
+    try:
+        for t in (1, 3):
+            torch.set_num_threads(t)
+            assert torch.equal(native.interp_rows(rows, comp.index, m, 3.0, b, res, False), want)
+    finally:
+        torch.set_num_threads(n_threads)
+    monkeypatch.setenv("SSI_CPU_BLOCK_ISA", "generic")  # the baseline build of the kernels
+    assert torch.equal(native.interp_rows(rows, comp.index, m, 3.0, b, res, False), want)
+
+
+def test_interp_rows_rejects_bad_index(native):
+    m = torch.ones(1, 1, 3, 3)
+    comp = K.compact(m)
+    rows = torch.randn(9, 4)
+    with pytest.raises(SSIError, match="index refers to row 8 of 5"):
+        native.interp_rows(rows[:5], comp.index, m, 1.0)
+    bad = comp.index.clone()
+    bad[4] = -1  # a sampled position without a row
+    with pytest.raises(SSIError, match="index out of range"):
+        native.interp_rows(rows, bad, m, 1.0)
+    with pytest.raises(SSIError, match="bias has 3 values"):
+        native.interp_rows(rows, comp.index, m, 1.0, torch.zeros(3))
+
+
+# --------------------------------------------------------------------------------------------
+# patches3x3
+
+def _positions(shape, stride, g, shuffle=False):
+    n, h, w = shape
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    keep = torch.rand(n * ho * wo, generator=g) < 0.5
+    keep[0] = True
+    pos = torch.nonzero(keep).squeeze(1)
+    if shuffle:
+        pos = pos[torch.randperm(pos.numel(), generator=g)]
+    return pos, (ho, wo)
+
+
+def _offsets(p, g):
+    off = torch.rand((p, 18), generator=g) * 6 - 3
+    if p:
+        flat = off.view(-1)
+        pick = torch.randperm(flat.numel(), generator=g)[:max(1, flat.numel() // 20)]
+        flat[pick] = torch.where(torch.rand(pick.numel(), generator=g) < 0.5, -100.0, 100.0)
+        flat[torch.randint(flat.numel(), (1,), generator=g)] = float("nan")
+        off[0, 4:6] = torch.tensor([0.0, 0.0])  # an exact pixel: corners of weight 0 inside the map
+    return off
+
+
+def _deform_bound(src, shape, pos, out_hw, stride, off):
+    """Per (position, tap) bound on |native - torch| times max|src| of the image, and where the
+    sample is outside the map in both backends (exact zeros there)."""
+    n, h, w = shape
+    ho, wo = out_hw
+    b = pos // (ho * wo)
+    yo, xo = (pos % (ho * wo)) // wo, pos % wo
+    t = torch.arange(9)
+    py = (yo * stride - 1).unsqueeze(1).double() + (t // 3).double() + off[:, 0::2].double()
+    px = (xo * stride - 1).unsqueeze(1).double() + (t % 3).double() + off[:, 1::2].double()
+    dy, dx = U32 * (6 * py.abs() + h + 4), U32 * (6 * px.abs() + w + 4)
+    mx = src.abs().view(n, -1).amax(1).double()[b].unsqueeze(1)  # [P, 1]
+    bound = (2 * (dy + dx) + 24 * U32) * mx
+    outside = ~((py > -1 - dy) & (py < h + dy) & (px > -1 - dx) & (px < w + dx))  # NaN: outside
+    return bound, outside
+
+
+@pytest.mark.parametrize("c", CHANNELS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_patches3x3_matches_torch_path(native, torch_path, shape, c):
+    g = torch.Generator().manual_seed(zlib.crc32(repr((shape, c, "patches")).encode()))
+    n, h, w = shape
+    src = torch.randn((n * h * w, c), generator=g)
+    for stride in (1, 2):
+        # Regular taps: copies and zero padding, bit-identical (in any position order).
+        pos, out_hw = _positions(shape, stride, g, shuffle=True)
+        got = native.patches3x3(src, shape, pos, out_hw, stride)
+        ref = torch_path(K.patches3x3, src, shape, pos, out_hw, stride)
+        assert got.shape == ref.shape == (pos.numel(), 9 * c)
+        assert torch.equal(got, ref), f"regular stride {stride}"
+        # Deformable v1 taps (the PyTorch path wants positions sorted by image).
+        pos, out_hw = _positions(shape, stride, g)
+        off = _offsets(pos.numel(), g)
+        got = native.patches3x3(src, shape, pos, out_hw, stride, off)
+        ref = torch_path(K.patches3x3, src, shape, pos, out_hw, stride, off)
+        bound, outside = _deform_bound(src, shape, pos, out_hw, stride, off)
+        got3, ref3 = got.view(-1, 9, c), ref.view(-1, 9, c)
+        # A NaN offset: math.h's deformTap counts the sample as outside the map (0); the
+        # PyTorch path's grid_sample propagates the NaN.
+        nan = off.view(-1, 9, 2).isnan().any(2)
+        assert nan.any() and (got3[nan] == 0).all()
+        ref3 = torch.where(nan.unsqueeze(2), torch.zeros(()), ref3)
+        bound = bound.unsqueeze(2).expand_as(got3).contiguous()
+        assert_within(got3, ref3, bound, f"deformable stride {stride}")
+        assert (got3[outside] == 0).all() and (ref3[outside] == 0).all()
+
+
+def test_patches3x3_corners_of_weight_zero_read_no_value(native):
+    # Samples on exact pixels: the other corners have weight 0 and must not turn an infinite
+    # neighbour into NaN (inf * 0); the tap is the pixel itself.
+    src = torch.arange(1.0, 10.0).view(9, 1)
+    src[5] = float("inf")  # pixel (1, 2)
+    pos = torch.tensor([4])  # centre of the 3x3 map
+    off = torch.zeros(1, 18)
+    got = native.patches3x3(src, (1, 3, 3), pos, (3, 3), 1, off)
+    assert torch.equal(got, src.view(1, 9))
+
+
+def test_patches3x3_empty_and_errors(native):
+    src = torch.randn(6, 5)
+    none = torch.zeros(0, dtype=torch.int64)
+    assert native.patches3x3(src, (1, 2, 3), none, (2, 3), 1).shape == (0, 45)
+    assert native.patches3x3(src, (1, 2, 3), none, (2, 3), 1, torch.zeros(0, 18)).shape == (0, 45)
+    assert K.patches3x3(src, (1, 2, 3), none, (2, 3), 1).shape == (0, 45)
+    with pytest.raises(SSIError, match="out of range"):
+        native.patches3x3(src, (1, 2, 3), torch.tensor([6]), (2, 3), 1)
+    with pytest.raises(SSIError, match="stride must be >= 1"):
+        native.patches3x3(src, (1, 2, 3), torch.tensor([0]), (2, 3), 0)
+    with pytest.raises(SSIError, match="offsets must be"):
+        native.patches3x3(src, (1, 2, 3), torch.tensor([0]), (2, 3), 1, torch.zeros(2, 18))
+
+
+def test_patches3x3_is_independent_of_threads_and_isa(native, monkeypatch):
+    g = torch.Generator().manual_seed(11)
+    shape = (2, 30, 31)
+    src = torch.randn((2 * 30 * 31, 128), generator=g)
+    pos, out_hw = _positions(shape, 1, g)
+    off = _offsets(pos.numel(), g)
+    want = native.patches3x3(src, shape, pos, out_hw, 1, off)
+    n_threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(native.patches3x3(src, shape, pos, out_hw, 1, off), want)
+    finally:
+        torch.set_num_threads(n_threads)
+    monkeypatch.setenv("SSI_CPU_BLOCK_ISA", "generic")
+    assert torch.equal(native.patches3x3(src, shape, pos, out_hw, 1, off), want)
+
+
+# --------------------------------------------------------------------------------------------
+# Selection of the native path
+
+def test_env_switch_disables_the_native_path(monkeypatch, native):
+    monkeypatch.setenv("SSI_NATIVE_BLOCK", "0")
+    assert NB.available() is None
+    m = torch.ones(1, 1, 2, 2)
+    rows = torch.randn(4, 3)
+    assert torch.equal(K.interp_rows(rows, K.compact(m), m, 1.0), rows)  # the PyTorch path
+    monkeypatch.setenv("SSI_NATIVE_BLOCK", "1")
+    assert NB.available() is native
+
+
+def test_unavailable_library_warns_once_and_falls_back(monkeypatch):
+    monkeypatch.setattr(NB, "_native", None)
+    monkeypatch.setattr(NB, "_failed", None)
+    monkeypatch.delenv("SSI_NATIVE_BLOCK", raising=False)
+
+    def fail():
+        raise SSIError("cannot build the SSI CPU twins: cmake is not on PATH")
+
+    monkeypatch.setattr(NB, "_load", fail)
+    with pytest.warns(RuntimeWarning, match="cmake is not on PATH.*slower PyTorch path"):
+        assert NB.available() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert NB.available() is None  # decided once: no second build, no second warning
+        m = torch.ones(1, 1, 2, 2)
+        rows = torch.randn(4, 3)
+        assert torch.equal(K.interp_rows(rows, K.compact(m), m, 1.0), rows)
