@@ -12,6 +12,11 @@ these bodies runs without any SSI kernel; TensorRT uses the plugins instead (the
   Conv with a zero-dilated kernel + a strided Slice. With an offset input the body does
   deformable v1 by explicit bilinear gathers (GatherND) and a MatMul.
 - GaussianInterp: the exact 7x7 formula, float32 arithmetic whatever the I/O dtype.
+- SSIBottleneck: the block's chain of building blocks (two SampleMask, conv1,
+  interpolation, [offset conv] + conv2, conv3, interpolation + shortcut) in one body, with
+  the helpers of the three bodies above; the forced density is a TopK shift of the logits.
+  All 15 inputs are always present; an absent part's weights (offset conv, downsample) are
+  empty [0] tensors, read only inside the If branch that the dcn / downsample flag selects.
 
 Every body casts its inputs to float32 and its output back to the input's dtype (CastLike),
 so fp16 models run too. Attribute-dependent choices are made with ``Constant(value_int=@attr)``
@@ -130,9 +135,10 @@ def _mix32(b: _Builder, h: str) -> str:
     return b.op("BitwiseXor", h, _shr(b, h, 16))
 
 
-def _sample_mask_body(b: _Builder, logits: str) -> str:
-    l32 = b.op("Cast", logits, to=FLOAT)
-    shape = b.op("Shape", logits)
+def _sample_mask(b: _Builder, l32: str, mode: str, g: str, seed: str, layer: str) -> str:
+    """The float32 mask of float32 logits ``l32``; ``mode``, ``g`` (grid interval), ``seed``
+    and ``layer`` are int64 scalar tensors (SampleMask's attributes, or the block's)."""
+    shape = b.op("Shape", l32)
     dim = lambda i: b.op("Gather", shape, b.i64(i), axis=0)  # noqa: E731
     n_, h_, w_ = dim(0), dim(2), dim(3)
     one, zero = b.f32(1.0), b.f32(0.0)
@@ -141,8 +147,8 @@ def _sample_mask_body(b: _Builder, logits: str) -> str:
     m_thr = b.op("Cast", b.op("GreaterOrEqual", l32, zero), to=FLOAT)
 
     # the counter-based uniform u[n, 0, y, x]
-    key = _mix32(b, b.op("BitwiseXor", _mix32(b, b.attr("seed", "int")),
-                         b.op("BitwiseAnd", b.attr("layer", "int"), b.i64(MASK32))))
+    key = _mix32(b, b.op("BitwiseXor", _mix32(b, seed),
+                         b.op("BitwiseAnd", layer, b.i64(MASK32))))
     rng = lambda d, axes: b.op("Unsqueeze", b.op("Range", b.i64(0), d, b.i64(1)),  # noqa: E731
                                b.i64(axes))
     n = rng(n_, [1, 2, 3])
@@ -163,17 +169,21 @@ def _sample_mask_body(b: _Builder, logits: str) -> str:
     v = b.op("Sigmoid", b.op("Div", b.op("Add", l32, gumbel), b.f32(C.OFFICIAL_TEMPERATURE)))
     m_off = b.op("Where", b.op("GreaterOrEqual", v, b.f32(0.5)), v, zero)
 
-    mode = b.attr("mode", "int")
     m = b.op("Where", b.op("Equal", mode, b.i64(C.MODE_THRESHOLD)), m_thr,
              b.op("Where", b.op("Equal", mode, b.i64(C.MODE_STOCHASTIC)), m_sto, m_off))
 
     # grid prior: y % g == 0 and x % g == 0 (g > 0)
-    g = b.attr("grid_interval", "int")
     g_safe = b.op("Max", g, b.i64(1))
     on_y = b.op("Equal", b.op("Mod", y, g_safe), b.i64(0))
     on_x = b.op("Equal", b.op("Mod", x, g_safe), b.i64(0))
     grid = b.op("And", b.op("And", on_y, on_x), b.op("Greater", g, b.i64(0)))
-    m = b.op("Where", grid, one, m)
+    return b.op("Where", grid, one, m)
+
+
+def _sample_mask_body(b: _Builder, logits: str) -> str:
+    m = _sample_mask(b, b.op("Cast", logits, to=FLOAT), b.attr("mode", "int"),
+                     b.attr("grid_interval", "int"), b.attr("seed", "int"),
+                     b.attr("layer", "int"))
     return b.op("CastLike", m, logits)
 
 
@@ -214,11 +224,20 @@ def _dense_conv(b: _Builder, x32: str, w32: str, b32: str) -> str:
 
 
 def _deform_conv(b: _Builder, x32: str, w32: str, b32: str, off32: str, mask: str) -> str:
-    """Deformable conv v1 (mmdet 0.6), float32, by bilinear gathers; groups supported."""
-    sh, sw = b.attr("stride_h", "int"), b.attr("stride_w", "int")
-    ph, pw = b.attr("pad_h", "int"), b.attr("pad_w", "int")
-    dh, dw = b.attr("dilation_h", "int"), b.attr("dilation_w", "int")
-    groups = b.attr("groups", "int")
+    """Deformable conv v1 with SparseConv2d's geometry attributes."""
+    return _deform_conv_geom(b, x32, w32, b32, off32, mask,
+                             b.attr("stride_h", "int"), b.attr("stride_w", "int"),
+                             b.attr("pad_h", "int"), b.attr("pad_w", "int"),
+                             b.attr("dilation_h", "int"), b.attr("dilation_w", "int"),
+                             b.attr("groups", "int"))
+
+
+def _deform_conv_geom(b: _Builder, x32: str, w32: str, b32: str, off32: str, mask: str,
+                      sh: str, sw: str, ph: str, pw: str, dh: str, dw: str, groups: str) -> str:
+    """Deformable conv v1 (mmdet 0.6), float32, by bilinear gathers; groups supported.
+
+    The output size is ``mask``'s (only its shape is read); the geometry (strides, pads,
+    dilations, groups) comes as int64 scalar tensors."""
     xs = b.op("Shape", x32)
     ws = b.op("Shape", w32)
     ms = b.op("Shape", mask)
@@ -316,13 +335,11 @@ def _sparse_conv2d_body(b: _Builder, x: str, weight: str, bias: str, mask: str,
 # GaussianInterp
 
 
-def _gaussian_interp_body(b: _Builder, values: str, mask: str, bias: str, residual: str) -> str:
+def _interp32(b: _Builder, v32: str, m32: str, b32: str | None, s: str) -> str:
+    """m*f + (1-m)*N/D (+ bias), all float32; ``s`` is the float32 scalar sigma tensor and
+    ``b32`` the [C] bias (None: no bias)."""
     r = C.INTERP_WINDOW // 2
-    v32 = b.op("Cast", values, to=FLOAT)
-    m32 = b.op("Cast", mask, to=FLOAT)
-    b32 = b.op("Cast", bias, to=FLOAT)
     # window, with the float32 steps of ops.interpolation.gaussian_window
-    s = b.attr("sigma", "float")
     k = b.op("Mul", s, s)
     a = b.op("Div", k, b.f32(2.0 * math.pi))
     d = np.arange(-r, r + 1, dtype=np.float32)
@@ -341,7 +358,16 @@ def _gaussian_interp_body(b: _Builder, values: str, mask: str, bias: str, residu
     num = b.op("Reshape", b.op("Conv", fm1, wnd, pads=pads), shape)
     out = b.op("Add", b.op("Mul", m32, f),
                b.op("Mul", b.op("Sub", b.f32(1.0), m32), b.op("Div", num, den)))
-    out = b.op("Add", out, b.op("Reshape", b32, b.i64([1, -1, 1, 1])))
+    if b32 is not None:
+        out = b.op("Add", out, b.op("Reshape", b32, b.i64([1, -1, 1, 1])))
+    return out
+
+
+def _gaussian_interp_body(b: _Builder, values: str, mask: str, bias: str, residual: str) -> str:
+    v32 = b.op("Cast", values, to=FLOAT)
+    m32 = b.op("Cast", mask, to=FLOAT)
+    b32 = b.op("Cast", bias, to=FLOAT)
+    out = _interp32(b, v32, m32, b32, b.attr("sigma", "float"))
     has_res = b.op("OptionalHasElement", residual)
     then_b = b.sub()
     with_res = then_b.op("Add", out, then_b.op("Cast", then_b.optional_or_zeros(residual, then_b.op("Shape", values), values),
@@ -353,10 +379,121 @@ def _gaussian_interp_body(b: _Builder, values: str, mask: str, bias: str, residu
     return b.op("CastLike", out, values)
 
 
+# --------------------------------------------------------------------------------------------
+# SSIBottleneck: the block's three-op chain (spec section 2, sparse order) in one body
+
+
+def _strided(b: _Builder, y: str, s: str) -> str:
+    """Every ``s``-th row and column of ``y`` from the first: a stride-1 convolution sliced
+    like this is the stride-s one when (k - 1) = 2 * pad (3x3 pad 1, 1x1 pad 0)."""
+    big = np.iinfo(np.int64).max
+    return b.op("Slice", y, b.i64([0, 0]), b.i64([big, big]), b.i64([2, 3]), _vec(b, s, s))
+
+
+def _conv_s(b: _Builder, x32: str, w32: str, b32: str | None, pad: int, s: str) -> str:
+    """Convolution, groups 1, zero padding ``pad``, stride the int64 scalar ``s``."""
+    ins = [x32, w32] + ([b32] if b32 is not None else [])
+    return _strided(b, b.op("Conv", *ins, pads=[pad] * 4), s)
+
+
+def _as_conv_weight(b: _Builder, w: str, like: str, k: int) -> str:
+    """``w`` as float32 [-1, C, k, k] with C = channels of ``like``: the identity on the real
+    weights, and it hides an absent part's static [0] shape from shape inference. Only the
+    taken If branch runs, but ONNX Runtime infers both at session creation and rejects a Conv
+    whose weight is the rank-1 [0] initializer ("Number of spatial dimensions in the weight
+    tensor (0) does not match ..."); onnx.checker and onnx.reference accept either form."""
+    c = b.op("Slice", b.op("Shape", like), b.i64([1]), b.i64([2]))
+    shape = b.op("Concat", b.i64([-1]), c, b.i64([k, k]), axis=0)
+    return b.op("Reshape", b.op("Cast", w, to=FLOAT), shape)
+
+
+def _density_shift(b: _Builder, l32: str, density: str, forced: str) -> str:
+    """The forced-density shift: with density > 0, the logits minus their k-th largest
+    value per image, k = contract.forced_count(density, H*W) (float32 density times H*W in
+    float64, round half to even, clamped to 1..H*W); else the logits unchanged."""
+    flat = b.op("Flatten", l32, axis=1)  # [N, H*W]
+    hw = b.op("Slice", b.op("Shape", flat), b.i64([1]), b.i64([2]))  # [1]
+    dens = b.op("Cast", density, to=TensorProto.DOUBLE)
+    k = b.op("Cast", b.op("Round", b.op("Mul", dens, b.op("Cast", hw, to=TensorProto.DOUBLE))),
+             to=INT64)
+    k = b.op("Min", b.op("Max", k, b.i64([1])), hw)
+    top = b.op("TopK", flat, k, axis=1, largest=1, sorted=1, n_out=2)[0]  # [N, k]
+    kth = b.op("Gather", top, b.op("Sub", k, b.i64([1])), axis=1)  # [N, 1]
+    shifted = b.op("Sub", l32, b.op("Reshape", kth, b.i64([-1, 1, 1, 1])))
+    return b.op("Where", forced, shifted, l32)
+
+
+def _ssi_bottleneck_body(b: _Builder, x: str, mask1_weight: str, mask1_bias: str,
+                         mask2_weight: str, mask2_bias: str, conv1_weight: str, conv1_bias: str,
+                         offset_weight: str, offset_bias: str, conv2_weight: str,
+                         conv2_bias: str, conv3_weight: str, conv3_bias: str,
+                         downsample_weight: str, downsample_bias: str) -> tuple[str, str, str]:
+    """The block's building-block chain: SampleMask x2, SparseConv2d (conv1), GaussianInterp
+    (sigma1), [SparseConv2d (offsets)], SparseConv2d (conv2), SparseConv2d (conv3),
+    GaussianInterp (sigma2, conv3_bias, shortcut, ReLU); dense-masked, float32 inside.
+
+    offset_* and downsample_* are read only inside the If branch their flag selects (they
+    are empty [0] tensors when the block has no such part)."""
+    f32 = lambda t: b.op("Cast", t, to=FLOAT)  # noqa: E731
+    x32 = f32(x)
+    s = b.attr("stride", "int")
+    zero = b.f32(0.0)
+
+    # masks (SampleMask, with the block's forced density)
+    density = b.attr("density", "float")
+    forced = b.op("Greater", density, zero)
+    mode = b.op("Where", forced, b.i64(C.MODE_THRESHOLD), b.attr("mode", "int"))
+    grid, seed = b.attr("grid_interval", "int"), b.attr("seed", "int")
+    l1 = b.op("Conv", x32, f32(mask1_weight), f32(mask1_bias), pads=[1, 1, 1, 1])
+    l2 = _conv_s(b, x32, f32(mask2_weight), f32(mask2_bias), 1, s)
+    masks = []
+    for logits, layer in ((l1, "layer1"), (l2, "layer2")):
+        m = _sample_mask(b, _density_shift(b, logits, density, forced), mode, grid, seed,
+                         b.attr(layer, "int"))
+        # the chain passes SampleMask's output (in the I/O dtype) on: use the same values
+        m_io = b.op("CastLike", m, x)
+        masks.append((m_io, f32(m_io)))
+    (m1_io, m1), (m2_io, m2) = masks
+    on1, on2 = b.op("Greater", m1, zero), b.op("Greater", m2, zero)
+
+    # conv1 at m1 (ReLU), interpolation (sigma1, no bias)
+    y1 = b.op("Relu", b.op("Conv", x32, f32(conv1_weight), f32(conv1_bias)))
+    y1 = b.op("Where", on1, y1, zero)
+    y1 = _interp32(b, y1, m1, None, b.attr("sigma1", "float"))
+
+    # conv2 at m2: deformable v1 with offsets from x, or regular; ReLU
+    w2, b2 = f32(conv2_weight), f32(conv2_bias)
+    dcn_b = b.sub()
+    one = dcn_b.i64(1)
+    off = _conv_s(dcn_b, x32, _as_conv_weight(dcn_b, offset_weight, x32, 3),
+                  dcn_b.op("Cast", offset_bias, to=FLOAT), 1, s)
+    y2_dcn = _deform_conv_geom(dcn_b, y1, w2, b2, off, m2, s, s, one, one, one, one, one)
+    reg_b = b.sub()
+    y2_reg = _conv_s(reg_b, y1, w2, b2, 1, s)
+    y2 = b.if_(b.flag("dcn"), dcn_b, y2_dcn, reg_b, y2_reg, "ssi_bottleneck_dcn")
+    y2 = b.op("Where", on2, b.op("Relu", y2), zero)
+
+    # conv3 at m2 (BN3's scale only), interpolation (sigma2) + conv3_bias
+    z = b.op("Where", on2, b.op("Conv", y2, f32(conv3_weight)), zero)
+    out = _interp32(b, z, m2, f32(conv3_bias), b.attr("sigma2", "float"))
+
+    # shortcut: the downsample conv (1x1, stride s) or identity; residual add, ReLU
+    ds_b = b.sub()
+    short_ds = _conv_s(ds_b, x32, _as_conv_weight(ds_b, downsample_weight, x32, 1),
+                       ds_b.op("Cast", downsample_bias, to=FLOAT), 0, s)
+    id_b = b.sub()
+    short_id = id_b.op("Identity", x32)
+    short = b.if_(b.flag("downsample"), ds_b, short_ds, id_b, short_id,
+                  "ssi_bottleneck_downsample")
+    out = b.op("Relu", b.op("Add", out, short))
+    return b.op("CastLike", out, x), m1_io, m2_io
+
+
 _BODIES = {
     C.SAMPLE_MASK.name: _sample_mask_body,
     C.SPARSE_CONV2D.name: _sparse_conv2d_body,
     C.GAUSSIAN_INTERP.name: _gaussian_interp_body,
+    C.SSI_BOTTLENECK.name: _ssi_bottleneck_body,
 }
 
 
@@ -366,9 +503,13 @@ def build_function(op: C.OpDef, opset: int) -> onnx.FunctionProto:
         raise ValueError(f"SSI function bodies need ONNX opset {MIN_OPSET}..{MAX_OPSET}, got {opset}")
     b = _Builder(op.torch_name)
     inputs = [i.name for i in op.inputs]
-    result = _BODIES[op.name](b, *inputs)
-    (out_name,) = op.outputs
-    b.nodes.append(helper.make_node("Identity", [result], [out_name]))
+    results = _BODIES[op.name](b, *inputs)
+    results = (results,) if isinstance(results, str) else tuple(results)
+    if len(results) != len(op.outputs):
+        raise AssertionError(f"the body of {op.name} has {len(results)} outputs, "
+                             f"the contract {len(op.outputs)}")
+    for result, out_name in zip(results, op.outputs):
+        b.nodes.append(helper.make_node("Identity", [result], [out_name]))
     attr_protos = [helper.make_attribute(a.name, int(a.default) if a.type == "int"
                                          else float(a.default)) for a in op.attributes]
     return helper.make_function(C.DOMAIN, op.name, inputs, list(op.outputs), b.nodes,
