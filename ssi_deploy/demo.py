@@ -2,7 +2,8 @@
 
 1. build sparse_resnet101_dcn with FPN from seeded random weights (calibrated so that the
    sampling masks keep realistic shares of positions, 0.15-0.45 per layer);
-2. export it to ONNX with the SSI custom nodes (static input, masks exposed);
+2. export it to ONNX with the SSI custom nodes (static input, masks exposed; one
+   SSIBottleneck node per block, ``--granularity ops`` for the three-op form);
 3. validate ONNX Runtime against PyTorch on a real photograph shipped with scikit-image
    (``skimage.data.coffee()``, 400x600, resized to short side 512 -> input 512x768);
 4. profile the sparse network against its dense twin (same weights) with PyTorch on the CPU,
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=3,
                    help="timed runs per network (after one warm-up run)")
     p.add_argument("--seed", type=int, default=0, help="random-init seed of the weights")
+    p.add_argument("--granularity", choices=("block", "ops"), default="block",
+                   help="export form: one SSIBottleneck node per block, or the three-op chain")
     args = p.parse_args(argv)
     try:
         return _run(args)
@@ -167,8 +170,10 @@ def _export(args, model, shape, out: Path) -> Path:
     from .export import export_onnx
 
     onnx_path = out / f"{DEFAULT_ARCH}_fpn.onnx"
-    _say(f"[2/5] exporting to {onnx_path} (static {'x'.join(map(str, shape))}, masks exposed)")
+    _say(f"[2/5] exporting to {onnx_path} (static {'x'.join(map(str, shape))}, masks exposed, "
+         f"{args.granularity} form)")
     export_onnx(model, onnx_path, input_shape=shape, dynamic=None, dtype="fp32",
+                granularity=args.granularity,
                 expose_masks=True, metadata={"demo_image": f"skimage.data.{args.image}()"},
                 progress=lambda m: _say("      " + m))
     return onnx_path

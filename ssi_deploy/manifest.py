@@ -22,6 +22,9 @@ Fields (schema version 1):
     preprocessing                   {"mean": [3], "std": [3], "channel_order": "RGB",
                                      "pad_multiple": int}
     example_shape, dynamic          the export's example input shape and its symbolic axes
+    granularity                     "block" (one SSIBottleneck node per SSI block), "ops" (the
+                                    three building-block ops per block; files without the field)
+                                    or "dense" (no SSI node)
     semantics_version, ssi_opset_version, onnx_opset, ssi_nodes, tool_version, torch_version
 """
 
@@ -42,6 +45,7 @@ PRECISIONS = ("fp32", "fp16")
 SAMPLING_MODES = ("threshold", "stochastic", "official")
 TENSOR_KINDS = ("image", "feature", "mask")
 DYNAMIC_AXES = ("batch", "height", "width")
+GRANULARITIES = ("block", "ops", "dense")
 DEFAULT_PAD_MULTIPLE = 32
 
 
@@ -105,6 +109,7 @@ class Manifest:
     preprocessing: Preprocessing
     example_shape: tuple[int, int, int, int]
     dynamic: tuple[str, ...] = ()
+    granularity: str = "ops"
     semantics_version: int = 0
     ssi_opset_version: int = 1
     onnx_opset: int = 18
@@ -294,6 +299,7 @@ def _parse(d, source: str) -> Manifest:
         sampling=Sampling(mode, seed, None if fd is None else float(fd)), precision=precision,
         inputs=ins, outputs=outs, preprocessing=pre, example_shape=tuple(ex),
         dynamic=tuple(dyn),
+        granularity=_str(d.get("granularity", "ops"), source, "granularity", GRANULARITIES),
         semantics_version=_int(d.get("semantics_version", 0), source, "semantics_version", 0),
         ssi_opset_version=_int(d.get("ssi_opset_version", 1), source, "ssi_opset_version", 1),
         onnx_opset=_int(d.get("onnx_opset", 18), source, "onnx_opset", 1),

@@ -355,7 +355,9 @@ def test_metadata_round_trip(tiny_exports):
     assert m.output_names == ["c2", "c3", "mask_1", "mask_2", "mask_3"]
     assert [o.kind for o in m.outputs] == ["feature"] * 2 + ["mask"] * 3
     assert m.input.kind == "image" and m.input.shape == ("batch", 3, "height", "width")
-    assert m.ssi_nodes == {"SampleMask": 3, "SparseConv2d": 5, "GaussianInterp": 3}
+    assert m.ssi_nodes == {"SampleMask": 3, "SparseConv2d": 5, "GaussianInterp": 3,
+                           "SSIBottleneck": 0}
+    assert m.granularity == "ops"  # bare ops, no SSI block
     assert m.extra == {"note": "test"}
     raw = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
     assert list(raw) == ["ssi.manifest"]  # one manifest, nothing else to parse
@@ -428,19 +430,27 @@ def test_export_onnx_rejects_bad_arguments(tmp_path, kwargs, match):
 # Registry models
 
 
-def test_sparse_resnet50_stochastic_masks_identical(tmp_path):
+@pytest.mark.parametrize("granularity", ["block", "ops"])
+def test_sparse_resnet50_stochastic_masks_identical(tmp_path, granularity):
     from ssi_deploy.models import create_model
 
     model = create_model("sparse_resnet50", sampling="stochastic", seed=11)
     path = export_onnx(model, tmp_path / "sr50.onnx", input_shape=(1, 3, 64, 64),
-                       expose_masks=True)
+                       expose_masks=True, granularity=granularity)
     proto = onnx.load(str(path))
-    assert check_ssi_nodes(proto) == {"SampleMask": 32, "SparseConv2d": 48, "GaussianInterp": 32}
+    sampler = "SSIBottleneck" if granularity == "block" else "SampleMask"
+    if granularity == "block":  # one node per SSI block
+        assert check_ssi_nodes(proto) == {"SSIBottleneck": 16}
+    else:
+        assert check_ssi_nodes(proto) == {"SampleMask": 32, "SparseConv2d": 48,
+                                          "GaussianInterp": 32}
     sample = [{a.name: helper.get_attribute_value(a) for a in n.attribute}
-              for n in proto.graph.node if n.op_type == "SampleMask"]
+              for n in proto.graph.node if n.op_type == sampler]
     assert {a["seed"] for a in sample} == {11}
     assert {a["mode"] for a in sample} == {C.MODE_STOCHASTIC}
-    assert sorted(a["layer"] for a in sample) == list(range(32))
+    layers = [a["layer"] for a in sample] if granularity == "ops" else \
+        [v for a in sample for v in (a["layer1"], a["layer2"])]
+    assert sorted(layers) == list(range(32))
     model.expose_masks = True
     sess = ort_session(str(path))
     x = torch.rand(2, 3, 96, 64, generator=torch.Generator().manual_seed(2))
@@ -459,10 +469,14 @@ def test_sparse_resnet50_stochastic_masks_identical(tmp_path):
     assert m.arch == "sparse_resnet50" and m.sampling == Sampling("stochastic", 11, None)
     assert m.weights == Weights("random", seed=0)
 
-    # forced density picks k from H*W in Python: dynamic height/width would freeze it
-    model.set_forced_density(0.26)
-    with pytest.raises(ExportError, match="forced density 0.26 cannot be exported with dynamic"):
-        export_onnx(model, tmp_path / "fd.onnx", input_shape=(1, 3, 64, 64))
+    if granularity == "ops":
+        # the ops form picks k from H*W in Python: dynamic height/width would freeze it (the
+        # block form: test_granularity_is_checked_and_recorded)
+        model.set_forced_density(0.26)
+        with pytest.raises(ExportError, match="forced density 0.26 cannot be exported in the "
+                                              "ops form with dynamic"):
+            export_onnx(model, tmp_path / "fd.onnx", input_shape=(1, 3, 64, 64),
+                        granularity="ops")
 
 
 @pytest.mark.slow
@@ -478,11 +492,7 @@ def test_registry_arch_exports_and_matches_torch(arch, tmp_path):
     counts = check_ssi_nodes(proto)
     spec = get_arch(arch)
     if spec.sparse:
-        blocks = len(model.ssi_blocks)
-        assert counts["SampleMask"] == counts["GaussianInterp"] == 2 * blocks
-        dcn = "dcn" in arch
-        assert counts["SparseConv2d"] == 3 * blocks + (sum(b.with_dcn for b in model.ssi_blocks)
-                                                       if dcn else 0)
+        assert counts == {"SSIBottleneck": len(model.ssi_blocks)} == {"SSIBottleneck": 33}
     else:  # dense: deformable convs (if any) are SparseConv2d with a full mask
         dcn_blocks = sum(getattr(b, "with_dcn", False) for b in model.backbone.blocks)
         assert dcn_blocks == (30 if "dcn" in arch else 0)
@@ -521,7 +531,7 @@ def test_cli_export_summary_and_checkpoint(tmp_path, capsys):
                                "--dynamic", "none", "--opset", "20", "--verify"], capsys)
     assert rc == 0, err
     last = stdout.strip().splitlines()[-1]
-    assert last.startswith("exported resnet50: 0 SampleMask, 0 SparseConv2d, 0 GaussianInterp")
+    assert last.startswith("exported resnet50: no SSI nodes")
     assert str(out) in last and "MB" in last
     assert "verifying with ONNX Runtime against PyTorch" in stdout
     m = read_manifest(out)
@@ -619,3 +629,56 @@ def test_read_metadata_errors(tmp_path):
     onnx.save(helper.make_model(g), str(plain))
     with pytest.raises(SSIError, match="carries no ssi-deploy manifest"):
         read_metadata(plain)
+
+
+def test_block_form_runs_in_onnx_reference_as_written(tmp_path):
+    """onnx.reference runs a block-form export from the file itself, no patching: every
+    SSIBottleneck node has all 15 inputs (absent parts are empty tensors), the second runtime
+    beside ONNX Runtime. Same masks as PyTorch, features as close as ONNX Runtime's."""
+    import warnings
+
+    from onnx.reference import ReferenceEvaluator
+
+    from ssi_deploy.models import create_model
+
+    model = create_model("sparse_resnet50", init_seed=1)
+    path = export_onnx(model, tmp_path / "b.onnx", input_shape=(1, 3, 32, 32))
+    proto = onnx.load(str(path))
+    nodes = [n for n in proto.graph.node if n.domain == C.DOMAIN]
+    assert {n.op_type for n in nodes} == {"SSIBottleneck"} and len(nodes) == 16
+    assert all(len(n.input) == len(C.SSI_BOTTLENECK.inputs) and "" not in n.input for n in nodes)
+    x = torch.rand(2, 3, 32, 64, generator=torch.Generator().manual_seed(5))
+    with warnings.catch_warnings():  # numpy overflow in the untaken branches of official mode
+        warnings.simplefilter("ignore", RuntimeWarning)
+        got = ReferenceEvaluator(str(path)).run(None, {"image": x.numpy()})
+    model.expose_masks = True
+    with torch.no_grad():
+        want = [t.numpy() for t in model(x)]
+    for name, a, b in zip(model.output_names, got, want):
+        if name.startswith("mask_"):
+            assert np.array_equal(a, b), name
+        else:
+            assert rel_err(a, b) < 2e-5, (name, rel_err(a, b))
+
+
+def test_granularity_is_checked_and_recorded(tmp_path):
+    from ssi_deploy.models import create_model
+
+    model = create_model("sparse_resnet50")
+    with pytest.raises(ExportError, match="granularity 'layers' is not supported"):
+        export_onnx(model, tmp_path / "x.onnx", granularity="layers")
+    # forced density and dynamic height/width: the block op computes k from its input
+    model.set_forced_density(0.3)
+    path = export_onnx(model, tmp_path / "b.onnx", input_shape=(1, 3, 64, 64))
+    assert read_manifest(path).granularity == "block"
+    with pytest.raises(ExportError, match="--granularity block"):
+        export_onnx(model, tmp_path / "o.onnx", input_shape=(1, 3, 64, 64), granularity="ops")
+    x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(6))
+    got = ort_session(str(path)).run(None, {"image": x.numpy()})
+    model.expose_masks = True
+    with torch.no_grad():
+        want = [t.numpy() for t in model(x)]
+    for name, a, b in zip(model.output_names, got, want):
+        if name.startswith("mask_"):
+            assert np.array_equal(a, b), name  # k = forced_count(0.3, 16*24) in both
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "o.onnx").exists()

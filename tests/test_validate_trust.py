@@ -34,7 +34,9 @@ def exports(tmp_path_factory):
     model = create_model("sparse_resnet50")
     return {"masks": export_onnx(model, d / "s50.onnx", input_shape=SHAPE, dynamic=("batch",)),
             "no_masks": export_onnx(model, d / "s50_nomask.onnx", input_shape=SHAPE,
-                                    dynamic=("batch",), expose_masks=False)}
+                                    dynamic=("batch",), expose_masks=False),
+            "ops": export_onnx(model, d / "s50_ops.onnx", input_shape=SHAPE, dynamic=("batch",),
+                               granularity="ops")}
 
 
 def _edit(src, dst, change):
@@ -102,11 +104,17 @@ def nearest_decision(exports):
 
 def _flip(src, dst, layer, shift):
     block, conv = layer.rsplit(".", 1)
-    bias = f"backbone.{block}.conv{conv[-1]}_mask.bias"
-    return _edit(src, dst, lambda m: _set_initializer(m, bias, lambda b: b + np.float32(shift)))
+
+    def change(m):
+        names = {t.name for t in m.graph.initializer}
+        bias = f"backbone.{block}.mask{conv[-1]}_bias"  # block form: the SSIBottleneck's input
+        if bias not in names:  # ops form: the mask conv's parameter
+            bias = f"backbone.{block}.conv{conv[-1]}_mask.bias"
+        _set_initializer(m, bias, lambda b: b + np.float32(shift))
+    return _edit(src, dst, change)
 
 
-@pytest.mark.parametrize("which", ["masks", "no_masks"])
+@pytest.mark.parametrize("which", ["masks", "no_masks", "ops"])
 def test_one_honest_flip_passes_and_is_attributed(exports, nearest_decision, tmp_path, which):
     name, layer, z = nearest_decision
     path = _flip(exports[which], tmp_path / "flip.onnx", layer, -1.5 * z)  # just past 0
@@ -128,35 +136,42 @@ def test_far_decisions_fail(exports, nearest_decision, tmp_path):
     assert any("far from the threshold" in f for f in r.comparison.failures())
 
 
+def _block_conv2_weight(m, index):
+    """The conv2 weight initializer of SSI block ``index`` (either form)."""
+    blocks = [n for n in m.graph.node if n.op_type == "SSIBottleneck"]
+    if blocks:
+        return blocks[index].input[9]  # contract input conv2_weight
+    return [n for n in m.graph.node if n.op_type == "SparseConv2d"][3 * index + 1].input[1]
+
+
+@pytest.mark.parametrize("form", ["masks", "ops"])
 @pytest.mark.parametrize("defect", ["weight", "sigma", "grid_interval"])
-def test_real_defects_fail(exports, tmp_path, defect):
+def test_real_defects_fail(exports, tmp_path, defect, form):
     def change(m):
+        block = form == "masks"
         if defect == "weight":  # an altered conv2 weight of one block (1 %)
-            conv = [n for n in m.graph.node if n.op_type == "SparseConv2d"][13]
-            _set_initializer(m, conv.input[1], lambda w: w * np.float32(1.01))
+            _set_initializer(m, _block_conv2_weight(m, 4), lambda w: w * np.float32(1.01))
         elif defect == "sigma":
-            _set_attribute(m, "GaussianInterp", 9, "sigma", 3.3)
+            _set_attribute(m, *(("SSIBottleneck", 4, "sigma2") if block else
+                                ("GaussianInterp", 9, "sigma")), 3.3)
         else:  # (a mode or seed edit contradicts the manifest: refused before running)
-            _set_attribute(m, "SampleMask", 6, "grid_interval", 0)
-    path = _edit(exports["masks"], tmp_path / f"{defect}.onnx", change)
+            _set_attribute(m, *(("SSIBottleneck", 3, "grid_interval") if block else
+                                ("SampleMask", 6, "grid_interval")), 0)
+    path = _edit(exports[form], tmp_path / f"{defect}.onnx", change)
     r = validate(path, raise_on_fail=False)
     assert not r.passed, defect
     with pytest.raises(ValidationFailed):
         validate(path)
 
 
-def test_nan_weight_fails_with_its_own_line(exports, tmp_path, capsys):
-    conv = None
-
+@pytest.mark.parametrize("form", ["masks", "ops"])
+def test_nan_weight_fails_with_its_own_line(exports, tmp_path, capsys, form):
     def change(m):
-        nonlocal conv
-        conv = [n for n in m.graph.node if n.op_type == "SparseConv2d"][13]
-
         def nan(w):
             w.ravel()[0] = np.nan
             return w
-        _set_initializer(m, conv.input[1], nan)
-    path = _edit(exports["masks"], tmp_path / "nan.onnx", change)
+        _set_initializer(m, _block_conv2_weight(m, 4), nan)
+    path = _edit(exports[form], tmp_path / "nan.onnx", change)
     report = tmp_path / "v.json"
     rc = cli_main(["validate", str(path), "--report", str(report)])
     out = capsys.readouterr()
@@ -216,10 +231,14 @@ def test_fp16_export_with_fpn_passes(tmp_path):
 
 @pytest.mark.parametrize("edit,words", [
     (lambda d: d.update(precision="fp16"), "precision fp16, the graph's input 'image' is fp32"),
-    (lambda d: d.update(sparse=False), "sparse=false, the graph has 32 SampleMask nodes"),
+    (lambda d: d.update(sparse=False),
+     "sparse=false, the graph has 16 SampleMask or SSIBottleneck nodes"),
     (lambda d: d.update(semantics_version=1), "semantics v1"),
-    (lambda d: d["sampling"].update(mode="stochastic"), "SampleMask mode=0 but the manifest"),
-    (lambda d: d["sampling"].update(seed=5), "SampleMask seed=0 but the manifest"),
+    (lambda d: d["sampling"].update(mode="stochastic"), "SSIBottleneck mode=0 but the manifest"),
+    (lambda d: d["sampling"].update(seed=5), "SSIBottleneck seed=0 but the manifest"),
+    (lambda d: d["sampling"].update(forced_density=0.5), "SSIBottleneck density=0.0 but the "
+     "manifest samples with forced density 0.5"),
+    (lambda d: d.update(granularity="ops"), "granularity ops, the graph is in block form"),
 ])
 def test_manifest_contradicting_the_graph_is_refused(exports, tmp_path, capsys, edit, words):
     """A relabelled precision would loosen the tolerances tenfold; each contradiction between
@@ -231,12 +250,13 @@ def test_manifest_contradicting_the_graph_is_refused(exports, tmp_path, capsys, 
     assert words in err[0], err[0]
 
 
-def test_sampling_attribute_edited_on_one_node_is_refused(exports, tmp_path, capsys):
-    path = _edit(exports["masks"], tmp_path / "mode.onnx",
-                 lambda m: _set_attribute(m, "SampleMask", 0, "mode", 1))
+@pytest.mark.parametrize("form,op", [("masks", "SSIBottleneck"), ("ops", "SampleMask")])
+def test_sampling_attribute_edited_on_one_node_is_refused(exports, tmp_path, capsys, form, op):
+    path = _edit(exports[form], tmp_path / "mode.onnx",
+                 lambda m: _set_attribute(m, op, 0, "mode", 1))
     rc = cli_main(["validate", str(path)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "SampleMask mode=1 but the manifest" in err[0]
+    assert rc == 2 and len(err) == 1 and f"{op} mode=1 but the manifest" in err[0]
 
 
 @pytest.mark.parametrize("args,words", [

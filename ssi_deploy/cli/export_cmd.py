@@ -63,11 +63,17 @@ def check_checkpoint(path: str | None) -> Path | None:
 @click.option("--masks/--no-masks", "expose_masks", default=None,
               help="One mask output per sampling layer (mask_<layer>) [default: on for SSI "
                    "models; validate compares and replays them].")
+@click.option("--granularity", default="block", show_default=True,
+              type=click.Choice(["block", "ops"]),
+              help="block: one SSIBottleneck node per SSI block (compact rows inside; ONNX "
+                   "Runtime runs its function body; no TensorRT plugin yet). ops: the three "
+                   "building-block ops per block (SampleMask, SparseConv2d, GaussianInterp), "
+                   "the form `ssi-deploy build` takes.")
 @click.option("--verify", is_flag=True,
               help="Run the file in ONNX Runtime at the example shape and at a second shape "
                    "along the dynamic axes, and compare with PyTorch.")
 def export(arch, checkpoint, with_fpn, output, input_shape, dynamic, sampling, seed, init_seed,
-           opset, dtype, expose_masks, verify):
+           opset, dtype, expose_masks, granularity, verify):
     """Export a model to one ONNX file with SSI nodes (TensorRT plugins) and reference
     function bodies (ONNX Runtime)."""
     from ..export import DEFAULT_OPSET, check_opset, export_onnx, summarize
@@ -103,9 +109,9 @@ def export(arch, checkpoint, with_fpn, output, input_shape, dynamic, sampling, s
         raise SSIError(f"--masks: {arch} is dense and has no sampling layers; "
                        "drop the flag or choose a sparse_* architecture")
     path = export_onnx(model, out, input_shape=shape, dynamic=dyn, opset=opset, dtype=dtype,
-                       expose_masks=expose_masks, verify=verify,
+                       expose_masks=expose_masks, verify=verify, granularity=granularity,
                        progress=lambda msg: click.echo(f"  {msg}"))
     s = summarize(path)
-    ssi = ", ".join(f"{n} {k}" for k, n in s["ssi_nodes"].items())
+    ssi = ", ".join(f"{n} {k}" for k, n in s["ssi_nodes"].items() if n) or "no"
     click.echo(f"exported {arch}: {ssi} SSI nodes, {s['nodes']} nodes in all, "
                f"{s['bytes'] / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s -> {path}")

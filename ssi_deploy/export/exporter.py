@@ -160,6 +160,23 @@ def check_opset(opset) -> int:
     return value
 
 
+def _check_granularity(granularity) -> str:
+    if granularity not in GRANULARITIES:
+        raise ExportError(f"granularity {granularity!r} is not supported: use block (one "
+                          "SSIBottleneck node per SSI block) or ops (the three building-block ops)")
+    return granularity
+
+
+def _set_granularity(model: torch.nn.Module, granularity: str) -> int:
+    """Every SSI block of ``model`` exports in ``granularity``; returns how many blocks."""
+    from ..models.blocks import SSIBottleneck
+
+    blocks = [b for b in model.modules() if isinstance(b, SSIBottleneck)]
+    for b in blocks:
+        b.granularity = granularity
+    return len(blocks)
+
+
 def _check_dtype(dtype) -> str:
     if dtype not in DTYPES:
         raise ExportError(f"dtype {dtype!r} is not supported: use fp32 or fp16")
@@ -200,7 +217,8 @@ def _normalise_ssi_nodes(model: onnx.ModelProto) -> Counter:
 
 
 # Inputs of SSI nodes that must be initializers (TensorRT passes them to the plugin as weights).
-WEIGHT_INPUTS = {C.SPARSE_CONV2D.name: ("weight", "bias"), C.GAUSSIAN_INTERP.name: ("bias",)}
+WEIGHT_INPUTS = {op.name: op.weight_inputs for op in C.OPS.values() if op.weight_inputs}
+GRANULARITIES = ("block", "ops")
 
 
 def _constant_value(graph: onnx.GraphProto, name: str, producers: dict, inits: dict,
@@ -282,6 +300,51 @@ def _materialise_weight_inputs(model: onnx.ModelProto) -> int:
         del graph.initializer[:]
         graph.initializer.extend(keep)
     return len(folded)
+
+
+def _module_scope(node: onnx.NodeProto) -> str | None:
+    """The PyTorch module path that emitted ``node`` (torch.onnx's name scopes), or None."""
+    import ast
+
+    for p in node.metadata_props:
+        if p.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(p.value)
+            except (ValueError, SyntaxError):
+                return None
+            return scopes[-2] if len(scopes) >= 2 and scopes[-2] else None
+    return None
+
+
+def _name_block_weights(model: onnx.ModelProto) -> None:
+    """Give every SSIBottleneck weight its own initializer named ``<module>.<input>`` (e.g.
+    ``backbone.layer2.0.conv2_weight``) instead of torch.export's ``lifted_tensor_N``, so a
+    person (and a test) can find the weights of a block; shared empty parts are copied."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    readers: Counter = Counter(i for n in graph.node for i in n.input)
+    taken = set(inits) | {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
+    for node in graph.node:
+        if node.domain != C.DOMAIN or node.op_type != C.SSI_BOTTLENECK.name:
+            continue
+        scope = _module_scope(node) or node.name
+        for k, spec in enumerate(C.SSI_BOTTLENECK.inputs):
+            old = node.input[k]
+            if not spec.weight or old not in inits:
+                continue
+            new = f"{scope}.{spec.name}"
+            while new in taken:
+                new += "_"
+            tensor = numpy_helper.from_array(numpy_helper.to_array(inits[old]), new)
+            graph.initializer.append(tensor)
+            taken.add(new)
+            node.input[k] = new
+            readers[old] -= 1
+    keep = [t for t in graph.initializer if readers.get(t.name, 1) > 0]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
@@ -455,7 +518,7 @@ def _dims(value_info) -> tuple:
 
 
 def build_manifest(m, describe: dict, proto: onnx.ModelProto, shape, dyn, dtype: str,
-                   opset: int, counts: Counter, extra: dict) -> Manifest:
+                   opset: int, counts: Counter, extra: dict, granularity: str) -> Manifest:
     """The manifest of the file being written (see ``ssi_deploy.manifest``)."""
     kind, value = parse_init_info(describe.get("init", "")) or (None, None)
     if kind == "checkpoint":
@@ -482,7 +545,7 @@ def build_manifest(m, describe: dict, proto: onnx.ModelProto, shape, dyn, dtype:
         sampling=Sampling(describe.get("sampling") or "threshold", int(describe.get("seed") or 0),
                           None if fd is None else float(fd)),
         precision=dtype, inputs=tuple(inputs), outputs=tuple(outputs), preprocessing=pre,
-        example_shape=tuple(int(d) for d in shape), dynamic=tuple(dyn),
+        example_shape=tuple(int(d) for d in shape), dynamic=tuple(dyn), granularity=granularity,
         semantics_version=C.SEMANTICS_VERSION, ssi_opset_version=C.OPSET_VERSION,
         onnx_opset=opset, ssi_nodes={name: counts.get(name, 0) for name in C.OPS},
         tool_version=__version__, torch_version=torch.__version__,
@@ -492,7 +555,7 @@ def build_manifest(m, describe: dict, proto: onnx.ModelProto, shape, dyn, dtype:
 def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
                 input_shape=(1, 3, 512, 512), dynamic=("batch", "height", "width"),
                 opset: int = DEFAULT_OPSET, dtype: str = "fp32", expose_masks: bool | None = None,
-                metadata: dict | None = None, verify: bool = False,
+                metadata: dict | None = None, verify: bool = False, granularity: str = "block",
                 progress: Callable[[str], None] | None = None) -> Path:
     """Export ``model`` (an SSI or dense ssi-deploy model) to one self-contained ONNX file.
 
@@ -513,6 +576,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
     dyn = _check_dynamic(dynamic)
     opset = check_opset(opset)
     dtype = _check_dtype(dtype)
+    granularity = _check_granularity(granularity)
     if not isinstance(model, torch.nn.Module):
         raise ExportError(f"export_onnx needs a torch.nn.Module, got {type(model).__name__}")
     # the output is checked before minutes of export (room for the weights and some graph)
@@ -531,6 +595,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
     m.requires_grad_(False)  # inference graph: eval paths that branch on autograd take the op path
     _fold_batchnorm(m)
     _freeze_scalar_parameters(m)
+    n_blocks = _set_granularity(m, granularity)
     if expose_masks:
         if not hasattr(m, "expose_masks"):
             raise ExportError(f"{type(model).__name__} cannot expose masks (no sampling layers)")
@@ -542,12 +607,14 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
     describe = m.describe() if hasattr(m, "describe") else {}
 
     spatial = sorted({"height", "width"} & set(dyn))
-    if describe.get("forced_density") is not None and spatial:
-        # the model picks k = round(density * H * W) in Python: torch.export freezes k at the
-        # example shape, so the file would keep the wrong share at any other height/width
-        raise ExportError(f"forced density {describe['forced_density']} cannot be exported with "
-                          f"dynamic {' and '.join(spatial)}: export with --dynamic batch (static "
-                          "height/width) or without forced density")
+    if describe.get("forced_density") is not None and spatial and granularity == "ops":
+        # the ops form picks k = forced_count(density, H * W) in Python: torch.export freezes k
+        # at the example shape, so the file would keep the wrong share at any other size (the
+        # block op computes k inside, from its input's shape)
+        raise ExportError(f"forced density {describe['forced_density']} cannot be exported in "
+                          f"the ops form with dynamic {' and '.join(spatial)}: export with "
+                          "--granularity block, --dynamic batch (static height/width) or without "
+                          "forced density")
 
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(shape, generator=gen).to(DTYPES[dtype])
@@ -586,9 +653,14 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
     counts = _normalise_ssi_nodes(proto)
     check_ssi_nodes(proto, path, fix="fix the value the model passes to torch.ops.ssi.*")
     _materialise_weight_inputs(proto)
+    _name_block_weights(proto)
     attach_functions(proto)
     _check_graph(proto, dyn)
-    manifest = build_manifest(m, describe, proto, shape, dyn, dtype, opset, counts, metadata)
+    form = ("block" if counts.get(C.SSI_BOTTLENECK.name) else "ops" if sum(counts.values())
+            else "dense")  # what the graph holds (a model of bare ops has no blocks)
+    if n_blocks and form != granularity:
+        raise ExportError(f"asked for granularity {granularity}, but the graph is in {form} form")
+    manifest = build_manifest(m, describe, proto, shape, dyn, dtype, opset, counts, metadata, form)
     write_into_model_proto(proto, manifest)
     proto.producer_name, proto.producer_version = "ssi-deploy", __version__
 

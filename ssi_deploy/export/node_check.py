@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import onnx
 from onnx import helper
 
@@ -157,19 +158,34 @@ def manifest_problems(manifest, model: onnx.ModelProto) -> list[str]:
         out.append(f"the manifest lists {len(listed)} outputs, the graph has {len(names)} "
                    f"(output {i}: {listed[i] if i < len(listed) else 'none'!r} in the manifest, "
                    f"{names[i] if i < len(names) else 'none'!r} in the graph)")
-    masks = [n for n, _, _ in _nodes(g) if n.domain == C.DOMAIN and n.op_type == C.SAMPLE_MASK.name]
-    if manifest.sparse != bool(masks):
+    ssi = [n for n, _, _ in _nodes(g) if n.domain == C.DOMAIN]
+    # the nodes that sample: SampleMask (ops form) and SSIBottleneck (block form)
+    samplers = [n for n in ssi if n.op_type in (C.SAMPLE_MASK.name, C.SSI_BOTTLENECK.name)]
+    if manifest.sparse != bool(samplers):
         out.append(f"the manifest says sparse={str(manifest.sparse).lower()}, the graph has "
-                   f"{len(masks)} SampleMask nodes")
-    if manifest.sampling.forced_density is None:  # forced density samples in threshold mode
-        want = {"mode": C.SAMPLING_MODES[manifest.sampling.mode], "seed": manifest.sampling.seed}
-        for n in masks:
-            attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-            for k, v in want.items():
-                if attrs.get(k, C.SAMPLE_MASK.attribute(k).default) != v:
-                    out.append(f"node {n.name!r}: SampleMask {k}={attrs.get(k)} but the manifest "
-                               f"samples with {k}={v} ({manifest.sampling.mode})")
-                    break
+                   f"{len(samplers)} SampleMask or SSIBottleneck nodes")
+    blocks = sum(n.op_type == C.SSI_BOTTLENECK.name for n in ssi)
+    form = "block" if blocks else ("ops" if ssi else "dense")
+    if manifest.sparse and samplers and manifest.granularity != form:
+        out.append(f"the manifest says granularity {manifest.granularity}, the graph is in "
+                   f"{form} form ({blocks} SSIBottleneck nodes)")
+    fd = manifest.sampling.forced_density
+    for n in samplers:
+        op = C.OPS[n.op_type]
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        want = {}
+        if fd is None:  # forced density samples in threshold mode (mode is then not judged)
+            want = {"mode": C.SAMPLING_MODES[manifest.sampling.mode], "seed": manifest.sampling.seed}
+        if op is C.SSI_BOTTLENECK:
+            want["density"] = 0.0 if fd is None else float(np.float32(fd))
+        for k, v in want.items():
+            got = attrs.get(k, op.attribute(k).default)
+            if got != v:
+                said = (f"forced density {fd}" if k == "density" else
+                        f"{k}={v} ({manifest.sampling.mode})")
+                out.append(f"node {n.name!r}: {op.name} {k}={got} but the manifest samples "
+                           f"with {said}")
+                break
     return out
 
 

@@ -151,7 +151,7 @@ class ValidationPlan:
     tolerances: Tolerances
     report: Path | None
     backend_kw: dict
-    mask_tensors: dict  # {SampleMask output tensor: mask output name}, for files without masks
+    mask_tensors: dict  # {mask tensor of a node: mask output name}, for files without masks
 
 
 def plan_validation(onnx_path: str | Path, checkpoint: str | Path | None = None,
@@ -314,15 +314,25 @@ def _run_backend(plan: ValidationPlan, ref, say) -> tuple[dict, dict, str | None
 
 
 def sample_mask_tensors(model, mask_names: list[str]) -> dict[str, str]:
-    """{SampleMask output tensor: mask output name} of a loaded model (by the nodes' layer id)."""
+    """{mask tensor: mask output name} of a loaded model, by the nodes' layer ids: the output
+    of each SampleMask (ops form) and outputs 1, 2 of each SSIBottleneck (block form)."""
     from ..ops import contract as C
 
     out = {}
+
+    def add(tensor: str, layer) -> None:
+        if layer is not None and 0 <= layer < len(mask_names):
+            out[tensor] = mask_names[layer]
+
     for node in model.graph.node:
-        if node.domain == C.DOMAIN and node.op_type == C.SAMPLE_MASK.name:
-            layer = next((a.i for a in node.attribute if a.name == "layer"), None)
-            if layer is not None and 0 <= layer < len(mask_names):
-                out[node.output[0]] = mask_names[layer]
+        if node.domain != C.DOMAIN:
+            continue
+        attrs = {a.name: a.i for a in node.attribute if a.type == a.INT}
+        if node.op_type == C.SAMPLE_MASK.name:
+            add(node.output[0], attrs.get("layer"))
+        elif node.op_type == C.SSI_BOTTLENECK.name and len(node.output) == 3:
+            add(node.output[1], attrs.get("layer1"))
+            add(node.output[2], attrs.get("layer2"))
     return out
 
 
