@@ -696,3 +696,24 @@ def test_lean_registry_loads_the_ssi_plugin_library():
               for a in contract.SAMPLE_MASK.attributes]
     plugin = creator.create_plugin("m", trt.PluginFieldCollection(fields), trt.TensorRTPhase.BUILD)
     assert plugin is not None
+
+
+@pytest.fixture(scope="module")
+def block_onnx(tmp_path_factory) -> Path:
+    """A block-form export (module scope: made before the fake TensorRT is installed)."""
+    from ssi_deploy.export import export_onnx
+    from ssi_deploy.models import create_model
+
+    return export_onnx(create_model("sparse_resnet50"), tmp_path_factory.mktemp("block") /
+                       "block.onnx", input_shape=(1, 3, 64, 64), dynamic=None)
+
+
+def test_build_refuses_the_block_form_before_any_work(block_onnx, fake_env, tmp_path, capsys):
+    """No TensorRT plugin implements SSIBottleneck yet: one line naming the fix, exit 2, no
+    engine and no sidecar written."""
+    engine = tmp_path / "m.plan"
+    rc, _, err = _build([str(block_onnx), "--engine", str(engine)], capsys)
+    _assert_error(rc, err, "block form (16 SSIBottleneck nodes)", "no TensorRT plugin",
+                  "ssi-deploy export --granularity ops")
+    assert len(err.strip().splitlines()) == 1
+    assert not engine.exists() and not (tmp_path / "m.plan.json").exists()

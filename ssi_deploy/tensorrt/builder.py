@@ -192,6 +192,21 @@ def _parser_errors(parser) -> str:
     return "; ".join(msgs[:3]) or "no detail from the parser"
 
 
+def check_plugins_exist(model, source) -> None:
+    """Refuse SSI nodes no TensorRT plugin implements yet (the block form, SSIBottleneck),
+    before anything is built; the three-op form of the same model builds."""
+    missing: dict[str, int] = {}
+    for node in model.graph.node:
+        op = contract.OPS.get(node.op_type) if node.domain == contract.DOMAIN else None
+        if op is not None and not op.has_plugin:
+            missing[op.name] = missing.get(op.name, 0) + 1
+    if missing:
+        what = ", ".join(f"{n} {name}" for name, n in missing.items())
+        raise SSIError(f"{source} is in block form ({what} nodes), which no TensorRT plugin "
+                       "implements yet: re-export it with `ssi-deploy export --granularity ops` "
+                       "and build that file")
+
+
 def build_engine(opts: BuildOptions, echo=_echo) -> BuildReport:
     t_start = time.perf_counter()
     given = parse_profiles(opts.shapes)
@@ -203,6 +218,7 @@ def build_engine(opts: BuildOptions, echo=_echo) -> BuildReport:
     # a file from `ssi-deploy export` carries a manifest (checked here, before TensorRT);
     # any other ONNX file builds too, and its engine has none (no reference to validate with)
     manifest = manifest_from_model_proto(model, str(opts.onnx_path), required=False)
+    check_plugins_exist(model, opts.onnx_path)
     check_output_path(opts.engine_path, "--output", create_parent=True)
     prepared, nodes, removed = onnx_prep.prepare_for_tensorrt(model)
     if not nodes and not opts.dense:
