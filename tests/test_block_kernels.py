@@ -43,7 +43,7 @@ def torch_path(monkeypatch):
     """Run block_kernels' functions on their PyTorch path."""
     def run(fn, *args, **kw):
         with monkeypatch.context() as m:
-            m.setattr(K, "_native", lambda: None)
+            m.setattr(K, "native_kernels", lambda: None)
             return fn(*args, **kw)
     return run
 

@@ -68,6 +68,12 @@ class NativeBlock:
         self._sum_taps = lib.ssi_cpu_block_sum_taps
         self._sum_taps.argtypes = [p, i32, i32, i32, i32, i32, i32, f32, p, i32]
         self._sum_taps.restype = i32
+        self._kth = lib.ssi_cpu_block_kth_largest
+        self._kth.argtypes = [p, i64, i64, i64, p]
+        self._kth.restype = i32
+        self._gemm = lib.ssi_cpu_block_small_gemm
+        self._gemm.argtypes = [p, i64, i32, p, i32, p, i32]
+        self._gemm.restype = i32
         self._error = lib.ssi_cpu_last_error
 
     def _check(self, rc: int, what: str) -> None:
@@ -83,6 +89,28 @@ class NativeBlock:
         if count < 0:
             self._check(1, "compact")
         return perm, int(count), index
+
+    def small_gemm(self, x: torch.Tensor, w_t: torch.Tensor,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+        """x [M, K] @ w_t.T for a few outputs (w_t [N, K]): [M, N] float32."""
+        x, w_t = _f32(x), _f32(w_t)
+        m, k = x.shape
+        n = w_t.shape[0]
+        if w_t.shape[1] != k:
+            raise SSIError(f"native small_gemm: weights {tuple(w_t.shape)} do not fit x {tuple(x.shape)}")
+        if not (out is not None and out.dtype == torch.float32 and out.is_contiguous()
+                and tuple(out.shape) == (m, n) and not _overlaps(out, x) and not _overlaps(out, w_t)):
+            out = torch.empty((m, n), dtype=torch.float32)
+        self._check(self._gemm(_ptr(x), m, k, _ptr(w_t), n, _ptr(out), torch.get_num_threads()),
+                    "small_gemm")
+        return out
+
+    def kth_largest(self, values: torch.Tensor, k: int) -> torch.Tensor:
+        """The k-th largest value of each row of ``values`` [N, HW]: [N] float32."""
+        v = _f32(values)
+        out = torch.empty(v.shape[0], dtype=torch.float32)
+        self._check(self._kth(_ptr(v), v.shape[0], v.shape[1], int(k), _ptr(out)), "kth_largest")
+        return out
 
     def sum_taps(self, taps: torch.Tensor, k: int, shape: tuple[int, int, int], bias: float,
                  stride: int) -> torch.Tensor:

@@ -41,7 +41,7 @@ class Compaction(NamedTuple):
 
 def compact(mask: torch.Tensor) -> Compaction:
     """The compaction of a mask [N, 1, H, W] (positions with mask > 0 are sampled)."""
-    lib = _native() if mask.device.type == "cpu" else None
+    lib = native_kernels() if mask.device.type == "cpu" else None
     if lib is not None:
         return Compaction(*lib.compact(mask))
     keep = mask.reshape(-1) > 0
@@ -53,7 +53,7 @@ def compact(mask: torch.Tensor) -> Compaction:
     return Compaction(torch.cat([sampled, rest]), count, index)
 
 
-def _native():
+def native_kernels():
     from ..native import block as native_block
 
     return native_block.available()
@@ -66,7 +66,7 @@ def interp_rows(rows: torch.Tensor, comp: Compaction, mask: torch.Tensor, sigma:
     act(m f + (1 - m) N / D + bias [+ residual]) (spec section 4), ``residual`` dense rows."""
     n_, _, h, w = mask.shape
     c = rows.shape[1]
-    lib = _native() if rows.device.type == "cpu" else None
+    lib = native_kernels() if rows.device.type == "cpu" else None
     if lib is not None:
         return lib.interp_rows(rows, comp.index, mask, sigma, bias, residual, relu, out)
     m = mask.to(torch.float32)
@@ -100,7 +100,7 @@ def patches3x3(src: torch.Tensor, shape: tuple[int, int, int], positions: torch.
     p = positions.numel()
     if p == 0:
         return src.new_zeros((0, 9 * c), dtype=torch.float32)
-    lib = _native() if src.device.type == "cpu" else None
+    lib = native_kernels() if src.device.type == "cpu" else None
     if lib is not None:
         return lib.patches3x3(src, shape, positions, out_hw, stride, offsets, out)
     nb = positions // (ho * wo)
@@ -120,8 +120,12 @@ def mask_taps(x_rows: torch.Tensor, weight: torch.Tensor,
     t = 3 i + j of output k, from one GEMM [N*H*W, Cin] x [Cin, 9 K] (on the CPU far faster
     than a convolution with so few outputs)."""
     k = weight.shape[0]
-    wt = weight.float().permute(1, 2, 3, 0).reshape(x_rows.shape[1], 9 * k)  # [Cin, (tap, k)]
-    return torch.mm(x_rows.float(), wt, out=out) if out is not None else torch.mm(x_rows.float(), wt)
+    w_t = weight.float().permute(2, 3, 0, 1).reshape(9 * k, x_rows.shape[1])  # [(tap, k), Cin]
+    lib = native_kernels() if x_rows.device.type == "cpu" else None
+    if lib is not None:  # BLAS kernels are slow with so few columns
+        return lib.small_gemm(x_rows, w_t, out)
+    return torch.mm(x_rows.float(), w_t.t(), out=out) if out is not None else \
+        torch.mm(x_rows.float(), w_t.t())
 
 
 def sum_taps(taps: torch.Tensor, k: int, shape: tuple[int, int, int], bias: torch.Tensor,
@@ -130,7 +134,7 @@ def sum_taps(taps: torch.Tensor, k: int, shape: tuple[int, int, int], bias: torc
     [N, 1, Ho, Wo] float32 = bias + the nine shifted taps, added in tap order (taps outside
     the map skipped: zero padding)."""
     n_, h, w = shape
-    lib = _native() if taps.device.type == "cpu" else None
+    lib = native_kernels() if taps.device.type == "cpu" else None
     if lib is not None:
         return lib.sum_taps(taps, k, shape, float(bias.reshape(-1)[0]), stride)
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1

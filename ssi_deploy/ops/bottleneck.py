@@ -24,9 +24,11 @@ import threading
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from . import contract as C
-from .block_kernels import compact, interp_rows, mask_taps, patches3x3, sum_taps
+from .block_kernels import (compact, interp_rows, mask_taps, native_kernels, patches3x3,
+                            sum_taps)
 
 
 @dataclass
@@ -46,6 +48,7 @@ class BlockWeights:
     w3: torch.Tensor  # [p, 4p]
     b3: torch.Tensor
     w_ds: torch.Tensor | None  # [Cin, 4p]
+    w_ds_conv: torch.Tensor | None  # [4p, Cin, 1, 1] (strided blocks: one strided 1x1 conv)
     b_ds: torch.Tensor | None
 
     @classmethod
@@ -66,6 +69,8 @@ class BlockWeights:
             w3=f(conv3_weight).reshape(conv3_weight.shape[0], p).t().contiguous(),
             b3=f(conv3_bias),
             w_ds=f(downsample_weight).reshape(downsample_weight.shape[0], cin).t().contiguous()
+            if downsample else None,
+            w_ds_conv=f(downsample_weight).contiguous(memory_format=torch.channels_last)
             if downsample else None,
             b_ds=f(downsample_bias) if downsample else None)
 
@@ -92,7 +97,11 @@ def shift_to_density(logits: torch.Tensor, density: float) -> torch.Tensor:
     (k = contract.forced_count(density, H*W); ties at the k-th value are all kept)."""
     flat = logits.flatten(1)
     k = C.forced_count(density, flat.shape[1])
-    kth = torch.topk(flat, k, dim=1).values[:, -1:]
+    lib = native_kernels() if flat.device.type == "cpu" and flat.dtype == torch.float32 else None
+    if lib is not None:  # a selection, not a sort (the same value)
+        kth = lib.kth_largest(flat, k)
+    else:
+        kth = torch.topk(flat, k, dim=1).values[:, -1]
     return logits - kth.view(-1, 1, 1, 1)
 
 
@@ -190,10 +199,11 @@ def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
     rows3 = torch.mm(rows2, wts.w3, out=ws("rows3", c2.count, p4))
 
     # 5. shortcut, then the final interpolation fused with b3, the residual and the ReLU
-    if a.downsample:
-        xs = xf[:, :, ::s, ::s] if s > 1 else xf
-        short = torch.addmm(wts.b_ds, xs.permute(0, 2, 3, 1).reshape(-1, cin), wts.w_ds,
-                            out=ws("short", n_ * ho * wo, p4))
+    if a.downsample and s == 1:
+        short = torch.addmm(wts.b_ds, x_rows, wts.w_ds, out=ws("short", n_ * ho * wo, p4))
+    elif a.downsample:  # a strided 1x1 conv reads x[::s, ::s] in place (no gathered copy)
+        short = F.conv2d(xf, wts.w_ds_conv, wts.b_ds, stride=s)
+        short = short.permute(0, 2, 3, 1).reshape(-1, p4)
     else:
         if s != 1 or cin != p4:
             raise ValueError("SSIBottleneck: an identity shortcut needs stride 1 and Cin = 4p "

@@ -69,6 +69,15 @@ SSI_CPU_API int32_t ssi_cpu_block_patches3x3(float const* src, int32_t n, int32_
 // Returns the number of sampled positions, or -1 on a null buffer / negative numel.
 SSI_CPU_API int64_t ssi_cpu_block_compact(float const* mask, int64_t numel, int64_t* perm, int32_t* index);
 
+// out [m, n] = x [m, k] times w, with w given transposed as wT [n, k]: a GEMM for few
+// outputs n (the mask convs' tap columns), where general BLAS kernels are slow.
+SSI_CPU_API int32_t ssi_cpu_block_small_gemm(float const* x, int64_t m, int32_t k, float const* wT, int32_t n,
+                                             float* out, int32_t threads);
+
+// The k-th largest value (1 <= k <= hw) of each of n rows [n, hw] into out [n]; NaN counts
+// as larger than every number (as torch.topk orders it).
+SSI_CPU_API int32_t ssi_cpu_block_kth_largest(float const* values, int64_t n, int64_t hw, int64_t k, float* out);
+
 // Output k of 3x3 convolutions with padding 1 at `stride`, from every tap's partial products:
 // taps [N*H*W, 9*K] (column t*K + k: tap t = 3i + j of output k at input position q);
 // out [N*Ho*Wo] = bias + taps of tap 0 + ... + tap 8 (in tap order; taps outside the map

@@ -228,6 +228,40 @@ extern "C" int64_t ssi_cpu_block_compact(float const* mask, int64_t numel, int64
     return count;
 }
 
+extern "C" int32_t ssi_cpu_block_small_gemm(float const* x, int64_t m, int32_t k, float const* wT, int32_t n,
+                                            float* out, int32_t threads) {
+    using namespace ssi;
+    if (m < 0 || k < 0 || n < 0) return cpu::setError("block small_gemm: negative size"), 1;
+    if (m == 0 || n == 0) return 0;
+    if (!x || !wT || !out) return cpu::setError("block small_gemm: null buffer"), 1;
+    int const nt = threadCount(threads);
+    bool const par = nt > 1 && m * static_cast<int64_t>(k) * n >= 65536;
+    return useAvx2()
+#if SSI_BLOCK_AVX2
+        ? avx2::smallGemmRun(x, m, k, wT, n, out, nt, par)
+#else
+        ? 0
+#endif
+        : generic::smallGemmRun(x, m, k, wT, n, out, nt, par);
+}
+
+extern "C" int32_t ssi_cpu_block_kth_largest(float const* values, int64_t n, int64_t hw, int64_t k, float* out) {
+    if (n < 0 || hw < 1 || k < 1 || k > hw) return ssi::cpu::setError("block kth_largest: bad sizes"), 1;
+    if (n == 0) return 0;
+    if (!values || !out) return ssi::cpu::setError("block kth_largest: null buffer"), 1;
+    std::vector<float> buf(static_cast<size_t>(hw));
+    auto greater = [](float a, float b) {  // a strict weak order with NaN above every number
+        bool const na = a != a, nb = b != b;
+        return na ? !nb : (!nb && a > b);
+    };
+    for (int64_t i = 0; i < n; ++i) {
+        std::copy(values + i * hw, values + (i + 1) * hw, buf.begin());
+        std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), greater);
+        out[i] = buf[static_cast<size_t>(k - 1)];
+    }
+    return 0;
+}
+
 extern "C" int32_t ssi_cpu_block_sum_taps(float const* taps, int32_t n, int32_t h, int32_t w, int32_t kOut,
                                           int32_t k, int32_t stride, float bias, float* out, int32_t threads) {
     using namespace ssi;
@@ -562,6 +596,44 @@ int32_t patchesRun(PatchArgs const& A, int nt, bool par) {
             patchRow<false>(A, pos, nullptr, o);
     }
     return bad;
+}
+
+// out [m, n] = x [m, k] * w, w given transposed (wT [n, k]); n small (the mask convs' 18
+// tap columns). A tile of 4 rows x 2 outputs keeps 8 dot products in vector registers over
+// the whole of k (each x and w chunk loaded once per tile); every dot product is a lane-wise
+// reduction whose order is the compiler's, as in any GEMM.
+int32_t smallGemmRun(float const* x, int64_t m, int32_t k, float const* wT, int32_t n, float* out, int nt,
+                     bool par) {
+    int64_t const blocks = (m + 3) / 4;
+#pragma omp parallel for num_threads(nt) if (par) schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+        int64_t const r0 = b * 4;
+        int64_t const rows = std::min<int64_t>(4, m - r0);
+        float const* xr[4];
+        for (int r = 0; r < 4; ++r) xr[r] = x + (r0 + std::min<int64_t>(r, rows - 1)) * k;  // pad: repeat
+        float* o = out + r0 * n;
+        for (int32_t j = 0; j < n; j += 2) {
+            float const* w0 = wT + static_cast<int64_t>(j) * k;
+            float const* w1 = j + 1 < n ? w0 + k : w0;
+            float a00 = 0.0f, a01 = 0.0f, a10 = 0.0f, a11 = 0.0f, a20 = 0.0f, a21 = 0.0f, a30 = 0.0f,
+                  a31 = 0.0f;
+            float const *x0 = xr[0], *x1 = xr[1], *x2 = xr[2], *x3 = xr[3];
+#pragma omp simd reduction(+ : a00, a01, a10, a11, a20, a21, a30, a31)
+            for (int32_t c = 0; c < k; ++c) {
+                float const u = w0[c], v = w1[c];
+                a00 += x0[c] * u, a01 += x0[c] * v;
+                a10 += x1[c] * u, a11 += x1[c] * v;
+                a20 += x2[c] * u, a21 += x2[c] * v;
+                a30 += x3[c] * u, a31 += x3[c] * v;
+            }
+            float const acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+            for (int64_t r = 0; r < rows; ++r) {
+                o[r * n + j] = acc[r][0];
+                if (j + 1 < n) o[r * n + j + 1] = acc[r][1];
+            }
+        }
+    }
+    return 0;
 }
 
 }  // namespace SSI_BLOCK_NS
