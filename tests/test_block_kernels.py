@@ -341,3 +341,66 @@ def test_unavailable_library_warns_once_and_falls_back(monkeypatch):
         m = torch.ones(1, 1, 2, 2)
         rows = torch.randn(4, 3)
         assert torch.equal(K.interp_rows(rows, K.compact(m), m, 1.0), rows)
+
+
+# -- the small kernels of the block's mask path -------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(1, 7, 9), (3, 13, 11), (1, 1, 1), (2, 2, 17)])
+@pytest.mark.parametrize("kind", ["random", "empty", "full"])
+def test_compact_is_the_stable_partition(native, torch_path, shape, kind):
+    n, h, w = shape
+    gen = torch.Generator().manual_seed(zlib.crc32(repr((shape, kind)).encode()))
+    m = {"random": (torch.rand(n, 1, h, w, generator=gen) < 0.3).float() * 0.97,
+         "empty": torch.zeros(n, 1, h, w), "full": torch.ones(n, 1, h, w)}[kind]
+    got = K.compact(m)
+    want = torch_path(K.compact, m)
+    assert got.count == want.count == int((m > 0).sum())
+    assert torch.equal(got.perm, want.perm) and torch.equal(got.index, want.index)
+    # sampled first in raster order, then the rest in raster order
+    keep = m.reshape(-1) > 0
+    assert bool(keep[got.sampled].all()) and not bool(keep[got.perm[got.count:]].any())
+    assert bool((got.sampled.diff() > 0).all()) and bool((got.perm[got.count:].diff() > 0).all())
+
+
+@pytest.mark.parametrize("shape", [(1, 7, 9), (3, 13, 11), (1, 1, 1), (2, 2, 17)])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_mask_taps_and_sum_taps_are_the_3x3_conv(native, torch_path, shape, stride):
+    """The native few-column GEMM and tap sums against the PyTorch path and F.conv2d: the tap
+    sums add the same float32 values in the same order (bit-identical); the GEMM's dot
+    products differ by summation order only (bound gamma(Cin) sum |w x|)."""
+    import torch.nn.functional as F
+
+    from fp_bounds import gamma
+
+    n, h, w = shape
+    cin = 37
+    gen = torch.Generator().manual_seed(zlib.crc32(repr((shape, stride)).encode()))
+    x = torch.randn(n, h, w, cin, generator=gen)
+    rows = x.reshape(-1, cin)
+    wt = torch.randn(2, cin, 3, 3, generator=gen)
+    b = torch.randn(2, generator=gen)
+    taps = K.mask_taps(rows, wt)
+    taps_t = torch_path(K.mask_taps, rows, wt)
+    mag = torch.mm(rows.abs().double(), wt.abs().double().permute(1, 2, 3, 0).reshape(cin, 18))
+    assert bool(((taps.double() - taps_t.double()).abs() <= 2 * gamma(cin) * mag).all())
+    ref = F.conv2d(x.permute(0, 3, 1, 2).double(), wt.double(), b.double(), stride, 1)
+    for k in range(2):
+        got = K.sum_taps(taps, k, (n, h, w), b[k:k + 1], stride)
+        assert torch.equal(got, torch_path(K.sum_taps, taps, k, (n, h, w), b[k:k + 1], stride))
+        bound = gamma(cin + 10) * F.conv2d(x.permute(0, 3, 1, 2).double().abs(),
+                                           wt[k:k + 1].double().abs(), b[k:k + 1].double().abs(),
+                                           stride, 1)
+        assert bool(((got.double() - ref[:, k:k + 1]).abs() <= bound).all())
+
+
+def test_kth_largest_is_topk(native):
+    gen = torch.Generator().manual_seed(9)
+    v = torch.randn(3, 257, generator=gen)
+    v[1, :40] = 0.5  # ties
+    for k in (1, 2, 40, 128, 257):
+        assert torch.equal(native.kth_largest(v, k), torch.topk(v, k, dim=1).values[:, -1])
+    v[2, 7] = float("nan")  # NaN counts as the largest, as in topk
+    assert torch.isnan(native.kth_largest(v, 1)[2])
+    assert torch.equal(native.kth_largest(v, 2)[2], torch.topk(v[2], 2).values[-1])
+    with pytest.raises(SSIError, match="kth_largest"):
+        native.kth_largest(v, 0)
