@@ -216,3 +216,18 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="identity shortcut"):
         ssi_bottleneck(torch.randn(1, 8, 9, 9), *inputs[:12], torch.zeros(0), torch.zeros(0),
                        **{**attrs, "downsample": 0})
+
+
+def test_workspace_serves_inference_mode_and_no_grad_alike():
+    """Block temporaries live in reused buffers: one made under torch.inference_mode must not
+    be written by a later no_grad forward (PyTorch forbids it), nor the other way round."""
+    gen = torch.Generator().manual_seed(6)
+    block = make_block(16, 4, 1, False, False, gen)
+    x = torch.randn(1, 16, 12, 12, generator=gen)
+    with torch.inference_mode():
+        a = block(x)[0].clone()
+    with torch.no_grad():
+        b = block(x)[0]
+    with torch.inference_mode():
+        c = block(x)[0]
+    assert torch.equal(a, b) and torch.equal(b, c)

@@ -126,10 +126,12 @@ class _Workspace(threading.local):
     Nothing a block returns lives here (its output and masks are new tensors)."""
 
     def __init__(self):
-        self.buffers: dict[tuple[str, torch.device], torch.Tensor] = {}
+        self.buffers: dict[tuple[str, torch.device, bool], torch.Tensor] = {}
 
     def take(self, name: str, rows: int, cols: int, device) -> torch.Tensor:
-        key = (name, torch.device(device))
+        # a buffer made under torch.inference_mode cannot be written outside it (and the
+        # other way round): one set of buffers per mode
+        key = (name, torch.device(device), torch.is_inference_mode_enabled())
         buf = self.buffers.get(key)
         if buf is None or buf.numel() < rows * cols:
             buf = torch.empty(max(rows * cols, 1), dtype=torch.float32, device=device)
