@@ -343,9 +343,10 @@ inline float termSum(float const* g, float const* const* v, int32_t ch) {
 template <int K>
 void rowPass(float const* g, float const* const* vIn, float* hx, int32_t c) {
     float const* v[K];
-    for (int k = 0; k < K; ++k) v[k] = vIn[k];
+    float gk[K];  // local copies: kept in registers (no reload per vector)
+    for (int k = 0; k < K; ++k) v[k] = vIn[k], gk[k] = g[k];
     SSI_SIMD
-    for (int32_t ch = 0; ch < c; ++ch) hx[ch] = termSum<K>(g, v, ch);
+    for (int32_t ch = 0; ch < c; ++ch) hx[ch] = termSum<K>(gk, v, ch);
 }
 
 using RowPassFn = void (*)(float const*, float const* const*, float*, int32_t);
@@ -406,39 +407,52 @@ void computeHRow(InterpArgs const& A, int32_t b, int32_t y, int32_t x0, int32_t 
 // out = interpCombine(m, mf, R, bias, residual) over the channels of one position, with
 // R = interpRatio(a, S_mf, S_m) and S_mf the K-term column pass over H (K = 0: no sampled
 // neighbour, or m >= 1 where R is not used: S_mf = S_m = 0). Sampled: m > 0, mf = m f (f is
-// read); otherwise mf = 0 and f is not read.
-template <int K, bool Sampled, bool HasRes, bool Relu>
+// read); otherwise mf = 0 and f is not read. AddR: m < 1. interpCombine's two branches on m
+// are taken once per position (m is the same for all its channels): the same operations per
+// element, without computing both sides and blending.
+template <int K, bool Sampled, bool AddR, bool HasRes, bool Relu>
 void combine(float m, float const* f, float const* g, float const* const* hIn, float sumM, float a,
              float const* bias, float const* res, float* o, int32_t c) {
-    constexpr int32_t relu = Relu ? 1 : 0;
     float const* hp[kWin];
-    for (int k = 0; k < K; ++k) hp[k] = hIn[k];
+    float gk[kWin];
+    for (int k = 0; k < K; ++k) hp[k] = hIn[k], gk[k] = g[k];
     float const r0 = M::interpRatio(a, 0.0f, 0.0f);  // 0 / eps = 0
+    float const om = 1.0f - m;
     SSI_SIMD
     for (int32_t ch = 0; ch < c; ++ch) {
-        float r = r0;
-        if constexpr (K > 0) r = M::interpRatio(a, termSum<K>(g, hp, ch), sumM);
-        float const mf = Sampled ? M::interpSample(m, f[ch]) : 0.0f;
-        o[ch] = M::interpCombine(m, mf, r, bias[ch], HasRes ? res[ch] : 0.0f, HasRes, relu);
+        float out = HasRes ? res[ch] + bias[ch] : bias[ch];
+        if constexpr (Sampled) out = out + M::interpSample(m, f[ch]);
+        if constexpr (AddR) {
+            float r = r0;
+            if constexpr (K > 0) r = M::interpRatio(a, termSum<K>(gk, hp, ch), sumM);
+            out = out + r * om;
+        }
+        if constexpr (Relu) out = out < 0.0f ? 0.0f : out;
+        o[ch] = out;
     }
 }
 
 using CombineFn = void (*)(float, float const*, float const*, float const* const*, float, float, float const*,
                            float const*, float*, int32_t);
 
-template <bool Sampled, bool HasRes, bool Relu>
+template <bool Sampled, bool AddR, bool HasRes, bool Relu>
 constexpr std::array<CombineFn, kWin + 1> combineTable() {
-    return {&combine<0, Sampled, HasRes, Relu>, &combine<1, Sampled, HasRes, Relu>, &combine<2, Sampled, HasRes, Relu>,
-            &combine<3, Sampled, HasRes, Relu>, &combine<4, Sampled, HasRes, Relu>, &combine<5, Sampled, HasRes, Relu>,
-            &combine<6, Sampled, HasRes, Relu>, &combine<7, Sampled, HasRes, Relu>};
+    return {&combine<0, Sampled, AddR, HasRes, Relu>, &combine<1, Sampled, AddR, HasRes, Relu>,
+            &combine<2, Sampled, AddR, HasRes, Relu>, &combine<3, Sampled, AddR, HasRes, Relu>,
+            &combine<4, Sampled, AddR, HasRes, Relu>, &combine<5, Sampled, AddR, HasRes, Relu>,
+            &combine<6, Sampled, AddR, HasRes, Relu>, &combine<7, Sampled, AddR, HasRes, Relu>};
 }
 
-// [sampled][residual][relu][K]
-constexpr std::array<CombineFn, kWin + 1> kCombine[2][2][2] = {
-    {{combineTable<false, false, false>(), combineTable<false, false, true>()},
-     {combineTable<false, true, false>(), combineTable<false, true, true>()}},
-    {{combineTable<true, false, false>(), combineTable<true, false, true>()},
-     {combineTable<true, true, false>(), combineTable<true, true, true>()}}};
+template <bool Sampled, bool AddR>
+constexpr std::array<std::array<std::array<CombineFn, kWin + 1>, 2>, 2> combineTables() {
+    return {{{combineTable<Sampled, AddR, false, false>(), combineTable<Sampled, AddR, false, true>()},
+             {combineTable<Sampled, AddR, true, false>(), combineTable<Sampled, AddR, true, true>()}}};
+}
+
+// [sampled][m < 1][residual][relu][K]
+constexpr std::array<std::array<std::array<CombineFn, kWin + 1>, 2>, 2> kCombine[2][2] = {
+    {combineTables<false, false>(), combineTables<false, true>()},
+    {combineTables<true, false>(), combineTables<true, true>()}};
 
 // Output rows [y0, y1) of image b, columns [x0, x1).
 void interpBlock(InterpArgs const& A, int32_t b, int32_t y0, int32_t y1, int32_t x0, int32_t x1) {
@@ -489,7 +503,7 @@ void interpBlock(InterpArgs const& A, int32_t b, int32_t y0, int32_t y1, int32_t
                     ++k;
                 }
             }
-            kCombine[sampled][hasRes][relu][k](m, f, g, hp, sumM, A.a, A.bias, res, o, c);
+            kCombine[sampled][m < 1.0f][hasRes][relu][k](m, f, g, hp, sumM, A.a, A.bias, res, o, c);
         }
     }
 }
