@@ -343,3 +343,26 @@ def test_profile_torch_with_checkpoint_json_and_table_agree(from_checkpoint, tmp
     assert not v["reliable"] and "2 timed runs per side" in v["text"]
     table = format_report(r)
     assert f"verdict: {v['text']}" in table and "resnet50" in table
+
+
+def test_profile_runs_both_export_forms(tmp_path):
+    """profile of a file in either form: ONNX Runtime runs its function bodies, densities come
+    from its mask outputs, and the two forms of the same model give the same densities."""
+    from ssi_deploy.export import export_onnx
+    from ssi_deploy.models import create_model
+
+    model = create_model("sparse_resnet50", init_seed=3)
+    densities = {}
+    for granularity in ("block", "ops"):
+        path = export_onnx(model, tmp_path / f"{granularity}.onnx", input_shape=SHAPE,
+                           dynamic=None, granularity=granularity)
+        rep = tmp_path / f"{granularity}.json"
+        rc, out, err = invoke("profile", path, "--backend", "onnxruntime", "--report", rep,
+                              "--iterations", "2", "--warmup-ms", "0", "-q")
+        assert rc == 0, err
+        r = json.loads(rep.read_text())
+        assert r["density_source"] == "backend mask outputs" and len(r["density"]) == 32
+        densities[granularity] = r["density"]
+    # the same masks up to a rare near-threshold flip between the two bodies' convolutions
+    assert densities["block"].keys() == densities["ops"].keys()
+    assert max(abs(densities["block"][k] - densities["ops"][k]) for k in densities["ops"]) < 0.01
