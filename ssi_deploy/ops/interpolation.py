@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import contract as C
-from .sparse_conv import Positions, rows_nhwc
+from .sparse_conv import rows_nhwc
 
 RADIUS = C.INTERP_WINDOW // 2
 
@@ -49,8 +49,8 @@ def interp_matrix(m: torch.Tensor, window: torch.Tensor,
     """Sparse CSR [NHW, NHW] such that ``interp_matrix @ f`` = m f + (1 - m) N / D.
 
     With ``compact`` = (index, P), where index maps a dense position to its row in a compact
-    [P, C] value matrix (:func:`compact_index_of`), the matrix is [NHW, P] and multiplies the
-    compact rows instead.
+    [P, C] value matrix (``block_kernels.Compaction.index``), the matrix is [NHW, P] and
+    multiplies the compact rows instead.
 
     Row q holds (1 - m(q)) W(d) m(q+d) / D(q) at column q+d for the sampled neighbours of an
     unsampled (or soft) q, plus m(q) on its diagonal: the interpolation is then one sparse
@@ -78,13 +78,6 @@ def interp_matrix(m: torch.Tensor, window: torch.Tensor,
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, cols, weight[row, tap], (n_ * hw, n_cols),
                                        check_invariants=False)
-
-
-def compact_index_of(pos: Positions, numel: int) -> torch.Tensor:
-    """Dense position -> index of its row in the compact value matrix (-1: not sampled)."""
-    index = torch.full((numel,), -1, dtype=torch.int64, device=pos.lin.device)
-    index[pos.lin] = torch.arange(pos.lin.numel(), device=pos.lin.device)
-    return index
 
 
 def _check(shape, mask, bias, residual):
@@ -124,15 +117,3 @@ def gaussian_interp(values: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor
     return _interp(rows_nhwc(values), values.shape, mask, bias, residual, sigma, relu,
                    values.dtype)
 
-
-def gaussian_interp_rows(rows: torch.Tensor, pos: Positions, mask: torch.Tensor,
-                         bias: torch.Tensor, residual: torch.Tensor | None = None,
-                         sigma: float = C.SIGMA_INIT, relu: int = 0,
-                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """GaussianInterp of compact values: ``rows`` [P, C] at ``pos`` (the positions of
-    ``mask`` > 0, as :func:`sampled_positions` gives them)."""
-    n_, _, h, w = mask.shape
-    shape = (n_, rows.shape[1], h, w)
-    _check(shape, mask, bias, residual)
-    return _interp(rows, shape, mask, bias, residual, sigma, relu, dtype,
-                   (compact_index_of(pos, n_ * h * w), rows.shape[0]))
