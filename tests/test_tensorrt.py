@@ -683,11 +683,11 @@ def test_lean_registry_loads_the_ssi_plugin_library():
         pytest.skip("SSI plugin library not built (make plugins) and SSI_PLUGIN_LIBRARY unset")
     registry = found.module.get_plugin_registry()
     _, creators = plugins_mod.load_plugin_library(registry, lib)
-    assert sorted(c.name for c in creators) == sorted(contract.OPS)
+    assert sorted(c.name for c in creators) == sorted(contract.PLUGIN_OPS)
     assert all(c.version == contract.PLUGIN_VERSION for c in creators)
     # loading twice in one process is accepted (creators already registered)
     _, again = plugins_mod.load_plugin_library(registry, lib)
-    assert sorted(c.name for c in again) == sorted(contract.OPS)
+    assert sorted(c.name for c in again) == sorted(contract.PLUGIN_OPS)
     # a creator builds a plugin from the contract's default fields
     trt = found.module
     creator = registry.get_creator("SampleMask", contract.PLUGIN_VERSION, contract.PLUGIN_NAMESPACE)

@@ -110,7 +110,7 @@ class _Registry:
         if data not in (b"SSI", b"OLD"):
             return None
         version = contract.PLUGIN_VERSION if data == b"SSI" else "0"
-        for op in contract.OPS:
+        for op in contract.PLUGIN_OPS:  # what the real library registers
             if self.get_creator(op, version, contract.PLUGIN_NAMESPACE) is not None:
                 return None  # TensorRT refuses duplicates
             self.creators.append(_Creator(op, version, contract.PLUGIN_NAMESPACE))
