@@ -113,14 +113,20 @@ def patches3x3(src: torch.Tensor, shape: tuple[int, int, int], positions: torch.
     return taps.reshape(p, 9 * c)
 
 
-def mask_taps(x_rows: torch.Tensor, weight: torch.Tensor,
+def tap_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """The weights [K, Cin, 3, 3] of 3x3 convolutions with few outputs as the [9 K, Cin]
+    matrix :func:`mask_taps` multiplies (row t K + k: tap t = 3 i + j of output k)."""
+    k, cin = weight.shape[:2]
+    return weight.float().permute(2, 3, 0, 1).reshape(9 * k, cin).contiguous()
+
+
+def mask_taps(x_rows: torch.Tensor, w_t: torch.Tensor,
               out: torch.Tensor | None = None) -> torch.Tensor:
     """Every tap's partial products of 3x3 convolutions with a few outputs K (the mask convs)
-    of dense rows ``x_rows`` [N*H*W, Cin]: [N*H*W, 9 K] float32, column t K + k for tap
-    t = 3 i + j of output k, from one GEMM [N*H*W, Cin] x [Cin, 9 K] (on the CPU far faster
-    than a convolution with so few outputs)."""
-    k = weight.shape[0]
-    w_t = weight.float().permute(2, 3, 0, 1).reshape(9 * k, x_rows.shape[1])  # [(tap, k), Cin]
+    of dense rows ``x_rows`` [N*H*W, Cin], ``w_t`` = :func:`tap_matrix` of their weights:
+    [N*H*W, 9 K] float32, column t K + k for tap t = 3 i + j of output k, from one GEMM
+    [N*H*W, Cin] x [Cin, 9 K] (on the CPU far faster than a convolution with so few
+    outputs)."""
     lib = native_kernels() if x_rows.device.type == "cpu" else None
     if lib is not None:  # BLAS kernels are slow with so few columns
         return lib.small_gemm(x_rows, w_t, out)
@@ -149,10 +155,3 @@ def sum_taps(taps: torch.Tensor, k: int, shape: tuple[int, int, int], bias: torc
                                          x0 * stride + dx:(x1 - 1) * stride + dx + 1:stride, t]
     return out.unsqueeze(1)
 
-
-def mask_logits(x_rows: torch.Tensor, shape: tuple[int, int, int], weight: torch.Tensor,
-                bias: torch.Tensor, stride: int) -> torch.Tensor:
-    """3x3 convolutions (padding 1) with a few outputs K of dense rows: [N, K, Ho, Wo]."""
-    taps = mask_taps(x_rows, weight)
-    return torch.cat([sum_taps(taps, k, shape, bias[k:k + 1], stride)
-                      for k in range(weight.shape[0])], 1)

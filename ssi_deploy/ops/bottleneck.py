@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from . import contract as C
 from .block_kernels import (compact, interp_rows, mask_taps, native_kernels, patches3x3,
-                            sum_taps)
+                            sum_taps, tap_matrix)
 
 
 @dataclass
@@ -37,7 +37,7 @@ class BlockWeights:
 
     cin: int
     planes: int
-    mask_convs: torch.Tensor  # [2, Cin, 3, 3]: conv1_mask, conv2_mask (one GEMM for both)
+    mask_taps_w: torch.Tensor  # [18, Cin]: tap_matrix of conv1_mask, conv2_mask (one GEMM)
     mask_bias: torch.Tensor  # [2]
     w1: torch.Tensor  # [Cin, p]
     b1: torch.Tensor
@@ -60,7 +60,8 @@ class BlockWeights:
         p, cin = conv1_weight.shape[0], conv1_weight.shape[1]
         tap_major = lambda w: f(w).permute(2, 3, 1, 0).reshape(-1, w.shape[0]).contiguous()  # noqa: E731
         return cls(
-            cin=cin, planes=p, mask_convs=torch.cat([f(mask1_weight), f(mask2_weight)]),
+            cin=cin, planes=p,
+            mask_taps_w=tap_matrix(torch.cat([f(mask1_weight), f(mask2_weight)])),
             mask_bias=torch.cat([f(mask1_bias).reshape(1), f(mask2_bias).reshape(1)]),
             w1=f(conv1_weight).reshape(p, cin).t().contiguous(), b1=f(conv1_bias),
             w_off=tap_major(offset_weight) if dcn else None,
@@ -142,11 +143,6 @@ class _Workspace(threading.local):
 _WS = _Workspace()
 
 
-def release_workspace() -> None:
-    """Free this thread's block temporaries (they are kept for the next forward)."""
-    _WS.buffers.clear()
-
-
 def output_size(size: int, stride: int) -> int:
     return (size - 1) // stride + 1  # 3x3, padding 1
 
@@ -172,7 +168,7 @@ def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
     # 1. masks: the two 3x3 mask convs of x from one GEMM (every tap's partial map), then
     #    the shifted sums at stride 1 (m1) and at the block's stride (m2)
     if masks is None or keep_logits is not None:
-        taps = mask_taps(x_rows, wts.mask_convs, out=ws("taps", x_rows.shape[0], 18))
+        taps = mask_taps(x_rows, wts.mask_taps_w, out=ws("taps", x_rows.shape[0], 18))
         l1 = sum_taps(taps, 0, (n_, h, w), wts.mask_bias[0:1], 1)
         l2 = sum_taps(taps, 1, (n_, h, w), wts.mask_bias[1:2], s)
         m1, m2, (s1, s2) = block_masks(l1.to(x.dtype), l2.to(x.dtype), a)
