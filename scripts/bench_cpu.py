@@ -28,7 +28,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ssi_deploy.cost_model import backbone_gmacs  # noqa: E402
+from ssi_deploy.errors import SSIError  # noqa: E402
 from ssi_deploy.models import create_model, dense_twin  # noqa: E402
+from ssi_deploy.outputs import atomic_output, check_output_path, write_text_atomic  # noqa: E402
 
 
 def timed_pair(run_a, run_b, repeats: int, warmup: int = 1):
@@ -113,7 +115,8 @@ def plot_latency(rows: list[dict], path: Path, threads: int, kernels: str) -> No
         ax.legend(fontsize=8)
     fig.suptitle(f"kernels: {kernels}", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    with atomic_output(path, "--plot") as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
     print(f"wrote {path}")
 
@@ -128,6 +131,13 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--plot", type=Path, help="PNG of latency against density")
     args = ap.parse_args()
+    try:  # before minutes of timing: the report files can be written
+        for opt, path, suffix in (("--json", args.json, ".json"), ("--plot", args.plot, ".png")):
+            if path is not None:
+                check_output_path(path, opt, suffix)
+    except SSIError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     densities = [float(d) for d in args.densities.split(",")]
     kernels = native_state()
@@ -139,8 +149,9 @@ def main() -> int:
             rows += bench_arch(arch.strip(), args.input, densities, args.repeats)
     print_table(rows)
     if args.json:
-        args.json.write_text(json.dumps({"threads": args.threads, "torch": torch.__version__,
-                                         "kernels": kernels, "rows": rows}, indent=2))
+        write_text_atomic(args.json, json.dumps({"threads": args.threads, "torch": torch.__version__,
+                                                 "kernels": kernels, "rows": rows}, indent=2),
+                          "--json")
         print(f"wrote {args.json}")
     if args.plot:
         plot_latency(rows, args.plot, args.threads, kernels)
