@@ -1,0 +1,1 @@
+"""Detection: the official Faster R-CNN test path, preprocessing, COCO."""
