@@ -17,10 +17,17 @@ Fields (schema version 1):
                                      "forced_density": float in (0, 1] or null}
     precision                       "fp32" or "fp16" (tensor dtype of the graph)
     inputs, outputs                 [{"name", "kind", "dtype", "shape"}]; shape dims are ints
-                                    or axis names (dynamic); kind: image | feature | mask;
-                                    masks carry their sampling "layer" (layer1.0.mask1 ...)
+                                    or axis names (dynamic); kind: image | image_info |
+                                    feature | mask | detections; masks carry their sampling
+                                    "layer" (layer1.0.mask1 ...), detection outputs their
+                                    "role" (boxes | scores | labels | count); dtype fp32 |
+                                    fp16 | int64. Inputs: the image, and for a detector
+                                    image_info [B, 3] = (resized h, resized w, scale factor)
     preprocessing                   {"mean": [3], "std": [3], "channel_order": "RGB",
-                                     "pad_multiple": int}
+                                     "pad_multiple": int, "test_scale": [long, short] or
+                                     absent (detectors: the official keep-ratio resize)}
+    detector                        absent, or the detector's test settings (score_thr,
+                                    nms_iou, max_per_img, num_classes, ...)
     example_shape, dynamic          the export's example input shape and its symbolic axes
     granularity                     "block" (one SSIBottleneck node per SSI block), "ops" (the
                                     three building-block ops per block; files without the field)
@@ -43,7 +50,9 @@ ONNX_KEY = "ssi.manifest"  # metadata_props key of an exported ONNX file
 SIDECAR_KEY = "manifest"  # key in an engine's build sidecar
 PRECISIONS = ("fp32", "fp16")
 SAMPLING_MODES = ("threshold", "stochastic", "official")
-TENSOR_KINDS = ("image", "feature", "mask")
+TENSOR_KINDS = ("image", "image_info", "feature", "mask", "detections")
+TENSOR_DTYPES = PRECISIONS + ("int64",)
+DETECTION_ROLES = ("boxes", "scores", "labels", "count")
 DYNAMIC_AXES = ("batch", "height", "width")
 GRANULARITIES = ("block", "ops", "dense")
 DEFAULT_PAD_MULTIPLE = 32
@@ -60,11 +69,14 @@ class TensorSpec:
     dtype: str  # fp32 | fp16
     shape: tuple  # ints, or axis names for dynamic dimensions
     layer: str | None = None  # masks: the sampling layer (layer2.0.mask1)
+    role: str | None = None  # detections: boxes | scores | labels | count
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "kind": self.kind, "dtype": self.dtype, "shape": list(self.shape)}
         if self.layer is not None:
             d["layer"] = self.layer
+        if self.role is not None:
+            d["role"] = self.role
         return d
 
 
@@ -94,6 +106,7 @@ class Preprocessing:
     std: tuple[float, float, float]
     channel_order: str = "RGB"
     pad_multiple: int = DEFAULT_PAD_MULTIPLE
+    test_scale: tuple[int, int] | None = None  # (long, short) keep-ratio resize of detectors
 
 
 @dataclass(frozen=True)
@@ -118,6 +131,7 @@ class Manifest:
     torch_version: str = ""
     extra: dict = field(default_factory=dict)  # caller-supplied entries (demo image, ...)
     schema: int = SCHEMA_VERSION
+    detector: dict | None = None  # a detector's test settings (None: a backbone export)
 
     # -- views ------------------------------------------------------------------------------
     @property
@@ -130,6 +144,15 @@ class Manifest:
     @property
     def output_names(self) -> list[str]:
         return [o.name for o in self.outputs]
+
+    @property
+    def is_detector(self) -> bool:
+        return any(o.kind == "detections" for o in self.outputs)
+
+    @property
+    def detection_outputs(self) -> dict[str, str]:
+        """role (boxes, scores, labels, count) -> output name."""
+        return {o.role: o.name for o in self.outputs if o.kind == "detections"}
 
     @property
     def masks_exposed(self) -> bool:
@@ -154,6 +177,12 @@ class Manifest:
         d["preprocessing"]["mean"] = list(self.preprocessing.mean)
         d["preprocessing"]["std"] = list(self.preprocessing.std)
         d["weights"] = {k: v for k, v in d["weights"].items() if v is not None}
+        if self.preprocessing.test_scale is None:
+            del d["preprocessing"]["test_scale"]
+        else:
+            d["preprocessing"]["test_scale"] = list(self.preprocessing.test_scale)
+        if self.detector is None:
+            del d["detector"]
         return d
 
     def to_json(self) -> str:
@@ -216,7 +245,7 @@ def _tensor(t, source, name) -> TensorSpec:
         raise _fail(source, name, t, "an object with name, kind, dtype, shape")
     tname = _str(_get(t, "name", source, name + "."), source, name + ".name")
     kind = _str(_get(t, "kind", source, name + "."), source, name + ".kind", TENSOR_KINDS)
-    dtype = _str(_get(t, "dtype", source, name + "."), source, name + ".dtype", PRECISIONS)
+    dtype = _str(_get(t, "dtype", source, name + "."), source, name + ".dtype", TENSOR_DTYPES)
     shape = _get(t, "shape", source, name + ".")
     if not isinstance(shape, list) or not all(
             (isinstance(s, int) and not isinstance(s, bool) and s > 0) or isinstance(s, str)
@@ -225,7 +254,11 @@ def _tensor(t, source, name) -> TensorSpec:
     layer = t.get("layer")
     if kind == "mask" and not isinstance(layer, str):
         raise _fail(source, name + ".layer", layer, "the sampling layer of a mask output")
-    return TensorSpec(tname, kind, dtype, tuple(shape), layer if kind == "mask" else None)
+    role = t.get("role")
+    if kind == "detections" and role not in DETECTION_ROLES:
+        raise _fail(source, name + ".role", role, "one of " + ", ".join(DETECTION_ROLES))
+    return TensorSpec(tname, kind, dtype, tuple(shape), layer if kind == "mask" else None,
+                      role if kind == "detections" else None)
 
 
 def _parse(d, source: str) -> Manifest:
@@ -264,14 +297,22 @@ def _parse(d, source: str) -> Manifest:
     precision = _str(_get(d, "precision", source), source, "precision", PRECISIONS)
     inputs = _get(d, "inputs", source)
     outputs = _get(d, "outputs", source)
-    if not isinstance(inputs, list) or len(inputs) != 1:
-        raise _fail(source, "inputs", inputs, "one image input")
+    if not isinstance(inputs, list) or len(inputs) not in (1, 2):
+        raise _fail(source, "inputs", inputs, "the image input (and a detector's image_info)")
     if not isinstance(outputs, list) or not outputs:
         raise _fail(source, "outputs", outputs, "a non-empty list")
     ins = tuple(_tensor(t, source, f"inputs[{i}]") for i, t in enumerate(inputs))
     outs = tuple(_tensor(t, source, f"outputs[{i}]") for i, t in enumerate(outputs))
     if ins[0].kind != "image":
         raise _fail(source, "inputs[0].kind", ins[0].kind, "image")
+    if len(ins) == 2 and ins[1].kind != "image_info":
+        raise _fail(source, "inputs[1].kind", ins[1].kind, "image_info")
+    roles = [o.role for o in outs if o.kind == "detections"]
+    if roles and sorted(roles) != sorted(DETECTION_ROLES):
+        raise _fail(source, "outputs", roles, "one detections output per role: "
+                    + ", ".join(DETECTION_ROLES))
+    if roles and len(ins) != 2:
+        raise _fail(source, "inputs", inputs, "a detector's image and image_info inputs")
     names = [o.name for o in outs]
     if len(set(names)) != len(names):
         raise _fail(source, "outputs", names, "distinct names")
@@ -281,7 +322,8 @@ def _parse(d, source: str) -> Manifest:
         _floats(_get(p, "std", source, "preprocessing."), source, "preprocessing.std", 3, True),
         _str(p.get("channel_order", "RGB"), source, "preprocessing.channel_order", ("RGB", "BGR")),
         _int(p.get("pad_multiple", DEFAULT_PAD_MULTIPLE), source, "preprocessing.pad_multiple",
-             1, 1024))
+             1, 1024),
+        _test_scale(p.get("test_scale"), source))
     ex = _get(d, "example_shape", source)
     if not (isinstance(ex, list) and len(ex) == 4 and all(
             isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in ex) and ex[1] == 3):
@@ -293,6 +335,11 @@ def _parse(d, source: str) -> Manifest:
     if not isinstance(nodes, dict):
         raise _fail(source, "ssi_nodes", nodes, "an object of node counts")
     extra = d.get("extra", {})
+    det = d.get("detector")
+    if det is not None and not isinstance(det, dict):
+        raise _fail(source, "detector", det, "an object of test settings")
+    if roles and det is None:
+        raise _fail(source, "detector", det, "the test settings of a detector export")
     return Manifest(
         arch=arch, with_fpn=_bool(_get(d, "with_fpn", source), source, "with_fpn"),
         sparse=_bool(_get(d, "sparse", source), source, "sparse"), weights=weights,
@@ -305,7 +352,17 @@ def _parse(d, source: str) -> Manifest:
         onnx_opset=_int(d.get("onnx_opset", 18), source, "onnx_opset", 1),
         ssi_nodes=nodes, tool_version=str(d.get("tool_version", "")),
         torch_version=str(d.get("torch_version", "")),
-        extra=extra if isinstance(extra, dict) else {}, schema=schema)
+        extra=extra if isinstance(extra, dict) else {}, schema=schema, detector=det)
+
+
+def _test_scale(v, source) -> tuple[int, int] | None:
+    if v is None:
+        return None
+    if not (isinstance(v, list) and len(v) == 2 and all(
+            isinstance(x, int) and not isinstance(x, bool) and 32 <= x <= 16384 for x in v)):
+        raise _fail(source, "preprocessing.test_scale", v, "[long, short]: two integers in "
+                    "32..16384")
+    return (max(v), min(v))
 
 
 # --------------------------------------------------------------------------------------------

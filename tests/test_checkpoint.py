@@ -40,9 +40,14 @@ def test_backbone_only_model_ignores_neck(official_ckpt):
     assert any(k.startswith("neck.") for k in model.load_report.ignored)
 
 
-def test_detect_arch(official_ckpt):
+def test_detect_arch(official_ckpt, tmp_path):
     path, _ = official_ckpt
-    assert detect_arch(read_checkpoint(path)) == ("sparse_resnet50", True)
+    # head keys make it a detector checkpoint; without them, a backbone + FPN
+    assert detect_arch(read_checkpoint(path)) == ("faster_rcnn_sparse_resnet50", True)
+    sd = torch.load(path, weights_only=True)["state_dict"]
+    torch.save({"state_dict": {k: v for k, v in sd.items() if "_head." not in k}},
+               tmp_path / "bb.pth")
+    assert detect_arch(read_checkpoint(tmp_path / "bb.pth")) == ("sparse_resnet50", True)
 
 
 def test_wrong_arch_names_first_keys_and_hint(official_ckpt):
@@ -50,7 +55,8 @@ def test_wrong_arch_names_first_keys_and_hint(official_ckpt):
     with pytest.raises(SSIError) as e:
         create_model("sparse_resnet101_dcn", checkpoint=path)
     msg = str(e.value)
-    assert "missing" in msg and "backbone.layer" in msg and "--arch sparse_resnet50 --with-fpn" in msg
+    assert "missing" in msg and "backbone.layer" in msg and "--arch faster_rcnn_sparse_resnet50" in msg
+    assert "--with-fpn" not in msg  # a detector always has its FPN
     assert "\n" not in msg
 
 

@@ -28,8 +28,10 @@ def test_zoo_lists_registry_and_entries():
     rc, out, _ = run_cli("zoo", "--json")
     assert rc == 0
     data = json.loads(out)
-    assert {a["arch"] for a in data["architectures"]} == {
-        "resnet50", "resnet101", "resnet101_dcn", "sparse_resnet50", "sparse_resnet101", "sparse_resnet101_dcn"}
+    backbones = {"resnet50", "resnet101", "resnet101_dcn", "sparse_resnet50", "sparse_resnet101",
+                 "sparse_resnet101_dcn"}
+    assert {a["arch"] for a in data["architectures"]} == \
+        backbones | {f"faster_rcnn_{b}" for b in backbones}
     maps = sorted(e["map"] for e in data["zoo"])
     assert maps == [40.7, 41.9, 42.7, 43.3, 43.4]
     rc, out, _ = run_cli("zoo")

@@ -83,7 +83,7 @@ def test_fused_equals_unfused():
     assert model.backbone.blocks[0].fused is None  # training invalidates folded weights
 
 
-@pytest.mark.parametrize("arch", list_models())
+@pytest.mark.parametrize("arch", [a for a in list_models() if not a.startswith("faster_rcnn_")])
 def test_every_arch_builds_and_runs(arch):
     model = create_model(arch, with_fpn=True)
     x = torch.randn(1, 3, 64, 64)

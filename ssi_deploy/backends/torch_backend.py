@@ -75,7 +75,10 @@ class TorchBackend(Backend):
         if threads:
             torch.set_num_threads(int(threads))
         self.model = model.eval().to(self.device, self.dtype)
-        self._input_names = list(input_names or [DEFAULT_INPUT_NAME])
+        for name in getattr(model, "float32_modules", ()):  # a detector's heads: float32
+            getattr(self.model, name).float()
+        self._input_names = list(input_names or getattr(model, "input_names", None)
+                                 or [DEFAULT_INPUT_NAME])
         own = list(getattr(model, "output_names", []) or [])
         if output_names is not None and own and list(output_names) != own:
             raise SSIError(f"the rebuilt PyTorch model's outputs {own} differ from the expected "
@@ -97,7 +100,9 @@ class TorchBackend(Backend):
         if forced_density is not None:
             model.set_forced_density(forced_density)
         model.fuse_for_inference()
-        return cls(model, [input_name], None, **kw)
+        names = list(getattr(model, "input_names", [input_name]))
+        names[0] = input_name
+        return cls(model, names, None, **kw)
 
     @classmethod
     def from_onnx(cls, path: str | Path, checkpoint: str | Path | None = None,
@@ -116,7 +121,7 @@ class TorchBackend(Backend):
             input_name=m.input.name, **kw)
         model = backend.model
         feats = list(getattr(model, "feature_names", backend.output_names))
-        want = [o.name for o in m.outputs if o.kind == "feature"]
+        want = [o.name for o in m.outputs if o.kind in ("feature", "detections")]
         if feats != want or (m.masks_exposed and masks and
                              [o.name for o in m.outputs if o.kind == "mask"]
                              != list(model.mask_names)):
@@ -139,7 +144,9 @@ class TorchBackend(Backend):
 
     @property
     def input_shapes(self) -> dict[str, tuple | None]:
-        return {n: (None, 3, None, None) for n in self._input_names}
+        # the image; a detector's image_info [B, 3] (resized h, w, scale factor)
+        return {n: (None, 3, None, None) if k == 0 else (None, 3)
+                for k, n in enumerate(self._input_names)}
 
     def describe(self) -> dict:
         d = {"backend": self.name, "device": str(self.device),
@@ -154,8 +161,10 @@ class TorchBackend(Backend):
         if unknown or missing:
             raise SSIError(f"inputs {sorted(feeds)} do not match the model's inputs "
                            f"{self._input_names}")
-        return [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device, self.dtype)
-                for n in self._input_names]
+        # the image in the model's dtype; image_info stays float32 (sizes, scale factor)
+        return [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(
+                    self.device, self.dtype if k == 0 else torch.float32)
+                for k, n in enumerate(self._input_names)]
 
     def _forward(self, xs):
         with torch.inference_mode():

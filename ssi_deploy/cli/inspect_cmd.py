@@ -9,7 +9,7 @@ import click
 
 from ..errors import SSIError
 from ..models.checkpoint import detect_arch, load_checkpoint, read_checkpoint
-from ..models.network import SSINetwork
+from ..models import build_network
 from ..models.registry import get_arch
 from .table import print_table
 
@@ -36,7 +36,7 @@ def summarise(path: str) -> dict:
                                     b["block"].replace("layer", "").split(".")))
     parts = sorted({k.split(".")[0] for k in sd}) if ckpt.format == "official" else ["backbone"]
     # What a model of the recognised arch would lack or ignore.
-    net = SSINetwork(get_arch(arch), with_fpn)
+    net = build_network(get_arch(arch), with_fpn)
     try:
         report = load_checkpoint(net, ckpt)
         fits, problem = True, None

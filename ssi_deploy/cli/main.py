@@ -27,6 +27,8 @@ COMMANDS = {
     "profile": "ssi_deploy.cli.profile_cmd:profile",
     "build": "ssi_deploy.cli.build_cmd:build",
     "doctor": "ssi_deploy.cli.doctor_cmd:doctor",
+    "detect": "ssi_deploy.cli.detect_cmd:detect",
+    "eval": "ssi_deploy.cli.eval_cmd:eval_",
 }
 
 

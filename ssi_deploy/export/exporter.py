@@ -104,12 +104,16 @@ def _make_translation(op: C.OpDef) -> Callable:
 
 
 def translation_table() -> dict:
-    """``custom_translation_table`` for ``torch.onnx.export``: one entry per contract op."""
+    """``custom_translation_table`` for ``torch.onnx.export``: one entry per contract op, and
+    the detector's NMS and RoIAlign (standard ONNX ops, ``detection/deploy_ops.py``)."""
     import ssi_deploy.ops  # noqa: F401  (registers torch.ops.ssi.*)
+    from ..detection import deploy_ops
 
     register_schemas()
     ns = getattr(torch.ops, C.TORCH_NAMESPACE)
-    return {getattr(ns, op.torch_name).default: _make_translation(op) for op in C.OPS.values()}
+    table = {getattr(ns, op.torch_name).default: _make_translation(op) for op in C.OPS.values()}
+    table.update(deploy_ops.translation_table())
+    return table
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,7 +445,8 @@ def _cast_tensor(v, dtype):
 
 def _to_dtype(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     """``model.to(dtype)``, plus plain tensor attributes (e.g. BatchNorm-folded weights kept
-    outside parameters and buffers), which ``Module.to`` does not touch."""
+    outside parameters and buffers), which ``Module.to`` does not touch. The modules a model
+    names in ``float32_modules`` (a detector's heads: box coordinates) stay float32."""
     model = model.to(dtype)
     for module in model.modules():
         for name, v in list(vars(module).items()):
@@ -450,6 +455,8 @@ def _to_dtype(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
             cast = _cast_tensor(v, dtype)
             if cast is not v:
                 object.__setattr__(module, name, cast)
+    for name in getattr(model, "float32_modules", ()):
+        getattr(model, name).float()
     return model
 
 
@@ -470,9 +477,14 @@ def _freeze_scalar_parameters(model: torch.nn.Module) -> int:
     return n
 
 
-def _dynamic_shapes(dynamic: Iterable[str]):
+def _dynamic_shapes(dynamic: Iterable[str], n_inputs: int = 1):
+    """Per input: the image's symbolic axes; a detector's image_info shares the batch."""
     dims = {DYNAMIC_AXES[d]: d for d in dynamic}
-    return ({k: dims[k] for k in sorted(dims)},) if dims else None
+    if not dims:
+        return None
+    image = {k: dims[k] for k in sorted(dims)}
+    info = {0: "batch"} if "batch" in dims.values() else None
+    return (image,) + (info,) * (n_inputs - 1)
 
 
 def _check_graph(model: onnx.ModelProto, dynamic: tuple[str, ...]) -> None:
@@ -481,7 +493,7 @@ def _check_graph(model: onnx.ModelProto, dynamic: tuple[str, ...]) -> None:
     if bad:
         raise ExportError(f"the exported graph still has {', '.join(bad)}: fold BatchNorm "
                           "(model.fuse_for_inference()) and export an eval-mode model")
-    (inp,) = [i for i in model.graph.input if i.name == INPUT_NAME] or [None]
+    (inp,) = [i for i in model.graph.input if i.name == INPUT_NAME][:1] or [None]
     if inp is None:
         raise ExportError(f"exported graph has no input named {INPUT_NAME!r}")
     dims = inp.type.tensor_type.shape.dim
@@ -517,6 +529,14 @@ def _dims(value_info) -> tuple:
                  for d in value_info.type.tensor_type.shape.dim)
 
 
+_ELEM_DTYPES = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16",
+                onnx.TensorProto.INT64: "int64"}
+
+
+def _dtype_of(value_info, default: str) -> str:
+    return _ELEM_DTYPES.get(value_info.type.tensor_type.elem_type, default)
+
+
 def build_manifest(m, describe: dict, proto: onnx.ModelProto, shape, dyn, dtype: str,
                    opset: int, counts: Counter, extra: dict, granularity: str) -> Manifest:
     """The manifest of the file being written (see ``ssi_deploy.manifest``)."""
@@ -528,16 +548,23 @@ def build_manifest(m, describe: dict, proto: onnx.ModelProto, shape, dyn, dtype:
     else:  # a module not built by create_model: runs anywhere, but has no reference
         weights = Weights("untracked")
     norm = describe.get("normalisation", describe.get("normalization")) or {}
+    detector = describe.get("detector")
+    test_scale = tuple(detector["test_scale"]) if detector else None
     pre = Preprocessing(tuple(float(v) for v in norm.get("mean", (0.0, 0.0, 0.0))),
                         tuple(float(v) for v in norm.get("std", (1.0, 1.0, 1.0))),
-                        "RGB" if norm.get("rgb", True) else "BGR")
+                        "RGB" if norm.get("rgb", True) else "BGR", test_scale=test_scale)
     masks = dict(zip(getattr(m, "mask_names", []) or [], getattr(m, "sampling_layers", []) or []))
+    roles = dict(getattr(m, "output_roles", {}) or {})
     outputs = []
     for o in proto.graph.output:
         layer = masks.get(o.name)
-        outputs.append(TensorSpec(o.name, "mask" if layer else "feature", dtype, _dims(o), layer))
-    inputs = [TensorSpec(i.name, "image", dtype, _dims(i)) for i in proto.graph.input
-              if i.name not in {t.name for t in proto.graph.initializer}]
+        kind = "mask" if layer else "detections" if o.name in roles else "feature"
+        outputs.append(TensorSpec(o.name, kind, _dtype_of(o, dtype), _dims(o), layer,
+                                  roles.get(o.name)))
+    inputs = [TensorSpec(i.name, "image" if k == 0 else "image_info", _dtype_of(i, dtype),
+                         _dims(i))
+              for k, i in enumerate(i for i in proto.graph.input
+                                    if i.name not in {t.name for t in proto.graph.initializer})]
     fd = describe.get("forced_density")
     return Manifest(
         arch=describe.get("arch", type(m).__name__), with_fpn=bool(describe.get("with_fpn")),
@@ -549,7 +576,9 @@ def build_manifest(m, describe: dict, proto: onnx.ModelProto, shape, dyn, dtype:
         semantics_version=C.SEMANTICS_VERSION, ssi_opset_version=C.OPSET_VERSION,
         onnx_opset=opset, ssi_nodes={name: counts.get(name, 0) for name in C.OPS},
         tool_version=__version__, torch_version=torch.__version__,
-        extra={str(k): _jsonable(v) for k, v in extra.items()})
+        extra={str(k): _jsonable(v) for k, v in extra.items()},
+        detector=None if detector is None else _jsonable(
+            {k: v for k, v in detector.items() if k != "postprocess"}))
 
 
 def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
@@ -618,6 +647,9 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
 
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(shape, generator=gen).to(DTYPES[dtype])
+    # a detector also takes image_info (resized size and scale of each image)
+    examples = tuple(m.example_inputs(example)) if hasattr(m, "example_inputs") else (example,)
+    input_names = list(getattr(m, "input_names", [INPUT_NAME]))
 
     say(f"exporting with torch.export (opset {opset}, dynamic: {', '.join(dyn) or 'none'}) ...")
     table = translation_table()
@@ -628,9 +660,10 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                m, (example,), dynamo=True, custom_translation_table=table,
-                input_names=[INPUT_NAME], output_names=output_names or None,
-                opset_version=opset, dynamic_shapes=_dynamic_shapes(dyn), optimize=True,
+                m, examples, dynamo=True, custom_translation_table=table,
+                input_names=input_names, output_names=output_names or None,
+                opset_version=opset, dynamic_shapes=_dynamic_shapes(dyn, len(examples)),
+                optimize=True,
                 external_data=False, verbose=False, report=False)
     except Exception as e:  # noqa: BLE001
         text = str(e)

@@ -1,8 +1,9 @@
 """Checkpoints: official SSI/mmdet 0.6 files and torchvision ImageNet ResNets.
 
 Files are read with ``torch.load(weights_only=True)``. A model takes the keys of its parts
-(``backbone.*``, ``neck.*`` when it has an FPN) and reports the rest as ignored (heads,
-``meta``, ``optimizer``). Missing, unexpected or mis-shaped keys raise one SSIError naming the
+(``backbone.*``, ``neck.*`` when it has an FPN, ``rpn_head.*`` and ``bbox_head.*`` when it is
+a detector) and reports the rest as ignored (the heads for a backbone, ``meta``,
+``optimizer``). Missing, unexpected or mis-shaped keys raise one SSIError naming the
 first few. Checkpoint filter functions in the manner of timm convert other layouts.
 """
 
@@ -18,6 +19,7 @@ import torch
 from ..errors import SSIError
 
 NECK_INIT_SEED = 0  # FPN of a model initialised from an ImageNet (torchvision) checkpoint
+HEAD_PARTS = ("rpn_head.", "bbox_head.")
 SSI_ONLY = ("conv1_mask.", "conv2_mask.", "conv1_sigma", "conv2_sigma", "conv1_gumbel.",
             "conv2_gumbel.")
 
@@ -97,7 +99,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def detect_arch(ckpt: Checkpoint) -> tuple[str, bool]:
-    """(architecture name, has FPN) recognised from the keys."""
+    """(architecture name, has FPN) recognised from the keys; a checkpoint with the detector
+    heads names the detector (``faster_rcnn_<backbone>``)."""
     prefix = "backbone." if ckpt.format == "official" else ""
     keys = [k[len(prefix):] for k in ckpt.state_dict if k.startswith(prefix)]
     n_layer3 = len({k.split(".")[1] for k in keys if k.startswith("layer3.")})
@@ -108,7 +111,16 @@ def detect_arch(ckpt: Checkpoint) -> tuple[str, bool]:
     sparse = any(".conv1_mask." in k for k in keys)
     dcn = any(".conv2_offset." in k for k in keys)
     name = ("sparse_" if sparse else "") + f"resnet{depth}" + ("_dcn" if dcn else "")
-    return name, any(k.startswith("neck.") for k in ckpt.state_dict)
+    fpn = any(k.startswith("neck.") for k in ckpt.state_dict)
+    if fpn and any(k.startswith(HEAD_PARTS) for k in ckpt.state_dict):
+        name = "faster_rcnn_" + name
+    return name, fpn
+
+
+def arch_hint(guess: str, fpn: bool) -> str:
+    """The options that select a recognised architecture."""
+    return f"--arch {guess}" + (" --with-fpn" if fpn and not guess.startswith("faster_rcnn_")
+                                else "")
 
 
 def torchvision_filter(sd: dict[str, torch.Tensor]) -> tuple[dict, list[str]]:
@@ -126,7 +138,9 @@ def load_checkpoint(model, path: str | Path | Checkpoint) -> LoadReport:
     if ckpt.format == "torchvision":
         sd, dropped = torchvision_filter(sd)
         ignored += dropped
-    parts = ["backbone."] + (["neck."] if model.neck is not None else [])
+    detector = getattr(model, "is_detector", False)
+    parts = ["backbone."] + (["neck."] if model.neck is not None else []) + \
+        (list(HEAD_PARTS) if detector else [])
     taken = {k: v for k, v in sd.items() if k.startswith(tuple(parts))}
     ignored += [k for k in sd if k not in taken]
     expected = model.state_dict()
@@ -135,7 +149,7 @@ def load_checkpoint(model, path: str | Path | Checkpoint) -> LoadReport:
     # FPN stays random; num_batches_tracked is bookkeeping only.
     allowed_missing = ("num_batches_tracked",)
     if ckpt.format == "torchvision":
-        allowed_missing += SSI_ONLY + ("conv2_offset.", "neck.")
+        allowed_missing += SSI_ONLY + ("conv2_offset.", "neck.") + HEAD_PARTS
     missing = [k for k in expected if k not in taken and not any(a in k for a in allowed_missing)]
     unexpected = [k for k in taken if k not in expected]
     misshaped = [f"{k} {list(v.shape)} vs model {list(expected[k].shape)}"
@@ -151,11 +165,11 @@ def load_checkpoint(model, path: str | Path | Checkpoint) -> LoadReport:
         hint = ""
         try:
             guess, fpn = detect_arch(ckpt)
-            hint = f"; the checkpoint looks like --arch {guess}{' --with-fpn' if fpn else ''}"
+            hint = f"; the checkpoint looks like {arch_hint(guess, fpn)}"
         except SSIError:
             pass
         raise SSIError(f"checkpoint {ckpt.path} does not fit {model.arch}"
-                       f"{' with FPN' if model.neck is not None else ''}: "
+                       f"{' with FPN' if model.neck is not None and not detector else ''}: "
                        + "; ".join(problems) + hint)
     initialised = [k for k in expected if k not in taken]
     with torch.no_grad():
@@ -173,6 +187,9 @@ def load_checkpoint(model, path: str | Path | Checkpoint) -> LoadReport:
                         bound = (6.0 / (fan_in + fan_out)) ** 0.5
                         conv.weight.uniform_(-bound, bound, generator=gen)
                         conv.bias.zero_()
+            if detector:  # heads of an ImageNet-initialised detector: seeded, as the FPN
+                from .init import init_detector_heads
+                init_detector_heads(model, torch.Generator().manual_seed(NECK_INIT_SEED))
         model.load_state_dict(taken, strict=False)
     model.init_info = f"checkpoint sha256:{ckpt.sha256}"
     return LoadReport(ckpt.sha256, ckpt.format, sorted(ignored), initialised)

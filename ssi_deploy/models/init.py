@@ -48,7 +48,28 @@ def random_init(model: nn.Module, seed: int = 0) -> None:
                 fan_in = conv.in_channels * 9
                 conv.weight.normal_(0.0, 4.0 / fan_in ** 0.5, generator=gen)
     targets = torch.empty(2 * len(blocks)).uniform_(*DENSITY_RANGE, generator=gen).tolist()
+    if getattr(model, "is_detector", False):
+        init_detector_heads(model, gen)
     _calibrate(model, _smooth_image(gen, CALIBRATION_SHAPE), targets)
+
+
+# Spread of the detector heads' outputs after calibration: objectness and class logits over a
+# few units (scores rarely tie and some pass the 0.05 cut), box deltas small.
+HEAD_OUTPUT_STD = {"rpn_cls": 1.0, "rpn_reg": 0.3, "fc_cls": 1.0, "fc_reg": 0.5}
+
+
+@torch.no_grad()
+def init_detector_heads(model: nn.Module, gen: torch.Generator) -> None:
+    """Seeded heads (Kaiming); ``_calibrate`` then scales the output layers to
+    ``HEAD_OUTPUT_STD`` on the calibration image."""
+    rpn, box = model.rpn_head, model.bbox_head
+    for conv in (rpn.rpn_conv, rpn.rpn_cls, rpn.rpn_reg):
+        fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        conv.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=gen)
+        conv.bias.zero_()
+    for fc in (*box.shared_fcs, box.fc_cls, box.fc_reg):
+        fc.weight.normal_(0.0, (2.0 / fc.in_features) ** 0.5, generator=gen)
+        fc.bias.zero_()
 
 
 def _calibrate(model, image, targets) -> None:
@@ -75,6 +96,30 @@ def _calibrate(model, image, targets) -> None:
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             hooks.append(m.register_forward_pre_hook(bn_pre_hook))
+    def spread_hook(std):  # a head's output layer: outputs of standard deviation ``std``
+        def hook(layer, args, out):
+            layer.weight.mul_(std / out.std().clamp_min(1e-6))
+            return F.linear(args[0], layer.weight, layer.bias) if isinstance(layer, nn.Linear) \
+                else layer._conv_forward(args[0], layer.weight, layer.bias)
+        return hook
+
+    if getattr(model, "is_detector", False):
+        heads = {"rpn_cls": model.rpn_head.rpn_cls, "rpn_reg": model.rpn_head.rpn_reg,
+                 "fc_cls": model.bbox_head.fc_cls, "fc_reg": model.bbox_head.fc_reg}
+        done = set()
+
+        def once(name):  # the RPN runs per level: scale on the first (finest) level only
+            inner = spread_hook(HEAD_OUTPUT_STD[name])
+
+            def hook(layer, args, out):
+                if name in done:
+                    return out
+                done.add(name)
+                return inner(layer, args, out)
+            return hook
+
+        for name, layer in heads.items():
+            hooks.append(layer.register_forward_hook(once(name)))
     for i, b in enumerate(model.backbone.blocks):
         if isinstance(b, Bottleneck) and b.with_dcn:
             hooks.append(b.conv2_offset.register_forward_hook(scale_hook))

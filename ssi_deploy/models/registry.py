@@ -1,4 +1,7 @@
-"""Registry of model architectures (in the manner of timm): name -> spec, one place."""
+"""Registry of model architectures (in the manner of timm): name -> spec, one place.
+
+Backbones are ``[sparse_]resnet{50,101}[_dcn]``; every backbone also has a detector,
+``faster_rcnn_<backbone>`` (Faster R-CNN + FPN of mmdetection v0.6, the released models)."""
 
 from __future__ import annotations
 
@@ -14,12 +17,20 @@ class ArchSpec:
     sparse: bool
     dcn: bool
     doc: str
+    detector: bool = False  # Faster R-CNN + FPN around the backbone
+
+    @property
+    def backbone_name(self) -> str:
+        return self.name.removeprefix(DETECTOR_PREFIX)
 
     @property
     def dense_name(self) -> str:
-        return self.name.removeprefix("sparse_")
+        """The same architecture with dense blocks (a detector stays a detector)."""
+        prefix = DETECTOR_PREFIX if self.detector else ""
+        return prefix + self.backbone_name.removeprefix("sparse_")
 
 
+DETECTOR_PREFIX = "faster_rcnn_"
 _ARCHS: dict[str, ArchSpec] = {}
 
 
@@ -35,6 +46,9 @@ for _depth in (50, 101):
 register(ArchSpec("resnet101_dcn", 101, False, True, "dense ResNet-101, DCNv1 in stages 2-4"))
 register(ArchSpec("sparse_resnet101_dcn", 101, True, True,
                   "SSI ResNet-101, DCNv1 in stages 2-4 (the official released backbone)"))
+for _spec in list(_ARCHS.values()):
+    register(ArchSpec(DETECTOR_PREFIX + _spec.name, _spec.depth, _spec.sparse, _spec.dcn,
+                      f"Faster R-CNN + FPN (mmdet 0.6) on {_spec.doc}", detector=True))
 
 
 def list_models() -> list[str]:

@@ -1,6 +1,7 @@
 """Comparators: reference outputs versus a backend's outputs, apart from any backend.
 
-Feature outputs get error statistics and a per-output tolerance check; sampling masks
+Feature outputs get error statistics and a per-output tolerance check; a detector's outputs
+(kind ``detections``) are matched box by box (``detections.py``); sampling masks
 (outputs named ``mask_<layer>``) get an agreement report of their own, because in the
 deterministic ``threshold`` mode a logit that lands on the other side of 0 flips a position
 (spec section 7): that is reported as mask disagreement, not folded into feature error.
@@ -41,6 +42,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..errors import SSIError
+from .detections import (DetectionComparison, DetectionTolerance, compare_detections,
+                         format_detection_rows)
 
 REL_FLOOR = 1e-6
 MASK_PREFIX = "mask_"
@@ -92,6 +95,7 @@ class Tolerances:
     per_output: dict[str, Tolerance] = field(default_factory=dict)
     min_mask_agreement: float = 0.999
     max_mask_flips: int = 0
+    detections: DetectionTolerance = field(default_factory=DetectionTolerance)
 
     def for_output(self, name: str) -> Tolerance:
         return self.per_output.get(name, self.default)
@@ -100,7 +104,7 @@ class Tolerances:
     def for_dtype(cls, dtype: str | None) -> "Tolerances":
         d = DEFAULT_TOLERANCES[dtype_key(dtype)]
         return cls(Tolerance(None, d["rtol"], d["atol_scale"]), {}, d["min_mask_agreement"],
-                   d["max_mask_flips"])
+                   d["max_mask_flips"], DetectionTolerance.for_dtype(dtype_key(dtype)))
 
     @classmethod
     def from_specs(cls, dtype: str | None, atol: list[str] | tuple[str, ...] = (),
@@ -321,14 +325,17 @@ class ComparisonReport:
     free_running: list[OutputComparison] | None = None
     free_running_masks: list[MaskComparison] | None = None  # the same, for the masks
     note: str | None = None  # e.g. why masks could not be compared
+    detections: list[DetectionComparison] = field(default_factory=list)
+    free_running_detections: list[DetectionComparison] | None = None  # as free_running
 
     @property
     def passed(self) -> bool:
         return (not self.missing and all(o.passed for o in self.outputs)
-                and all(m.passed for m in self.masks))
+                and all(m.passed for m in self.masks) and all(d.passed for d in self.detections))
 
     def failures(self) -> list[str]:
         out = [f"missing output {n}" for n in self.missing]
+        out += [d.failure() for d in self.detections if not d.passed]
         for o in self.outputs + self.masks:
             line = nonfinite_line(o)
             if line:
@@ -353,10 +360,14 @@ class ComparisonReport:
              "feature_reference": ("PyTorch re-run with the backend's masks"
                                    if self.free_running is not None else "PyTorch"),
              "masks": {m.name: m.to_dict() for m in self.masks},
+             "detections": {d.name: d.to_dict() for d in self.detections},
              "missing_outputs": self.missing, "extra_outputs": self.extra,
              "failures": self.failures()}
         if self.free_running is not None:
             d["outputs_free_running"] = {o.name: o.to_dict() for o in self.free_running}
+        if self.free_running_detections is not None:
+            d["detections_free_running"] = {x.name: x.to_dict()
+                                            for x in self.free_running_detections}
         if self.free_running_masks is not None:
             d["masks_free_running"] = {m.name: m.to_dict() for m in self.free_running_masks}
             d["first_flip"] = self.first_flip
@@ -375,15 +386,22 @@ class ComparisonReport:
 
 
 def compare_outputs(ref: dict[str, np.ndarray], test: dict[str, np.ndarray],
-                    tolerances: Tolerances, kinds: dict[str, str] | None = None) -> ComparisonReport:
+                    tolerances: Tolerances, kinds: dict[str, str] | None = None,
+                    roles: dict[str, str] | None = None) -> ComparisonReport:
     """Compare every reference output present, with the comparator of its kind (``kinds``:
-    name -> "feature" | "mask", from the export's manifest; without it, ``mask_*`` names are
-    masks). Masks get agreement reports."""
-    outputs, masks = [], []
+    name -> "feature" | "mask" | "detections", from the export's manifest; without it,
+    ``mask_*`` names are masks). Masks get agreement reports; the detection outputs (``roles``:
+    role -> output name) are matched together as one comparison."""
+    outputs, masks, detections = [], [], []
+    roles = roles or {}
+    if roles and all(n in ref and n in test for n in roles.values()):
+        detections.append(compare_detections(ref, test, roles, tolerances.detections))
     for name, r in ref.items():
         if name not in test:
             continue
         kind = (kinds or {}).get(name) or ("mask" if is_mask_name(name) else "feature")
+        if kind == "detections":
+            continue
         if kind == "mask":
             masks.append(compare_mask(name, r, test[name], tolerances.min_mask_agreement,
                                       tolerances.max_mask_flips))
@@ -391,7 +409,7 @@ def compare_outputs(ref: dict[str, np.ndarray], test: dict[str, np.ndarray],
             outputs.append(compare_output(name, r, test[name], tolerances.for_output(name)))
     missing = [n for n in ref if n not in test]
     extra = [n for n in test if n not in ref]
-    return ComparisonReport(outputs, masks, missing, extra)
+    return ComparisonReport(outputs, masks, missing, extra, detections=detections)
 
 
 def decision_band(record: dict, tol: Tolerance) -> np.ndarray:
@@ -469,10 +487,14 @@ def format_table(report: ComparisonReport, mask_rows: bool = True) -> str:
                      f"on {worst.name}, cosine {worst.cosine:.6f}; see outputs_free_running)")
     if report.note:
         lines.append(f"note: {report.note}")
+    if report.detections:
+        lines.extend(format_detection_rows(report.detections))
+        lines.append("")
     hdr = (f"{'output':<12} {'shape':<20} {'max_abs':>10} {'max_rel':>10} {'mean_abs':>10} "
            f"{'median':>10} {'p99':>10} {'cosine':>10} {'nan/inf':>8} {'atol':>8} {'rtol':>8}  result")
-    lines.append(hdr)
-    lines.append("-" * len(hdr))
+    if report.outputs or not report.detections:
+        lines.append(hdr)
+        lines.append("-" * len(hdr))
     for o in report.outputs:
         bad = o.nan_test + o.inf_test + o.nan_ref + o.inf_ref
         shape = "x".join(str(s) for s in o.shape)

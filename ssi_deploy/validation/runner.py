@@ -79,6 +79,8 @@ def make_feeds(spec: InputSpec, input_shapes: dict[str, tuple | None], manifest,
         feeds = I.load_npz(spec.npz, input_shapes)
         return feeds, {"source": "npz", "path": str(spec.npz),
                        "shapes": {k: list(v.shape) for k, v in feeds.items()}}
+    if manifest is not None and manifest.is_detector and len(names) == 2:
+        return _detector_feeds(spec, input_shapes, manifest)
     if len(names) != 1:
         raise SSIError(f"the model has {len(names)} inputs {names}: give them with --inputs FILE.npz")
     name, shape = names[0], input_shapes[names[0]]
@@ -108,6 +110,49 @@ def make_feeds(spec: InputSpec, input_shapes: dict[str, tuple | None], manifest,
         full = (1, 3) + tuple(default_hw)
     x = I.random_input(full, spec.seed)
     return {name: x}, {"source": "random", "seed": spec.seed, "shape": list(full)}
+
+
+def _detector_feeds(spec: InputSpec, input_shapes: dict, manifest) -> tuple[dict, dict]:
+    """A detector's image and image_info: a photograph prepared as the official test path
+    (keep-ratio resize to the export's test scale, or to ``--short-side``), or smooth
+    image-like noise (white noise drives seeded random heads into saturated, tied scores)."""
+    from ..detection.images import make_batch, preprocess
+
+    (name, shape), (info_name, _) = list(input_shapes.items())
+    static = _static_hw(shape)
+    batch = _static_batch(shape)
+    pre = manifest.preprocessing
+    if spec.image is not None:
+        scale = pre.test_scale or (1667, 1000)
+        if spec.short_side:
+            scale = (int(round(spec.short_side * max(scale) / min(scale))), spec.short_side)
+        img = I.load_image(spec.image)
+        item = preprocess(img, scale, pre.mean, pre.std, pre.pad_multiple, static)
+        x, info = make_batch([item], static, pre.pad_multiple)
+        desc = {"source": "image", "path": str(spec.image), "original_hw": list(item.original_hw),
+                "resized_hw": list(item.img_shape), "scale": item.scale_factor}
+    else:
+        import torch
+
+        from ..models.init import _smooth_image
+        if spec.input_shape is not None:
+            full = tuple(spec.input_shape)
+            if shape is not None and not I._dims_ok(full, shape):
+                raise SSIError(f"--input-shape {list(full)} does not fit the model's input "
+                               f"{name!r} {I._fmt_shape(shape)}")
+        elif static is not None:
+            full = (batch, 3) + static
+        else:
+            full = tuple(manifest.example_shape)
+        x = _smooth_image(torch.Generator().manual_seed(spec.seed), full).numpy()
+        info = np.tile(np.asarray([[full[2], full[3], 1.0]], np.float32), (full[0], 1))
+        desc = {"source": "random", "seed": spec.seed, "shape": list(full),
+                "kind": "smooth image-like noise"}
+        batch = 1
+    if batch > 1:
+        x, info = np.repeat(x, batch, axis=0), np.repeat(info, batch, axis=0)
+    desc["shape"] = list(x.shape)
+    return {name: x, info_name: info}, desc
 
 
 @dataclass
@@ -243,7 +288,7 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None,
         kinds.update({o.name: o.kind for o in m.outputs})
         # masks the file does not declare and the backend cannot give are not "missing"
         judged = {k: v for k, v in ref_out.items() if k in test_out or k in m.output_names}
-        cmp = compare_outputs(judged, test_out, plan.tolerances, kinds)
+        cmp = compare_outputs(judged, test_out, plan.tolerances, kinds, m.detection_outputs)
         cmp.note = note
         flips = sum(x.differing for x in cmp.masks)
         if flips:
@@ -344,11 +389,14 @@ def _judge_by_replay(cmp, ref, plan: ValidationPlan, test_out: dict, kinds: dict
         cmp.note = "masks differ, but the reference cannot replay them (masks missing)"
         return
     feats = {k: v for k, v in aligned.items() if kinds.get(k) != "mask"}
-    again = compare_outputs(feats, test_out, plan.tolerances, kinds)
+    again = compare_outputs(feats, test_out, plan.tolerances, kinds,
+                            plan.manifest.detection_outputs)
     own = {k: np.asarray(r["mask"].cpu().numpy()) for k, r in records.items()}
     replayed = compare_outputs(own, test_out, plan.tolerances, {k: "mask" for k in own})
     judge_replay(replayed.masks, test_out, records, plan.tolerances.default)
     cmp.free_running, cmp.outputs = cmp.outputs, again.outputs
+    if again.detections:
+        cmp.free_running_detections, cmp.detections = cmp.detections, again.detections
     cmp.free_running_masks, cmp.masks = cmp.masks, replayed.masks
 
 
