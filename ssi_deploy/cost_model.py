@@ -95,3 +95,27 @@ def backbone_gmacs(arch: str, input_shape: tuple[int, int, int, int],
         total += c.macs * {"d1": d1, "d2": d2, "i1": d1 * (1 - d1), "i2": d2 * (1 - d2),
                            "mask": 1.0}[c.scale]
     return n * total / 1e9
+
+
+FPN_CHANNELS = 256
+BACKBONE_CHANNELS = (256, 512, 1024, 2048)
+
+
+def head_gmacs(arch: str, input_shape: tuple[int, int, int, int],
+               proposals: int = 1000) -> dict[str, float]:
+    """GMACs of a detector's parts beyond the backbone (not in the official counter, which
+    stops at the backbone): FPN (laterals, 3x3 output convs), RPN head on P2..P6, and the
+    shared-2-fc box head on ``proposals`` RoIs per image (the test setting: 1000). RoIAlign,
+    NMS and decoding are not multiply-accumulates and are left out."""
+    spec = get_arch(arch)
+    if not spec.detector:
+        raise ValueError(f"{arch} is a backbone; its detector is faster_rcnn_{arch}")
+    n, _, h, w = input_shape
+    sizes = [(h // s, w // s) for s in STRIDES]
+    sizes.append((-(-sizes[-1][0] // 2), -(-sizes[-1][1] // 2)))  # P6: max_pool(1, stride 2)
+    fpn = sum((cin * FPN_CHANNELS + 9 * FPN_CHANNELS * FPN_CHANNELS) * a * b
+              for cin, (a, b) in zip(BACKBONE_CHANNELS, sizes))
+    rpn = sum((9 * FPN_CHANNELS * FPN_CHANNELS + FPN_CHANNELS * (3 + 12)) * a * b
+              for a, b in sizes)
+    box = proposals * (FPN_CHANNELS * 49 * 1024 + 1024 * 1024 + 1024 * 81 + 1024 * 324)
+    return {"fpn": n * fpn / 1e9, "rpn_head": n * rpn / 1e9, "bbox_head": n * box / 1e9}

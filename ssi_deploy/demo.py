@@ -124,10 +124,15 @@ def _run(args) -> int:
     prof = _profile(args, onnx_path, img_path, shape, out)
     timings["profile_s"] = time.perf_counter() - t0
 
-    _say("[5/5] drawing the sampling masks")
+    _say("[5/6] drawing the sampling masks")
     png = _masks(onnx_path, vres, img_path, info, out)
+
+    t0 = time.perf_counter()
+    det = _detect(args, img_path, out)
+    timings["detect_s"] = time.perf_counter() - t0
     summary = _summary(args, shape, onnx_path, vres, prof, png, timings,
                        time.perf_counter() - t_start)
+    summary["detections"] = det
     from .outputs import write_text_atomic
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n", "summary")
     _print_summary(args, summary, out, png)
@@ -138,7 +143,7 @@ def _build(args):
     """1. the model: seeded random weights, calibrated to realistic densities."""
     from .backends.torch_backend import build_model
 
-    _say(f"[1/5] building {DEFAULT_ARCH} + FPN from seeded random weights (seed {args.seed})")
+    _say(f"[1/6] building {DEFAULT_ARCH} + FPN from seeded random weights (seed {args.seed})")
     # build_model memoises the built model: validate and profile rebuild the reference from
     # the file's manifest, and get a copy of this one instead of a second calibration
     model = build_model(DEFAULT_ARCH, with_fpn=True, checkpoint=None, sampling="threshold",
@@ -170,7 +175,7 @@ def _export(args, model, shape, out: Path) -> Path:
     from .export import export_onnx
 
     onnx_path = out / f"{DEFAULT_ARCH}_fpn.onnx"
-    _say(f"[2/5] exporting to {onnx_path} (static {'x'.join(map(str, shape))}, masks exposed, "
+    _say(f"[2/6] exporting to {onnx_path} (static {'x'.join(map(str, shape))}, masks exposed, "
          f"{args.granularity} form)")
     export_onnx(model, onnx_path, input_shape=shape, dynamic=None, dtype="fp32",
                 granularity=args.granularity,
@@ -184,7 +189,7 @@ def _validate(args, onnx_path: Path, img_path: Path, out: Path):
     from .validation.compare import format_table
     from .validation.runner import InputSpec, validate
 
-    _say("[3/5] validating ONNX Runtime (CPU) against the PyTorch reference on the photograph")
+    _say("[3/6] validating ONNX Runtime (CPU) against the PyTorch reference on the photograph")
     vres = validate(onnx_path, backend="onnxruntime",
                     inputs=InputSpec(image=img_path, short_side=args.short_side),
                     report=out / "validate.json", device="cpu", raise_on_fail=False,
@@ -200,7 +205,7 @@ def _profile(args, onnx_path: Path, img_path: Path, shape, out: Path) -> dict:
 
     from .profiling import ProfileConfig, format_report, profile
 
-    _say(f"[4/5] profiling sparse vs dense with PyTorch on the CPU ({args.iterations} runs each, "
+    _say(f"[4/6] profiling sparse vs dense with PyTorch on the CPU ({args.iterations} runs each, "
          f"{torch.get_num_threads()} threads)")
     prof = profile(ProfileConfig(onnx=onnx_path, backend="torch", image=img_path,
                                  input_shape=shape, compare_dense=True, warmup_ms=0,
@@ -220,6 +225,34 @@ def _masks(onnx_path: Path, vres, img_path: Path, info: dict, out: Path) -> Path
         return None
     return _plot_masks(img_path, masks, vres.densities or {}, info["resized_hw"],
                        info["padded_hw"], out)
+
+
+def _detect(args, img_path: Path, out: Path) -> dict:
+    """6. the whole detector (Faster R-CNN + FPN, official test path) on the photograph."""
+    from .detection.draw import draw_detections
+    from .detection.runner import open_detector
+    from .outputs import write_text_atomic
+    from .validation.inputs import load_image
+
+    arch = "faster_rcnn_" + DEFAULT_ARCH
+    scale = (int(round(args.short_side * 1667 / 1000)), args.short_side)
+    _say(f"[6/6] detecting with {arch} (seeded random weights, test scale "
+         f"{scale[0]}x{scale[1]}; random heads give random boxes: the pipeline, not a model)")
+    det = open_detector(arch=arch, test_scale=scale)
+    try:
+        img = load_image(img_path)
+        dets, density, seconds = det.run(det.prepare(img))
+    finally:
+        det.close()
+    png = draw_detections(img, dets[:10], out / "detections.png", min_score=0.0)  # the top 10
+    write_text_atomic(out / "detections.json", json.dumps(
+        {"model": det.source, "test_scale": list(scale),
+         "images": [{"image": str(img_path), "detections": dets}]}, indent=2) + "\n",
+        "detections")
+    _say(f"      {len(dets)} detections in {seconds:.1f} s (mean density {density:.3f}); "
+         f"drawn: {png}")
+    return {"arch": arch, "count": len(dets), "seconds": seconds, "png": str(png),
+            "json": str(out / "detections.json")}
 
 
 def _summary(args, shape, onnx_path, vres, prof: dict, png, timings, total) -> dict:
@@ -270,7 +303,8 @@ def _print_summary(args, s: dict, out: Path, png) -> None:
          + (f", {mach['other_running_before']} other runnable tasks"
             if mach.get("other_running_before") is not None else ""))
     _say(f"  verdict          {s['speedup_verdict']['text']}")
-    _say(f"  outputs          {out}/ (ONNX, photo.png, validate.json, profile.json, summary.json"
+    _say(f"  outputs          {out}/ (ONNX, photo.png, validate.json, profile.json, summary.json, "
+         "detections.json, detections.png"
          f"{', masks.png' if png else ''})")
     _say(f"  total time       {s['total_s']:.0f} s")
 

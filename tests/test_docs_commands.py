@@ -41,9 +41,10 @@ SHELL_LANGS = {"", "sh", "bash", "shell", "console"}
 # (command kinds it applies to, pattern, replacement): small shapes and the ResNet-50 SSI
 # network instead of R-101-DCN (an R-101-DCN export takes minutes on 2 cores); flops keeps
 # the documented architectures (it builds no model, and its numbers are checked).
-MODEL_CMDS = ("export", "validate", "profile", "python")
+MODEL_CMDS = ("export", "validate", "profile", "python", "detect", "eval")
 SUBSTITUTIONS = [
     (MODEL_CMDS, r"\bsparse_resnet101_dcn\b", "sparse_resnet50"),
+    (MODEL_CMDS, r"\bfaster_rcnn_sparse_resnet101_dcn\b", "faster_rcnn_sparse_resnet50"),
     (("export", "profile"), r"--input-shape 1x3x(800x1216|512x512)\b", "--input-shape 1x3x64x64"),
     (("python",), r"\bshort_side=800\b", "short_side=128"),
 ]
@@ -52,11 +53,12 @@ APPENDED = [
     ("profile", ("--input-shape",), ["--input-shape", "1x3x64x64"]),  # dynamic files: 512x512
     ("profile", ("--iterations", "--duration-s"), ["--iterations", "3"]),
     ("validate", ("--short-side",), ["--short-side", "128"]),  # with --image: 1000 by default
+    ("detect", ("--test-scale",), ["--test-scale", "160x96"]),  # 1667x1000 by default
 ]
 # Checkpoints the docs name: (architecture of the substituted commands, FPN). The docs' file is
-# the official w0_1 release (sparse_resnet101_dcn + FPN); here, an official-layout file of
-# the substituted architecture.
-CHECKPOINTS = {"ssi_r101_w0_1.pth": ("sparse_resnet50", True)}
+# the official w0_1 release (the detector on sparse_resnet101_dcn); here, an official-layout
+# file of the substituted architecture's detector (backbone commands ignore its heads).
+CHECKPOINTS = {"ssi_r101_w0_1.pth": ("faster_rcnn_sparse_resnet50", True)}
 PHOTO = "out/demo/photo.png"  # written by `make demo`
 
 DOCKER = "needs Docker (docker build pulls nvcr.io's TensorRT image; the runs need an NVIDIA GPU)"
@@ -265,7 +267,8 @@ def _checkpoint(name: str, factory) -> Path:
 
         arch, fpn = CHECKPOINTS[name]
         sd = dict(create_model(arch, with_fpn=fpn, init_seed=1).state_dict())
-        sd["bbox_head.fc_cls.weight"] = torch.zeros(81, 1024)
+        if not any(k.startswith("bbox_head.") for k in sd):  # a backbone: one head key
+            sd["bbox_head.fc_cls.weight"] = torch.zeros(81, 1024)
         path = factory.mktemp("checkpoint") / name
         torch.save({"state_dict": sd, "meta": {"mmdet_version": "0.6.0"}}, path)
         _SHARED[name] = path

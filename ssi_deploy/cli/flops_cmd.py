@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..cost_model import backbone_gmacs, num_sampling_layers
+from ..cost_model import backbone_gmacs, head_gmacs, num_sampling_layers
 from ..errors import SSIError
 from ..models.registry import get_arch
 from .options import parse_image_shape
@@ -24,7 +24,9 @@ from .options import parse_image_shape
 @click.option("--json", "as_json", is_flag=True, help="Print JSON ({'backbone_gmacs': ...}).")
 def flops(arch, input_shape, density, densities_json, as_json):
     """Backbone GMACs (what the paper calls GFLOPs) of ARCH at INPUT-SHAPE: stem, blocks,
-    offset convs, mask convs and interpolations, scaled by the mask densities."""
+    offset convs, mask convs and interpolations, scaled by the mask densities. For a detector
+    (faster_rcnn_*) also the FPN, RPN head and box head (1000 RoIs), which the official
+    counter leaves out."""
     spec = get_arch(arch)
     shape = parse_image_shape(input_shape, check_memory=False)  # arithmetic only
     if density is not None and densities_json:
@@ -55,9 +57,18 @@ def flops(arch, input_shape, density, densities_json, as_json):
         raise SSIError(str(e)) from None
     result = {"arch": arch, "input_shape": list(shape), "density": density,
               "sampling_layers": num_sampling_layers(arch), "backbone_gmacs": round(g, 4)}
+    heads = head_gmacs(arch, shape) if spec.detector else None
+    if heads is not None:
+        result["heads_gmacs"] = {k: round(v, 4) for k, v in heads.items()}
+        result["total_gmacs"] = round(g + sum(heads.values()), 4)
     if as_json:
         click.echo(json.dumps(result))
     else:
         d = "full" if dens is None else ("measured" if densities_json else f"{density:g}")
         click.echo(f"{arch} @ {'x'.join(map(str, shape))} (density {d}): "
                    f"{g:.2f} GMACs backbone")
+        if heads is not None:
+            total = g + sum(heads.values())
+            click.echo("  + " + ", ".join(f"{k} {v:.2f}" for k, v in heads.items())
+                       + f" GMACs = {total:.2f} GMACs in all (backbone "
+                       f"{100 * g / total:.0f} %)")

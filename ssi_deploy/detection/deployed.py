@@ -89,7 +89,7 @@ def rpn_proposals(model, feats, info):
         fh, fw = cls.shape[-2], cls.shape[-1]
         s = cls.permute(0, 2, 3, 1).reshape(b, -1).sigmoid()
         d = reg.permute(0, 2, 3, 1).reshape(b, -1, 4)
-        a = grid_anchors(model.base_anchors[lvl], stride, fh, fw)
+        a = grid_anchors(model.base_anchors[lvl].float(), stride, fh, fw)  # fp16 exports too
         s = torch.cat([s, s.new_full((b, pre), PAD_SCORE)], 1)
         d = torch.cat([d, d.new_zeros((b, pre, 4))], 1)
         a = torch.cat([a, a.new_zeros((pre, 4))], 0)

@@ -174,7 +174,8 @@ class FasterRCNN(SSINetwork):
         for i in range(feats[0].shape[0]):
             h, w, sf = (float(v) for v in info[i])
             img_shape = (int(round(h)), int(round(w)))
-            anchors = [legacy.grid_anchors(self.base_anchors[k], s, f.shape[-2], f.shape[-1])
+            anchors = [legacy.grid_anchors(self.base_anchors[k].float(), s, f.shape[-2],
+                                           f.shape[-1])
                        for k, (s, f) in enumerate(zip(cfg.strides, feats))]
             props = legacy.rpn_proposals([c[i] for c, _ in rpn], [r[i] for _, r in rpn], anchors,
                                          img_shape, nms_pre=cfg.nms_pre, nms_post=cfg.nms_post,

@@ -39,6 +39,10 @@ def build_report(plan: ProfilePlan, m: Measurements) -> dict:
          "forced_density": plan.cfg.density,
          "machine": _machine(m.machine, backend.get("threads", plan.cfg.threads)),
          "notes": list(plan.notes) + list(m.notes)}
+    from ..models.registry import get_arch
+    if get_arch(plan.arch).detector:  # the heads' share, apart from the official counter
+        from ..cost_model import head_gmacs
+        r["heads_gmacs"] = head_gmacs(plan.arch, shape)
     if m.layers is not None:
         r["layers"], r["layers_summary"] = m.layers["layers"], m.layers["summary"]
     if m.dense is not None:

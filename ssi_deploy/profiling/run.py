@@ -9,6 +9,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import SSIError
 from ..input_shape import format_shape
 from .densities import from_outputs
@@ -51,7 +53,7 @@ def run_profile(plan: ProfilePlan) -> Measurements:
         ref = reference_model(plan) if plan.needs_reference else None
         backend, info, sidecar = open_subject(plan, ref, work)
         stack.callback(backend.close)
-        feeds = {backend.input_names[0]: plan.x}
+        feeds = plan_feeds(plan, backend.input_names)
         notes: list[str] = []
         density_from = check_mask_outputs(plan, backend, notes)
         if density_from == "reference" and ref is None:
@@ -71,6 +73,20 @@ def run_profile(plan: ProfilePlan) -> Measurements:
         machine["after"] = machine_state()
         m.machine = machine
     return m
+
+
+def input_names(plan: ProfilePlan, model) -> list[str]:
+    """The profiled input's name, and a detector's image_info after it."""
+    return [plan.input_name] + list(getattr(model, "input_names", []))[1:]
+
+
+def plan_feeds(plan: ProfilePlan, names: list[str]) -> dict:
+    """The image, and for a detector image_info: every image whole, at scale 1."""
+    feeds = {names[0]: plan.x}
+    if len(names) > 1:
+        n, _, h, w = plan.x.shape
+        feeds[names[1]] = np.tile(np.asarray([[h, w, 1.0]], np.float32), (n, 1))
+    return feeds
 
 
 def reference_model(plan: ProfilePlan):
@@ -118,7 +134,7 @@ def open_subject(plan: ProfilePlan, ref, work: Path):
     if s.source == "pytorch model":
         info["source"] = "pytorch model" + (" (rebuilt from the file's manifest)"
                                             if given is not None else "")
-        return TorchBackend(ref, [plan.input_name], threads=plan.cfg.threads), info, None
+        return TorchBackend(ref, input_names(plan, ref), threads=plan.cfg.threads), info, None
     if s.source in ("export", "re-export"):
         log(plan, f"exporting {plan.arch} ({format_shape(plan.shape)}, {s.dtype}) for "
                   f"{plan.backend}")
@@ -179,7 +195,8 @@ def measure_densities(plan: ProfilePlan, backend, feeds: dict, ref, how: str) ->
     if how == "outputs":
         return from_outputs(backend.run(feeds), plan.masks)
     if plan.subject.source != "pytorch model":  # the timed runs were not the PyTorch model's
-        TorchBackend(ref, [plan.input_name]).run({plan.input_name: plan.x})
+        names = input_names(plan, ref)
+        TorchBackend(ref, names).run(plan_feeds(plan, names))
     return ref.measured_densities()
 
 
@@ -202,7 +219,7 @@ def time_dense(plan: ProfilePlan, ref, work: Path, stack: ExitStack,
         dense.fuse_for_inference()
         info = {"arch": dense.arch}
         if plan.backend == "torch":
-            dback = TorchBackend(dense, [plan.input_name], threads=plan.cfg.threads)
+            dback = TorchBackend(dense, input_names(plan, dense), threads=plan.cfg.threads)
             info["source"] = "pytorch dense twin"
         else:
             dtype = plan.subject.dtype
@@ -218,5 +235,5 @@ def time_dense(plan: ProfilePlan, ref, work: Path, stack: ExitStack,
             if dmeta:
                 info.update(engine=str(dplan), precision=dmeta.get("precision"))
     stack.callback(dback.close)
-    stats = time_backend(plan, dback, {dback.input_names[0]: plan.x}, info["arch"])
+    stats = time_backend(plan, dback, plan_feeds(plan, dback.input_names), info["arch"])
     return Side(info["arch"], stats, info, dback.describe())

@@ -84,6 +84,12 @@ def resolve_profiles(inputs: dict[str, tuple], given: dict[str, ProfileShape]) -
     out = {}
     for name, dims in inputs.items():
         dyn = [i for i, d in enumerate(dims) if not isinstance(d, int) or d < 0]
+        if name not in given and dyn == [0] and given:
+            first = next(iter(given.values()))
+            rest = tuple(int(d) for d in dims[1:])
+            out[name] = ProfileShape(name, (first.min[0],) + rest, (first.opt[0],) + rest,
+                                     (first.max[0],) + rest)
+            continue
         if name not in given:
             if dyn:
                 shown = "x".join(str(d) if isinstance(d, int) and d >= 0 else "?" for d in dims)
