@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -33,12 +35,14 @@ def detect(images, arch, checkpoint, onnx, engine, sampling, seed, test_scale, d
 
     paths = list_images(images)
     json_out = check_output_path(json_out, "--json", ".json")
-    draw_targets = _draw_targets(draw, paths)
+    draw_targets, folder = _draw_targets(draw, paths)
     det = open_from_options(arch, checkpoint, onnx, engine, sampling, seed, test_scale, device)
-    results = []
+    results, drawn = [], []
+    made_folder = folder is not None and not folder.exists()
     try:
-        with click.progressbar(paths, label="detecting", file=click.get_text_stream("stderr"),
-                               show_pos=True) as bar:
+        if made_folder:
+            folder.mkdir(parents=True)
+        with click.progressbar(paths, label="detecting", file=sys.stderr, show_pos=True) as bar:
             for p in bar:
                 img = load_image(p)
                 item = det.prepare(img)
@@ -48,7 +52,14 @@ def detect(images, arch, checkpoint, onnx, engine, sampling, seed, test_scale, d
                                 "mean_density": density, "seconds": round(seconds, 4),
                                 "detections": dets})
                 if draw_targets:
-                    draw_detections(img, dets, draw_targets[p], det.class_names, min_score)
+                    drawn.append(draw_detections(img, dets, draw_targets[p], det.class_names,
+                                                 min_score))
+    except BaseException:
+        for f in drawn:  # a failed run leaves no drawings behind (and no folder it made)
+            f.unlink(missing_ok=True)
+        if made_folder and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
     finally:
         det.close()
     doc = {"model": det.source, "test_scale": list(det.test_scale), "images": results}
@@ -60,21 +71,27 @@ def detect(images, arch, checkpoint, onnx, engine, sampling, seed, test_scale, d
     click.echo(f"detections: {json_out}" + (f"; drawn: {draw}" if draw else ""))
 
 
-def _draw_targets(draw: Path | None, paths: list[Path]) -> dict[Path, Path]:
-    """Where each image's drawing goes; checked before any detection runs."""
+def _draw_targets(draw: Path | None, paths: list[Path]) -> tuple[dict[Path, Path], Path | None]:
+    """Where each image's drawing goes, and the folder they go to (None: one file); checked
+    before any detection runs, nothing created yet."""
     from ..outputs import check_output_path
 
     if draw is None:
-        return {}
+        return {}, None
     if len(paths) == 1 and not draw.is_dir():
         if draw.suffix.lower() not in (".png", ".jpg", ".jpeg"):
             raise SSIError(f"--draw {draw}: give a .png or .jpg file (or a folder)")
-        return {paths[0]: check_output_path(draw, "--draw")}
+        return {paths[0]: check_output_path(draw, "--draw")}, None
     if draw.exists() and not draw.is_dir():
         raise SSIError(f"--draw {draw}: with {len(paths)} images give a folder (one drawing "
                        "per image)")
-    draw.mkdir(parents=True, exist_ok=True)
     targets = {p: draw / f"{p.stem}.png" for p in paths}
     if len(set(targets.values())) != len(targets):
         raise SSIError("--draw: two images share a file name; draw them into separate folders")
-    return {p: check_output_path(t, "--draw") for p, t in targets.items()}
+    if draw.is_dir():
+        return {p: check_output_path(t, "--draw") for p, t in targets.items()}, draw
+    parent = next((a for a in draw.absolute().parents if a.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise SSIError(f"--draw {draw}: cannot create the folder ({parent} is not a writable "
+                       "folder)")
+    return targets, draw

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def eval_(annotations, images_dir, arch, checkpoint, onnx, engine, sampling, see
     results, densities, seconds = [], [], 0.0
     t0 = time.perf_counter()
     try:
-        with click.progressbar(items, label="evaluating", file=click.get_text_stream("stderr"),
+        with click.progressbar(items, label="evaluating", file=sys.stderr,
                                show_pos=True) as bar:
             for image_id, path in bar:
                 dets, density, s = det.run(det.prepare(load_image(path)))

@@ -109,11 +109,26 @@ def rpn_proposals(model, feats, info):
     return props, top
 
 
+def _level_bound(k: int) -> float:
+    """The least float32 v with log2(v) >= k in PyTorch's float32 log2 (just below 2**k for
+    k = 3, where log2 of the largest float below 8 rounds up to exactly 3.0)."""
+    v = torch.tensor(2.0 ** k)
+    while True:
+        below = torch.nextafter(v, torch.tensor(0.0))
+        if torch.log2(below) < k:
+            return float(v)
+        v = below
+
+
+LEVEL_BOUNDS = tuple(_level_bound(k) for k in (1, 2, 3))
+
+
 def roi_levels(rois: torch.Tensor, finest_scale: int) -> torch.Tensor:
-    """floor(log2(sqrt(area+1) / finest + 1e-6)) clamped to 0..3, as boundary comparisons."""
+    """floor(log2(sqrt(area+1) / finest + 1e-6)) clamped to 0..3, as boundary comparisons
+    (with the float32 bounds at which log2 reaches 1, 2, 3)."""
     scale = torch.sqrt((rois[:, 2] - rois[:, 0] + 1.0) * (rois[:, 3] - rois[:, 1] + 1.0))
     v = scale / finest_scale + 1e-6
-    return (v >= 2.0).long() + (v >= 4.0).long() + (v >= 8.0).long()
+    return sum((v >= bound).long() for bound in LEVEL_BOUNDS)
 
 
 def multi_level_roi_align(model, feats, rois, batch_idx):

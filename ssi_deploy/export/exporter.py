@@ -636,6 +636,16 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike,
     describe = m.describe() if hasattr(m, "describe") else {}
 
     spatial = sorted({"height", "width"} & set(dyn))
+    min_side = getattr(m, "min_dynamic_side", None)
+    small = [n for n, v in (("height", shape[2]), ("width", shape[3]))
+             if n in spatial and min_side and v < min_side]
+    if small:
+        # torch.export specialises sizes of 1: a 1-wide coarsest level (P6, stride 64) would be
+        # frozen to 1, and the file would fail at any larger input
+        raise ExportError(f"input shape {'x'.join(map(str, shape))} is too small for a detector "
+                          f"export with dynamic {' and '.join(small)}: give at least "
+                          f"{min_side} (the coarsest FPN level P6 must be 2 or more wide), e.g. "
+                          f"--input-shape 1x3x800x1344, or export static (--dynamic batch)")
     if describe.get("forced_density") is not None and spatial and granularity == "ops":
         # the ops form picks k = forced_count(density, H * W) in Python: torch.export freezes k
         # at the example shape, so the file would keep the wrong share at any other size (the

@@ -113,6 +113,9 @@ class FasterRCNN(SSINetwork):
     # -- description ------------------------------------------------------------------------
     # modules whose parameters stay float32 in an fp16 export (box coordinates need float32)
     float32_modules = ("rpn_head", "bbox_head")
+    # least height/width of a dynamic-shape export: P6 (stride 64) at least 2 wide, or
+    # torch.export freezes its size-1 dimensions
+    min_dynamic_side = 96
 
     @property
     def is_detector(self) -> bool:

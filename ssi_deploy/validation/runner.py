@@ -246,6 +246,8 @@ def plan_validation(onnx_path: str | Path, checkpoint: str | Path | None = None,
     names = output_names + [m for m in mask_output_names(manifest) if m not in output_names]
     tol = Tolerances.from_specs(manifest.precision, atol, rtol, names, min_mask_agreement,
                                 max_mask_flips)
+    if manifest.detector and isinstance(manifest.detector.get("score_thr"), (int, float)):
+        tol.detections.score_thr = float(manifest.detector["score_thr"])
     kw = {"device": device} if backend == "onnxruntime" else {}
     if backend == "tensorrt":
         kw = {"input_shape": tuple(next(iter(feeds.values())).shape),
