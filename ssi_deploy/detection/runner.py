@@ -18,7 +18,6 @@ from ..errors import SSIError
 from .coco import COCO_CLASSES
 from .images import DEFAULT_TEST_SCALE, DetectionInput, make_batch, preprocess
 
-ROLES = ("boxes", "scores", "labels", "count")
 
 
 @dataclass
@@ -63,16 +62,15 @@ class Detector:
 
 def to_dicts(outputs: dict, names: dict[str, str], class_names=COCO_CLASSES) -> list[list[dict]]:
     """Fixed-size outputs -> per image a list of {"box", "score", "label", "name"}."""
-    boxes, scores = outputs[names["boxes"]], outputs[names["scores"]]
-    labels, count = outputs[names["labels"]], np.asarray(outputs[names["count"]]).reshape(-1)
+    from ..validation.detections import split_images
+
     result = []
-    for i in range(boxes.shape[0]):
-        k = int(np.clip(count[i], 0, boxes.shape[1]))
+    for img in split_images(outputs, names):
         dets = []
-        for j in range(k):
-            label = int(labels[i, j])
-            dets.append({"box": [round(float(v), 3) for v in boxes[i, j]],
-                         "score": round(float(scores[i, j]), 6), "label": label,
+        for box, score, label in zip(img["boxes"], img["scores"], img["labels"]):
+            label = int(label)
+            dets.append({"box": [round(float(v), 3) for v in box],
+                         "score": round(float(score), 6), "label": label,
                          "name": class_names[label] if 0 <= label < len(class_names) else str(label)})
         result.append(dets)
     return result

@@ -32,7 +32,6 @@ DEFAULTS = {
     "fp32": {"min_recall_50": 0.98, "min_recall_90": 0.95, "score_atol": 1e-3, "max_misses": 2},
     "fp16": {"min_recall_50": 0.9, "min_recall_90": 0.8, "score_atol": 2e-2, "max_misses": 4},
 }
-ROLES = ("boxes", "scores", "labels", "count")
 
 
 @dataclass
@@ -55,9 +54,7 @@ class DetectionComparison:
     ref_count: int
     test_count: int
     matched_50: int = 0
-    matched_90: int = 0
-    test_matched_50: int = 0
-    test_matched_90: int = 0
+    matched_90: int = 0  # pairs are one-to-one: as many test boxes are matched
     max_score_diff: float = 0.0
     mean_score_diff: float = 0.0
     max_box_diff: float = 0.0
@@ -80,7 +77,7 @@ class DetectionComparison:
 
     @property
     def precision_50(self) -> float:
-        return self.test_matched_50 / self.test_count if self.test_count else 1.0
+        return self.matched_50 / self.test_count if self.test_count else 1.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -181,8 +178,6 @@ def compare_detections(ref: dict[str, np.ndarray], test: dict[str, np.ndarray],
         p50, p90 = _match(r, t, 0.5), _match(r, t, 0.9)
         c.matched_50 += len(p50)
         c.matched_90 += len(p90)
-        c.test_matched_50 += len(p50)
-        c.test_matched_90 += len(p90)
         for thr, pairs in ((0.5, p50), (0.9, p90)):
             um_r = sorted(set(range(len(r["scores"]))) - {i for i, _ in pairs})
             um_t = sorted(set(range(len(t["scores"]))) - {j for _, j in pairs})
@@ -201,8 +196,8 @@ def compare_detections(ref: dict[str, np.ndarray], test: dict[str, np.ndarray],
     c.allowed_misses_50 = max(tol.max_misses, int(np.floor((1 - tol.min_recall_50) * n + 1e-9)))
     c.allowed_misses_90 = max(tol.max_misses, int(np.floor((1 - tol.min_recall_90) * n + 1e-9)))
     c.marginal_50, c.marginal_90 = excused[0.5], excused[0.9]
-    misses_50 = max(c.ref_count - c.matched_50, c.test_count - c.test_matched_50) - c.marginal_50
-    misses_90 = max(c.ref_count - c.matched_90, c.test_count - c.test_matched_90) - c.marginal_90
+    misses_50 = max(c.ref_count, c.test_count) - c.matched_50 - c.marginal_50
+    misses_90 = max(c.ref_count, c.test_count) - c.matched_90 - c.marginal_90
     c.passed = (not c.nonfinite_ref and not c.nonfinite_test
                 and misses_50 <= c.allowed_misses_50 and misses_90 <= c.allowed_misses_90
                 and c.max_score_diff <= tol.score_atol)
