@@ -15,4 +15,47 @@ size_t gaussianInterpWorkspaceSize(GaussianInterpParams const&, DType);
 cudaError_t launchSampleMask(void const* logits, void* mask, DType, SampleMaskParams const&, void* workspace, cudaStream_t);
 cudaError_t launchSparseConv2d(void const* x, void const* weight, void const* bias, void const* mask, void const* offset, void* y, DType, SparseConvParams const&, void* workspace, cudaStream_t);
 cudaError_t launchGaussianInterp(void const* values, void const* mask, void const* bias, void const* residual, void* out, DType, GaussianInterpParams const&, void* workspace, cudaStream_t);
+
+// ---------------------------------------------------------------------------------------
+// SSIBottleneck: one SSI bottleneck (contract op SSIBottleneck, ssi_deploy/ops/bottleneck.py)
+// as a chain of kernels on compact channels-last rows, all inside one workspace:
+//   mask taps (x rows . [18, Cin]) -> shifted tap sums -> logits l1 [N,H,W], l2 [N,Ho,Wo]
+//   -> (forced density: k-th largest per image) -> SampleMask -> m1, m2 (outputs)
+//   -> stable partition per mask (perm: sampled positions in raster order, then the rest;
+//      index: position -> row or -1; count), deterministic, no atomics
+//   -> conv1 rows = relu(x[perm1] W1 + b1) -> Y1 = interp(rows1, m1) dense NHWC
+//   -> (DCN) offset rows = patches3x3(x)[perm2] Woff + boff
+//   -> conv2 rows = relu(patches3x3(Y1, offsets)[perm2] W2 + b2) -> conv3 rows = rows2 W3
+//   -> y = relu(interp(rows3, m2) + b3 + shortcut(x)) written in the output layout.
+// Grids are sized for the maximum (every position sampled); blocks past the device-side
+// count exit at once. No allocation, no synchronisation, no host read of device data.
+struct BottleneckParams {
+    int32_t n, cin, h, w;       // x [N, Cin, H, W]
+    int32_t planes, cout;       // p and 4p
+    int32_t stride, dcn, downsample;
+    float sigma1, sigma2;
+    int32_t mode, gridInterval, seed, layer1, layer2;
+    float density;              // 0: by mode; > 0: forced density (contract forced_count)
+    int32_t channelsLast;       // 1: x and y are NHWC (TensorRT kHWC8 with C % 8 == 0), 0: NCHW
+};
+// Device pointers; every float tensor in the op's dtype. Weights in the contract's (torch)
+// layouts: conv weights [Cout, Cin, kh, kw]. offsetW/offsetB and downsampleW/downsampleB may be
+// null when dcn / downsample is 0. mask1/mask2: [N,1,H,W] and [N,1,Ho,Wo].
+struct BottleneckTensors {
+    void const* x;
+    void const *mask1W, *mask1B, *mask2W, *mask2B, *conv1W, *conv1B, *offsetW, *offsetB;
+    void const *conv2W, *conv2B, *conv3W, *conv3B, *downsampleW, *downsampleB;
+    void *y, *mask1, *mask2;
+};
+// Where each intermediate lies in the workspace (byte offsets; -1: not used by these params).
+// Tests read them back (emulation, gpu_check); the order of the fields is the C ABI's.
+struct BottleneckLayout {
+    int64_t xRows, taps, logits1, logits2, kth, tileCounts1, tileCounts2, perm1, perm2, index1, index2, count1,
+        count2, rows1, y1, offsets, rows2, rows3, shortcut, out, total;
+};
+bool validBottleneckParams(BottleneckParams const&);
+BottleneckLayout bottleneckLayout(BottleneckParams const&, DType);
+size_t ssiBottleneckWorkspaceSize(BottleneckParams const&, DType);
+cudaError_t launchSSIBottleneck(BottleneckTensors const&, DType, BottleneckParams const&, void* workspace,
+                                cudaStream_t);
 }

@@ -4,6 +4,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "ssi/kernels.h"
 
@@ -51,6 +52,40 @@ SSI_CUDA_API int32_t ssi_cuda_gaussian_interp(void const* values, void const* ma
     ssi::GaussianInterpParams p{n, c, h, w, sigma, relu, residual != nullptr};
     return ssi::launchGaussianInterp(values, mask, bias, residual, out, dtypeOf(dtype), p, workspace,
                                      streamOf(stream));
+}
+
+namespace {
+// ints: n, cin, h, w, planes, cout, stride, dcn, downsample, mode, gridInterval, seed, layer1, layer2,
+// channelsLast; floats: sigma1, sigma2, density.
+ssi::BottleneckParams bottleneckParams(int32_t const* q, float const* f) {
+    ssi::BottleneckParams p{};
+    p.n = q[0], p.cin = q[1], p.h = q[2], p.w = q[3], p.planes = q[4], p.cout = q[5], p.stride = q[6];
+    p.dcn = q[7], p.downsample = q[8], p.mode = q[9], p.gridInterval = q[10], p.seed = q[11], p.layer1 = q[12];
+    p.layer2 = q[13], p.channelsLast = q[14];
+    p.sigma1 = f[0], p.sigma2 = f[1], p.density = f[2];
+    return p;
+}
+}  // namespace
+
+// The workspace layout of SSIBottleneck: 21 int64 (the fields of ssi::BottleneckLayout in order,
+// byte offsets or -1, then the total). Returns 0, or 1 for invalid parameters.
+SSI_CUDA_API int32_t ssi_cuda_bottleneck_layout(int32_t const* q, float const* f, int32_t dtype, int64_t* out) {
+    ssi::BottleneckParams const p = bottleneckParams(q, f);
+    ssi::BottleneckLayout const L = ssi::bottleneckLayout(p, dtypeOf(dtype));
+    static_assert(sizeof(L) == 21 * sizeof(int64_t), "BottleneckLayout is 21 int64");
+    std::memcpy(out, &L, sizeof(L));
+    return ssi::validBottleneckParams(p) ? 0 : 1;
+}
+
+// tensors: x, the 14 weights in the contract's order (null for absent parts), y, mask1, mask2.
+SSI_CUDA_API int32_t ssi_cuda_bottleneck(void* const* tensors, int32_t dtype, int32_t const* q, float const* f,
+                                         void* workspace, uint64_t stream) {
+    ssi::BottleneckTensors t{};
+    void const** in[] = {&t.x, &t.mask1W, &t.mask1B, &t.mask2W, &t.mask2B, &t.conv1W, &t.conv1B, &t.offsetW,
+                         &t.offsetB, &t.conv2W, &t.conv2B, &t.conv3W, &t.conv3B, &t.downsampleW, &t.downsampleB};
+    for (int i = 0; i < 15; ++i) *in[i] = tensors[i];
+    t.y = tensors[15], t.mask1 = tensors[16], t.mask2 = tensors[17];
+    return ssi::launchSSIBottleneck(t, dtypeOf(dtype), bottleneckParams(q, f), workspace, streamOf(stream));
 }
 
 // Synchronises the device: for test scripts only (never called by the kernels).

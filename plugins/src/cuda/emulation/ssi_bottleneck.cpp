@@ -1,0 +1,2 @@
+// Host-emulation build of ../ssi_bottleneck.cu (tests without a GPU; see emulation.h).
+#include "../ssi_bottleneck.cu"

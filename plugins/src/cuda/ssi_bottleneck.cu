@@ -1,0 +1,879 @@
+// SSIBottleneck on the GPU, the portable path (sm_75 and newer: SIMT and WMMA/mma.sync): one SSI
+// bottleneck as a chain of kernels on compact channels-last rows (see ssi/kernels.h for the
+// steps, ssi_deploy/ops/bottleneck.py for the reference, src/cpu/block.cpp for the CPU twin).
+//
+// Kernels, in launch order (every grid sized for the maximum, counts read on the device):
+//   toRowsKernel           x NCHW -> x rows [N*H*W, Cin] (only when x is not channels-last)
+//   maskTapsKernel         taps[q, 2t + k] = sum_c x[q, c] Wk[c, t] (the 9 taps of both mask convs)
+//   tapSumKernel           l_k = b_k + sum_t taps[q + d_t, 2t + k] at stride 1 (m1) and s (m2),
+//                          rounded to the op's dtype (the torch op's `.to(x.dtype)`)
+//   kthLargestKernel       (forced density) the k-th largest logit per image, by a 32-step
+//                          bisection of the order-preserving integer keys (exact, no sort)
+//   sampleKernel           mask = SampleMask(logit [- k-th]); per 1024-position tile, its count
+//   scanKernel             one block: exclusive sums of the tile counts, the total count
+//   partitionKernel        perm (sampled in raster order, then the rest), index (position ->
+//                          row or -1): deterministic, no atomics
+//   rowGemmKernel          rows[m] = act(A[m] W^T + b) for m < count: A = gathered channels-last
+//                          rows of a tap set (1x1, 3x3 regular or deformable v1, strided), or
+//                          plain rows; 64x64 tiles, 32-channel K steps, fp16 on WMMA, else fp32
+//   interpRowsKernel       dense = act(m f + (1 - m) N/D + bias [+ residual]) with f read from
+//                          rows through index; 32x32 tiles, separable 7-tap passes as
+//                          gaussian_interp.cu (math.h's order: bit-identical to the CPU twin)
+// In float32 the element-wise kernels follow math.h step by step, so under the emulation they
+// equal src/cpu/block.cpp bit for bit; the GEMMs sum K in tap-major order (not the CPU's MKL
+// order), so they agree to float32 rounding.
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#ifndef SSI_CUDA_EMULATION
+#include <mma.h>
+#endif
+
+#include "common.cuh"
+
+namespace ssi {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kTileCount = 1024;  // positions per partition tile (256 threads x 4)
+
+inline size_t align256(size_t b) { return (b + 255) / 256 * 256; }
+
+template <typename T>
+__device__ __forceinline__ float roundTo(float v) {
+    if constexpr (std::is_same_v<T, __half>) return __half2float(__float2half_rn(v));
+    else return v;
+}
+
+// ---------------------------------------------------------------------------------------
+// Layout conversion: x [N, C, HW] -> rows [N*HW, C], 32x32 tiles through shared memory.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    toRowsKernel(T const* __restrict__ x, T* __restrict__ rows, int32_t c, int32_t hw) {
+    __shared__ float tile[32][33];
+    int const n = blockIdx.z;
+    int const q0 = blockIdx.x * 32, c0 = blockIdx.y * 32;
+    int const tx = threadIdx.x % 32, ty = threadIdx.x / 32;  // 32 x 8
+    for (int i = ty; i < 32; i += 8) {
+        int const cc = c0 + i, q = q0 + tx;
+        tile[i][tx] = (cc < c && q < hw) ? cuda::ld(x, (static_cast<size_t>(n) * c + cc) * hw + q) : 0.0f;
+    }
+    __syncthreads();
+    for (int i = ty; i < 32; i += 8) {
+        int const q = q0 + i, cc = c0 + tx;
+        if (cc < c && q < hw) cuda::st(rows, (static_cast<size_t>(n) * hw + q) * c + cc, tile[tx][i]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Mask taps: 8 positions per block, 32 threads per position stride over the channels (each
+// keeps 18 partial sums), then the 32 partials of each output are added in lane order.
+constexpr int kTapPos = 8, kTapLanes = 32, kTapCols = 18;
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    maskTapsKernel(T const* __restrict__ xr, T const* __restrict__ w1, T const* __restrict__ w2,
+                   float* __restrict__ taps, int32_t positions, int32_t cin) {
+    __shared__ float part[kTapPos][kTapCols][kTapLanes + 1];
+    int const pl = threadIdx.x / kTapLanes, lane = threadIdx.x % kTapLanes;
+    int32_t const q = static_cast<int32_t>(blockIdx.x) * kTapPos + pl;
+    float acc[kTapCols];
+#pragma unroll
+    for (int j = 0; j < kTapCols; ++j) acc[j] = 0.0f;
+    if (q < positions) {
+        T const* row = xr + static_cast<size_t>(q) * cin;
+        for (int32_t c = lane; c < cin; c += kTapLanes) {
+            float const v = cuda::ld(row, c);
+#pragma unroll
+            for (int t = 0; t < 9; ++t) {  // column 2t + k: tap t of mask conv k (sum_taps' layout)
+                acc[2 * t] += v * cuda::ld(w1, static_cast<size_t>(c) * 9 + t);
+                acc[2 * t + 1] += v * cuda::ld(w2, static_cast<size_t>(c) * 9 + t);
+            }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < kTapCols; ++j) part[pl][j][lane] = acc[j];
+    __syncthreads();
+    for (int e = threadIdx.x; e < kTapPos * kTapCols; e += kThreads) {
+        int const p = e / kTapCols, j = e % kTapCols;
+        int32_t const qq = static_cast<int32_t>(blockIdx.x) * kTapPos + p;
+        if (qq >= positions) continue;
+        float s = 0.0f;
+        for (int l = 0; l < kTapLanes; ++l) s += part[p][j][l];
+        taps[static_cast<size_t>(qq) * kTapCols + j] = s;
+    }
+}
+
+// Logits of mask k at stride s: acc = bias, then + taps of the 3x3 window in tap order
+// (the CPU twin's ssi_cpu_block_sum_taps), rounded to T.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    tapSumKernel(float const* __restrict__ taps, T const* __restrict__ bias, float* __restrict__ logits, int32_t n,
+                 int32_t h, int32_t w, int32_t k, int32_t stride) {
+    int32_t const ho = (h - 1) / stride + 1, wo = (w - 1) / stride + 1;
+    int64_t const i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+    if (i >= static_cast<int64_t>(n) * ho * wo) return;
+    int32_t const xo = static_cast<int32_t>(i % wo);
+    int64_t const r = i / wo;
+    int32_t const yo = static_cast<int32_t>(r % ho);
+    int64_t const b = r / ho;
+    float acc = cuda::ld(bias, 0);
+    for (int t = 0; t < 9; ++t) {
+        int32_t const y = yo * stride + t / 3 - 1, x = xo * stride + t % 3 - 1;
+        if (y < 0 || y >= h || x < 0 || x >= w) continue;
+        acc = acc + taps[((b * h + y) * w + x) * kTapCols + 2 * t + k];
+    }
+    logits[i] = roundTo<T>(acc);
+}
+
+// ---------------------------------------------------------------------------------------
+// Forced density: the k-th largest value of each image's logits. Keys are the float bits
+// mapped to an order-preserving unsigned integer; the answer is the largest key K with
+// #(key >= K) >= k, built bit by bit from the top (32 counting passes, block reductions in a
+// fixed order: exact and deterministic).
+__device__ __forceinline__ uint32_t orderKey(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof(u));
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ float keyValue(uint32_t k) {
+    uint32_t const u = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+__global__ void __launch_bounds__(kThreads)
+    kthLargestKernel(float const* __restrict__ logits, int32_t hw, int32_t k, float* __restrict__ kth) {
+    __shared__ uint32_t sCount[kThreads];
+    __shared__ uint32_t sAnswer;
+    float const* v = logits + static_cast<size_t>(blockIdx.x) * hw;
+    if (threadIdx.x == 0) sAnswer = 0;
+    __syncthreads();
+    for (int bit = 31; bit >= 0; --bit) {
+        uint32_t const cand = sAnswer | (1u << bit);
+        uint32_t cnt = 0;
+        for (int32_t i = threadIdx.x; i < hw; i += kThreads) cnt += orderKey(v[i]) >= cand;
+        sCount[threadIdx.x] = cnt;
+        __syncthreads();
+        for (int s = kThreads / 2; s > 0; s /= 2) {
+            if (static_cast<int>(threadIdx.x) < s) sCount[threadIdx.x] += sCount[threadIdx.x + s];
+            __syncthreads();
+        }
+        if (threadIdx.x == 0 && sCount[0] >= static_cast<uint32_t>(k)) sAnswer = cand;
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) kth[blockIdx.x] = keyValue(sAnswer);
+}
+
+// ---------------------------------------------------------------------------------------
+// SampleMask of one mask plus the per-tile counts of sampled positions (mask > 0 in T).
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    sampleKernel(float const* __restrict__ logits, float const* __restrict__ kth, T* __restrict__ mask,
+                 int32_t* __restrict__ tileCounts, int32_t n, int32_t h, int32_t w, int32_t mode,
+                 int32_t gridInterval, uint32_t key) {
+    __shared__ int32_t sCount[kThreads];
+    int64_t const total = static_cast<int64_t>(n) * h * w;
+    int32_t cnt = 0;
+    for (int r = 0; r < kTileCount / kThreads; ++r) {
+        int64_t const i = static_cast<int64_t>(blockIdx.x) * kTileCount + r * kThreads + threadIdx.x;
+        if (i >= total) continue;
+        int32_t const x = static_cast<int32_t>(i % w);
+        int64_t const t = i / w;
+        int32_t const y = static_cast<int32_t>(t % h), b = static_cast<int32_t>(t / h);
+        float l = logits[i];
+        int32_t md = mode;
+        if (kth) {  // the torch op's shift in the op's dtype, then threshold
+            l = roundTo<T>(l - kth[b]);
+            md = contract::kModeThreshold;
+        }
+        float const m = roundTo<T>(math::sampleMaskValue(l, md, gridInterval, key, b, y, x));
+        cuda::st(mask, i, m);
+        cnt += m > 0.0f;
+    }
+    sCount[threadIdx.x] = cnt;
+    __syncthreads();
+    for (int s = kThreads / 2; s > 0; s /= 2) {
+        if (static_cast<int>(threadIdx.x) < s) sCount[threadIdx.x] += sCount[threadIdx.x + s];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) tileCounts[blockIdx.x] = sCount[0];
+}
+
+// One block: tileCounts -> exclusive offsets (in place), *count = the total.
+__global__ void __launch_bounds__(kThreads)
+    scanKernel(int32_t* __restrict__ tileCounts, int32_t tiles, int32_t* __restrict__ count) {
+    __shared__ int32_t sSum[kThreads];
+    int32_t const per = (tiles + kThreads - 1) / kThreads;
+    int32_t const t0 = min(tiles, static_cast<int32_t>(threadIdx.x) * per), t1 = min(tiles, t0 + per);
+    int32_t s = 0;
+    for (int32_t t = t0; t < t1; ++t) s += tileCounts[t];
+    sSum[threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int32_t run = 0;
+        for (int i = 0; i < kThreads; ++i) {
+            int32_t const c = sSum[i];
+            sSum[i] = run;
+            run += c;
+        }
+        *count = run;
+    }
+    __syncthreads();
+    int32_t run = sSum[threadIdx.x];
+    for (int32_t t = t0; t < t1; ++t) {
+        int32_t const c = tileCounts[t];
+        tileCounts[t] = run;
+        run += c;
+    }
+}
+
+// perm[rank] = position, index[position] = rank or -1. Sampled ranks: the tile's offset plus
+// the sampled positions before it in the tile; unsampled: count + the unsampled positions
+// before it over the whole map (tile start - tile offset + the tile's own).
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    partitionKernel(T const* __restrict__ mask, int32_t const* __restrict__ tileOffsets,
+                    int32_t const* __restrict__ count, int32_t* __restrict__ perm, int32_t* __restrict__ index,
+                    int32_t total) {
+    __shared__ int32_t sWarp[kThreads / 32];
+    __shared__ int32_t sRun;
+    int const lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int32_t const tileStart = static_cast<int32_t>(blockIdx.x) * kTileCount;
+    int32_t const off = tileOffsets[blockIdx.x], cnt = *count;
+    if (threadIdx.x == 0) sRun = 0;
+    __syncthreads();
+    for (int r = 0; r < kTileCount / kThreads; ++r) {
+        int32_t const i = tileStart + r * kThreads + static_cast<int32_t>(threadIdx.x);
+        bool const in = i < total;
+        bool const keep = in && cuda::ld(mask, i) > 0.0f;
+        unsigned const ballot = __ballot_sync(0xffffffffu, keep);
+        if (lane == 0) sWarp[warp] = __popc(ballot);
+        __syncthreads();
+        int32_t before = sRun;
+        for (int k = 0; k < warp; ++k) before += sWarp[k];
+        before += __popc(ballot & ((1u << lane) - 1u));  // sampled positions of the tile before i
+        if (in) {
+            int32_t const rank = keep ? off + before : cnt + (i - tileStart - before) + (tileStart - off);
+            perm[rank] = i;
+            index[i] = keep ? rank : -1;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int32_t s = 0;
+            for (int k = 0; k < kThreads / 32; ++k) s += sWarp[k];
+            sRun += s;
+        }
+        __syncthreads();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Row GEMM. Output row m (m < count) is position q = list ? list[m] : m of an output grid
+// [N, Ho, Wo]; its A row is the tap-major patch of `src` (rows of an NHWC map [N, H, W, Cin])
+// at the taps of a kk x kk window (stride, pad), regular or deformable v1 (offsets [m, 2*taps]
+// float32, (dy, dx) per tap); with `direct`, A row m is src row m (conv3 on rows).
+struct GemmArgs {
+    int32_t const* list;   // null: identity
+    int32_t const* count;  // null: maxM
+    int32_t maxM;
+    int32_t n, h, w, cin, ho, wo, kk, stride, pad, cout, relu;
+    bool direct;
+    float const* offsets;  // deformable
+    int32_t ldOut;
+};
+
+constexpr int kBM = 64, kBN = 64, kBK = 32, kGemmThreads = 128;
+
+struct SmemSimt {
+    float a[kBK][kBM + 4];
+    float b[kBK][kBN + 4];
+};
+struct SmemTensorCore {
+    __half a[kBM][kBK + 8];
+    __half b[kBK][kBN + 8];
+};
+
+template <typename T, typename OutT, bool kDeform, bool kTensorCore>
+__global__ void __launch_bounds__(kGemmThreads, 3)
+    rowGemmKernel(T const* __restrict__ src, T const* __restrict__ weight, T const* __restrict__ bias,
+                  OutT* __restrict__ out, GemmArgs g) {
+    using Smem = std::conditional_t<kTensorCore, SmemTensorCore, SmemSimt>;
+    __shared__ __align__(32) Smem sm;
+    __shared__ __align__(32) float sC[kBN][kBM + 4];
+    __shared__ int32_t sImg[kBM], sYo[kBM], sXo[kBM], sRow[kBM];
+    __shared__ math::TapCorners sTap[kBM];
+
+    int32_t const count = g.count ? *g.count : g.maxM;
+    int32_t const mBase = static_cast<int32_t>(blockIdx.x) * kBM;
+    if (mBase >= count) return;  // grid sized for the maximum count
+    int const tid = threadIdx.x;
+    int32_t const nBase = static_cast<int32_t>(blockIdx.y) * kBN;
+    int32_t const taps = g.kk * g.kk, howo = g.ho * g.wo;
+
+    if (tid < kBM) {
+        int32_t const m = mBase + tid;
+        sImg[tid] = -1;
+        if (m < count) {
+            int32_t const q = g.list ? g.list[m] : m;
+            int32_t const b = q / howo, r = q - b * howo;
+            sImg[tid] = b;
+            sYo[tid] = r / g.wo;
+            sXo[tid] = r - (r / g.wo) * g.wo;
+            sRow[tid] = m;
+        }
+    }
+
+    int const tm = tid % 16, tn = tid / 16;
+    float acc[kTensorCore ? 1 : 4][kTensorCore ? 1 : 8];
+    int const warp = tid / 32, wm = warp % 2, wn = warp / 2;
+    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> frag[2][2];
+    if constexpr (kTensorCore) {
+        for (int i = 0; i < 2; ++i)
+            for (int j = 0; j < 2; ++j) nvcuda::wmma::fill_fragment(frag[i][j], 0.0f);
+    } else {
+        for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
+    }
+
+    int32_t const kChunks = (g.cin + kBK - 1) / kBK;
+    int32_t const steps = taps * kChunks;
+    constexpr int kPerThread = kBM * kBK / kGemmThreads;  // 16 (A), and 16 for B
+    float ra[kPerThread], rb[kPerThread];
+
+    auto computeTap = [&](int32_t tap) {  // the corners of each row's tap, in source-map offsets
+        if (tid < kBM && sImg[tid] >= 0) {
+            if (g.direct) {
+                sTap[tid] = math::regularTap(0, 0, 1, 1);
+                sTap[tid].off[0] = 0;
+            } else {
+                int32_t const iy = math::tapCoord(sYo[tid], tap / g.kk, g.stride, g.pad, 1);
+                int32_t const ix = math::tapCoord(sXo[tid], tap % g.kk, g.stride, g.pad, 1);
+                if constexpr (kDeform) {
+                    float const* o = g.offsets + static_cast<size_t>(sRow[tid]) * 2 * taps + 2 * tap;
+                    sTap[tid] = math::deformTap(iy, ix, o[0], o[1], g.h, g.w);
+                } else {
+                    sTap[tid] = math::regularTap(iy, ix, g.h, g.w);
+                }
+            }
+        }
+    };
+    // A: thread -> channel aK (consecutive threads, consecutive channels of one row: coalesced)
+    // and rows aM0 + 4 i. B: input channel bK, output channels bN0 + 4 i.
+    int const aK = tid % kBK, aM0 = tid / kBK;
+    int const bK = tid % kBK, bN0 = tid / kBK;
+    constexpr int kRowStride = kGemmThreads / kBK;  // 4
+    size_t const hw = static_cast<size_t>(g.h) * g.w;
+    auto loadStep = [&](int32_t s) {
+        int32_t const tap = s / kChunks, k0 = (s - tap * kChunks) * kBK;
+        int32_t const c = k0 + aK;
+#pragma unroll
+        for (int i = 0; i < kPerThread; ++i) {
+            int const ml = aM0 + i * kRowStride;
+            int32_t const b = sImg[ml];
+            float v = 0.0f;
+            if (b >= 0 && c < g.cin) {
+                math::TapCorners const& tc = sTap[ml];
+                T const* base = g.direct ? src + static_cast<size_t>(sRow[ml]) * g.cin
+                                         : src + static_cast<size_t>(b) * hw * g.cin;
+                if constexpr (kDeform) {
+                    float cv[4];
+#pragma unroll
+                    for (int k = 0; k < 4; ++k)
+                        cv[k] = tc.wgt[k] != 0.0f ? cuda::ld(base, static_cast<size_t>(tc.off[k]) * g.cin + c) : 0.0f;
+                    v = math::tapValue(tc, cv[0], cv[1], cv[2], cv[3]);
+                } else {
+                    v = tc.wgt[0] != 0.0f ? cuda::ld(base, static_cast<size_t>(tc.off[0]) * g.cin + c) : 0.0f;
+                }
+            }
+            ra[i] = v;
+        }
+        int32_t const cb = k0 + bK;
+#pragma unroll
+        for (int i = 0; i < kPerThread; ++i) {  // weight[co][c][tap] (torch layout)
+            int32_t const co = nBase + bN0 + i * kRowStride;
+            rb[i] = (cb < g.cin && co < g.cout)
+                        ? cuda::ld(weight, (static_cast<size_t>(co) * g.cin + cb) * taps + tap) : 0.0f;
+        }
+    };
+    auto storeStep = [&] {
+#pragma unroll
+        for (int i = 0; i < kPerThread; ++i) {
+            int const ml = aM0 + i * kRowStride, nl = bN0 + i * kRowStride;
+            if constexpr (kTensorCore) {
+                sm.a[ml][aK] = __float2half_rn(ra[i]);
+                sm.b[bK][nl] = __float2half_rn(rb[i]);
+            } else {
+                sm.a[aK][ml] = ra[i];
+                sm.b[bK][nl] = rb[i];
+            }
+        }
+    };
+    auto computeStep = [&] {
+        if constexpr (kTensorCore) {
+            using namespace nvcuda;
+#pragma unroll
+            for (int ks = 0; ks < kBK; ks += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa[2];
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fb[2];
+#pragma unroll
+                for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &sm.a[wm * 32 + 16 * i][ks], kBK + 8);
+#pragma unroll
+                for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &sm.b[ks][wn * 32 + 16 * j], kBN + 8);
+#pragma unroll
+                for (int i = 0; i < 2; ++i)
+#pragma unroll
+                    for (int j = 0; j < 2; ++j) wmma::mma_sync(frag[i][j], fa[i], fb[j], frag[i][j]);
+            }
+        } else {
+#pragma unroll 4
+            for (int kk = 0; kk < kBK; ++kk) {
+                float a[4], b[8];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) a[i] = sm.a[kk][tm + 16 * i];
+#pragma unroll
+                for (int j = 0; j < 8; ++j) b[j] = sm.b[kk][tn + 8 * j];
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) acc[i][j] += a[i] * b[j];
+            }
+        }
+    };
+
+    // Software pipeline as sparse_conv2d.cu: step s + 1's loads go to registers while step s
+    // multiplies from shared memory; a tap's corners are computed once.
+    __syncthreads();
+    computeTap(0);
+    __syncthreads();
+    loadStep(0);
+    __syncthreads();
+    storeStep();
+    if (1 < steps && 1 / kChunks != 0) computeTap(1 / kChunks);
+    __syncthreads();
+    for (int32_t s = 0; s < steps; ++s) {
+        bool const more = s + 1 < steps;
+        if (more) loadStep(s + 1);
+        computeStep();
+        __syncthreads();
+        if (more) {
+            storeStep();
+            int32_t const tapNext = (s + 2) / kChunks;
+            if (s + 2 < steps && tapNext != (s + 1) / kChunks) computeTap(tapNext);
+        }
+        __syncthreads();
+    }
+
+    if constexpr (kTensorCore) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 2; ++j)
+                nvcuda::wmma::store_matrix_sync(&sC[wn * 32 + 16 * j][wm * 32 + 16 * i], frag[i][j], kBM + 4,
+                                                nvcuda::wmma::mem_col_major);
+    } else {
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) sC[tn + 8 * j][tm + 16 * i] = acc[i][j];
+    }
+    __syncthreads();
+    for (int e = tid; e < kBM * kBN; e += kGemmThreads) {  // consecutive threads, consecutive channels
+        int const nl = e % kBN, ml = e / kBN;
+        int32_t const co = nBase + nl;
+        if (sImg[ml] < 0 || co >= g.cout) continue;
+        float const b = bias ? cuda::ld(bias, co) : 0.0f;
+        cuda::st(out, static_cast<size_t>(mBase + ml) * g.ldOut + co, math::convEpilogue(sC[nl][ml], b, g.relu));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Interpolation of rows into a dense map (gaussian_interp.cu's tiling and order): f at a
+// sampled position q is rows[index[q], c]. The output and the residual are addressed as
+// base + n * sN + q * sQ + c * sC (NHWC rows or NCHW planes).
+constexpr int kTile = 32;
+constexpr int kR = math::kInterpRadius;
+constexpr int kWin = contract::kInterpWindow;
+constexpr int kHalo = kTile + 2 * kR;
+constexpr int kRowsPerThread = kTile * kTile / kThreads;  // 4
+constexpr int kSeg = 8;
+constexpr int kRowTasks = kHalo * (kTile / kSeg);
+
+struct InterpArgs {
+    int32_t n, c, h, w;
+    float sigma;
+    int32_t relu;
+    bool hasResidual;
+    int64_t outN, outQ, outC, resN, resQ, resC;
+    int32_t slice, slices;
+};
+
+__device__ __forceinline__ void rowPass(float const (*src)[kHalo + 1], float (*dst)[kTile + 1], float const* g,
+                                        int tid) {
+    if (tid >= kRowTasks) return;
+    int const r = tid / (kTile / kSeg), x0 = (tid % (kTile / kSeg)) * kSeg;
+    float v[kSeg + kWin - 1];
+#pragma unroll
+    for (int i = 0; i < kSeg + kWin - 1; ++i) v[i] = src[r][x0 + i];
+#pragma unroll
+    for (int j = 0; j < kSeg; ++j) dst[r][x0 + j] = math::windowSum(g, v + j, 1);
+}
+
+__device__ __forceinline__ void columnPass(float const (*src)[kTile + 1], int x, int y0, float const* g,
+                                           float* out) {
+    float v[kRowsPerThread + kWin - 1];
+#pragma unroll
+    for (int i = 0; i < kRowsPerThread + kWin - 1; ++i) v[i] = src[y0 + i][x];
+#pragma unroll
+    for (int r = 0; r < kRowsPerThread; ++r) out[r] = math::windowSum(g, v + r, 1);
+}
+
+template <typename T, typename RowT, typename ResT>
+__global__ void __launch_bounds__(kThreads, 3)
+    interpRowsKernel(RowT const* __restrict__ rows, int32_t const* __restrict__ index, T const* __restrict__ mask,
+                     T const* __restrict__ bias, ResT const* __restrict__ residual, T* __restrict__ out,
+                     InterpArgs p) {
+    __shared__ float sM[kHalo][kHalo + 1];
+    __shared__ int32_t sIdx[kHalo][kHalo + 1];
+    __shared__ float sMF[kHalo][kHalo + 1];
+    __shared__ float sRow[2][kHalo][kTile + 1];
+
+    int const tid = threadIdx.x;
+    int const tileX = blockIdx.x * kTile, tileY = blockIdx.y * kTile;
+    int const n = blockIdx.z / p.slices;
+    int const c0 = (blockIdx.z % p.slices) * p.slice;
+    int const cEnd = min(c0 + p.slice, p.c);
+    size_t const hw = static_cast<size_t>(p.h) * p.w;
+
+    float g[kWin];
+#pragma unroll
+    for (int d = 0; d < kWin; ++d) g[d] = math::gaussianTap(p.sigma, d - kR);
+    float const a = math::gaussianScale(p.sigma);
+
+    for (int i = tid; i < kHalo * kHalo; i += kThreads) {
+        int const r = i / kHalo, c = i % kHalo;
+        int const yy = tileY - kR + r, xx = tileX - kR + c;
+        bool const inside = yy >= 0 && yy < p.h && xx >= 0 && xx < p.w;
+        size_t const q = n * hw + static_cast<size_t>(yy) * p.w + xx;
+        float const m = inside ? cuda::ld(mask, q) : 0.0f;
+        sM[r][c] = m;
+        sIdx[r][c] = (inside && m > 0.0f) ? index[q] : -1;
+    }
+    __syncthreads();
+    rowPass(sM, sRow[0], g, tid);
+    __syncthreads();
+
+    int const tx = tid % kTile, ty0 = (tid / kTile) * kRowsPerThread;
+    int const x = tileX + tx;
+    float sumM[kRowsPerThread], mq[kRowsPerThread];
+    columnPass(sRow[0], tx, ty0, g, sumM);
+#pragma unroll
+    for (int r = 0; r < kRowsPerThread; ++r) mq[r] = sM[ty0 + r + kR][tx + kR];
+
+    int buf = 1;
+    for (int c = c0; c < cEnd; ++c, buf ^= 1) {
+        for (int i = tid; i < kHalo * kHalo; i += kThreads) {
+            int const r = i / kHalo, cc = i % kHalo;
+            float const m = sM[r][cc];
+            int32_t const row = sIdx[r][cc];
+            float v = 0.0f;
+            if (m > 0.0f && row >= 0) v = math::interpSample(m, cuda::ld(rows, static_cast<size_t>(row) * p.c + c));
+            sMF[r][cc] = v;
+        }
+        __syncthreads();
+        float mf[kRowsPerThread];
+#pragma unroll
+        for (int r = 0; r < kRowsPerThread; ++r) mf[r] = sMF[ty0 + r + kR][tx + kR];
+        rowPass(sMF, sRow[buf], g, tid);
+        __syncthreads();
+        float sumMF[kRowsPerThread];
+        columnPass(sRow[buf], tx, ty0, g, sumMF);
+        float const bc = bias ? cuda::ld(bias, c) : 0.0f;
+#pragma unroll
+        for (int r = 0; r < kRowsPerThread; ++r) {
+            int const y = tileY + ty0 + r;
+            if (y >= p.h || x >= p.w) continue;
+            int64_t const q = static_cast<int64_t>(y) * p.w + x;
+            float const res =
+                p.hasResidual ? cuda::ld(residual, static_cast<size_t>(n * p.resN + q * p.resQ + c * p.resC)) : 0.0f;
+            float const rr = math::interpRatio(a, sumMF[r], sumM[r]);
+            cuda::st(out, static_cast<size_t>(n * p.outN + q * p.outQ + c * p.outC),
+                     math::interpCombine(mq[r], mf[r], rr, bc, res, p.hasResidual, p.relu));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Launch helpers.
+struct Geometry {
+    int64_t pos1, pos2;  // N*H*W, N*Ho*Wo
+    int32_t ho, wo, tiles1, tiles2;
+};
+
+Geometry geometry(BottleneckParams const& p) {
+    Geometry g{};
+    g.ho = (p.h - 1) / p.stride + 1;
+    g.wo = (p.w - 1) / p.stride + 1;
+    g.pos1 = static_cast<int64_t>(p.n) * p.h * p.w;
+    g.pos2 = static_cast<int64_t>(p.n) * g.ho * g.wo;
+    g.tiles1 = static_cast<int32_t>((g.pos1 + kTileCount - 1) / kTileCount);
+    g.tiles2 = static_cast<int32_t>((g.pos2 + kTileCount - 1) / kTileCount);
+    return g;
+}
+
+template <typename T, typename OutT>
+cudaError_t rowGemm(T const* src, T const* wgt, T const* bias, OutT* out, GemmArgs const& a, cudaStream_t stream) {
+    if (a.maxM == 0) return cudaSuccess;
+    dim3 const grid(cuda::ceilDiv(a.maxM, kBM), cuda::ceilDiv(a.cout, kBN));
+    constexpr bool kHalf = std::is_same_v<T, __half>;
+    bool const tc = kHalf && a.cin >= 16 && a.cout >= 16;
+    if (a.offsets) {
+        auto* k = tc ? &rowGemmKernel<T, OutT, true, kHalf> : &rowGemmKernel<T, OutT, true, false>;
+        SSI_LAUNCH(k, grid, kGemmThreads, stream, src, wgt, bias, out, a);
+    } else {
+        auto* k = tc ? &rowGemmKernel<T, OutT, false, kHalf> : &rowGemmKernel<T, OutT, false, false>;
+        SSI_LAUNCH(k, grid, kGemmThreads, stream, src, wgt, bias, out, a);
+    }
+    return cuda::launchStatus();
+}
+
+template <typename T, typename RowT, typename ResT>
+cudaError_t interpRows(RowT const* rows, int32_t const* index, T const* mask, T const* bias, ResT const* residual,
+                       T* out, InterpArgs p, cudaStream_t stream) {
+    int64_t const tiles = static_cast<int64_t>(cuda::ceilDiv(p.w, kTile)) * cuda::ceilDiv(p.h, kTile) * p.n;
+    int64_t const want = (static_cast<int64_t>(p.c) * tiles + 511) / 512;
+    p.slice = static_cast<int32_t>(want < 4 ? 4 : (want > 32 ? 32 : want));
+    p.slices = (p.c + p.slice - 1) / p.slice;
+    dim3 const grid(cuda::ceilDiv(p.w, kTile), cuda::ceilDiv(p.h, kTile),
+                    static_cast<unsigned>(static_cast<int64_t>(p.n) * p.slices));
+    if (grid.y > 65535u || static_cast<int64_t>(p.n) * p.slices > 65535) return cudaErrorInvalidConfiguration;
+    auto* k = &interpRowsKernel<T, RowT, ResT>;
+    SSI_LAUNCH(k, grid, kThreads, stream, rows, index, mask, bias, residual, out, p);
+    return cuda::launchStatus();
+}
+
+// contract.forced_count: round-half-even of float32(density) * numel in double, clamped to 1..numel.
+int32_t forcedCount(float density, int32_t numel) {
+    double const k = std::nearbyint(static_cast<double>(density) * static_cast<double>(numel));
+    return static_cast<int32_t>(std::max(1.0, std::min(static_cast<double>(numel), k)));
+}
+
+#define SSI_TRY(...)                                    \
+    do {                                                \
+        cudaError_t const e_ = (__VA_ARGS__);                \
+        if (e_ != cudaSuccess) return e_;               \
+    } while (0)
+
+template <typename T>
+cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p, BottleneckLayout const& L,
+                          unsigned char* ws, cudaStream_t stream) {
+    Geometry const G = geometry(p);
+    auto at = [&](int64_t off) { return ws + off; };
+    auto const* x = static_cast<T const*>(t.x);
+    auto W = [](void const* v) { return static_cast<T const*>(v); };
+    T* const m1 = static_cast<T*>(t.mask1);
+    T* const m2 = static_cast<T*>(t.mask2);
+    int32_t const pos1 = static_cast<int32_t>(G.pos1), pos2 = static_cast<int32_t>(G.pos2);
+    int32_t const hw = p.h * p.w;
+
+    // x as rows
+    T const* xr = x;
+    if (!p.channelsLast) {
+        T* rows = reinterpret_cast<T*>(at(L.xRows));
+        dim3 const grid(cuda::ceilDiv(hw, 32), cuda::ceilDiv(p.cin, 32), p.n);
+        auto* k = &toRowsKernel<T>;
+        SSI_LAUNCH(k, grid, kThreads, stream, x, rows, p.cin, hw);
+        SSI_TRY(cuda::launchStatus());
+        xr = rows;
+    }
+
+    // masks
+    float* taps = reinterpret_cast<float*>(at(L.taps));
+    float* l1 = reinterpret_cast<float*>(at(L.logits1));
+    float* l2 = reinterpret_cast<float*>(at(L.logits2));
+    {
+        auto* k = &maskTapsKernel<T>;
+        SSI_LAUNCH(k, cuda::ceilDiv(pos1, kTapPos), kThreads, stream, xr, W(t.mask1W), W(t.mask2W), taps, pos1, p.cin);
+        SSI_TRY(cuda::launchStatus());
+        auto* s = &tapSumKernel<T>;
+        SSI_LAUNCH(s, cuda::ceilDiv(pos1, kThreads), kThreads, stream, static_cast<float const*>(taps),
+                   W(t.mask1B), l1, p.n, p.h, p.w, 0, 1);
+        SSI_TRY(cuda::launchStatus());
+        SSI_LAUNCH(s, cuda::ceilDiv(pos2, kThreads), kThreads, stream, static_cast<float const*>(taps),
+                   W(t.mask2B), l2, p.n, p.h, p.w, 1, p.stride);
+        SSI_TRY(cuda::launchStatus());
+    }
+    float* kth = reinterpret_cast<float*>(at(L.kth));
+    if (p.density > 0.0f) {
+        SSI_LAUNCH(kthLargestKernel, p.n, kThreads, stream, static_cast<float const*>(l1), hw,
+                   forcedCount(p.density, hw), kth);
+        SSI_TRY(cuda::launchStatus());
+        SSI_LAUNCH(kthLargestKernel, p.n, kThreads, stream, static_cast<float const*>(l2), G.ho * G.wo,
+                   forcedCount(p.density, G.ho * G.wo), kth + p.n);
+        SSI_TRY(cuda::launchStatus());
+    }
+    int32_t* tc1 = reinterpret_cast<int32_t*>(at(L.tileCounts1));
+    int32_t* tc2 = reinterpret_cast<int32_t*>(at(L.tileCounts2));
+    int32_t* perm1 = reinterpret_cast<int32_t*>(at(L.perm1));
+    int32_t* perm2 = reinterpret_cast<int32_t*>(at(L.perm2));
+    int32_t* index1 = reinterpret_cast<int32_t*>(at(L.index1));
+    int32_t* index2 = reinterpret_cast<int32_t*>(at(L.index2));
+    int32_t* count1 = reinterpret_cast<int32_t*>(at(L.count1));
+    int32_t* count2 = reinterpret_cast<int32_t*>(at(L.count2));
+    {
+        auto* s = &sampleKernel<T>;
+        float const* k1 = p.density > 0.0f ? kth : nullptr;
+        float const* k2 = p.density > 0.0f ? kth + p.n : nullptr;
+        SSI_LAUNCH(s, G.tiles1, kThreads, stream, static_cast<float const*>(l1), k1, m1, tc1, p.n, p.h, p.w, p.mode,
+                   p.gridInterval, math::layerKey(p.seed, p.layer1));
+        SSI_TRY(cuda::launchStatus());
+        SSI_LAUNCH(s, G.tiles2, kThreads, stream, static_cast<float const*>(l2), k2, m2, tc2, p.n, G.ho, G.wo, p.mode,
+                   p.gridInterval, math::layerKey(p.seed, p.layer2));
+        SSI_TRY(cuda::launchStatus());
+        SSI_LAUNCH(scanKernel, 1, kThreads, stream, tc1, G.tiles1, count1);
+        SSI_TRY(cuda::launchStatus());
+        SSI_LAUNCH(scanKernel, 1, kThreads, stream, tc2, G.tiles2, count2);
+        SSI_TRY(cuda::launchStatus());
+        auto* part = &partitionKernel<T>;
+        SSI_LAUNCH(part, G.tiles1, kThreads, stream, static_cast<T const*>(m1), static_cast<int32_t const*>(tc1),
+                   static_cast<int32_t const*>(count1), perm1, index1, pos1);
+        SSI_TRY(cuda::launchStatus());
+        SSI_LAUNCH(part, G.tiles2, kThreads, stream, static_cast<T const*>(m2), static_cast<int32_t const*>(tc2),
+                   static_cast<int32_t const*>(count2), perm2, index2, pos2);
+        SSI_TRY(cuda::launchStatus());
+    }
+
+    T* rows1 = reinterpret_cast<T*>(at(L.rows1));
+    T* y1 = reinterpret_cast<T*>(at(L.y1));
+    T* rows2 = reinterpret_cast<T*>(at(L.rows2));
+    T* rows3 = reinterpret_cast<T*>(at(L.rows3));
+    float* offs = p.dcn ? reinterpret_cast<float*>(at(L.offsets)) : nullptr;
+
+    // conv1 at m1 (1x1 on x's rows), then Y1 = interp(rows1, m1) as dense rows
+    GemmArgs a{};
+    a.list = perm1, a.count = count1, a.maxM = pos1;
+    a.n = p.n, a.h = p.h, a.w = p.w, a.cin = p.cin, a.ho = p.h, a.wo = p.w, a.kk = 1, a.stride = 1, a.pad = 0;
+    a.cout = p.planes, a.relu = 1, a.ldOut = p.planes;
+    SSI_TRY(rowGemm<T, T>(xr, W(t.conv1W), W(t.conv1B), rows1, a, stream));
+    InterpArgs ia{};
+    ia.n = p.n, ia.c = p.planes, ia.h = p.h, ia.w = p.w, ia.sigma = p.sigma1, ia.relu = 0, ia.hasResidual = false;
+    ia.outN = static_cast<int64_t>(hw) * p.planes, ia.outQ = p.planes, ia.outC = 1;
+    SSI_TRY(interpRows<T, T, T>(rows1, index1, m1, nullptr, nullptr, y1, ia, stream));
+
+    // conv2 at m2 (3x3 stride s on Y1; the DCN offsets first, 3x3 stride s on x), conv3 on rows
+    GemmArgs c2{};
+    c2.list = perm2, c2.count = count2, c2.maxM = pos2;
+    c2.n = p.n, c2.h = p.h, c2.w = p.w, c2.ho = G.ho, c2.wo = G.wo, c2.kk = 3, c2.stride = p.stride, c2.pad = 1;
+    if (p.dcn) {
+        GemmArgs o = c2;
+        o.cin = p.cin, o.cout = 2 * 9, o.relu = 0, o.ldOut = 2 * 9;
+        SSI_TRY(rowGemm<T, float>(xr, W(t.offsetW), W(t.offsetB), offs, o, stream));
+    }
+    c2.cin = p.planes, c2.cout = p.planes, c2.relu = 1, c2.ldOut = p.planes, c2.offsets = offs;
+    SSI_TRY(rowGemm<T, T>(y1, W(t.conv2W), W(t.conv2B), rows2, c2, stream));
+    GemmArgs c3{};
+    c3.count = count2, c3.maxM = pos2, c3.direct = true;
+    c3.n = p.n, c3.h = 1, c3.w = 1, c3.ho = 1, c3.wo = 1, c3.kk = 1, c3.stride = 1, c3.pad = 0;
+    c3.cin = p.planes, c3.cout = p.cout, c3.relu = 0, c3.ldOut = p.cout;
+    SSI_TRY(rowGemm<T, T>(rows2, W(t.conv3W), nullptr, rows3, c3, stream));
+
+    // shortcut, then y = relu(interp(rows3, m2) + b3 + shortcut)
+    T const* res = x;
+    int64_t const howo = static_cast<int64_t>(G.ho) * G.wo;
+    ia = InterpArgs{};
+    ia.n = p.n, ia.c = p.cout, ia.h = G.ho, ia.w = G.wo, ia.sigma = p.sigma2, ia.relu = 1, ia.hasResidual = true;
+    if (p.downsample) {
+        T* sc = reinterpret_cast<T*>(at(L.shortcut));
+        GemmArgs d{};
+        d.maxM = pos2, d.n = p.n, d.h = p.h, d.w = p.w, d.cin = p.cin, d.ho = G.ho, d.wo = G.wo, d.kk = 1;
+        d.stride = p.stride, d.pad = 0, d.cout = p.cout, d.relu = 0, d.ldOut = p.cout;
+        SSI_TRY(rowGemm<T, T>(xr, W(t.downsampleW), W(t.downsampleB), sc, d, stream));
+        res = sc;
+        ia.resN = howo * p.cout, ia.resQ = p.cout, ia.resC = 1;
+    } else if (p.channelsLast) {
+        ia.resN = howo * p.cout, ia.resQ = p.cout, ia.resC = 1;
+    } else {
+        ia.resN = howo * p.cout, ia.resQ = 1, ia.resC = howo;
+    }
+    if (p.channelsLast) ia.outN = howo * p.cout, ia.outQ = p.cout, ia.outC = 1;
+    else ia.outN = howo * p.cout, ia.outQ = 1, ia.outC = howo;
+    return interpRows<T, T, T>(rows3, index2, m2, W(t.conv3B), res, static_cast<T*>(t.y), ia, stream);
+}
+
+}  // namespace
+
+bool validBottleneckParams(BottleneckParams const& p) {
+    if (p.n < 0 || p.cin <= 0 || p.h <= 0 || p.w <= 0 || p.planes <= 0 || p.cout <= 0 || p.stride < 1) return false;
+    if ((p.dcn != 0 && p.dcn != 1) || (p.downsample != 0 && p.downsample != 1)) return false;
+    if (!p.downsample && (p.stride != 1 || p.cin != p.cout)) return false;  // identity shortcut
+    if (!(p.sigma1 > 0.0f) || !(p.sigma2 > 0.0f) || !(p.density >= 0.0f && p.density <= 1.0f)) return false;
+    if (!math::validMode(p.mode) || p.gridInterval < 0 || p.layer1 < 0 || p.layer2 < 0) return false;
+    // 32-bit row indices and element offsets of one image
+    int64_t const pos = static_cast<int64_t>(p.n) * p.h * p.w;
+    int64_t const widest = std::max<int64_t>({p.cin, p.cout, 18});
+    return pos < (int64_t{1} << 31) && pos * widest < (int64_t{1} << 40) &&
+           static_cast<int64_t>(p.h) * p.w * widest < (int64_t{1} << 31);
+}
+
+BottleneckLayout bottleneckLayout(BottleneckParams const& p, DType dtype) {
+    BottleneckLayout L{};
+    int64_t* fields[] = {&L.xRows, &L.taps, &L.logits1, &L.logits2, &L.kth, &L.tileCounts1, &L.tileCounts2,
+                         &L.perm1, &L.perm2, &L.index1, &L.index2, &L.count1, &L.count2, &L.rows1, &L.y1,
+                         &L.offsets, &L.rows2, &L.rows3, &L.shortcut, &L.out};
+    for (int64_t* f : fields) *f = -1;
+    if (!validBottleneckParams(p)) return L;
+    Geometry const G = geometry(p);
+    size_t const e = dtype == DType::kFLOAT16 ? 2 : 4;
+    size_t off = 0;
+    auto take = [&](int64_t& field, size_t bytes) {
+        field = static_cast<int64_t>(off);
+        off += align256(bytes);
+    };
+    if (!p.channelsLast) take(L.xRows, G.pos1 * p.cin * e);
+    take(L.taps, G.pos1 * kTapCols * sizeof(float));
+    take(L.logits1, G.pos1 * sizeof(float));
+    take(L.logits2, G.pos2 * sizeof(float));
+    take(L.kth, 2 * static_cast<size_t>(p.n) * sizeof(float));
+    take(L.tileCounts1, static_cast<size_t>(G.tiles1) * sizeof(int32_t));
+    take(L.tileCounts2, static_cast<size_t>(G.tiles2) * sizeof(int32_t));
+    take(L.perm1, G.pos1 * sizeof(int32_t));
+    take(L.perm2, G.pos2 * sizeof(int32_t));
+    take(L.index1, G.pos1 * sizeof(int32_t));
+    take(L.index2, G.pos2 * sizeof(int32_t));
+    take(L.count1, sizeof(int32_t));
+    take(L.count2, sizeof(int32_t));
+    take(L.rows1, G.pos1 * p.planes * e);
+    take(L.y1, G.pos1 * p.planes * e);
+    if (p.dcn) take(L.offsets, G.pos2 * 18 * sizeof(float));
+    take(L.rows2, G.pos2 * p.planes * e);
+    take(L.rows3, G.pos2 * p.cout * e);
+    if (p.downsample) take(L.shortcut, G.pos2 * p.cout * e);
+    L.total = static_cast<int64_t>(off);
+    return L;
+}
+
+size_t ssiBottleneckWorkspaceSize(BottleneckParams const& p, DType dtype) {
+    BottleneckLayout const L = bottleneckLayout(p, dtype);
+    return L.total > 0 ? static_cast<size_t>(L.total) : 0;
+}
+
+cudaError_t launchSSIBottleneck(BottleneckTensors const& t, DType dtype, BottleneckParams const& p, void* workspace,
+                                cudaStream_t stream) {
+    if (!validBottleneckParams(p)) return cudaErrorInvalidValue;
+    if (p.n == 0) return cudaSuccess;
+    if (!t.x || !t.mask1W || !t.mask1B || !t.mask2W || !t.mask2B || !t.conv1W || !t.conv1B || !t.conv2W ||
+        !t.conv2B || !t.conv3W || !t.conv3B || !t.y || !t.mask1 || !t.mask2 || !workspace)
+        return cudaErrorInvalidValue;
+    if ((p.dcn && (!t.offsetW || !t.offsetB)) || (p.downsample && (!t.downsampleW || !t.downsampleB)))
+        return cudaErrorInvalidValue;
+    BottleneckLayout const L = bottleneckLayout(p, dtype);
+    auto* ws = static_cast<unsigned char*>(workspace);
+    return cuda::dispatch(dtype, [&](auto tag) {
+        using T = decltype(tag);
+        return runBottleneck<T>(t, p, L, ws, stream);
+    });
+}
+
+}  // namespace ssi

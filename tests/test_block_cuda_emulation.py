@@ -1,0 +1,172 @@
+"""The fused SSIBottleneck CUDA kernels (plugins/src/cuda/ssi_bottleneck.cu, portable path),
+compiled with the host compiler against the fiber emulation, against the PyTorch op.
+
+Per case, one launch of ``launchSSIBottleneck`` (outputs and workspace poisoned with NaN), then:
+- the logits in the workspace are the mask convolutions' within float32 rounding (a bound
+  derived from the sums, plus one rounding to fp16 for fp16);
+- the masks are exactly SampleMask of those logits (forced density: after the shift by their
+  own k-th largest), and the partitions exactly the stable partition of the masks;
+- the output is the spec's sparse order (float64 oracle) with those masks, within the bound of
+  tests/test_block_op.py (plus one fp16 rounding per stored stage in fp16);
+- in float32 the two interpolations equal the native CPU block's on the same rows, bit for bit.
+Shapes: batch 1 and 3, odd sizes, stride 1 and 2, with and without DCN and downsample, all
+three sampling modes, forced density, empty and full masks, x and y NCHW or channels-last.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fp_bounds import gamma
+from test_block_op import feature_bound, make_block, oracle
+from test_cuda_emulation import kernels  # noqa: F401  (the module fixture that builds the emulation)
+from ssi_deploy.ops import contract as C
+
+REPO = Path(__file__).resolve().parents[1]
+U16 = 2.0 ** -11  # fp16 unit roundoff
+
+
+@pytest.fixture(scope="module")
+def block_kernels(kernels):  # noqa: F811
+    spec = importlib.util.spec_from_file_location("gpu_block_check", REPO / "scripts" / "gpu_block_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_block_check"] = mod
+    spec.loader.exec_module(mod)
+    _, K = kernels
+    return mod, mod.BlockKernels(K.lib, torch.device("cpu"))
+
+
+CASES = [
+    # cin, planes, stride, dcn, downsample, batch, h, w, mode, density, masks, channels_last
+    (16, 4, 1, False, False, 1, 13, 11, C.MODE_THRESHOLD, 0.0, "mixed", False),
+    (16, 4, 1, True, False, 3, 9, 15, C.MODE_STOCHASTIC, 0.0, "mixed", True),
+    (8, 4, 2, False, True, 3, 13, 11, C.MODE_OFFICIAL, 0.0, "mixed", False),
+    (8, 4, 2, True, True, 1, 15, 9, C.MODE_THRESHOLD, 0.0, "mixed", True),
+    (16, 4, 1, False, False, 3, 12, 12, C.MODE_THRESHOLD, 0.3, "mixed", False),
+    (8, 4, 2, True, True, 3, 11, 13, C.MODE_STOCHASTIC, 0.1, "mixed", False),
+    (16, 4, 1, True, False, 3, 9, 9, C.MODE_THRESHOLD, 0.0, "empty", False),
+    (8, 4, 2, False, True, 3, 9, 10, C.MODE_OFFICIAL, 0.0, "full", True),
+    (32, 8, 2, True, True, 1, 1, 1, C.MODE_THRESHOLD, 0.0, "mixed", False),
+    # wide enough for the tensor-core path in fp16 (Cin, p >= 16) and a K of several chunks
+    (64, 16, 1, True, False, 2, 10, 9, C.MODE_THRESHOLD, 0.5, "mixed", True),
+    (48, 16, 2, False, True, 1, 35, 37, C.MODE_THRESHOLD, 0.26, "mixed", False),
+]
+
+
+def _ids(case):
+    cin, p, s, dcn, ds, n, h, w, mode, dens, masks, cl = case
+    return (f"c{cin}p{p}-s{s}{'-dcn' if dcn else ''}{'-ds' if ds else ''}-n{n}-{h}x{w}-mode{mode}"
+            f"{f'-d{dens}' if dens else ''}-{masks}{'-nhwc' if cl else ''}")
+
+
+def _logit_bound(conv, x, stride, dtype, exact):
+    e = gamma(9 * x.shape[1] + 1) * F.conv2d(x.double().abs(), conv.weight.double().abs(),
+                                             conv.bias.double().abs(), stride, 1)
+    if dtype == torch.float16:  # the kernels' and the reference's roundings to fp16
+        e = e + 2 * U16 * (exact.abs() + e) + 2 ** -24
+    return e
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+def test_emulated_block_equals_op(block_kernels, case, dtype):
+    mod, BK = block_kernels
+    cin, p, s, dcn, ds, n, h, w, mode, density, kind, channels_last = case
+    gen = torch.Generator().manual_seed(hash(_ids(case)) % 2**31)
+    bias = {"mixed": (0.3, -0.2), "empty": (-30.0, -30.0), "full": (30.0, 30.0)}[kind]
+    block = make_block(cin, p, s, dcn, ds, gen, bias, grid=0 if kind == "empty" else 11)
+    block.sampling_mode, block.seed, block.forced_density = mode, 7, density
+    x = torch.randn(n, cin, h, w, generator=gen)
+    with torch.no_grad():
+        f = block.fold_bn()
+        a = block.block_attrs(f)
+        inputs = [t.to(dtype) for t in f["inputs"]]
+        xd = x.to(dtype)
+        run = BK.run(xd, inputs, a, channels_last=channels_last)
+        found = mod.stage_checks(run, xd, inputs, a)
+        assert found["masks_equal"], "masks differ from SampleMask of the kernels' own logits"
+        assert found["partitions_equal"], "perm/index/count differ from the stable partition"
+
+        # the logits: the mask convolutions of the op's own (fp16: rounded) inputs
+        xq = xd.float()
+        for key, conv, stride in (("logits1", block.conv1_mask, 1), ("logits2", block.conv2_mask, s)):
+            cq = torch.nn.Conv2d(cin, 1, 3, stride, 1)
+            cq.weight.copy_(conv.weight.to(dtype).float())
+            cq.bias.copy_(conv.bias.to(dtype).float())
+            exact = F.conv2d(xq.double(), cq.weight.double(), cq.bias.double(), stride, 1)
+            err = (found[key].double() - exact).abs()
+            assert bool((err <= _logit_bound(cq, xq, stride, dtype, exact)).all()), key
+
+        m1, m2 = run.mask1.float(), run.mask2.float()
+        if kind == "empty":
+            assert not m1.any() and not m2.any()
+        if kind == "full":
+            assert bool((m1 > 0).all()) and bool((m2 > 0).all())
+        if density:
+            share = float((m2 > 0).float().mean())
+            assert density - 0.01 <= share <= density + 0.2
+
+        y = run.y.float()
+        assert y.shape == (n, 4 * p, (h - 1) // s + 1, (w - 1) // s + 1)
+        assert not torch.isnan(y).any()
+        if channels_last:
+            assert run.y.is_contiguous(memory_format=torch.channels_last)
+        # features against the float64 oracle with the kernels' masks (on the op's inputs)
+        fq = {k: (tuple(t.to(dtype).float() for t in v) if isinstance(v, tuple) else v) for k, v in f.items()
+              if k in ("conv1", "conv2", "conv3", "offset", "downsample", "sigma1", "sigma2")}
+        exact, _ = oracle(block, fq, xq, m1, m2)
+        bound = feature_bound(block, fq, xq, m1, m2)
+        if dtype == torch.float16:  # rows1, Y1, rows2, rows3, shortcut and y stored in fp16
+            mag, _ = oracle(block, fq, xq, m1, m2, absolute=True)
+            bound = bound + 8 * U16 * (mag + bound)
+        err = (y.double() - exact).abs()
+        assert bool((err <= bound).all()), f"error {float(err.max()):.3g} over the bound " \
+                                           f"({float((err / bound.clamp_min(1e-300)).max()):.2f} of it)"
+        if dtype == torch.float32:
+            bits = mod.interp_bit_checks(found, xd, inputs, a, m1, m2)
+            assert bits, "the native CPU block is not available"
+            assert bits["y1_bits"], "Y1 differs from the native CPU block's interpolation of the same rows"
+            assert bits["y_bits"], "y differs from the native CPU block's final interpolation of the same rows"
+
+
+def test_emulated_block_graph_reuse_and_unsampled_rows_never_read(block_kernels):
+    # The same workspace and outputs reused by a second launch (as inside a CUDA graph) give the
+    # same bits; rows past the counts are never read (the workspace starts poisoned with NaN).
+    mod, BK = block_kernels
+    gen = torch.Generator().manual_seed(5)
+    block = make_block(16, 4, 2, True, True, gen)
+    x = torch.randn(3, 16, 11, 9, generator=gen)
+    with torch.no_grad():
+        f = block.fold_bn()
+        a = block.block_attrs(f)
+        first = BK.run(x, f["inputs"], a)
+        y1 = first.y.clone()
+        again = BK.run(x, f["inputs"], a, workspace=None)
+    assert torch.equal(y1, again.y) and torch.equal(first.mask2, again.mask2)
+    assert not torch.isnan(y1).any()
+
+
+def test_emulated_block_rejects_bad_parameters(block_kernels):
+    mod, BK = block_kernels
+    gen = torch.Generator().manual_seed(6)
+    inputs = mod.random_block(gen, 8, 4, 1, False, False)
+    x = torch.randn(1, 8, 5, 5)
+    with pytest.raises(ValueError, match="invalid parameters"):  # identity shortcut needs Cin = 4p
+        BK.run(x, inputs, mod.attrs_for(1, False, False))
+    inputs = mod.random_block(gen, 16, 4, 1, False, False)
+    x = torch.randn(1, 16, 5, 5)
+    with pytest.raises(ValueError, match="invalid parameters"):  # an identity shortcut at stride 2
+        BK.run(x, inputs, mod.attrs_for(2, False, False))
+    with pytest.raises(ValueError, match="invalid parameters"):
+        BK.run(x, inputs, mod.attrs_for(1, False, False, mode=9))
+    # null weights where the block needs them: an error code, not a crash
+    ints, floats = BK.params(x.shape, 4, 16, mod.attrs_for(1, False, False), False)
+    arr = (ctypes.c_void_p * 18)()
+    assert BK.lib.ssi_cuda_bottleneck(arr, 0, ints, floats, None, 0) != 0
