@@ -31,7 +31,7 @@ $SSI doctor || fail "doctor: fix the FAIL lines above first"
 
 step "2/5 export $ARCH + FPN ($PRECISION, dynamic batch/height/width)"
 $SSI export --arch "$ARCH" --with-fpn -o "$OUT/model.onnx" --input-shape "$SHAPE" \
-    --dtype "$PRECISION" --granularity ops || fail "export"  # the form the plugins implement
+    --dtype "$PRECISION" || fail "export"  # block form: one fused SSIBottleneck plugin per block
 INPUT_NAME=$("$PYTHON" -c 'import sys, onnx; print(onnx.load(sys.argv[1], load_external_data=False).graph.input[0].name)' "$OUT/model.onnx")
 echo "input: $INPUT_NAME"
 

@@ -708,12 +708,35 @@ def block_onnx(tmp_path_factory) -> Path:
                        "block.onnx", input_shape=(1, 3, 64, 64), dynamic=None)
 
 
-def test_build_refuses_the_block_form_before_any_work(block_onnx, fake_env, tmp_path, capsys):
-    """No TensorRT plugin implements SSIBottleneck yet: one line naming the fix, exit 2, no
-    engine and no sidecar written."""
+def test_build_accepts_the_block_form(block_onnx, fake_env, tmp_path, capsys):
+    """The default export (one SSIBottleneck node per block) builds: every SSIBottleneck node
+    finds its creator and becomes one plugin layer, and the sidecar says so."""
     engine = tmp_path / "m.plan"
-    rc, _, err = _build([str(block_onnx), "--engine", str(engine)], capsys)
-    _assert_error(rc, err, "block form (16 SSIBottleneck nodes)", "no TensorRT plugin",
-                  "ssi-deploy export --granularity ops")
+    rc, out, err = _build([str(block_onnx), "--engine", str(engine)], capsys)
+    assert rc == 0, err
+    assert engine.read_bytes().startswith(b"PLAN")
+    assert "SSI layers  16 SSI node(s) -> plugin layers" in out
+    parsed = fake_env.trt.calls["parsed_model"]
+    assert {n.op_type for n in parsed.graph.node if n.domain == contract.DOMAIN} == {"SSIBottleneck"}
+    assert not [f for f in parsed.functions if f.domain == contract.DOMAIN]  # bodies stripped
+    meta = json.loads((tmp_path / "m.plan.json").read_text())
+    assert sorted(set(meta["ssi_nodes"].values())) == ["SSIBottleneck"]
+    assert len(meta["ssi_nodes"]) == 16 and meta["plugin_layers"].keys() == meta["ssi_nodes"].keys()
+
+
+def test_build_refuses_an_op_without_plugin_before_any_work(fake_env, ssi_onnx, tmp_path,
+                                                            monkeypatch, capsys):
+    """A contract op marked has_plugin=False (none today) is refused in one line before
+    TensorRT is touched: no engine and no sidecar written."""
+    import dataclasses
+
+    ops = dict(contract.OPS)
+    ops["SparseConv2d"] = dataclasses.replace(ops["SparseConv2d"], has_plugin=False)
+    monkeypatch.setattr(contract, "OPS", ops)
+    engine = tmp_path / "m.plan"
+    rc, _, err = _build([str(ssi_onnx), "--engine", str(engine), "--shapes", "logits:1x1x64x64"],
+                        capsys)
+    _assert_error(rc, err, "1 SparseConv2d", "no TensorRT plugin")
     assert len(err.strip().splitlines()) == 1
+    assert "parsed_model" not in fake_env.trt.calls
     assert not engine.exists() and not (tmp_path / "m.plan.json").exists()

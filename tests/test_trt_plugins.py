@@ -6,10 +6,11 @@ The lean runtime from PyPI (``pip install -e '.[tensorrt]'``) is enough: its plu
 works on a machine without a GPU. Skips, with the reason, when no TensorRT Python module is
 installed or the library was not built (``make plugins`` needs the TensorRT headers).
 
-The model is ``model_under_test()``: today a small hand-made ONNX graph of one SSI
-bottleneck (the exporter's node form: every contract attribute plus the parser's
-``plugin_version`` / ``plugin_namespace`` strings); switching to a real exported model only
-changes that function.
+The model is ``model_under_test()``: a small hand-made ONNX graph of one SSI bottleneck in
+the three-op form (the exporter's node form: every contract attribute plus the parser's
+``plugin_version`` / ``plugin_namespace`` strings). Real exports are checked too: the ops form
+(SampleMask, SparseConv2d, GaussianInterp) and the default block form, whose every
+SSIBottleneck node (15 inputs, outputs y, mask1, mask2) must become a plugin.
 """
 
 from __future__ import annotations
@@ -193,8 +194,12 @@ def model():
 # Tests
 
 
-def test_model_has_every_ssi_op(model):
-    assert {n.op_type for n in ssi_nodes(model)} == set(contract.PLUGIN_OPS)
+def test_model_has_every_building_block(model):
+    assert {n.op_type for n in ssi_nodes(model)} == set(contract.BUILDING_BLOCKS)
+
+
+def test_every_contract_op_has_a_plugin():
+    assert set(contract.PLUGIN_OPS) == set(contract.OPS)  # SSIBottleneck included
 
 
 def test_creators_expose_exactly_the_contract_fields(trt, registry):
@@ -229,7 +234,7 @@ def check_every_ssi_node_becomes_a_plugin(trt, registry, model: onnx.ModelProto,
         assert (core.plugin_name, core.plugin_version, core.plugin_namespace) == (
             name, contract.PLUGIN_VERSION, contract.PLUGIN_NAMESPACE)
         build = plugin.get_capability_interface(trt.PluginCapabilityType.BUILD)
-        assert build.num_outputs == 1
+        assert build.num_outputs == len(contract.OPS[name].outputs), node.name
         meta = build.metadata_string
         assert meta.startswith(name)
         for item in metadata_items(contract.OPS[name], node):
@@ -250,13 +255,50 @@ def test_every_node_of_a_real_export_becomes_a_plugin(trt, registry, tmp_path):
     export = pytest.importorskip("ssi_deploy.export", reason="the ONNX exporter is not available")
     from ssi_deploy.models import create_model
 
-    # the three-op form: SSIBottleneck has no plugin yet (build refuses block-form files)
+    # the three-op form (the block form: test_every_node_of_a_block_export_becomes_a_plugin)
     path = export.export_onnx(create_model("sparse_resnet101_dcn"), tmp_path / "m.onnx",
                               input_shape=(1, 3, 64, 64), granularity="ops")
     model = onnx.load(path)
     counts = check_every_ssi_node_becomes_a_plugin(trt, registry, model, "BUILD")
-    assert set(counts) == set(contract.PLUGIN_OPS)
+    assert set(counts) == set(contract.BUILDING_BLOCKS)
     assert counts["SparseConv2d"] == sum(1 for n in ssi_nodes(model) if n.op_type == "SparseConv2d")
+
+
+@pytest.fixture(scope="module")
+def block_exports(tmp_path_factory):
+    """Default (block-form) exports at 1x3x64x64, made once: name -> ModelProto."""
+    export = pytest.importorskip("ssi_deploy.export", reason="the ONNX exporter is not available")
+    from ssi_deploy.models import create_model
+
+    made: dict[str, onnx.ModelProto] = {}
+
+    def get(name: str) -> onnx.ModelProto:
+        if name not in made:
+            path = export.export_onnx(create_model(name), tmp_path_factory.mktemp(name) / "m.onnx",
+                                      input_shape=(1, 3, 64, 64))
+            made[name] = onnx.load(path)
+        return made[name]
+
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", ["BUILD", "RUNTIME"])
+@pytest.mark.parametrize("name, blocks", [("sparse_resnet50", 16), ("sparse_resnet101_dcn", 33)])
+def test_every_node_of_a_block_export_becomes_a_plugin(trt, registry, block_exports, name, blocks,
+                                                       phase):
+    """The default export: one SSIBottleneck node per block, each created through the lean
+    runtime's registry from the fields the parser forwards (every attribute reaches the
+    plugin's metadata), at build and at deserialisation (RUNTIME)."""
+    model = block_exports(name)
+    assert {n.op_type for n in ssi_nodes(model)} == {"SSIBottleneck"}
+    counts = check_every_ssi_node_becomes_a_plugin(trt, registry, model, phase)
+    assert counts == {"SSIBottleneck": blocks}
+    # the nodes span the block kinds: identity, strided downsample (and DCN for _dcn)
+    attrs = [{a.name: helper.get_attribute_value(a) for a in n.attribute} for n in ssi_nodes(model)]
+    assert {(a["stride"], a["downsample"]) for a in attrs} == {(1, 0), (1, 1), (2, 1)}
+    assert {a["dcn"] for a in attrs} == ({0, 1} if name.endswith("_dcn") else {0})
+    assert [a["layer1"] for a in attrs] == [2 * i for i in range(blocks)]
 
 
 def test_node_attributes_reach_the_plugin(trt, registry, model):
@@ -289,6 +331,8 @@ def test_string_fields_with_and_without_nul(trt, registry):
 
 @pytest.mark.parametrize("op_name, field, words", [
     ("SparseConv2d", ("kernel_shape", np.array([3], np.int32), "INT32"), ["unknown field 'kernel_shape'"]),
+    ("SSIBottleneck", ("dcn", np.array([2], np.int32), "INT32"), ["dcn=2", "out of range"]),
+    ("SSIBottleneck", ("density", np.array([1.5], np.float32), "FLOAT32"), ["density", "out of range"]),
     ("SparseConv2d", ("stride_h", np.array([2.0], np.float32), "FLOAT32"), ["stride_h", "kINT32"]),
     ("SparseConv2d", ("stride_h", np.array([0], np.int32), "INT32"), ["stride_h", "out of range"]),
     ("GaussianInterp", ("sigma", np.array([-1.0], np.float32), "FLOAT32"), ["sigma", "out of range"]),

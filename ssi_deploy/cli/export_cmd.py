@@ -66,9 +66,9 @@ def check_checkpoint(path: str | None) -> Path | None:
 @click.option("--granularity", default="block", show_default=True,
               type=click.Choice(["block", "ops"]),
               help="block: one SSIBottleneck node per SSI block (compact rows inside; ONNX "
-                   "Runtime runs its function body; no TensorRT plugin yet). ops: the three "
-                   "building-block ops per block (SampleMask, SparseConv2d, GaussianInterp), "
-                   "the form `ssi-deploy build` takes.")
+                   "Runtime runs its function body, TensorRT the fused SSIBottleneck plugin). "
+                   "ops: the three building-block ops per block (SampleMask, SparseConv2d, "
+                   "GaussianInterp), the portable form. `ssi-deploy build` takes both.")
 @click.option("--verify", is_flag=True,
               help="Run the file in ONNX Runtime at the example shape and at a second shape "
                    "along the dynamic axes, and compare with PyTorch.")

@@ -317,7 +317,7 @@ SSI_BOTTLENECK = OpDef(
     doc=("one SSI bottleneck: masks m1 (HxW), m2 (HoxWo) from 3x3 mask convs of x; conv1 at m1, "
          "interp(sigma1), conv2 (3x3 stride s, DCN optional) and conv3 at m2, "
          "y = relu(interp(conv3 rows, m2, sigma2) + conv3_bias + shortcut(x)); outputs y, m1, m2"),
-    has_plugin=False,  # the fused GPU plugin is future work; build refuses block-form files
+    has_plugin=True,  # plugins/src/tensorrt/ssiBottleneckPlugin (kernels: ssi_bottleneck.cu)
 )
 
 OPS: dict[str, OpDef] = {op.name: op for op in (SAMPLE_MASK, SPARSE_CONV2D, GAUSSIAN_INTERP,

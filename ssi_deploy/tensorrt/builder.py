@@ -24,7 +24,7 @@ from ..outputs import atomic_output, check_output_path, write_text_atomic
 from ..ops import contract
 from . import onnx_prep
 from .gpu import require_gpu
-from .inspect import PluginCheck, require_plugin_layers
+from .inspect import PluginCheck, ReformatCheck, check_reformats, require_plugin_layers
 from .logging import make_logger
 from .plugins import find_plugin_library, load_plugin_library
 from .shapes import ProfileShape, parse_profiles, resolve_profiles
@@ -62,6 +62,7 @@ class BuildReport:
     serialized_plugins: list[str] = field(default_factory=list)
     timing_cache_written: Path | None = None
     sidecar: Path | None = None
+    formats: ReformatCheck | None = None  # reformat layers next to SSI plugin layers
 
     def lines(self) -> list[str]:
         out = [f"engine      {self.engine_path} ({self.engine_bytes / 2**20:.1f} MiB, "
@@ -74,6 +75,8 @@ class BuildReport:
             out.append(f"SSI layers  {len(self.plugin_check.matched)} SSI node(s) -> plugin layers "
                        f"({self.plugin_check.plugin_layers} plugin layers of "
                        f"{self.plugin_check.total_layers})")
+        if self.formats is not None and self.formats.plugin_layers:
+            out.append(f"formats     {self.formats.line()}")
         if self.serialized_plugins:
             out.append(f"embedded    {', '.join(self.serialized_plugins)} (version-compatible plan)")
         if self.timing_cache_written:
@@ -193,8 +196,9 @@ def _parser_errors(parser) -> str:
 
 
 def check_plugins_exist(model, source) -> None:
-    """Refuse SSI nodes no TensorRT plugin implements yet (the block form, SSIBottleneck),
-    before anything is built; the three-op form of the same model builds."""
+    """Refuse SSI nodes of an op the plugin library of this checkout does not implement
+    (``has_plugin=False`` in the op contract), before anything is built. Every op has a plugin
+    today, the block form (SSIBottleneck) included; this guards a future contract op."""
     missing: dict[str, int] = {}
     for node in model.graph.node:
         op = contract.OPS.get(node.op_type) if node.domain == contract.DOMAIN else None
@@ -202,9 +206,9 @@ def check_plugins_exist(model, source) -> None:
             missing[op.name] = missing.get(op.name, 0) + 1
     if missing:
         what = ", ".join(f"{n} {name}" for name, n in missing.items())
-        raise SSIError(f"{source} is in block form ({what} nodes), which no TensorRT plugin "
-                       "implements yet: re-export it with `ssi-deploy export --granularity ops` "
-                       "and build that file")
+        raise SSIError(f"{source} has SSI nodes ({what}) that no TensorRT plugin of this "
+                       "checkout implements: export the model with the ops this checkout's "
+                       "plugins implement and build that file")
 
 
 def build_engine(opts: BuildOptions, echo=_echo) -> BuildReport:
@@ -311,7 +315,7 @@ def build_engine(opts: BuildOptions, echo=_echo) -> BuildReport:
         raise SSIError(f"TensorRT could not build the engine: {logger.last_error()}")
     plan_bytes = bytes(memoryview(plan))
 
-    check = None
+    check = formats = None
     if nodes:
         runtime = trt.Runtime(logger)
         if opts.version_compatible and hasattr(runtime, "engine_host_code_allowed"):
@@ -322,6 +326,7 @@ def build_engine(opts: BuildOptions, echo=_echo) -> BuildReport:
         inspector = engine.create_engine_inspector()
         info = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
         check = require_plugin_layers(info, [n.name for n in nodes])
+        formats = check_reformats(info)  # channels-last between blocks: said, not enforced
 
     out = Path(opts.engine_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -345,10 +350,11 @@ def build_engine(opts: BuildOptions, echo=_echo) -> BuildReport:
         "dense": bool(opts.dense),
         "ssi_nodes": {n.name: n.op_type for n in nodes},
         "plugin_layers": check.matched if check else {},
+        "reformats_next_to_plugins": formats.reformats if formats else [],
     }, indent=1) + "\n", "engine sidecar")
     return BuildReport(out, len(plan_bytes), time.perf_counter() - t_start, mod.version, precision,
                        lib, list(profiles.values()), removed, check, serialized, cache_written,
-                       sidecar)
+                       sidecar, formats)
 
 
 def sidecar_path(engine_path) -> Path:

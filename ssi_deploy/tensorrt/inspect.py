@@ -98,3 +98,59 @@ def require_plugin_layers(engine_json: str | dict, ssi_node_names: list[str]) ->
             f"plugin; the engine was not written as a success. Check the plugin library "
             f"(`ssi-deploy doctor`) and the TensorRT version")
     return res
+
+
+@dataclass
+class ReformatCheck:
+    """Reformat layers next to SSI plugin layers (each costs a read and a write of the tensor:
+    more than the block saves, so channels-last fp16 should flow from block to block)."""
+
+    reformats: list[str]  # "layer: producer -> consumer" for each one touching a plugin layer
+    plugin_layers: int
+    formats: dict[str, int]  # format of the plugin layers' first input -> how many layers
+
+    @property
+    def ok(self) -> bool:
+        return not self.reformats
+
+    def line(self) -> str:
+        fmt = ", ".join(f"{k} x{v}" for k, v in sorted(self.formats.items())) or "unknown"
+        if self.ok:
+            return (f"formats: no reformat layer next to the {self.plugin_layers} SSI plugin "
+                    f"layer(s) (their input formats: {fmt})")
+        shown = "; ".join(self.reformats[:3]) + (f"; and {len(self.reformats) - 3} more"
+                                                 if len(self.reformats) > 3 else "")
+        return (f"warning: {len(self.reformats)} reformat layer(s) next to SSI plugin layers "
+                f"({shown}): each one copies a whole activation; input formats: {fmt}")
+
+
+def _tensors(raw: dict, key: str) -> list[dict]:
+    items = raw.get(key) or []
+    return [t for t in items if isinstance(t, dict)]
+
+
+def check_reformats(engine_json: str | dict) -> ReformatCheck:
+    """Reformat layers whose input comes from, or whose output goes to, a plugin layer (the
+    inspector's detailed JSON: ``Inputs``/``Outputs`` with ``Name`` and ``Format/Datatype``)."""
+    data = json.loads(engine_json) if isinstance(engine_json, str) else engine_json
+    layers = [raw for raw in (data.get("Layers") or []) if isinstance(raw, dict)
+              and not _PROFILE.search(str(raw.get("Name", "")))]
+    plugins = [raw for raw in layers if "plugin" in str(raw.get("LayerType", "")).lower()]
+    produced = {t.get("Name"): str(raw.get("Name", "")) for raw in plugins for t in _tensors(raw, "Outputs")}
+    consumed = {t.get("Name"): str(raw.get("Name", "")) for raw in plugins for t in _tensors(raw, "Inputs")}
+    formats: dict[str, int] = {}
+    for raw in plugins:
+        ins = _tensors(raw, "Inputs")
+        if ins:
+            f = str(ins[0].get("Format/Datatype", "unknown"))
+            formats[f] = formats.get(f, 0) + 1
+    found = []
+    for raw in layers:
+        if "reformat" not in str(raw.get("LayerType", "")).lower():
+            continue
+        src = [produced[t.get("Name")] for t in _tensors(raw, "Inputs") if t.get("Name") in produced]
+        dst = [consumed[t.get("Name")] for t in _tensors(raw, "Outputs") if t.get("Name") in consumed]
+        if src or dst:
+            found.append(f"{raw.get('Name', '?')}: {', '.join(src) or 'TensorRT'} -> "
+                         f"{', '.join(dst) or 'TensorRT'}")
+    return ReformatCheck(found, len(plugins), formats)

@@ -77,8 +77,8 @@ def ssi_creators(creators: list[PluginCreatorInfo]) -> list[PluginCreatorInfo]:
 
 
 def check_creators(registry, path: Path | str) -> list[PluginCreatorInfo]:
-    """Every contract op with a plugin must have a creator of the contract's version and
-    namespace (SSIBottleneck has none yet: block-form files are refused before the build)."""
+    """Every contract op with a plugin (``contract.PLUGIN_OPS``: the three building blocks and
+    SSIBottleneck) must have a creator of the contract's version and namespace."""
     missing = []
     for op in contract.PLUGIN_OPS.values():
         if registry.get_creator(op.name, contract.PLUGIN_VERSION, contract.PLUGIN_NAMESPACE) is None:

@@ -53,6 +53,16 @@ struct BottleneckLayout {
     int64_t xRows, taps, logits1, logits2, kth, tileCounts1, tileCounts2, perm1, perm2, index1, index2, count1,
         count2, rows1, y1, offsets, rows2, rows3, shortcut, out, total;
 };
+// Which GEMMs the block's launches use: the portable SIMT/WMMA kernels, or (fp16 conv1, conv3
+// and the stride-1 downsample) the sm_90a warpgroup-MMA kernels. The Hopper path is opt-in
+// (SSI_BLOCK_GEMM=sm90, read at each launch; the device must be compute capability 9.0 and the
+// build must have it) until a GPU run of scripts/gpu_check.sh has checked it.
+enum class BlockGemmPath : int32_t { kPortable = 0, kSm90 = 1 };
+BlockGemmPath bottleneckGemmPath();
+bool bottleneckHasSm90Gemm();  // built with the sm_90a kernels
+// One-time setup outside any CUDA-graph capture (kernel attributes of the Hopper path); the
+// plugin calls it when it is created. cudaSuccess when there is nothing to do.
+cudaError_t bottleneckPrepare();
 bool validBottleneckParams(BottleneckParams const&);
 BottleneckLayout bottleneckLayout(BottleneckParams const&, DType);
 size_t ssiBottleneckWorkspaceSize(BottleneckParams const&, DType);

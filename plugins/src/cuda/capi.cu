@@ -4,6 +4,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include "ssi/kernels.h"
@@ -87,6 +88,16 @@ SSI_CUDA_API int32_t ssi_cuda_bottleneck(void* const* tensors, int32_t dtype, in
     t.y = tensors[15], t.mask1 = tensors[16], t.mask2 = tensors[17];
     return ssi::launchSSIBottleneck(t, dtypeOf(dtype), bottleneckParams(q, f), workspace, streamOf(stream));
 }
+
+// The GEMM path the block's launches take now: 0 portable, 1 sm_90a (SSI_BLOCK_GEMM=sm90 on a
+// compute capability 9.0 device, in a build with the Hopper kernels); -1: the build has none.
+SSI_CUDA_API int32_t ssi_cuda_bottleneck_gemm_path() {
+    if (!ssi::bottleneckHasSm90Gemm() && std::getenv("SSI_BLOCK_GEMM") != nullptr) return -1;
+    return static_cast<int32_t>(ssi::bottleneckGemmPath());
+}
+
+// One-time setup of the block kernels (before any graph capture).
+SSI_CUDA_API int32_t ssi_cuda_bottleneck_prepare() { return ssi::bottleneckPrepare(); }
 
 // Synchronises the device: for test scripts only (never called by the kernels).
 SSI_CUDA_API int32_t ssi_cuda_device_synchronize() {

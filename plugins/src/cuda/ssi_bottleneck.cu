@@ -32,6 +32,16 @@
 
 #include "common.cuh"
 
+#if defined(SSI_HAVE_SM90_GEMM) && !defined(SSI_CUDA_EMULATION)
+#include <cstdlib>
+#include <cstring>
+
+#include "hopper/gather_gemm_sm90.h"
+#define SSI_SM90 1
+#else
+#define SSI_SM90 0
+#endif
+
 namespace ssi {
 namespace {
 
@@ -666,6 +676,28 @@ int32_t forcedCount(float density, int32_t numel) {
         if (e_ != cudaSuccess) return e_;               \
     } while (0)
 
+#if SSI_SM90
+// The Hopper GEMM for fp16 rows = act(A W^T + b) (A gathered by `list` or plain rows), when
+// selected and applicable; false: the portable kernel.
+bool useSm90(int32_t n, int32_t k) {
+    return bottleneckGemmPath() == BlockGemmPath::kSm90 && gatherGemmSm90Supported(n, k);
+}
+#endif
+
+template <typename T>
+cudaError_t gemm1x1(T const* a, int32_t const* list, int32_t const* count, int32_t maxM, int32_t n, int32_t k,
+                    T const* w, T const* bias, int32_t relu, T* d, GemmArgs const& portable, cudaStream_t stream) {
+#if SSI_SM90
+    if constexpr (std::is_same_v<T, __half>) {
+        if (useSm90(n, k))
+            return launchGatherGemmSm90(a, k, list, count, maxM, n, k, w, bias, relu, d, stream);
+    }
+#else
+    (void)list, (void)count, (void)maxM, (void)n, (void)k, (void)relu;
+#endif
+    return rowGemm<T, T>(a, w, bias, d, portable, stream);
+}
+
 template <typename T>
 cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p, BottleneckLayout const& L,
                           unsigned char* ws, cudaStream_t stream) {
@@ -756,7 +788,7 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     a.list = perm1, a.count = count1, a.maxM = pos1;
     a.n = p.n, a.h = p.h, a.w = p.w, a.cin = p.cin, a.ho = p.h, a.wo = p.w, a.kk = 1, a.stride = 1, a.pad = 0;
     a.cout = p.planes, a.relu = 1, a.ldOut = p.planes;
-    SSI_TRY(rowGemm<T, T>(xr, W(t.conv1W), W(t.conv1B), rows1, a, stream));
+    SSI_TRY(gemm1x1<T>(xr, perm1, count1, pos1, p.planes, p.cin, W(t.conv1W), W(t.conv1B), 1, rows1, a, stream));
     InterpArgs ia{};
     ia.n = p.n, ia.c = p.planes, ia.h = p.h, ia.w = p.w, ia.sigma = p.sigma1, ia.relu = 0, ia.hasResidual = false;
     ia.outN = static_cast<int64_t>(hw) * p.planes, ia.outQ = p.planes, ia.outC = 1;
@@ -777,7 +809,7 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     c3.count = count2, c3.maxM = pos2, c3.direct = true;
     c3.n = p.n, c3.h = 1, c3.w = 1, c3.ho = 1, c3.wo = 1, c3.kk = 1, c3.stride = 1, c3.pad = 0;
     c3.cin = p.planes, c3.cout = p.cout, c3.relu = 0, c3.ldOut = p.cout;
-    SSI_TRY(rowGemm<T, T>(rows2, W(t.conv3W), nullptr, rows3, c3, stream));
+    SSI_TRY(gemm1x1<T>(rows2, nullptr, count2, pos2, p.cout, p.planes, W(t.conv3W), nullptr, 0, rows3, c3, stream));
 
     // shortcut, then y = relu(interp(rows3, m2) + b3 + shortcut)
     T const* res = x;
@@ -789,7 +821,11 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
         GemmArgs d{};
         d.maxM = pos2, d.n = p.n, d.h = p.h, d.w = p.w, d.cin = p.cin, d.ho = G.ho, d.wo = G.wo, d.kk = 1;
         d.stride = p.stride, d.pad = 0, d.cout = p.cout, d.relu = 0, d.ldOut = p.cout;
-        SSI_TRY(rowGemm<T, T>(xr, W(t.downsampleW), W(t.downsampleB), sc, d, stream));
+        if (p.stride == 1)  // every position, plain rows of x
+            SSI_TRY(gemm1x1<T>(xr, nullptr, nullptr, pos2, p.cout, p.cin, W(t.downsampleW), W(t.downsampleB), 0, sc,
+                               d, stream));
+        else
+            SSI_TRY(rowGemm<T, T>(xr, W(t.downsampleW), W(t.downsampleB), sc, d, stream));
         res = sc;
         ia.resN = howo * p.cout, ia.resQ = p.cout, ia.resC = 1;
     } else if (p.channelsLast) {
@@ -803,6 +839,35 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
 }
 
 }  // namespace
+
+bool bottleneckHasSm90Gemm() { return SSI_SM90 != 0; }
+
+BlockGemmPath bottleneckGemmPath() {
+#if SSI_SM90
+    char const* env = std::getenv("SSI_BLOCK_GEMM");
+    if (!env || std::strcmp(env, "sm90") != 0) return BlockGemmPath::kPortable;
+    static int const major = [] {  // the device of the first launch (one GPU per process)
+        int dev = 0, m = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+            return 0;
+        int minor = 0;
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+        return m == 9 && minor == 0 ? 9 : 0;
+    }();
+    return major == 9 ? BlockGemmPath::kSm90 : BlockGemmPath::kPortable;
+#else
+    return BlockGemmPath::kPortable;
+#endif
+}
+
+cudaError_t bottleneckPrepare() {
+#if SSI_SM90
+    return gatherGemmSm90Prepare();
+#else
+    return cudaSuccess;
+#endif
+}
 
 bool validBottleneckParams(BottleneckParams const& p) {
     if (p.n < 0 || p.cin <= 0 || p.h <= 0 || p.w <= 0 || p.planes <= 0 || p.cout <= 0 || p.stride < 1) return false;

@@ -6,6 +6,7 @@
 #include "gaussianInterpPlugin/gaussianInterpPluginCreator.h"
 #include "sampleMaskPlugin/sampleMaskPluginCreator.h"
 #include "sparseConv2dPlugin/sparseConv2dPluginCreator.h"
+#include "ssiBottleneckPlugin/ssiBottleneckPluginCreator.h"
 
 #include <NvInferRuntime.h>
 
@@ -16,7 +17,9 @@ extern "C" TENSORRTAPI nvinfer1::IPluginCreatorInterface* const* getCreators(int
     static ssi::trt::SampleMaskPluginCreator sSampleMask;
     static ssi::trt::SparseConv2dPluginCreator sSparseConv2d;
     static ssi::trt::GaussianInterpPluginCreator sGaussianInterp;
-    static nvinfer1::IPluginCreatorInterface* const kCreators[] = {&sSampleMask, &sSparseConv2d, &sGaussianInterp};
+    static ssi::trt::SSIBottleneckPluginCreator sSSIBottleneck;
+    static nvinfer1::IPluginCreatorInterface* const kCreators[]
+        = {&sSampleMask, &sSparseConv2d, &sGaussianInterp, &sSSIBottleneck};
     nbCreators = static_cast<int32_t>(sizeof(kCreators) / sizeof(kCreators[0]));
     return kCreators;
 }

@@ -6,7 +6,9 @@
 // combinations, configure/onShapeChange checks, workspace sizes, the serialize ->
 // createPlugin(kRUNTIME) round trip, clone, field errors and enqueue. Without a GPU enqueue
 // must fail cleanly; with one it must run and give the values the contract implies for
-// all-zero / all-one masks. Ends with "N passed, N failed"; exits 1 on any failure.
+// all-zero / all-one masks. SSIBottleneck (15 inputs, 3 outputs, kHWC8 in fp16) is checked on
+// every SSIBottleneck node of a sparse_resnet50 export (blockNodes()) plus DCN and
+// non-default variants. Ends with "N passed, N failed"; exits 1 on any failure.
 #include "testDoubles.h"
 
 #include "ssi/contract.h"
@@ -16,6 +18,7 @@
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -297,6 +300,106 @@ std::vector<NodeCase> modelNodes()
     return nodes;
 }
 
+// ---------------------------------------------------------------------------------------
+// SSIBottleneck nodes: every SSIBottleneck node of a sparse_resnet50 export at 2x3x64x64
+// (`ssi-deploy export`, block form: stem /4 -> 16x16; stages of 3, 4, 6, 3 blocks, planes 64 ..
+// 512, the first block of each stage with the downsample conv and stride 1, 2, 2, 2; every
+// node carries all 11 attributes, layer1/layer2 = 2i, 2i+1), then the DCN blocks of
+// sparse_resnet101_dcn (stride-2 downsample and identity), a block with non-default sampling
+// attributes and odd sizes, and blocks whose channels do not fit kHWC8.
+
+//! Ho or Wo of a block: 3x3 window, padding 1.
+int64_t blockOut(int64_t in, int64_t stride)
+{
+    return refConvOut(in, 3, stride, 1, 1);
+}
+
+NodeCase makeBlock(std::string const& label, int64_t n, int64_t cin, int64_t h, int64_t w, int64_t p, int64_t cout,
+    int32_t stride, int32_t dcn, int32_t downsample, std::vector<AttrValue> const& extra = {})
+{
+    namespace B = contract::SSIBottleneck;
+    NodeCase node;
+    node.label = label;
+    node.op = B::kName;
+    // the exporter writes every attribute; `extra` overrides the exporter's values
+    std::map<std::string, AttrValue> attrs;
+    for (AttrValue const& a : std::vector<AttrValue>{{B::kAttrStride, false, double(stride)},
+             {B::kAttrDcn, false, double(dcn)}, {B::kAttrDownsample, false, double(downsample)},
+             {B::kAttrSigma1, true, 3.0}, {B::kAttrSigma2, true, 3.0}, {B::kAttrMode, false, 0},
+             {B::kAttrGridInterval, false, 11}, {B::kAttrSeed, false, 0}, {B::kAttrLayer1, false, 0},
+             {B::kAttrLayer2, false, 1}, {B::kAttrDensity, true, 0.0}})
+    {
+        attrs[a.name] = a;
+    }
+    for (AttrValue const& a : extra)
+    {
+        attrs[a.name] = a;
+    }
+    for (char const* name : {B::kAttrStride, B::kAttrDcn, B::kAttrDownsample, B::kAttrSigma1, B::kAttrSigma2,
+             B::kAttrMode, B::kAttrGridInterval, B::kAttrSeed, B::kAttrLayer1, B::kAttrLayer2, B::kAttrDensity})
+    {
+        node.attrs.push_back(attrs.at(name));
+    }
+    Dims const empty = dims({0});
+    node.inputs = {dims({n, cin, h, w}), dims({1, cin, 3, 3}), dims({1}), dims({1, cin, 3, 3}), dims({1}),
+        dims({p, cin, 1, 1}), dims({p}), dcn ? dims({18, cin, 3, 3}) : empty, dcn ? dims({18}) : empty,
+        dims({p, p, 3, 3}), dims({p}), dims({cout, p, 1, 1}), dims({cout}),
+        downsample ? dims({cout, cin, 1, 1}) : empty, downsample ? dims({cout}) : empty};
+    node.output = dims({n, cout, blockOut(h, stride), blockOut(w, stride)});
+    node.constantInput.assign(node.inputs.size(), true);
+    node.constantInput[contract::SSIBottleneck::kInputX] = false;
+    return node;
+}
+
+std::vector<NodeCase> blockNodes()
+{
+    namespace B = contract::SSIBottleneck;
+    std::vector<NodeCase> nodes;
+    int64_t const planes[4] = {64, 128, 256, 512};
+    int32_t const blocks[4] = {3, 4, 6, 3};
+    int64_t cin = 64;
+    int64_t size = 16;
+    int32_t index = 0;
+    for (int32_t stage = 0; stage < 4; ++stage)
+    {
+        for (int32_t b = 0; b < blocks[stage]; ++b, ++index)
+        {
+            int32_t const stride = b == 0 && stage > 0 ? 2 : 1;
+            int64_t const p = planes[stage];
+            nodes.push_back(makeBlock("layer" + std::to_string(stage + 1) + "." + std::to_string(b), 2, cin, size, size,
+                p, 4 * p, stride, 0, b == 0 ? 1 : 0,
+                {{B::kAttrLayer1, false, double(2 * index)}, {B::kAttrLayer2, false, double(2 * index + 1)}}));
+            cin = 4 * p;
+            size = blockOut(size, stride);
+        }
+    }
+    // sparse_resnet101_dcn: DCN conv2 from stage 2 on
+    nodes.push_back(makeBlock("dcn.layer2.0", 2, 256, 16, 16, 128, 512, 2, 1, 1,
+        {{B::kAttrLayer1, false, 6}, {B::kAttrLayer2, false, 7}}));
+    nodes.push_back(makeBlock("dcn.layer3.1", 2, 1024, 4, 4, 256, 1024, 1, 1, 0,
+        {{B::kAttrLayer1, false, 16}, {B::kAttrLayer2, false, 17}}));
+    // non-default sampling attributes, odd sizes, batch 3
+    nodes.push_back(makeBlock("custom", 3, 64, 15, 9, 16, 64, 2, 1, 1,
+        {{B::kAttrSigma1, true, 2.875}, {B::kAttrSigma2, true, 3.25}, {B::kAttrMode, false, 1},
+            {B::kAttrGridInterval, false, 0}, {B::kAttrSeed, false, -7}, {B::kAttrLayer1, false, 40},
+            {B::kAttrLayer2, false, 41}, {B::kAttrDensity, true, 0.25}}));
+    // channels kHWC8 cannot hold: Cin = 4p = 12; Cin = 16 but 4p = 20
+    nodes.push_back(makeBlock("narrow", 1, 12, 7, 7, 3, 12, 1, 0, 0));
+    nodes.push_back(makeBlock("narrow_out", 1, 16, 7, 7, 5, 20, 1, 0, 1));
+    return nodes;
+}
+
+//! The 16 nodes of the sparse_resnet50 export (the first entries of blockNodes()).
+constexpr size_t kResnet50Blocks = 16;
+
+//! y, mask1 and mask2 dims of a block node.
+std::vector<Dims> blockOutputs(NodeCase const& node)
+{
+    Dims const& x = node.inputs[contract::SSIBottleneck::kInputX];
+    Dims const& y = node.output;
+    return {y, dims({x.d[0], 1, x.d[2], x.d[3]}), dims({x.d[0], 1, y.d[2], y.d[3]})};
+}
+
 //! The contract's attribute names of `op`, in order, with their kinds.
 std::vector<std::pair<std::string, bool>> contractAttributes(std::string const& op)
 {
@@ -313,12 +416,36 @@ std::vector<std::pair<std::string, bool>> contractAttributes(std::string const& 
             {SparseConv2d::kAttrDilationW, false}, {SparseConv2d::kAttrGroups, false},
             {SparseConv2d::kAttrRelu, false}};
     }
+    if (op == SSIBottleneck::kName)
+    {
+        return {{SSIBottleneck::kAttrStride, false}, {SSIBottleneck::kAttrDcn, false},
+            {SSIBottleneck::kAttrDownsample, false}, {SSIBottleneck::kAttrSigma1, true},
+            {SSIBottleneck::kAttrSigma2, true}, {SSIBottleneck::kAttrMode, false},
+            {SSIBottleneck::kAttrGridInterval, false}, {SSIBottleneck::kAttrSeed, false},
+            {SSIBottleneck::kAttrLayer1, false}, {SSIBottleneck::kAttrLayer2, false},
+            {SSIBottleneck::kAttrDensity, true}};
+    }
     return {{GaussianInterp::kAttrSigma, true}, {GaussianInterp::kAttrRelu, false}};
 }
 
 double contractDefault(std::string const& op, std::string const& name)
 {
     using namespace contract;
+    if (op == SSIBottleneck::kName)
+    {
+        std::map<std::string, double> const b{{SSIBottleneck::kAttrStride, SSIBottleneck::kDefaultStride},
+            {SSIBottleneck::kAttrDcn, SSIBottleneck::kDefaultDcn},
+            {SSIBottleneck::kAttrDownsample, SSIBottleneck::kDefaultDownsample},
+            {SSIBottleneck::kAttrSigma1, SSIBottleneck::kDefaultSigma1},
+            {SSIBottleneck::kAttrSigma2, SSIBottleneck::kDefaultSigma2},
+            {SSIBottleneck::kAttrMode, SSIBottleneck::kDefaultMode},
+            {SSIBottleneck::kAttrGridInterval, SSIBottleneck::kDefaultGridInterval},
+            {SSIBottleneck::kAttrSeed, SSIBottleneck::kDefaultSeed},
+            {SSIBottleneck::kAttrLayer1, SSIBottleneck::kDefaultLayer1},
+            {SSIBottleneck::kAttrLayer2, SSIBottleneck::kDefaultLayer2},
+            {SSIBottleneck::kAttrDensity, SSIBottleneck::kDefaultDensity}};
+        return b.at(name);
+    }
     std::map<std::string, double> const d = op == SampleMask::kName
         ? std::map<std::string, double>{{SampleMask::kAttrMode, SampleMask::kDefaultMode},
             {SampleMask::kAttrGridInterval, SampleMask::kDefaultGridInterval},
@@ -497,9 +624,9 @@ void testCreators()
     int32_t n = -1;
     IPluginCreatorInterface* const* list = gLib.getCreators(n);
     REQUIRE(list != nullptr);
-    REQUIRE(n == 3);
-    std::vector<std::string> const expected{
-        contract::SampleMask::kName, contract::SparseConv2d::kName, contract::GaussianInterp::kName};
+    REQUIRE(n == 4);
+    std::vector<std::string> const expected{contract::SampleMask::kName, contract::SparseConv2d::kName,
+        contract::GaussianInterp::kName, contract::SSIBottleneck::kName};
     for (int32_t i = 0; i < n; ++i)
     {
         REQUIRE(list[i] != nullptr);
@@ -543,7 +670,7 @@ void testCreateAndIdentity(NodeCase const& node)
     CHECK_EQ(std::string(core(p.get())->getPluginName()), node.op);
     CHECK_EQ(std::string(core(p.get())->getPluginVersion()), std::string(contract::kPluginVersion));
     CHECK_EQ(std::string(core(p.get())->getPluginNamespace()), std::string(contract::kPluginNamespace));
-    CHECK_EQ(build(p.get())->getNbOutputs(), 1);
+    CHECK_EQ(build(p.get())->getNbOutputs(), node.op == contract::SSIBottleneck::kName ? 3 : 1);
 
     // Every attribute as given on the node, the others at their contract defaults.
     auto const values = serialized(p.get(), node.op);
@@ -1034,7 +1161,13 @@ std::vector<RangeCase> contractRanges()
         SSI_RANGE_CASE(SparseConv2d, StrideW), SSI_RANGE_CASE(SparseConv2d, PadH), SSI_RANGE_CASE(SparseConv2d, PadW),
         SSI_RANGE_CASE(SparseConv2d, DilationH), SSI_RANGE_CASE(SparseConv2d, DilationW),
         SSI_RANGE_CASE(SparseConv2d, Groups), SSI_RANGE_CASE(SparseConv2d, Relu),
-        SSI_RANGE_CASE(GaussianInterp, Sigma), SSI_RANGE_CASE(GaussianInterp, Relu)};
+        SSI_RANGE_CASE(GaussianInterp, Sigma), SSI_RANGE_CASE(GaussianInterp, Relu),
+        SSI_RANGE_CASE(SSIBottleneck, Stride), SSI_RANGE_CASE(SSIBottleneck, Dcn),
+        SSI_RANGE_CASE(SSIBottleneck, Downsample), SSI_RANGE_CASE(SSIBottleneck, Sigma1),
+        SSI_RANGE_CASE(SSIBottleneck, Sigma2), SSI_RANGE_CASE(SSIBottleneck, Mode),
+        SSI_RANGE_CASE(SSIBottleneck, GridInterval), SSI_RANGE_CASE(SSIBottleneck, Seed),
+        SSI_RANGE_CASE(SSIBottleneck, Layer1), SSI_RANGE_CASE(SSIBottleneck, Layer2),
+        SSI_RANGE_CASE(SSIBottleneck, Density)};
 }
 
 void testContractRangeTable()
@@ -1048,7 +1181,7 @@ void testContractRangeTable()
         CHECK(!r.range.empty());
         CHECK(r.min <= r.max);
     }
-    for (std::string const op : {SampleMask::kName, SparseConv2d::kName, GaussianInterp::kName})
+    for (std::string const op : {SampleMask::kName, SparseConv2d::kName, GaussianInterp::kName, SSIBottleneck::kName})
     {
         std::vector<std::string> want;
         for (auto const& a : contractAttributes(op))
@@ -1070,6 +1203,16 @@ void testContractRangeTable()
     static_assert(GaussianInterp::kMinSigma == 0.0F && GaussianInterp::kMinSigmaExclusive
             && GaussianInterp::kMaxSigma == std::numeric_limits<float>::max() && GaussianInterp::kMaxRelu == 1,
         "GaussianInterp ranges");
+    static_assert(SSIBottleneck::kMinStride == 1 && SSIBottleneck::kMinDcn == 0 && SSIBottleneck::kMaxDcn == 1
+            && SSIBottleneck::kMinDownsample == 0 && SSIBottleneck::kMaxDownsample == 1
+            && SSIBottleneck::kMinSigma1 == 0.0F && SSIBottleneck::kMinSigma1Exclusive
+            && SSIBottleneck::kMinSigma2 == 0.0F && SSIBottleneck::kMinSigma2Exclusive
+            && SSIBottleneck::kMinMode == kModeThreshold && SSIBottleneck::kMaxMode == kModeOfficial
+            && SSIBottleneck::kMinGridInterval == 0 && SSIBottleneck::kMinLayer1 == 0 && SSIBottleneck::kMinLayer2 == 0
+            && SSIBottleneck::kMinSeed == std::numeric_limits<int32_t>::min()
+            && SSIBottleneck::kMaxSeed == std::numeric_limits<int32_t>::max() && SSIBottleneck::kMinDensity == 0.0F
+            && !SSIBottleneck::kMinDensityExclusive && SSIBottleneck::kMaxDensity == 1.0F,
+        "SSIBottleneck ranges");
 }
 
 //! Creating `node`'s plugin with the one field `f` fails, and the logged line names the
@@ -1108,12 +1251,14 @@ void expectAccepted(NodeCase const& node, RangeCase const& r, Fields& f, double 
 void testOutOfRangeFieldsRejected(RangeCase const& r)
 {
     NodeCase node;
-    for (NodeCase const& n : modelNodes())
+    for (std::vector<NodeCase> const& list : {modelNodes(), blockNodes()})
     {
-        if (n.op == r.op)
+        for (NodeCase const& n : list)
         {
-            node = n;
-            break;
+            if (node.op.empty() && n.op == r.op)
+            {
+                node = n;
+            }
         }
     }
     REQUIRE(!node.op.empty());
@@ -1476,6 +1621,785 @@ void testEnqueueOnGpu(NodeCase const& node)
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// SSIBottleneck: 15 inputs (x and 14 constant weights, empty [0] where a part is off),
+// 3 outputs (y, mask1, mask2), x/y kHWC8 in fp16.
+
+constexpr int32_t kBlockInputs = contract::SSIBottleneck::kMaxInputs;
+constexpr int32_t kBlockOutputs = contract::SSIBottleneck::kNumOutputs;
+constexpr int32_t kBlockY = kBlockInputs; //!< position of y in inOut
+
+bool blockFitsHwc8(NodeCase const& node)
+{
+    int64_t const cin = node.inputs[contract::SSIBottleneck::kInputX].d[1];
+    int64_t const cout = node.output.d[1];
+    return cin % 8 == 0 && cout % 8 == 0;
+}
+
+//! The 18 descriptions (15 inputs, 3 outputs) of a block node: `type` throughout, x and y in
+//! `xy`, everything else linear.
+std::vector<DynamicPluginTensorDesc> blockDynDescs(NodeCase const& node, DataType type, TensorFormat xy)
+{
+    std::vector<Dims> all = node.inputs;
+    for (Dims const& o : blockOutputs(node))
+    {
+        all.push_back(o);
+    }
+    std::vector<DynamicPluginTensorDesc> d(all.size());
+    for (size_t i = 0; i < all.size(); ++i)
+    {
+        d[i].desc.dims = all[i];
+        d[i].desc.type = type;
+        d[i].desc.format = (i == 0 || static_cast<int32_t>(i) == kBlockY) ? xy : TensorFormat::kLINEAR;
+        d[i].desc.scale = 1.F;
+        d[i].min = all[i];
+        d[i].opt = all[i];
+        d[i].max = all[i];
+    }
+    return d;
+}
+
+std::vector<PluginTensorDesc> plainDescs(std::vector<DynamicPluginTensorDesc> const& d, size_t from, size_t count)
+{
+    std::vector<PluginTensorDesc> out;
+    for (size_t i = from; i < from + count; ++i)
+    {
+        out.push_back(d[i].desc);
+    }
+    return out;
+}
+
+//! The kernel parameters the plugin must hand the kernels for x dims `x` (independent of it).
+ssi::BottleneckParams blockParams(NodeCase const& node, Dims const& x, bool channelsLast)
+{
+    namespace B = contract::SSIBottleneck;
+    auto a = [&](char const* n) { return attr(node, n); };
+    ssi::BottleneckParams p{};
+    p.n = static_cast<int32_t>(x.d[0]);
+    p.cin = static_cast<int32_t>(x.d[1]);
+    p.h = static_cast<int32_t>(x.d[2]);
+    p.w = static_cast<int32_t>(x.d[3]);
+    p.planes = static_cast<int32_t>(node.inputs[B::kInputConv1Weight].d[0]);
+    p.cout = static_cast<int32_t>(node.inputs[B::kInputConv3Weight].d[0]);
+    p.stride = static_cast<int32_t>(a(B::kAttrStride));
+    p.dcn = static_cast<int32_t>(a(B::kAttrDcn));
+    p.downsample = static_cast<int32_t>(a(B::kAttrDownsample));
+    p.sigma1 = static_cast<float>(a(B::kAttrSigma1));
+    p.sigma2 = static_cast<float>(a(B::kAttrSigma2));
+    p.mode = static_cast<int32_t>(a(B::kAttrMode));
+    p.gridInterval = static_cast<int32_t>(a(B::kAttrGridInterval));
+    p.seed = static_cast<int32_t>(a(B::kAttrSeed));
+    p.layer1 = static_cast<int32_t>(a(B::kAttrLayer1));
+    p.layer2 = static_cast<int32_t>(a(B::kAttrLayer2));
+    p.density = static_cast<float>(a(B::kAttrDensity));
+    p.channelsLast = channelsLast ? 1 : 0;
+    return p;
+}
+
+void testBlockNodesMatchTheExport()
+{
+    namespace B = contract::SSIBottleneck;
+    std::vector<NodeCase> const nodes = blockNodes();
+    REQUIRE(nodes.size() > kResnet50Blocks);
+    // sparse_resnet50 at 64x64: 16 blocks, the last one [2,2048,2,2]; layers 0..31 in order.
+    for (size_t i = 0; i < kResnet50Blocks; ++i)
+    {
+        CHECK_EQ(attr(nodes[i], B::kAttrLayer1), double(2 * i));
+        CHECK_EQ(attr(nodes[i], B::kAttrLayer2), double(2 * i + 1));
+        CHECK_EQ(static_cast<int32_t>(nodes[i].attrs.size()), B::kNumAttributes);
+        if (i + 1 < kResnet50Blocks)
+        {
+            CHECK(sameDims(nodes[i].output, nodes[i + 1].inputs[B::kInputX])); // the blocks chain
+        }
+    }
+    CHECK(sameDims(nodes[kResnet50Blocks - 1].output, dims({2, 2048, 2, 2})));
+    CHECK(sameDims(nodes[3].inputs[B::kInputX], dims({2, 256, 16, 16})));
+    CHECK(sameDims(nodes[3].output, dims({2, 512, 8, 8})));
+}
+
+void testBlockOutputTypes(NodeCase const& node)
+{
+    Fields f = nodeFields(node);
+    PluginPtr p = create(node, f.get());
+    REQUIRE(p != nullptr);
+    IPluginV3OneBuild* b = build(p.get());
+    for (DataType t : {DataType::kFLOAT, DataType::kHALF})
+    {
+        std::vector<DataType> in(kBlockInputs, t);
+        DataType out[kBlockOutputs] = {DataType::kINT8, DataType::kINT8, DataType::kINT8};
+        CHECK_EQ(b->getOutputDataTypes(out, kBlockOutputs, in.data(), kBlockInputs), 0);
+        for (DataType o : out)
+        {
+            CHECK(o == t);
+        }
+    }
+    DataType out[kBlockOutputs] = {};
+    gLib.logger.clear();
+    std::vector<DataType> mixed(kBlockInputs, DataType::kFLOAT);
+    mixed[contract::SSIBottleneck::kInputConv3Weight] = DataType::kHALF;
+    CHECK(b->getOutputDataTypes(out, kBlockOutputs, mixed.data(), kBlockInputs) != 0);
+    CHECK(gLib.logger.hasError({node.op, node.label, "share one type"}));
+    std::vector<DataType> ints(kBlockInputs, DataType::kINT32);
+    CHECK(b->getOutputDataTypes(out, kBlockOutputs, ints.data(), kBlockInputs) != 0);
+    CHECK(gLib.logger.hasError({node.op, "int32"}));
+    std::vector<DataType> fine(kBlockInputs, DataType::kFLOAT);
+    gLib.logger.clear();
+    CHECK(b->getOutputDataTypes(out, 1, fine.data(), kBlockInputs) != 0);
+    CHECK(gLib.logger.hasError({node.op, "3 outputs"}));
+    CHECK(b->getOutputDataTypes(out, kBlockOutputs, fine.data(), kBlockInputs - 1) != 0);
+    CHECK(gLib.logger.hasError({node.op, "15 inputs"}));
+}
+
+void testBlockOutputShapes(NodeCase const& node)
+{
+    namespace B = contract::SSIBottleneck;
+    Fields f = nodeFields(node);
+    PluginPtr p = create(node, f.get());
+    REQUIRE(p != nullptr);
+    IPluginV3OneBuild* b = build(p.get());
+    // x with symbolic N, H, W (a dynamic profile); the weights are constants.
+    ExprBuilder eb;
+    std::vector<DimsExprs> in(kBlockInputs);
+    Bindings bind;
+    for (int32_t i = 0; i < kBlockInputs; ++i)
+    {
+        in[i].nbDims = node.inputs[i].nbDims;
+        for (int32_t j = 0; j < in[i].nbDims; ++j)
+        {
+            bool const fixed = node.constantInput[i] || j == 1;
+            std::string const name = "in" + std::to_string(i) + "_" + std::to_string(j);
+            in[i].d[j] = fixed ? eb.make(node.inputs[i].d[j]) : eb.symbol(name);
+            bind[name] = node.inputs[i].d[j];
+        }
+    }
+    DimsExprs out[kBlockOutputs]{};
+    REQUIRE(b->getOutputShapes(in.data(), kBlockInputs, nullptr, 0, out, kBlockOutputs, eb) == 0);
+    CHECK_EQ(eb.foreignOperands(), 0);
+    std::vector<Dims> const want = blockOutputs(node);
+    auto value = [&](DimsExprs const& e, int32_t j, Bindings const& bnd) -> int64_t {
+        Expr const* x = eb.owned(e.d[j]);
+        if (x == nullptr)
+        {
+            return -12345; // not an expression of this builder (a foreign or null pointer)
+        }
+        return x->eval(bnd);
+    };
+    for (int32_t o = 0; o < kBlockOutputs; ++o)
+    {
+        REQUIRE(out[o].nbDims == 4);
+        Dims got{};
+        got.nbDims = 4;
+        for (int32_t j = 0; j < 4; ++j)
+        {
+            got.d[j] = value(out[o], j, bind);
+        }
+        if (!sameDims(got, want[o]))
+        {
+            std::fprintf(stderr, "  output %d %s, expected %s\n", o, text(got).c_str(), text(want[o]).c_str());
+        }
+        CHECK(sameDims(got, want[o]));
+        // channels known at build time (4p from conv3_weight, 1 for the masks), batch = x's own
+        CHECK(out[o].d[1]->isConstant());
+        CHECK_EQ(out[o].d[1]->getConstantValue(), want[o].d[1]);
+        CHECK(out[o].d[0] == in[B::kInputX].d[0]);
+    }
+    // mask1 is x's H x W itself
+    CHECK(out[1].d[2] == in[B::kInputX].d[2]);
+    CHECK(out[1].d[3] == in[B::kInputX].d[3]);
+    // Ho/Wo follow the 3x3 / pad 1 / stride arithmetic for every size, for y and mask2 alike.
+    int64_t const stride = static_cast<int64_t>(attr(node, B::kAttrStride));
+    int mismatches = 0;
+    for (int64_t h = 1; h <= 70; ++h)
+    {
+        Bindings b2 = bind;
+        b2["in0_2"] = h;
+        b2["in0_3"] = h + 3;
+        for (int32_t o : {0, 2})
+        {
+            mismatches += value(out[o], 2, b2) != blockOut(h, stride) ? 1 : 0;
+            mismatches += value(out[o], 3, b2) != blockOut(h + 3, stride) ? 1 : 0;
+        }
+    }
+    CHECK_EQ(mismatches, 0);
+
+    gLib.logger.clear();
+    std::vector<DimsExprs> bad = in;
+    bad[B::kInputX].nbDims = 3;
+    CHECK(b->getOutputShapes(bad.data(), kBlockInputs, nullptr, 0, out, kBlockOutputs, eb) != 0);
+    CHECK(gLib.logger.hasError({node.op, "4-D"}));
+    CHECK(b->getOutputShapes(in.data(), kBlockInputs, nullptr, 0, out, 1, eb) != 0);
+}
+
+void testBlockFormats(NodeCase const& node)
+{
+    Fields f = nodeFields(node);
+    PluginPtr p = create(node, f.get());
+    REQUIRE(p != nullptr);
+    IPluginV3OneBuild* b = build(p.get());
+    int32_t const all = kBlockInputs + kBlockOutputs;
+    auto every = [&](std::vector<DynamicPluginTensorDesc> const& d) {
+        int32_t accepted = 0;
+        for (int32_t pos = 0; pos < all; ++pos)
+        {
+            accepted += b->supportsFormatCombination(pos, d.data(), kBlockInputs, kBlockOutputs) ? 1 : 0;
+        }
+        return accepted;
+    };
+    // Linear fp32 and fp16: every position.
+    for (DataType t : {DataType::kFLOAT, DataType::kHALF})
+    {
+        CHECK_EQ(every(blockDynDescs(node, t, TensorFormat::kLINEAR)), all);
+    }
+    // fp16 kHWC8 on x and y: where Cin and 4p are multiples of 8.
+    auto hwc8 = blockDynDescs(node, DataType::kHALF, TensorFormat::kHWC8);
+    int64_t const cin = node.inputs[0].d[1];
+    bool const fits = blockFitsHwc8(node);
+    CHECK_EQ(b->supportsFormatCombination(0, hwc8.data(), kBlockInputs, kBlockOutputs), cin % 8 == 0);
+    CHECK_EQ(b->supportsFormatCombination(kBlockY, hwc8.data(), kBlockInputs, kBlockOutputs), fits);
+    if (fits)
+    {
+        CHECK_EQ(every(hwc8), all);
+    }
+    // y follows x: kHWC8 x with linear y, or linear x with kHWC8 y, is refused at y.
+    {
+        auto d = hwc8;
+        d[kBlockY].desc.format = TensorFormat::kLINEAR;
+        CHECK(!b->supportsFormatCombination(kBlockY, d.data(), kBlockInputs, kBlockOutputs));
+        auto e = blockDynDescs(node, DataType::kHALF, TensorFormat::kLINEAR);
+        e[kBlockY].desc.format = TensorFormat::kHWC8;
+        CHECK(!b->supportsFormatCombination(kBlockY, e.data(), kBlockInputs, kBlockOutputs));
+    }
+    // fp32: linear only.
+    {
+        auto d = blockDynDescs(node, DataType::kFLOAT, TensorFormat::kHWC8);
+        CHECK(!b->supportsFormatCombination(0, d.data(), kBlockInputs, kBlockOutputs));
+        CHECK(!b->supportsFormatCombination(kBlockY, d.data(), kBlockInputs, kBlockOutputs));
+    }
+    // Weights and masks: linear only, in both types; x: no other vectorised format.
+    for (DataType t : {DataType::kFLOAT, DataType::kHALF})
+    {
+        for (TensorFormat fmt : {TensorFormat::kHWC8, TensorFormat::kCHW2, TensorFormat::kCHW32, TensorFormat::kHWC,
+                 TensorFormat::kCHW4, TensorFormat::kCHW16})
+        {
+            for (int32_t pos = 0; pos < all; ++pos)
+            {
+                if ((pos == 0 || pos == kBlockY) && fmt == TensorFormat::kHWC8)
+                {
+                    continue;
+                }
+                auto d = blockDynDescs(node, t, TensorFormat::kLINEAR);
+                d[pos].desc.format = fmt;
+                if (pos == kBlockY)
+                {
+                    d[0].desc.format = fmt; // y in x's format is still not enough
+                }
+                CHECK(!b->supportsFormatCombination(pos, d.data(), kBlockInputs, kBlockOutputs));
+            }
+        }
+    }
+    // One type throughout; only float32/float16.
+    {
+        auto d = blockDynDescs(node, DataType::kFLOAT, TensorFormat::kLINEAR);
+        for (int32_t pos = 1; pos < all; ++pos)
+        {
+            auto mixed = d;
+            mixed[pos].desc.type = DataType::kHALF;
+            CHECK(!b->supportsFormatCombination(pos, mixed.data(), kBlockInputs, kBlockOutputs));
+        }
+        for (DataType t : {DataType::kINT8, DataType::kINT32, DataType::kBF16, DataType::kBOOL})
+        {
+            auto other = blockDynDescs(node, t, TensorFormat::kLINEAR);
+            CHECK(!b->supportsFormatCombination(0, other.data(), kBlockInputs, kBlockOutputs));
+        }
+        CHECK(!b->supportsFormatCombination(all, d.data(), kBlockInputs, kBlockOutputs));
+        CHECK(!b->supportsFormatCombination(-1, d.data(), kBlockInputs, kBlockOutputs));
+        CHECK(!b->supportsFormatCombination(0, d.data(), kBlockInputs - 1, kBlockOutputs + 1));
+        CHECK(!b->supportsFormatCombination(0, d.data(), kBlockInputs, 1));
+        CHECK(!b->supportsFormatCombination(0, nullptr, kBlockInputs, kBlockOutputs));
+    }
+    // The answer for pos depends on inOut[0..pos] only: garbage after pos changes nothing.
+    for (auto const& base : {blockDynDescs(node, DataType::kFLOAT, TensorFormat::kLINEAR),
+             blockDynDescs(node, DataType::kHALF, TensorFormat::kLINEAR), hwc8})
+    {
+        for (int32_t pos = 0; pos < all; ++pos)
+        {
+            bool const want = b->supportsFormatCombination(pos, base.data(), kBlockInputs, kBlockOutputs);
+            auto later = base;
+            for (int32_t k = pos + 1; k < all; ++k)
+            {
+                later[k].desc.type = DataType::kINT8;
+                later[k].desc.format = TensorFormat::kCHW32;
+                later[k].desc.dims = dims({7});
+            }
+            CHECK_EQ(b->supportsFormatCombination(pos, later.data(), kBlockInputs, kBlockOutputs), want);
+        }
+    }
+}
+
+void testBlockConfigureAndWorkspace(NodeCase const& node)
+{
+    namespace B = contract::SSIBottleneck;
+    Fields f = nodeFields(node);
+    PluginPtr p = create(node, f.get());
+    REQUIRE(p != nullptr);
+    IPluginV3OneBuild* b = build(p.get());
+    auto d = blockDynDescs(node, DataType::kFLOAT, TensorFormat::kLINEAR);
+    DynamicPluginTensorDesc* outs = d.data() + kBlockInputs;
+    CHECK_EQ(b->configurePlugin(d.data(), kBlockInputs, outs, kBlockOutputs), 0);
+
+    // Dynamic N, H, W (-1) are accepted at configure time.
+    auto dyn = d;
+    for (int32_t i : {0, kBlockY, kBlockY + 1, kBlockY + 2})
+    {
+        dyn[i].desc.dims.d[0] = -1;
+        dyn[i].desc.dims.d[2] = -1;
+        dyn[i].desc.dims.d[3] = -1;
+    }
+    CHECK_EQ(b->configurePlugin(dyn.data(), kBlockInputs, dyn.data() + kBlockInputs, kBlockOutputs), 0);
+
+    // Weights that do not fit x, each other or the attributes: refused, naming the input.
+    bool const dcn = attr(node, B::kAttrDcn) != 0;
+    bool const ds = attr(node, B::kAttrDownsample) != 0;
+    struct Bad
+    {
+        int32_t input;
+        Dims dims;
+        std::vector<std::string> words;
+    };
+    Dims const& x = node.inputs[B::kInputX];
+    int64_t const cin = x.d[1];
+    int64_t const pl = node.inputs[B::kInputConv1Weight].d[0];
+    int64_t const cout = node.output.d[1];
+    std::vector<Bad> bads = {
+        {B::kInputConv1Weight, dims({pl, cin + 1, 1, 1}), {"conv1_weight", "[p,Cin,1,1]"}},
+        {B::kInputConv1Weight, dims({pl, cin, 3, 3}), {"conv1_weight"}},
+        {B::kInputMask1Weight, dims({2, cin, 3, 3}), {"mask1_weight"}},
+        {B::kInputMask2Weight, dims({1, cin, 1, 1}), {"mask2_weight"}},
+        {B::kInputMask2Bias, dims({2}), {"mask2_bias"}},
+        {B::kInputConv2Weight, dims({pl, pl + 1, 3, 3}), {"conv2_weight"}},
+        {B::kInputConv2Bias, dims({pl + 1}), {"conv2_bias"}},
+        {B::kInputConv3Weight, dims({cout, pl + 1, 1, 1}), {"conv3_weight", "[4p,p,1,1]"}},
+        {B::kInputConv3Bias, dims({cout + 8}), {"conv3_bias"}},
+        {B::kInputConv1Bias, dims({pl, 1}), {"conv1_bias", "1-D"}},
+        {B::kInputOffsetWeight, dcn ? dims({0}) : dims({18, cin, 3, 3}), {"offset_weight", dcn ? "dcn=1" : "dcn=0"}},
+        {B::kInputOffsetBias, dcn ? dims({9}) : dims({18}), {"offset_bias"}},
+        {B::kInputDownsampleWeight, ds ? dims({0}) : dims({cout, cin, 1, 1}),
+            {"downsample_weight", ds ? "downsample=1" : "downsample=0"}},
+        {B::kInputDownsampleBias, ds ? dims({cout + 1}) : dims({cout}), {"downsample_bias"}},
+    };
+    for (Bad const& bad : bads)
+    {
+        auto e = d;
+        e[bad.input].desc.dims = bad.dims;
+        e[bad.input].max = bad.dims;
+        gLib.logger.clear();
+        CHECK(b->configurePlugin(e.data(), kBlockInputs, e.data() + kBlockInputs, kBlockOutputs) != 0);
+        std::vector<std::string> words = bad.words;
+        words.push_back(node.op);
+        words.push_back(node.label);
+        bool const logged = gLib.logger.hasError(words);
+        if (!logged)
+        {
+            std::fprintf(stderr, "  input %d %s: no error with '%s'; got: %s\n", bad.input, text(bad.dims).c_str(),
+                bad.words[0].c_str(),
+                gLib.logger.messages().empty() ? "(nothing)" : gLib.logger.messages().back().text.c_str());
+        }
+        CHECK(logged);
+        CHECK_EQ(gLib.logger.errorCount(), size_t{1});
+    }
+    {
+        auto e = d;
+        e[B::kInputX].desc.dims.nbDims = 3;
+        CHECK(b->configurePlugin(e.data(), kBlockInputs, e.data() + kBlockInputs, kBlockOutputs) != 0);
+    }
+    // Counts outside the contract.
+    CHECK(b->configurePlugin(d.data(), kBlockInputs - 1, outs, kBlockOutputs) != 0);
+    CHECK(b->configurePlugin(d.data(), kBlockInputs, outs, 1) != 0);
+
+    // Workspace: the kernels' size at the profile's max dims, in the negotiated layout of x.
+    for (DataType t : {DataType::kFLOAT, DataType::kHALF})
+    {
+        for (TensorFormat fmt : {TensorFormat::kLINEAR, TensorFormat::kHWC8})
+        {
+            if (fmt == TensorFormat::kHWC8 && (t != DataType::kHALF || !blockFitsHwc8(node)))
+            {
+                continue;
+            }
+            auto w = blockDynDescs(node, t, fmt);
+            Dims maxX = x;
+            maxX.d[0] = 4;
+            maxX.d[2] = x.d[2] + 5;
+            maxX.d[3] = x.d[3] + 7;
+            w[0].min.d[0] = 1;
+            w[0].max = maxX;
+            size_t const want = ssi::ssiBottleneckWorkspaceSize(blockParams(node, maxX, fmt == TensorFormat::kHWC8),
+                t == DataType::kFLOAT ? ssi::DType::kFLOAT32 : ssi::DType::kFLOAT16);
+            size_t const got = b->getWorkspaceSize(w.data(), kBlockInputs, w.data() + kBlockInputs, kBlockOutputs);
+            CHECK_EQ(got, want);
+            CHECK(got > 0);
+            // more than at the opt dims: it is sized for the max
+            size_t const atOpt = ssi::ssiBottleneckWorkspaceSize(
+                blockParams(node, x, fmt == TensorFormat::kHWC8),
+                t == DataType::kFLOAT ? ssi::DType::kFLOAT32 : ssi::DType::kFLOAT16);
+            CHECK(got > atOpt);
+        }
+    }
+    gLib.logger.clear();
+    CHECK_EQ(b->getWorkspaceSize(d.data(), kBlockInputs, d.data() + kBlockInputs, 1), size_t{0});
+    CHECK(gLib.logger.hasError({node.op, "getWorkspaceSize"}));
+}
+
+void testBlockAttributeShapeRules()
+{
+    namespace B = contract::SSIBottleneck;
+    // An identity shortcut (downsample=0) needs stride 1 and Cin = 4p.
+    NodeCase node = blockNodes()[1]; // layer1.1: identity, 256 -> 256
+    REQUIRE(attr(node, B::kAttrDownsample) == 0);
+    Fields f = nodeFields(node);
+    f.i32(B::kAttrStride, 2); // repeated field: refused as such
+    gLib.logger.clear();
+    CHECK(create(node, f.get()) == nullptr);
+    CHECK(gLib.logger.hasError({"stride", "twice"}));
+    Fields g;
+    g.i32(B::kAttrStride, 2);
+    PluginPtr p = create(node, g.get());
+    REQUIRE(p != nullptr);
+    auto d = blockDynDescs(node, DataType::kFLOAT, TensorFormat::kLINEAR);
+    gLib.logger.clear();
+    CHECK(build(p.get())->configurePlugin(d.data(), kBlockInputs, d.data() + kBlockInputs, kBlockOutputs) != 0);
+    CHECK(gLib.logger.hasError({node.op, node.label, "identity shortcut", "stride 1"}));
+    // dcn=1 on a node without offset weights
+    Fields h;
+    h.i32(B::kAttrDcn, 1);
+    PluginPtr q = create(node, h.get());
+    REQUIRE(q != nullptr);
+    gLib.logger.clear();
+    CHECK(build(q.get())->configurePlugin(d.data(), kBlockInputs, d.data() + kBlockInputs, kBlockOutputs) != 0);
+    CHECK(gLib.logger.hasError({node.op, "offset_weight", "[18,Cin,3,3]"}));
+}
+
+void testBlockFieldErrors()
+{
+    namespace B = contract::SSIBottleneck;
+    NodeCase node = blockNodes()[0];
+    auto rejects = [&](Fields& f, std::vector<std::string> const& parts) {
+        gLib.logger.clear();
+        PluginPtr p = create(node, f.get());
+        CHECK(p == nullptr);
+        bool const logged = gLib.logger.hasError(parts);
+        if (!logged)
+        {
+            std::fprintf(stderr, "  no error with '%s'; got: %s\n", parts.back().c_str(),
+                gLib.logger.messages().empty() ? "(nothing)" : gLib.logger.messages().back().text.c_str());
+        }
+        CHECK(logged);
+        CHECK_EQ(gLib.logger.errorCount(), size_t{1});
+    };
+    {
+        Fields f;
+        f.i32("plugin_version", 1);
+        rejects(f, {"cannot create plugin SSIBottleneck 'layer1.0'", "unknown field 'plugin_version'"});
+    }
+    {
+        Fields f;
+        f.i32(B::kAttrDcn, 2);
+        rejects(f, {"SSIBottleneck attribute dcn=2 is out of range: expected one of 0 (regular), 1 (deformable)"});
+    }
+    {
+        Fields f;
+        f.i32(B::kAttrDownsample, -1);
+        rejects(f, {"downsample=-1", "out of range"});
+    }
+    {
+        Fields f;
+        f.f32(B::kAttrDensity, 1.5F);
+        rejects(f, {"density=1.5", "out of range"});
+    }
+    {
+        Fields f;
+        f.i32(B::kAttrSigma1, 3);
+        rejects(f, {"sigma1", "kFLOAT32", "kINT32"});
+    }
+    {
+        Fields f;
+        f.f32(B::kAttrStride, 2.F);
+        rejects(f, {"stride", "kINT32", "kFLOAT32"});
+    }
+    {
+        Fields f;
+        f.i32(B::kAttrStride, 0);
+        rejects(f, {"stride=0", "expected an int32 >= 1"});
+    }
+    {
+        Fields f;
+        f.f32(B::kAttrSigma2, 0.F);
+        rejects(f, {"sigma2=0", "out of range"});
+    }
+    {
+        Fields f;
+        f.i32(B::kAttrMode, 3);
+        rejects(f, {"mode=3", "out of range"});
+    }
+    {
+        Fields f;
+        f.i32(B::kAttrLayer2, -1);
+        rejects(f, {"layer2=-1", "out of range"});
+    }
+    // Text forms and int64 / float64 are accepted as for the other plugins.
+    {
+        Fields f;
+        f.str(B::kAttrStride, "2", true).str(B::kAttrDensity, "0.5", false).i64(B::kAttrSeed, -3).f64(B::kAttrSigma1, 2.5);
+        PluginPtr p = create(node, f.get());
+        REQUIRE(p != nullptr);
+        auto const v = serialized(p.get(), node.op);
+        CHECK_EQ(v.at(B::kAttrStride), 2.0);
+        CHECK_EQ(v.at(B::kAttrDensity), 0.5);
+        CHECK_EQ(v.at(B::kAttrSeed), -3.0);
+        CHECK_EQ(v.at(B::kAttrSigma1), 2.5);
+        CHECK_EQ(v.at(B::kAttrLayer2), double{B::kDefaultLayer2});
+    }
+}
+
+void testBlockEnqueue(NodeCase const& node)
+{
+    namespace B = contract::SSIBottleneck;
+    Fields f = nodeFields(node);
+    PluginPtr p = create(node, f.get(), TensorRTPhase::kRUNTIME);
+    REQUIRE(p != nullptr);
+    IPluginV3OneRuntime* r = runtime(p.get());
+    auto d = blockDynDescs(node, DataType::kFLOAT, TensorFormat::kLINEAR);
+    auto in = plainDescs(d, 0, kBlockInputs);
+    auto out = plainDescs(d, kBlockInputs, kBlockOutputs);
+    std::vector<float> host(64);
+    // Empty parts (numel 0) may come with null pointers.
+    std::vector<void const*> ptrs(kBlockInputs, host.data());
+    for (int32_t i = 0; i < kBlockInputs; ++i)
+    {
+        if (volume(node.inputs[i]) == 0)
+        {
+            ptrs[i] = nullptr;
+        }
+    }
+    std::vector<void*> outPtrs(kBlockOutputs, host.data());
+
+    gLib.logger.clear();
+    CHECK(r->enqueue(in.data(), out.data(), ptrs.data(), outPtrs.data(), host.data(), nullptr) != 0);
+    CHECK(gLib.logger.hasError({node.op, "onShapeChange"}));
+
+    auto bad = in;
+    bad[B::kInputX].dims.d[0] = -1;
+    CHECK(r->onShapeChange(bad.data(), kBlockInputs, out.data(), kBlockOutputs) != 0);
+    auto mism = in;
+    mism[B::kInputConv2Weight].dims.d[1] += 1;
+    CHECK(r->onShapeChange(mism.data(), kBlockInputs, out.data(), kBlockOutputs) != 0);
+    CHECK(r->onShapeChange(in.data(), kBlockInputs, out.data(), 1) != 0);
+    REQUIRE(r->onShapeChange(in.data(), kBlockInputs, out.data(), kBlockOutputs) == 0);
+
+    // Refused before any launch, one line each.
+    auto refuses = [&](std::vector<PluginTensorDesc> const& i, std::vector<PluginTensorDesc> const& o,
+                       std::vector<void const*> const& ip, std::vector<void*> const& op,
+                       std::vector<std::string> const& words) {
+        gLib.logger.clear();
+        CHECK(r->enqueue(i.data(), o.data(), ip.data(), op.data(), host.data(), nullptr) != 0);
+        bool const logged = gLib.logger.hasError(words);
+        if (!logged)
+        {
+            std::fprintf(stderr, "  enqueue: no error with '%s'; got: %s\n", words.back().c_str(),
+                gLib.logger.messages().empty() ? "(nothing)" : gLib.logger.messages().back().text.c_str());
+        }
+        CHECK(logged);
+        CHECK_EQ(gLib.logger.errorCount(), size_t{1});
+    };
+    {
+        auto nulls = ptrs;
+        nulls[B::kInputConv2Weight] = nullptr;
+        refuses(in, out, nulls, outPtrs, {node.op, "conv2_weight (input 9) has a null device pointer"});
+        auto noMask = outPtrs;
+        noMask[2] = nullptr;
+        refuses(in, out, ptrs, noMask, {"output 2 (mask2) has a null device pointer"});
+    }
+    {
+        auto half = out;
+        half[0].type = DataType::kHALF;
+        refuses(in, half, ptrs, outPtrs, {"output 0 (y)", "float16", "expected linear float32"});
+        auto hwcX = in;
+        hwcX[0].format = TensorFormat::kHWC8;
+        refuses(hwcX, out, ptrs, outPtrs, {"x (input 0)", "kHWC8", "float32"});
+        auto hwcW = in;
+        hwcW[B::kInputConv1Weight].format = TensorFormat::kHWC8;
+        refuses(hwcW, out, ptrs, outPtrs, {"conv1_weight (input 5)", "kHWC8"});
+        auto mixed = in;
+        mixed[B::kInputConv3Bias].type = DataType::kHALF;
+        refuses(mixed, out, ptrs, outPtrs, {"conv3_bias (input 12)"});
+        auto wrongMask = out;
+        wrongMask[2].dims.d[2] += 1;
+        refuses(in, wrongMask, ptrs, outPtrs, {"output 2 (mask2) dims"});
+        auto wrongY = out;
+        wrongY[0].dims.d[1] += 8;
+        refuses(in, wrongY, ptrs, outPtrs, {"output 0 (y) dims"});
+    }
+    if (!gLib.haveGpu)
+    {
+        // No GPU: the checks pass, the launch fails, enqueue says so in one line and returns -1.
+        gLib.logger.clear();
+        CHECK_EQ(r->enqueue(in.data(), out.data(), ptrs.data(), outPtrs.data(), host.data(), nullptr), -1);
+        CHECK(gLib.logger.hasError({node.op, node.label, "launch failed"}));
+        CHECK_EQ(gLib.logger.errorCount(), size_t{1});
+        // No workspace: refused before the launch.
+        gLib.logger.clear();
+        CHECK(r->enqueue(in.data(), out.data(), ptrs.data(), outPtrs.data(), nullptr, nullptr) != 0);
+        CHECK(gLib.logger.hasError({node.op, "no workspace given"}));
+        // fp16 kHWC8 x and y pass the checks too (the launch is what fails).
+        if (blockFitsHwc8(node))
+        {
+            auto h = blockDynDescs(node, DataType::kHALF, TensorFormat::kHWC8);
+            auto hin = plainDescs(h, 0, kBlockInputs);
+            auto hout = plainDescs(h, kBlockInputs, kBlockOutputs);
+            refuses(hin, hout, ptrs, outPtrs, {node.op, "launch failed"});
+            auto linearY = hout;
+            linearY[0].format = TensorFormat::kLINEAR;
+            refuses(hin, linearY, ptrs, outPtrs, {"output 0 (y) is linear float16, expected kHWC8 float16"});
+        }
+        else
+        {
+            auto h = blockDynDescs(node, DataType::kHALF, TensorFormat::kHWC8);
+            refuses(plainDescs(h, 0, kBlockInputs), plainDescs(h, kBlockInputs, kBlockOutputs), ptrs, outPtrs,
+                {node.op, "kHWC8 needs Cin and 4p to be multiples of 8"});
+        }
+        // A clone made after onShapeChange behaves the same.
+        PluginPtr c(p->clone());
+        REQUIRE(c != nullptr);
+        CHECK(runtime(c.get())->enqueue(in.data(), out.data(), ptrs.data(), outPtrs.data(), host.data(), nullptr)
+            != 0);
+    }
+    // Batch 0: nothing to compute, success without touching any pointer.
+    auto zin = in;
+    auto zout = out;
+    zin[0].dims.d[0] = 0;
+    for (auto& o : zout)
+    {
+        o.dims.d[0] = 0;
+    }
+    REQUIRE(r->onShapeChange(zin.data(), kBlockInputs, zout.data(), kBlockOutputs) == 0);
+    std::vector<void const*> noIn(kBlockInputs, nullptr);
+    std::vector<void*> noOut(kBlockOutputs, nullptr);
+    CHECK_EQ(r->enqueue(zin.data(), zout.data(), noIn.data(), noOut.data(), nullptr, nullptr), 0);
+}
+
+//! On a GPU: run a block with zero conv weights, so that y = relu(conv3_bias + shortcut(x))
+//! whatever the masks; the mask biases decide the masks (-1: all 0, +1: all 1, grid prior
+//! off). fp32 and fp16, NCHW and (fp16) kHWC8.
+void testBlockEnqueueOnGpu(NodeCase const& node)
+{
+    namespace B = contract::SSIBottleneck;
+    bool const ds = attr(node, B::kAttrDownsample) != 0;
+    for (float maskBias : {-1.F, 1.F})
+    {
+        for (int32_t variant = 0; variant < 3; ++variant)
+        {
+            DataType const t = variant == 0 ? DataType::kFLOAT : DataType::kHALF;
+            TensorFormat const fmt = variant == 2 ? TensorFormat::kHWC8 : TensorFormat::kLINEAR;
+            if (fmt == TensorFormat::kHWC8 && !blockFitsHwc8(node))
+            {
+                continue;
+            }
+            size_t const elt = t == DataType::kFLOAT ? 4 : 2;
+            NodeCase plain = node; // the node's attributes, sampling by threshold without grid prior
+            plain.attrs.erase(std::remove_if(plain.attrs.begin(), plain.attrs.end(),
+                                  [](AttrValue const& a) {
+                                      return a.name == "grid_interval" || a.name == "density" || a.name == "mode";
+                                  }),
+                plain.attrs.end());
+            Fields g = nodeFields(plain);
+            g.i32("grid_interval", 0).f32("density", 0.F).i32("mode", 0);
+            PluginPtr p = create(plain, g.get(), TensorRTPhase::kRUNTIME);
+            REQUIRE(p != nullptr);
+            IPluginV3OneRuntime* r = runtime(p.get());
+            auto d = blockDynDescs(node, t, fmt);
+            auto in = plainDescs(d, 0, kBlockInputs);
+            auto out = plainDescs(d, kBlockInputs, kBlockOutputs);
+            REQUIRE(r->onShapeChange(in.data(), kBlockInputs, out.data(), kBlockOutputs) == 0);
+            std::vector<void*> buf(kBlockInputs + kBlockOutputs, nullptr);
+            for (int32_t i = 0; i < kBlockInputs + kBlockOutputs; ++i)
+            {
+                int64_t const n = volume(d[i].desc.dims);
+                if (n > 0)
+                {
+                    REQUIRE(cudaMalloc(&buf[i], static_cast<size_t>(n) * elt) == cudaSuccess);
+                }
+            }
+            size_t const wsBytes = build(p.get())->getWorkspaceSize(d.data(), kBlockInputs, d.data() + kBlockInputs,
+                kBlockOutputs);
+            REQUIRE(wsBytes > 0);
+            void* ws = nullptr;
+            REQUIRE(cudaMalloc(&ws, wsBytes) == cudaSuccess);
+            for (int32_t i = 0; i < kBlockInputs; ++i)
+            {
+                float v = 0.F; // conv weights
+                if (i == B::kInputX)
+                {
+                    v = 1.F;
+                }
+                else if (i == B::kInputMask1Bias || i == B::kInputMask2Bias)
+                {
+                    v = maskBias;
+                }
+                else if (i == B::kInputConv3Bias)
+                {
+                    v = 0.5F;
+                }
+                else if (i == B::kInputDownsampleBias || i == B::kInputConv1Bias || i == B::kInputConv2Bias)
+                {
+                    v = 2.F;
+                }
+                if (buf[i] != nullptr)
+                {
+                    REQUIRE(deviceFill(buf[i], volume(d[i].desc.dims), t, v));
+                }
+            }
+            for (int32_t o = 0; o < kBlockOutputs; ++o)
+            {
+                REQUIRE(deviceFill(buf[kBlockInputs + o], volume(d[kBlockInputs + o].desc.dims), t, -7.F));
+            }
+            cudaStream_t stream = nullptr;
+            REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
+            std::vector<void const*> ins(buf.begin(), buf.begin() + kBlockInputs);
+            std::vector<void*> outs(buf.begin() + kBlockInputs, buf.end());
+            CHECK_EQ(r->enqueue(in.data(), out.data(), ins.data(), outs.data(), ws, stream), 0);
+            CHECK_EQ(static_cast<int>(cudaStreamSynchronize(stream)), static_cast<int>(cudaSuccess));
+            float const wantY = ds ? 0.5F + 2.F : 0.5F + 1.F;
+            float const wantMask = maskBias > 0 ? 1.F : 0.F;
+            int64_t badY = 0;
+            int64_t badMask = 0;
+            for (float v : deviceRead(outs[0], volume(out[0].dims), t))
+            {
+                badY += std::fabs(v - wantY) <= 1e-3F ? 0 : 1;
+            }
+            for (int32_t o : {1, 2})
+            {
+                for (float v : deviceRead(outs[o], volume(out[o].dims), t))
+                {
+                    badMask += v == wantMask ? 0 : 1;
+                }
+            }
+            if (badY != 0 || badMask != 0)
+            {
+                std::fprintf(stderr, "  %s %s %s mask bias %g: %lld bad y, %lld bad mask values\n", node.label.c_str(),
+                    t == DataType::kFLOAT ? "fp32" : "fp16", fmt == TensorFormat::kHWC8 ? "kHWC8" : "linear",
+                    maskBias, static_cast<long long>(badY), static_cast<long long>(badMask));
+            }
+            CHECK_EQ(badY, int64_t{0});
+            CHECK_EQ(badMask, int64_t{0});
+            cudaStreamDestroy(stream);
+            for (void* b : buf)
+            {
+                cudaFree(b);
+            }
+            cudaFree(ws);
+        }
+    }
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -1521,6 +2445,24 @@ int main(int argc, char** argv)
             runner.run(tag + ": enqueue on the GPU", [&] { testEnqueueOnGpu(node); });
         }
     }
+    runner.run("SSIBottleneck nodes match the sparse_resnet50 export", testBlockNodesMatchTheExport);
+    for (NodeCase const& node : blockNodes())
+    {
+        std::string const tag = node.op + " " + node.label;
+        runner.run(tag + ": create, identity, fields, metadata", [&] { testCreateAndIdentity(node); });
+        runner.run(tag + ": output types", [&] { testBlockOutputTypes(node); });
+        runner.run(tag + ": output shapes", [&] { testBlockOutputShapes(node); });
+        runner.run(tag + ": format combinations", [&] { testBlockFormats(node); });
+        runner.run(tag + ": configurePlugin and workspace", [&] { testBlockConfigureAndWorkspace(node); });
+        runner.run(tag + ": serialize round trip and clone", [&] { testSerializeRoundTripAndClone(node); });
+        runner.run(tag + ": enqueue checks", [&] { testBlockEnqueue(node); });
+        if (gLib.haveGpu)
+        {
+            runner.run(tag + ": enqueue on the GPU", [&] { testBlockEnqueueOnGpu(node); });
+        }
+    }
+    runner.run("SSIBottleneck: attributes and weight shapes agree", testBlockAttributeShapeRules);
+    runner.run("SSIBottleneck: bad fields are rejected with a logged reason", testBlockFieldErrors);
     runner.run("bad fields are rejected with a logged reason", testFieldErrors);
     runner.run("every attribute has its range in the contract", testContractRangeTable);
     for (RangeCase const& r : contractRanges())

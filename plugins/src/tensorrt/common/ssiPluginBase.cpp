@@ -13,10 +13,12 @@ namespace ssi
 namespace trt
 {
 
-SsiPluginBase::SsiPluginBase(AttrTable const& table, int32_t minInputs, int32_t maxInputs, char const* summary)
+SsiPluginBase::SsiPluginBase(
+    AttrTable const& table, int32_t minInputs, int32_t maxInputs, char const* summary, int32_t nbOutputs)
     : mAttrs(table)
     , mMinInputs(minInputs)
     , mMaxInputs(maxInputs)
+    , mNbOutputs(nbOutputs)
     , mSummary(summary)
 {
 }
@@ -76,9 +78,10 @@ bool SsiPluginBase::checkCounts(int32_t nbInputs, int32_t nbOutputs, std::string
             + std::to_string(nbInputs);
         return false;
     }
-    if (nbOutputs != 1)
+    if (nbOutputs != mNbOutputs)
     {
-        error = "has exactly 1 output, got " + std::to_string(nbOutputs);
+        error = "has exactly " + std::to_string(mNbOutputs) + " output" + (mNbOutputs == 1 ? "" : "s") + ", got "
+            + std::to_string(nbOutputs);
         return false;
     }
     return true;
@@ -166,7 +169,10 @@ int32_t SsiPluginBase::getOutputDataTypes(
                 return -1;
             }
         }
-        outputTypes[0] = type;
+        for (int32_t i = 0; i < nbOutputs; ++i)
+        {
+            outputTypes[i] = type;
+        }
         return 0;
     }
     catch (std::exception const& e)
@@ -179,7 +185,7 @@ int32_t SsiPluginBase::getOutputDataTypes(
 bool SsiPluginBase::supportsFormatCombination(
     int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
 {
-    if (inOut == nullptr || nbInputs < mMinInputs || nbInputs > mMaxInputs || nbOutputs != 1 || pos < 0
+    if (inOut == nullptr || nbInputs < mMinInputs || nbInputs > mMaxInputs || nbOutputs != mNbOutputs || pos < 0
         || pos >= nbInputs + nbOutputs)
     {
         return false;

@@ -1,7 +1,8 @@
-// What the three SSI plugins share: IPluginV3 with the V3One core, build and runtime
-// capabilities, one output, every input and the output in one type (kFLOAT or kHALF,
-// linear), fields from the op contract, and the checks around enqueue. Each op's plugin
-// adds its output shapes, shape checks, workspace size and kernel launch.
+// What the SSI plugins share: IPluginV3 with the V3One core, build and runtime
+// capabilities, the op's outputs (one, or the contract's kNumOutputs), every input and output
+// in one type (kFLOAT or kHALF, linear), fields from the op contract, and the checks around
+// enqueue. Each op's plugin adds its output shapes, shape checks, workspace size and kernel
+// launch (and, where it takes other formats, its own supportsFormatCombination and enqueue).
 #pragma once
 
 #include <exception>
@@ -27,8 +28,10 @@ class SsiPluginBase : public nvinfer1::IPluginV3,
                       public nvinfer1::IPluginV3OneRuntime
 {
 public:
-    //! `summary`: one sentence on what the op computes, for getMetadataString().
-    SsiPluginBase(AttrTable const& table, int32_t minInputs, int32_t maxInputs, char const* summary);
+    //! `summary`: one sentence on what the op computes, for getMetadataString();
+    //! `nbOutputs`: the op's number of outputs (every one in the inputs' type).
+    SsiPluginBase(AttrTable const& table, int32_t minInputs, int32_t maxInputs, char const* summary,
+        int32_t nbOutputs = 1);
     SsiPluginBase(SsiPluginBase const&) = default;
     SsiPluginBase& operator=(SsiPluginBase const&) = delete;
     ~SsiPluginBase() override = default;
@@ -61,7 +64,7 @@ public:
         int32_t nbOutputs) noexcept override;
     int32_t getNbOutputs() const noexcept override
     {
-        return 1;
+        return mNbOutputs;
     }
     char const* getMetadataString() noexcept override;
 
@@ -102,6 +105,7 @@ protected:
     PluginAttributes mAttrs;
     int32_t mMinInputs;
     int32_t mMaxInputs;
+    int32_t mNbOutputs;
     int32_t mNbInputs{-1}; //!< known after configurePlugin() or onShapeChange()
     char const* mSummary;
     std::string mLayerName;

@@ -1,4 +1,4 @@
-// What the three SSI plugin creators share (IPluginCreatorV3One): name, version and
+// What the SSI plugin creators share (IPluginCreatorV3One): name, version and
 // namespace from the contract, field names from the op's attribute table, and
 // createPlugin() that rejects bad fields with a logged one-line reason and nullptr.
 #pragma once
