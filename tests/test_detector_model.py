@@ -80,7 +80,9 @@ def image():
 # (proposals clamped onto the border: degenerate boxes, IoU ties) and a scale factor > 1
 SCENARIOS = {
     "saturated": (INFO, 1.0),
-    "sparse": (INFO, 0.3),
+    # 0.4: 54-66 detections per image on the machines tried (max score ~0.075 against the
+    # 0.05 cut); at 0.3 the best score sits on the cut and one machine's rounding gives none
+    "sparse": (INFO, 0.4),
     "clamped": (torch.tensor([[40.0, 50.0, 0.4], [1.0, 1.0, 2.5]]), 1.0),
 }
 
