@@ -12,15 +12,30 @@
 3. Timing of that bottleneck (CUDA graph replays, median of CUDA-event times, three input sets
    in rotation) against the dense bottleneck in cuDNN (fp16, channels-last, CUDA graph) on the
    ResNet-101 layer2/3/4 shapes of a 1000x1667 image (padded to 1024x1696), densities 0.05..1.
+4. The fused SSIBottleneck (one launchSSIBottleneck per block, scripts/gpu_block_check.py):
+   random shapes (batch 1 and 3, odd sizes, stride 1/2, DCN and downsample on/off, sampling
+   modes 0/1/2, forced density, empty and full masks, NCHW and channels-last), fp32 and fp16,
+   outputs and workspace poisoned: masks = SampleMask of the kernels' own logits, partitions
+   exact, y = the PyTorch op (run_block) with the kernels' masks; fp16 on both GEMM paths
+   (portable, and SSI_BLOCK_GEMM=sm90 where the library has the Hopper GEMMs). A chain of 4
+   blocks in one CUDA graph equals its eager launches bit for bit. Timing per stage of
+   ResNet-101-DCN (800x1216 and 992x1664, batch 1 and 8, forced densities 0.05..1) against the
+   dense bottleneck in cuDNN (fp16 channels-last; DCN through torchvision's deform_conv2d and as
+   an ideal regular 3x3), the strided first blocks, and the backbone as the sum of measured block
+   times; --block-budget bounds it (configurations past it are skipped and listed). Plot:
+   block_latency.png.
 
 Writes gpu_check.json to --out ($OUT) and prints a short table last. Exit status 1 when a
 check fails. `--cpu-dry-run` runs the checks' logic on the CPU through the CPU twins (no GPU,
-no timing): it checks this script, not the CUDA kernels.
+no timing): it checks this script, not the CUDA kernels (the fused block's checks need a kernel
+library: `--cpu-dry-run --lib build/cuda_emu/lib/libssi_cuda_emu.so` runs them on the host
+emulation; `--emulated LIB` runs every check there).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import importlib.util
 import json
@@ -646,6 +661,701 @@ def breakdown(K, g) -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# 4. The fused SSIBottleneck (plugins/src/cuda/ssi_bottleneck.cu: one launchSSIBottleneck per
+#    block) through scripts/gpu_block_check.py: checks, a chain of blocks in a CUDA graph, and
+#    timing per stage of ResNet-101-DCN against the dense bottleneck in cuDNN.
+
+def block_module():
+    """scripts/gpu_block_check.py (BlockKernels, stage_checks, random_block, attrs_for)."""
+    mod = sys.modules.get("gpu_block_check")
+    if mod is None:
+        spec = importlib.util.spec_from_file_location("gpu_block_check", REPO / "scripts" / "gpu_block_check.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["gpu_block_check"] = mod
+        spec.loader.exec_module(mod)
+    return mod
+
+
+def block_results() -> dict:
+    return RESULTS.setdefault("block", {"checks": [], "graph_chain": [], "timing": [], "dense": [],
+                                        "backbone": [], "skipped": []})
+
+
+def block_kernels(K):
+    """BlockKernels over K's kernel library (GPU build or host emulation); None without one
+    (--cpu-dry-run through the CPU twins)."""
+    lib = getattr(K, "lib", None)
+    if lib is None:
+        return None
+    BK = getattr(K, "block", None)
+    if BK is None:
+        stream = (lambda: 0) if K.emulated else (lambda: torch.cuda.current_stream().cuda_stream)
+        BK = block_module().BlockKernels(lib, K.device, stream)
+        lib.ssi_cuda_bottleneck_gemm_path.restype = ctypes.c_int32
+        lib.ssi_cuda_bottleneck_prepare.restype = ctypes.c_int32
+        rc = lib.ssi_cuda_bottleneck_prepare()  # once, before any launch or capture (Hopper path)
+        if rc != 0:
+            raise RuntimeError(f"ssi_cuda_bottleneck_prepare returned {rc}: {lib.ssi_cuda_error_string(rc).decode()}")
+        K.block = BK
+    return BK
+
+
+@contextlib.contextmanager
+def block_gemm(path: str):
+    """SSI_BLOCK_GEMM for the launches (and graph captures) inside: "sm90" sets it, "portable"
+    unsets it (the launcher reads it at each launch); the caller's value is restored after."""
+    old = os.environ.get("SSI_BLOCK_GEMM")
+    if path == "sm90":
+        os.environ["SSI_BLOCK_GEMM"] = "sm90"
+    else:
+        os.environ.pop("SSI_BLOCK_GEMM", None)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("SSI_BLOCK_GEMM", None)
+        else:
+            os.environ["SSI_BLOCK_GEMM"] = old
+
+
+HOPPER_STATUS = {1: "available", 0: "not this device (the sm_90a GEMMs need compute capability 9.0)",
+                 -1: "not built (no CUTLASS headers at configure time: see plugins/NOTES.md, Hopper path)"}
+
+
+def hopper_status(K) -> tuple[bool, str]:
+    """Whether the launcher takes the sm_90a GEMMs with SSI_BLOCK_GEMM=sm90 (ssi_cuda_bottleneck_gemm_path)."""
+    BK = block_kernels(K)
+    if BK is None:
+        return False, "no kernel library"
+    with block_gemm("sm90"):
+        code = int(BK.lib.ssi_cuda_bottleneck_gemm_path())
+    with block_gemm("portable"):
+        plain = int(BK.lib.ssi_cuda_bottleneck_gemm_path())
+    status = HOPPER_STATUS.get(code, f"unknown answer {code}")
+    if plain != 0:
+        status += f" (without SSI_BLOCK_GEMM the library answers {plain}, not 0: the portable path is not the default)"
+    block_results()["hopper"] = {"available": code == 1, "gemm_path_sm90": code, "gemm_path_unset": plain,
+                                 "status": status}
+    return code == 1 and plain == 0, status
+
+
+def block_paths(K, dtype) -> list[str]:
+    """The GEMM paths to check/time: portable, plus sm90 for fp16 where the library has it."""
+    if dtype != torch.float16 or K.emulated:
+        return ["portable"]
+    return ["portable", "sm90"] if hopper_status(K)[0] else ["portable"]
+
+
+# stride, dcn, downsample, batch, mode, forced density, masks, channels_last, channel shape
+BLOCK_CASES = [
+    (1, False, False, 1, C.MODE_THRESHOLD, 0.0, "mixed", False, "identity"),
+    (1, True, False, 3, C.MODE_STOCHASTIC, 0.0, "mixed", True, "identity"),
+    (2, False, True, 3, C.MODE_OFFICIAL, 0.0, "mixed", False, "any"),
+    (2, True, True, 1, C.MODE_THRESHOLD, 0.0, "mixed", True, "any"),
+    (1, False, False, 3, C.MODE_THRESHOLD, 0.3, "mixed", False, "identity"),
+    (2, True, True, 3, C.MODE_STOCHASTIC, 0.1, "mixed", False, "any"),
+    (1, True, True, 1, C.MODE_OFFICIAL, 0.0, "mixed", True, "any"),  # stride-1 downsample (layer1's first)
+    (1, True, False, 3, C.MODE_THRESHOLD, 0.0, "empty", False, "identity"),
+    (2, False, True, 3, C.MODE_OFFICIAL, 0.0, "full", True, "any"),
+    (1, True, False, 1, C.MODE_OFFICIAL, 0.0, "full", False, "identity"),
+    (2, True, True, 1, C.MODE_THRESHOLD, 0.0, "mixed", False, "tiny"),  # 1x1 and 2x1 inputs
+    # channels multiples of 8 and >= 16: tensor cores, and the Hopper GEMMs (conv1, conv3, downsample)
+    (1, True, False, 2, C.MODE_THRESHOLD, 0.5, "mixed", True, "wide"),
+    (2, False, True, 1, C.MODE_THRESHOLD, 0.26, "mixed", False, "wide"),
+    (1, True, True, 2, C.MODE_OFFICIAL, 0.0, "mixed", True, "wide"),
+]
+
+
+def block_case_shape(g, kind: str, small: bool):
+    """(cin, planes, h, w) of a case: odd sizes, random channels (Cin = 4p for an identity shortcut)."""
+    hi = 20 if small else 72
+    if kind == "tiny":
+        return 32, 8, randint(g, 1, 2), 1
+    if kind == "wide":
+        cin, p = (64, 16) if small else (256, 64)
+        return cin, p, randint(g, 5, 16 if small else 48), randint(g, 5, 16 if small else 48)
+    p = randint(g, 2, 12 if small else 48)
+    cin = 4 * p if kind == "identity" else randint(g, 3, 48 if small else 160)
+    return cin, p, randint(g, 3, hi), randint(g, 3, hi)
+
+
+def block_mask_findings(found: dict, run, a, dtype, exact: bool) -> dict:
+    """The kernels' masks against SampleMask of their own logits.
+
+    exact (threshold, forced density, or the host emulation against the CPU twins: same libm):
+    equal. Otherwise (modes 1, 2 on a GPU: CUDA's expf/logf against the host's) a decision may
+    flip only within the derived float32 rounding band of its threshold (tests/fp_bounds.py),
+    at most 0.1% of them (at least 1), and soft values differ by at most 1e-5 (fp32) or one
+    fp16 rounding (2**-10, fp16)."""
+    if exact:
+        return {"masks_equal": found["masks_equal"], "masks_ok": found["masks_equal"]}
+    mod = block_module()
+    l1, l2 = found["logits1"].to(dtype), found["logits2"].to(dtype)
+    r1, r2 = mod.reference_masks(l1, l2, a, twins=False)
+    info = {"masks_equal": found["masks_equal"]}
+    ok, flips, numel, vdiff = True, 0, 0, 0.0
+    for got, ref, lg, layer in ((run.mask1.cpu(), r1, l1, a.layer1), (run.mask2.cpu(), r2, l2, a.layer2)):
+        e = fp_bounds().sample_mask_errors(got, ref, lg, a.mode, a.grid_interval, a.seed, layer)
+        ok &= e["ok"]
+        flips += e["flips"]
+        numel += got.numel()
+        both = (got > 0) & (ref > 0)
+        if both.any():
+            vdiff = max(vdiff, (got.float()[both] - ref.float()[both]).abs().max().item())
+    tol = 1e-5 if dtype == torch.float32 else 2.0 ** -10
+    info.update(mask_agreement=1.0 - flips / max(numel, 1), mask_flips=flips, max_soft_diff=vdiff)
+    info["masks_ok"] = bool(ok and flips <= max(1, int(0.001 * numel)) and vdiff <= tol)
+    return info
+
+
+def check_block(K, g, dtype, small: bool) -> None:
+    """The fused block (one launch, outputs and workspace poisoned) against the PyTorch op:
+    masks = SampleMask of the kernels' own logits, partitions = the stable partition of the
+    masks, y = run_block with the kernels' masks within 1e-5 (fp32) / 1e-2 (fp16) relative,
+    logits = the op's own (no forced density) within 1e-5 / 2e-3 relative."""
+    BK = block_kernels(K)
+    res = block_results()
+    if BK is None:
+        reason = ("no kernel library under --cpu-dry-run (the CPU twins have no fused block): pass --lib "
+                  "build/cuda_emu/lib/libssi_cuda_emu.so, or use --emulated LIB, to run these checks on the host "
+                  "emulation")
+        if "checks_skipped" not in res:
+            log(f"  [skip] SSIBottleneck: {reason}")
+        res["checks_skipped"] = reason
+        return
+    mod = block_module()
+    dev = K.device
+    for ci, (stride, dcn, ds, n, mode, density, masks, cl, shape) in enumerate(BLOCK_CASES):
+        cin, p, h, w = block_case_shape(g, shape, small)
+        bias = {"mixed": (0.3, -0.2), "empty": (-30.0, -30.0), "full": (30.0, 30.0)}[masks]
+        grid = 0 if masks == "empty" else (C.GRID_PRIOR_INTERVAL if randint(g, 0, 1) else 0)
+        seed = randint(g, 0, 100000)
+        sig1, sig2 = (round(0.6 + 2.4 * float(torch.rand((), generator=g)), 2) for _ in range(2))
+        inputs = mod.random_block(g, cin, p, stride, dcn, ds, dtype=dtype, mask_bias=bias)
+        if masks != "mixed":  # the logits are the bias alone
+            inputs[0].zero_()
+            inputs[2].zero_()
+        if dcn:  # offsets of a few pixels (std about 2; samples past the borders at the edges). Larger
+            # offsets carry larger rounding (fp32: rel_err ~4e-6 at std 10 px, cin 256, of the 1e-5 allowed)
+            inputs[6].mul_(min(1.0, 2.0 / (0.2 * math.sqrt(9 * cin))))
+        a = mod.attrs_for(stride, dcn, ds, mode, density, grid, seed, sig1, sig2)
+        x = torch.randn(n, cin, h, w, generator=g).to(dtype)
+        xd, dinputs = x.to(dev), [t.to(dev) for t in inputs]
+        ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+        for path in block_paths(K, dtype):
+            name = (f"{str(dtype)[6:]} case{ci} {path} n{n} cin={cin} p={p} {h}x{w} s={stride} dcn={int(dcn)} "
+                    f"ds={int(ds)} mode={mode} density={density} masks={masks} {'nhwc' if cl else 'nchw'}")
+            info: dict = {}
+            try:
+                with block_gemm(path):
+                    run = BK.run(xd, dinputs, a, channels_last=cl)
+                K.synchronize()
+                found = mod.stage_checks(run, xd, dinputs, a, twins=K.emulated)
+                exact = K.emulated or mode == C.MODE_THRESHOLD or density > 0
+                info.update(block_mask_findings(found, run, a, dtype, exact))
+                info["partitions_equal"] = found["partitions_equal"]
+                y, y_ref = found["y"], found["y_ref"]
+                info["nan"] = bool(torch.isnan(y).any())
+                info["rel_err"] = rel_err(y, y_ref)
+                ok = info["masks_ok"] and info["partitions_equal"] and not info["nan"]
+                ok = ok and tuple(y.shape) == (n, 4 * p, ho, wo)
+                ok = ok and info["rel_err"] <= (1e-5 if dtype == torch.float32 else 1e-2)
+                if density == 0:
+                    info["logits_rel_err"] = max(rel_err(found["logits1"], found["logits1_ref"].float()),
+                                                 rel_err(found["logits2"], found["logits2_ref"].float()))
+                    ok = ok and info["logits_rel_err"] <= (1e-5 if dtype == torch.float32 else 2e-3)
+                m1, m2 = run.mask1.cpu().float(), run.mask2.cpu().float()
+                if masks == "empty":
+                    ok = ok and not m1.any() and not m2.any()
+                elif masks == "full":
+                    ok = ok and bool((m1 > 0).all()) and bool((m2 > 0).all())
+                if density > 0:  # every image keeps at least its forced count (ties: more)
+                    k1, k2 = C.forced_count(density, h * w), C.forced_count(density, ho * wo)
+                    c1 = (m1 > 0).flatten(1).sum(1)
+                    c2 = (m2 > 0).flatten(1).sum(1)
+                    info["forced_counts_ok"] = bool((c1 >= k1).all() and (c2 >= k2).all())
+                    ok = ok and info["forced_counts_ok"]
+                info["density1"] = float((m1 > 0).float().mean())
+                info["density2"] = float((m2 > 0).float().mean())
+            except Exception as e:  # noqa: BLE001  (recorded; an illegal address ends the section)
+                ok = False
+                info["error"] = f"{type(e).__name__}: {e}"
+                if "illegal" in str(e).lower():
+                    record("SSIBottleneck", name, ok, **info)
+                    raise
+            record("SSIBottleneck", name, ok, **info)
+            res["checks"].append({"name": name, "ok": bool(ok), **info})
+
+
+def scaled_block(cin, p, stride, dcn, ds, dtype, device, gen, coherent_masks=False):
+    """The contract's 14 weight tensors of a folded block with fan-in scaled weights
+    (activations stay O(1) along a chain of blocks: fp16 safe). coherent_masks: both mask
+    convs average x (3x3, all channels): with x = noise + a smooth field the masks are blobs."""
+    gdev = gen.device
+
+    def r(*shape, scale):
+        return torch.randn(*shape, generator=gen, device=gdev) * scale
+
+    cout = 4 * p
+    empty = torch.empty(0)
+    if coherent_masks:
+        mw = [torch.full((1, cin, 3, 3), 1.0 / (9 * cin)), torch.full((1, cin, 3, 3), 1.0 / (9 * cin))]
+    else:
+        mw = [r(1, cin, 3, 3, scale=1.0 / math.sqrt(9 * cin)), r(1, cin, 3, 3, scale=1.0 / math.sqrt(9 * cin))]
+    ws = [mw[0], torch.tensor([0.3]), mw[1], torch.tensor([-0.2]),
+          r(p, cin, 1, 1, scale=1 / math.sqrt(cin)), r(p, scale=0.1),
+          r(18, cin, 3, 3, scale=0.5 / math.sqrt(9 * cin)) if dcn else empty, r(18, scale=0.5) if dcn else empty,
+          r(p, p, 3, 3, scale=1 / math.sqrt(9 * p)), r(p, scale=0.1),
+          r(cout, p, 1, 1, scale=0.5 / math.sqrt(p)), r(cout, scale=0.1),
+          r(cout, cin, 1, 1, scale=0.5 / math.sqrt(cin)) if ds else empty, r(cout, scale=0.1) if ds else empty]
+    return [t.to(device=device, dtype=dtype).contiguous() for t in ws]
+
+
+# (cin, planes, stride, dcn, downsample) of each block; input batch, height, width
+CHAIN_SPECS = [(256, 128, 2, True, True)] + [(512, 128, 1, True, False)] * 3
+CHAIN_INPUT = (2, 40, 56)
+
+
+def check_block_graph(K, g, dtype) -> None:
+    """A chain of 4 fused blocks (ResNet layer2-like: a strided first block with downsample,
+    then 3 identity blocks, DCN, official sampling), eager and captured in one CUDA graph on
+    torch's current stream: the replays equal the eager launches bit for bit (every kernel is
+    deterministic: no atomics), for the captured input and for a new one; each block's output
+    matches run_block on its actual input with its masks."""
+    from dataclasses import replace
+
+    from ssi_deploy.ops.bottleneck import BlockWeights, run_block
+
+    BK, mod = block_kernels(K), block_module()
+    dev, cl = K.device, dtype == torch.float16
+    n, h, w = CHAIN_INPUT
+    c0 = CHAIN_SPECS[0][0]
+    blocks = []
+    for i, (cin, p, s, dcn, ds) in enumerate(CHAIN_SPECS):
+        a = replace(mod.attrs_for(s, dcn, ds, C.MODE_OFFICIAL, 0.0, C.GRID_PRIOR_INTERVAL, 11 + i, 2.0, 1.5),
+                    layer1=2 * i, layer2=2 * i + 1)
+        blocks.append((scaled_block(cin, p, s, dcn, ds, dtype, dev, g), a))
+    x0 = torch.randn(n, c0, h, w, generator=g).to(dtype).to(dev)
+    if cl:
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    bufs, shape = [], (n, c0, h, w)
+    for inputs, a in blocks:
+        cout, p = inputs[10].shape[0], inputs[4].shape[0]
+        ho, wo = (shape[2] - 1) // a.stride + 1, (shape[3] - 1) // a.stride + 1
+        y = torch.empty(n, cout, ho, wo, dtype=dtype, device=dev)
+        if cl:
+            y = y.contiguous(memory_format=torch.channels_last)
+        L = BK.layout(shape, p, cout, a, dtype, cl)
+        bufs.append((y, torch.empty(n, 1, shape[2], shape[3], dtype=dtype, device=dev),
+                     torch.empty(n, 1, ho, wo, dtype=dtype, device=dev),
+                     torch.empty(L["total"], dtype=torch.uint8, device=dev)))
+        shape = (n, cout, ho, wo)
+
+    def chain():
+        cur = x0
+        for (inputs, a), (y, m1, m2, ws) in zip(blocks, bufs):
+            BK.run(cur, inputs, a, channels_last=cl, poison=False, workspace=ws, outputs=(y, m1, m2))
+            cur = y
+
+    def outputs():
+        return [t.clone() for y, m1, m2, _ in bufs for t in (y, m1, m2)]
+
+    def poison():
+        for y, m1, m2, _ in bufs:
+            for t in (y, m1, m2):
+                t.fill_(float("nan"))
+
+    xa = x0.clone()
+    xb = torch.randn(n, c0, h, w, generator=g).to(dtype).to(dev)
+    eager_portable = None
+    for path in block_paths(K, dtype):
+        info: dict = {}
+        with block_gemm(path):
+            x0.copy_(xa)
+            poison()
+            chain()
+            K.synchronize()
+            eager_a = outputs()
+            # each block against run_block on its actual input with its masks
+            errs, cur = [], x0
+            for (inputs, a), (y, m1, m2, _) in zip(blocks, bufs):
+                wts = BlockWeights.prepare(*[t.cpu() for t in inputs], stride=a.stride, dcn=a.dcn,
+                                           downsample=a.downsample)
+                ref, _, _ = run_block(cur.cpu().float(), wts, a, masks=(m1.cpu().float(), m2.cpu().float()))
+                errs.append(rel_err(y.cpu().float(), ref.float()))
+                cur = y
+            info["block_rel_errs"] = [float(e) for e in errs]
+            info["nan"] = bool(any(torch.isnan(t).any() for t in eager_a))
+            graph = capture(chain)  # (after one more eager run on a side stream)
+            poison()
+            graph.replay()
+            K.synchronize()
+            info["graph_equals_eager"] = all(torch.equal(u, v) for u, v in zip(outputs(), eager_a))
+            x0.copy_(xb)  # a new input, same graph
+            poison()
+            graph.replay()
+            K.synchronize()
+            graph_b = outputs()
+            poison()
+            chain()
+            K.synchronize()
+            info["graph_equals_eager_new_input"] = all(torch.equal(u, v) for u, v in zip(graph_b, outputs()))
+            info["new_input_changes_output"] = not torch.equal(graph_b[-3], eager_a[-3])
+            del graph
+        tol = 1e-5 if dtype == torch.float32 else 1e-2
+        if path == "portable":
+            eager_portable = eager_a
+        elif eager_portable is not None:  # another summation order: not bit-equal, fp16 close
+            info["vs_portable_rel_err"] = rel_err(eager_a[-3].float(), eager_portable[-3].float())
+        ok = (not info["nan"] and info["graph_equals_eager"] and info["graph_equals_eager_new_input"]
+              and info["new_input_changes_output"] and max(info["block_rel_errs"]) <= tol)
+        name = (f"{str(dtype)[6:]} {path} {len(blocks)} blocks (layer2-like) n{n} {c0}x{h}x{w} "
+                f"{'nhwc' if cl else 'nchw'}")
+        record("SSIBottleneck graph", name, ok, **{k: v for k, v in info.items() if k != "block_rel_errs"},
+               max_block_rel_err=max(info["block_rel_errs"]))
+        block_results()["graph_chain"].append({"name": name, "ok": bool(ok), **info})
+
+
+# ResNet-101-DCN (stage_with_dcn = False, True, True, True): name, planes, dcn, output stride, blocks
+R101_STAGES = [("s1", 64, False, 4, 3), ("s2", 128, True, 8, 4), ("s3", 256, True, 16, 23), ("s4", 512, True, 32, 3)]
+BLOCK_RESOLUTIONS = [(800, 1216), (992, 1664)]
+BLOCK_BATCHES = [1, 8]
+BLOCK_DENSITIES = [0.05, 0.1, 0.26, 0.5, 0.75, 1.0]
+BACKBONE_DENSITIES = [0.26, 0.75]
+BROKEN_PATHS: set = set()  # GEMM paths whose timing failed once (not timed again)
+GRAPH_TARGET_ELEMENTS = 2e7  # output elements per timed graph replay (small blocks: several rounds)
+BACKBONE_LABEL = ("sum of measured block times (not a measured backbone): per stage the first block "
+                  "(downsample; stride 2 from s2 on) + (blocks - 1) x a non-first block, 3+4+23+3 = 33 blocks; "
+                  "stem, FPN and heads not included")
+
+
+def block_geometry(stage, first: bool, H: int, W: int):
+    """(cin, planes, stride, downsample, dcn, h_in, w_in) of a stage's first or non-first block."""
+    name, p, dcn, div, _ = stage
+    if not first:
+        return 4 * p, p, 1, False, dcn, H // div, W // div
+    if name == "s1":  # after the stem: 64 channels at /4, stride 1, a downsample to 256
+        return 64, p, 1, True, dcn, H // div, W // div
+    return 2 * p, p, 2, True, dcn, H // (div // 2), W // (div // 2)
+
+
+def smooth_input(n, cin, h, w, gen) -> torch.Tensor:
+    """fp16 channels-last noise + a smooth field shared by all channels (blob masks with
+    coherent mask convs), generated on the generator's device (the GPU)."""
+    x = torch.randn(n, cin, h, w, generator=gen, device=gen.device, dtype=torch.float16).mul_(0.5)
+    lo = torch.rand(n, 1, max(2, h // 16), max(2, w // 16), generator=gen, device=gen.device)
+    field = F.interpolate(lo, size=(h, w), mode="bilinear", align_corners=False).mul_(2).sub_(1)
+    return x.add_(field.half()).contiguous(memory_format=torch.channels_last)
+
+
+def dense_weights(cin, p, stride, ds, dcn, gen):
+    def r(*shape, scale):
+        return (torch.randn(*shape, generator=gen, device=gen.device) * scale).half()
+
+    cl = torch.channels_last
+    wt = {"w1": r(p, cin, 1, 1, scale=1 / math.sqrt(cin)).contiguous(memory_format=cl), "b1": r(p, scale=0.1),
+          "w2": r(p, p, 3, 3, scale=1 / math.sqrt(9 * p)).contiguous(memory_format=cl), "b2": r(p, scale=0.1),
+          "w3": r(4 * p, p, 1, 1, scale=0.5 / math.sqrt(p)).contiguous(memory_format=cl), "b3": r(4 * p, scale=0.1)}
+    if ds:
+        wt["wd"] = r(4 * p, cin, 1, 1, scale=0.5 / math.sqrt(cin)).contiguous(memory_format=cl)
+        wt["bd"] = r(4 * p, scale=0.1)
+    if dcn:  # DCN's offset conv reads conv2's input (conv1's output), as in mmdetection
+        wt["wo"] = r(18, p, 3, 3, scale=0.1 / math.sqrt(9 * p)).contiguous(memory_format=cl)
+        wt["bo"] = r(18, scale=0.1)
+    return wt
+
+
+def dense_block_fn(wt, stride, ds, deform=None):
+    """The dense bottleneck, BN folded: conv1x1+ReLU, 3x3 (stride; deform: torchvision's
+    deform_conv2d with its offset conv, else a regular 3x3: the "ideal DCN"), conv1x1, the
+    shortcut (downsample conv1x1), add, ReLU. fp16 channels-last: cuDNN for every conv."""
+    def f(x):
+        y = F.conv2d(x, wt["w1"], wt["b1"]).relu_()
+        if deform is not None:
+            off = F.conv2d(y, wt["wo"], wt["bo"], stride, 1)
+            y = deform(y, off, wt["w2"], wt["b2"], stride=stride, padding=1).relu_()
+        else:
+            y = F.conv2d(y, wt["w2"], wt["b2"], stride, 1).relu_()
+        z = F.conv2d(y, wt["w3"], wt["b3"])
+        short = F.conv2d(x, wt["wd"], wt["bd"], stride) if ds else x
+        return z.add_(short).relu_()
+    return f
+
+
+def torchvision_deform():
+    try:
+        import torchvision
+        from torchvision.ops import deform_conv2d
+        return deform_conv2d, f"torchvision {torchvision.__version__} ops.deform_conv2d"
+    except Exception as e:  # noqa: BLE001
+        return None, f"torchvision unavailable ({type(e).__name__}: {e})"
+
+
+def graph_ms(fn, launches: int, reps: int) -> tuple[float, float, float]:
+    """(median, p10, p90) ms per call of fn, from CUDA-event times of replays of one graph that
+    holds `launches` calls (fn makes them all)."""
+    graph = capture(fn)
+    times = sorted(t / launches for t in time_graphs([graph], reps))
+    del graph
+    return statistics.median(times), times[len(times) // 10], times[(9 * len(times)) // 10]
+
+
+def run_block_timing(K, reps: int, budget_s: float) -> None:
+    """Per stage of ResNet-101-DCN, resolution, batch and forced density: the fused block (fp16,
+    channels-last, one launch; portable and Hopper GEMMs) and the dense bottleneck in cuDNN,
+    CUDA graph replays, median of CUDA events, three input sets in rotation inside each graph.
+    Configurations past the time budget are skipped and listed."""
+    BK, mod = block_kernels(K), block_module()
+    res = block_results()
+    torch.backends.cudnn.benchmark = True
+    deform, deform_kind = torchvision_deform()
+    paths = block_paths(K, torch.float16)
+    res["config"] = {
+        "fused": "launchSSIBottleneck fp16 channels-last, forced density (per image top-k of its own logits), "
+                 "coherent mask convs over noise + a smooth field (blob masks)",
+        "dense": "cuDNN fp16 channels-last, BN folded: conv1x1+ReLU, 3x3+ReLU, conv1x1, shortcut, add, ReLU; "
+                 "cudnn.benchmark, CUDA graph",
+        "dense_dcn": deform_kind if deform is not None else "none: DCN stages use a regular 3x3 (the ideal DCN)",
+        "dense_ideal": "the same with a regular cuDNN 3x3 in place of DCN (the ideal DCN: no offsets, no gathers)",
+        "resolutions": [f"{h}x{w}" for h, w in BLOCK_RESOLUTIONS], "batches": BLOCK_BATCHES,
+        "densities": BLOCK_DENSITIES, "backbone_densities": BACKBONE_DENSITIES, "reps": reps,
+        "budget_s": budget_s, "paths": paths, "hopper": res.get("hopper"),
+        "timing": "median over replays of (CUDA-event time of one graph replay) / calls in the graph",
+    }
+    log(f"  dense DCN baseline: {res['config']['dense_dcn']}; GEMM paths: {', '.join(paths)}"
+        f"{'' if 'sm90' in paths else ' (Hopper: ' + res.get('hopper', {}).get('status', '?') + ')'}")
+    gen = torch.Generator(device=BK.device).manual_seed(1234)
+    t0 = time.time()
+    deadline = t0 + budget_s
+    for n in BLOCK_BATCHES:
+        for H, W in BLOCK_RESOLUTIONS:
+            for stage in R101_STAGES:
+                for first in (False, True):
+                    densities = BACKBONE_DENSITIES if first else BLOCK_DENSITIES
+                    base = dict(res=f"{H}x{W}", batch=n, stage=stage[0], block="first" if first else "non-first")
+                    if time.time() > deadline:
+                        res["skipped"] += [dict(base, density=d, path=pth, reason="time budget")
+                                           for pth in paths for d in densities]
+                        continue
+                    try:
+                        time_block_config(BK, mod, gen, stage, first, H, W, n, densities, paths, deform, reps,
+                                          deadline, base)
+                    except Exception as e:  # noqa: BLE001  (recorded; the other configurations still run)
+                        if "illegal" in str(e).lower():
+                            raise  # the context is gone
+                        traceback.print_exc()
+                        RESULTS["failures"].append(dict(base, kind="block timing", name="exception",
+                                                        error=f"{type(e).__name__}: {e}"))
+                        if BK.device.type == "cuda":
+                            torch.cuda.synchronize()
+                    torch.cuda.empty_cache()
+    res["seconds"] = time.time() - t0
+    late = [r for r in res["skipped"] if r["reason"] == "time budget"]
+    if late:
+        log(f"  {len(late)} configuration(s) skipped past the {budget_s:.0f} s budget "
+            f"(from {late[0]['res']} batch {late[0]['batch']} {late[0]['stage']} {late[0]['block']})")
+    if len(late) < len(res["skipped"]):
+        log(f"  {len(res['skipped']) - len(late)} configuration(s) skipped: their GEMM path failed earlier")
+    backbone_estimates()
+
+
+def time_block_config(BK, mod, gen, stage, first, H, W, n, densities, paths, deform, reps, deadline, base):
+    res = block_results()
+    cin, p, stride, ds, dcn, h, w = block_geometry(stage, first, H, W)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    cout = 4 * p
+    # calls per graph: three input sets, repeated so that one replay writes some 20M output elements
+    inner = max(1, min(16, math.ceil(GRAPH_TARGET_ELEMENTS / (n * ho * wo * cout * 3))))
+    launches = 3 * inner
+    xs = [smooth_input(n, cin, h, w, gen) for _ in range(3)]
+    geo = dict(base, cin=cin, planes=p, h=h, w=w, ho=ho, wo=wo, stride=stride, dcn=int(dcn), downsample=int(ds),
+               launches_per_graph=launches)
+    # dense baselines
+    wt = dense_weights(cin, p, stride, ds, dcn, gen)
+    def calls(fn):
+        def run():
+            for _ in range(inner):
+                for x in xs:
+                    fn(x)
+        return run
+
+    t_ideal = graph_ms(calls(dense_block_fn(wt, stride, ds)), launches, reps)
+    drow = dict(geo, dense_ideal_ms=t_ideal[0], dense_ideal_p10=t_ideal[1], dense_ideal_p90=t_ideal[2],
+                dense_kind="cuDNN 3x3" if not dcn else "ideal DCN (cuDNN 3x3): torchvision unavailable")
+    drow["dense_ms"] = t_ideal[0]
+    if dcn and deform is not None:
+        try:
+            t_dcn = graph_ms(calls(dense_block_fn(wt, stride, ds, deform)), launches, reps)
+            drow.update(dense_ms=t_dcn[0], dense_dcn_p10=t_dcn[1], dense_dcn_p90=t_dcn[2],
+                        dense_kind="torchvision deform_conv2d (+ offset conv), rest cuDNN")
+        except Exception as e:  # noqa: BLE001  (a baseline, not the kernels: fall back, say so)
+            drow["dense_kind"] = f"ideal DCN (cuDNN 3x3): torchvision deform_conv2d failed: {type(e).__name__}: {e}"
+            log(f"  {drow['dense_kind']}")
+            if BK.device.type == "cuda":
+                torch.cuda.synchronize()
+    res["dense"].append(drow)
+    del wt
+    # the fused block
+    inputs = scaled_block(cin, p, stride, dcn, ds, torch.float16, BK.device, gen, coherent_masks=True)
+    a0 = mod.attrs_for(stride, dcn, ds, C.MODE_THRESHOLD, 1.0, C.GRID_PRIOR_INTERVAL, 3)
+    L = BK.layout(xs[0].shape, p, cout, a0, torch.float16, True)
+    ws = torch.empty(L["total"], dtype=torch.uint8, device=BK.device)
+    outs = [(torch.empty(n, cout, ho, wo, dtype=torch.float16, device=BK.device, memory_format=torch.channels_last),
+             torch.empty(n, 1, h, w, dtype=torch.float16, device=BK.device),
+             torch.empty(n, 1, ho, wo, dtype=torch.float16, device=BK.device)) for _ in xs]
+    for path in paths:
+        for d in densities:
+            if time.time() > deadline:
+                res["skipped"].append(dict(base, density=d, path=path, reason="time budget"))
+                continue
+            a = mod.attrs_for(stride, dcn, ds, C.MODE_THRESHOLD, d, C.GRID_PRIOR_INTERVAL, 3)
+
+            def fused():
+                for _ in range(inner):
+                    for x, o in zip(xs, outs):
+                        BK.run(x, inputs, a, channels_last=True, poison=False, workspace=ws, outputs=o)
+
+            if path in BROKEN_PATHS:
+                res["skipped"].append(dict(base, density=d, path=path, reason=f"{path} failed earlier"))
+                continue
+            try:
+                with block_gemm(path):
+                    t = graph_ms(fused, launches, reps)
+            except Exception as e:  # noqa: BLE001  (recorded; this path is not timed again)
+                if "illegal" in str(e).lower():
+                    raise
+                traceback.print_exc()
+                BROKEN_PATHS.add(path)
+                RESULTS["failures"].append(dict(base, kind="block timing", name=f"fused {path} density {d}",
+                                                error=f"{type(e).__name__}: {e}"))
+                if BK.device.type == "cuda":
+                    torch.cuda.synchronize()
+                continue
+            views = BK.views(ws, L, xs[0].shape, p, cout, a, torch.float16)  # the last launch's counts
+            row = dict(geo, path=path, density=d, fused_ms=t[0], fused_p10=t[1], fused_p90=t[2],
+                       density_m1=int(views["count1"][0]) / (n * h * w),
+                       density_m2=int(views["count2"][0]) / (n * ho * wo),
+                       dense_ms=drow["dense_ms"], dense_ideal_ms=drow["dense_ideal_ms"], dense_kind=drow["dense_kind"])
+            row["ratio"] = row["dense_ms"] / row["fused_ms"]
+            row["ratio_ideal"] = row["dense_ideal_ms"] / row["fused_ms"]
+            res["timing"].append(row)
+            log(f"  {base['res']} n{n} {stage[0]} {base['block']:9} {path:8} density {d:.2f} "
+                f"(m2 {row['density_m2']:.3f}): "
+                f"fused {t[0]:.3f} ms, dense {row['dense_ms']:.3f} ms (x{row['ratio']:.2f}), "
+                f"ideal {row['dense_ideal_ms']:.3f} ms (x{row['ratio_ideal']:.2f})")
+
+
+def backbone_estimates() -> None:
+    res = block_results()
+    rows = {(r["res"], r["batch"], r["stage"], r["block"], r["path"], r["density"]): r for r in res["timing"]}
+    dense = {(r["res"], r["batch"], r["stage"], r["block"]): r for r in res["dense"]}
+    out = []
+    for n in BLOCK_BATCHES:
+        for H, W in BLOCK_RESOLUTIONS:
+            rs = f"{H}x{W}"
+            for path in res.get("config", {}).get("paths", ["portable"]):
+                for d in BACKBONE_DENSITIES:
+                    tot = {"fused_ms": 0.0, "dense_ms": 0.0, "dense_ideal_ms": 0.0}
+                    complete = True
+                    for name, _, _, _, blocks in R101_STAGES:
+                        for blk, count in (("first", 1), ("non-first", blocks - 1)):
+                            r = rows.get((rs, n, name, blk, path, d))
+                            dn = dense.get((rs, n, name, blk))
+                            if r is None or dn is None:
+                                complete = False
+                                continue
+                            tot["fused_ms"] += count * r["fused_ms"]
+                            tot["dense_ms"] += count * dn["dense_ms"]
+                            tot["dense_ideal_ms"] += count * dn["dense_ideal_ms"]
+                    if not complete:
+                        continue
+                    e = dict(res=rs, batch=n, path=path, density=d, label=BACKBONE_LABEL, **tot,
+                             ratio=tot["dense_ms"] / tot["fused_ms"],
+                             ratio_ideal=tot["dense_ideal_ms"] / tot["fused_ms"])
+                    out.append(e)
+    res["backbone"] = out
+
+
+def block_plot(path: Path) -> str | None:
+    """Latency against density per stage (non-first blocks), fused vs dense; one row per
+    resolution and batch. Returns the file written, or why not."""
+    res = block_results()
+    if not res["timing"]:
+        return None
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as e:  # noqa: BLE001
+        return f"no plot: matplotlib unavailable ({e})"
+    groups = [(f"{H}x{W}", n) for n in BLOCK_BATCHES for H, W in BLOCK_RESOLUTIONS]
+    fig, axes = plt.subplots(len(groups), len(R101_STAGES), figsize=(4 * len(R101_STAGES), 3.2 * len(groups)),
+                             squeeze=False)
+    for gi, (rs, n) in enumerate(groups):
+        for si, (name, p, dcn, _, _) in enumerate(R101_STAGES):
+            ax = axes[gi][si]
+            sel = [r for r in res["timing"] if r["res"] == rs and r["batch"] == n and r["stage"] == name
+                   and r["block"] == "non-first"]
+            for pth, style in (("portable", "o-"), ("sm90", "s-")):
+                pts = sorted((r["density"], r["fused_ms"]) for r in sel if r["path"] == pth)
+                if pts:
+                    ax.plot([q[0] for q in pts], [q[1] for q in pts], style, label=f"fused ({pth})")
+            dn = [r for r in res["dense"] if r["res"] == rs and r["batch"] == n and r["stage"] == name
+                  and r["block"] == "non-first"]
+            if dn:
+                ax.axhline(dn[0]["dense_ms"], color="k", label="dense (DCN)" if dcn else "dense")
+                if dcn:
+                    ax.axhline(dn[0]["dense_ideal_ms"], color="gray", ls="--", label="dense, ideal DCN")
+            ax.set_title(f"{rs} n={n} {name} (p={p}{', DCN' if dcn else ''})", fontsize=9)
+            ax.set_xlabel("density")
+            ax.set_ylabel("ms per block")
+            ax.set_xlim(0, 1.05)
+            ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6)
+    fig.suptitle("fused SSIBottleneck (fp16 NHWC, one launch) vs dense bottleneck (cuDNN fp16 NHWC), CUDA graphs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return str(path)
+
+
+def block_table() -> None:
+    res = block_results()
+    if not res["timing"]:
+        return
+    cfg = res.get("config", {})
+    log("")
+    log("fused SSIBottleneck (fp16 NHWC, one launch, CUDA graph) vs dense: ms per non-first block, x dense/fused")
+    log(f"  dense: s1 cuDNN; s2-s4 {cfg.get('dense_dcn', '?')}; ideal: a regular cuDNN 3x3 in place of DCN")
+    if "sm90" not in cfg.get("paths", []):
+        log(f"  Hopper path (SSI_BLOCK_GEMM=sm90): unavailable: {(res.get('hopper') or {}).get('status', '?')}")
+    log(f"{'res':9} {'n':>1} {'st':2} {'path':8} {'dense':>7} {'ideal':>7} |"
+        + "".join(f" {'d=' + format(d, '.2f'):>13}" for d in BLOCK_DENSITIES))
+    keys = []
+    for r in res["timing"]:
+        k = (r["res"], r["batch"], r["stage"], r["path"])
+        if r["block"] == "non-first" and k not in keys:
+            keys.append(k)
+    for k in keys:
+        sel = {r["density"]: r for r in res["timing"] if (r["res"], r["batch"], r["stage"], r["path"]) == k
+               and r["block"] == "non-first"}
+        any_r = next(iter(sel.values()))
+        cells = "".join(f" {sel[d]['fused_ms']:7.3f} x{sel[d]['ratio']:4.1f}" if d in sel else f" {'-':>13}"
+                        for d in BLOCK_DENSITIES)
+        log(f"{k[0]:9} {k[1]:1} {k[2]:2} {k[3]:8} {any_r['dense_ms']:7.3f} {any_r['dense_ideal_ms']:7.3f} |{cells}")
+    for b in res["backbone"]:
+        log(f"backbone {b['res']} n={b['batch']} d={b['density']:.2f} {b['path']:8}: fused {b['fused_ms']:.2f} ms, "
+            f"dense {b['dense_ms']:.2f} ms (x{b['ratio']:.2f}), ideal {b['dense_ideal_ms']:.2f} ms "
+            f"(x{b['ratio_ideal']:.2f})")
+    if res["backbone"]:
+        log(f"  (backbone = {BACKBONE_LABEL})")
+    if res["skipped"]:
+        log(f"  not timed: {len(res['skipped'])} configuration(s) (time budget, or a failed path), listed in the "
+            f"JSON (block.skipped)")
+
+
+# ------------------------------------------------------------------------------------------
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -661,6 +1371,9 @@ def main() -> int:
     ap.add_argument("--emulated", type=Path, default=None, metavar="LIB",
                     help="run the checks on the CPU through libssi_cuda_emu.so (the CUDA sources on host fibers)")
     ap.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
+    ap.add_argument("--block-reps", type=int, default=20, help="timed graph replays per fused-block configuration")
+    ap.add_argument("--block-budget", type=float, default=100.0,
+                    help="seconds for the fused-block timing; configurations past it are skipped and listed")
     args = ap.parse_args()
 
     global REF_DEVICE
@@ -688,26 +1401,47 @@ def main() -> int:
     log(f"device: {RESULTS['device']}, torch {torch.__version__}, seed {seed}")
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    KB = K  # the fused block's kernels: K's library; under --cpu-dry-run an emulation library given as --lib
+    if args.cpu_dry_run and args.lib.is_file():
+        try:
+            KB = CudaKernels(args.lib, emulated=True)
+            log(f"fused block checks on the host emulation {args.lib}")
+        except SystemExit as e:
+            log(f"--lib {args.lib} not used under --cpu-dry-run: {e}")
     sections = [("kernel checks", lambda: [fn(K, g, dt, args.small) for dt in (torch.float32, torch.float16)
                                           for fn in (check_sample_mask, check_sparse_conv, check_interp,
                                                      check_edge_shapes)]),
                 ("bottleneck", lambda: [check_bottleneck(K, g, dt, not (host or args.no_graphs))
-                                        for dt in (torch.float32, torch.float16)])]
+                                        for dt in (torch.float32, torch.float16)]),
+                ("fused block checks", lambda: [check_block(KB, g, dt, args.small)
+                                                for dt in (torch.float32, torch.float16)])]
     host = args.cpu_dry_run or args.emulated is not None
+    if not (host or args.no_graphs):
+        sections += [("fused block chain in a CUDA graph", lambda: [check_block_graph(K, g, dt)
+                                                                    for dt in (torch.float32, torch.float16)])]
     if not (args.checks_only or host):
-        sections += [("per-op breakdown", lambda: breakdown(K, g)),
+        sections += [("fused block timing", lambda: run_block_timing(K, args.block_reps, args.block_budget)),
+                     ("per-op breakdown", lambda: breakdown(K, g)),
                      ("timing", lambda: run_timing(K, g, args.reps, sets=3))]
     for name, fn in sections:
         log(f"== {name}")
+        ts = time.time()
         try:
             fn()
         except Exception as e:  # keep going: later sections still report
             traceback.print_exc()
             RESULTS["failures"].append({"kind": name, "name": "exception", "error": f"{type(e).__name__}: {e}"})
-            if name == "kernel checks" and "illegal" in str(e).lower():
+            if "illegal" in str(e).lower():
                 break  # the context is gone
+        RESULTS.setdefault("section_seconds", {})[name] = time.time() - ts
         RESULTS["seconds"] = time.time() - t0
         (args.out / "gpu_check.json").write_text(json.dumps(RESULTS, indent=1))  # after every section
+    if RESULTS.get("block", {}).get("timing"):
+        try:
+            RESULTS["block"]["plot"] = block_plot(args.out / "block_latency.png")
+        except Exception as e:  # noqa: BLE001  (a plot is no check)
+            RESULTS["block"]["plot"] = f"no plot: {type(e).__name__}: {e}"
+        (args.out / "gpu_check.json").write_text(json.dumps(RESULTS, indent=1))
 
     checks = RESULTS["checks"]
     log("")
@@ -720,6 +1454,9 @@ def main() -> int:
         for r in RESULTS["timing"]:
             log(f"{r['stage']:7} {r['density']:7.2f} {r['density_m2']:6.3f} {r['dense_ms']:9.3f} {r['ssi_ms']:8.3f} "
                 f"{r['speedup']:7.2f}")
+    block_table()
+    if RESULTS.get("block", {}).get("plot"):
+        log(f"plot: {RESULTS['block']['plot']}")
     return 1 if RESULTS["failures"] else 0
 
 

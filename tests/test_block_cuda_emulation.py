@@ -170,3 +170,17 @@ def test_emulated_block_rejects_bad_parameters(block_kernels):
     ints, floats = BK.params(x.shape, 4, 16, mod.attrs_for(1, False, False), False)
     arr = (ctypes.c_void_p * 18)()
     assert BK.lib.ssi_cuda_bottleneck(arr, 0, ints, floats, None, 0) != 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_emulated_gpu_check_block_cases(kernels, dtype):  # noqa: F811
+    # scripts/gpu_check.py's check_block (the GPU check's fused-block cases, small shapes) on the
+    # emulation: every case runs and passes (exact masks against the CPU twins here).
+    gc, K = kernels
+    gc.RESULTS["checks"].clear()
+    gc.RESULTS["failures"].clear()
+    gc.check_block(K, torch.Generator().manual_seed(17), dtype, True)
+    ran = [c for c in gc.RESULTS["checks"] if c["kind"] == "SSIBottleneck"]
+    assert len(ran) == len(gc.BLOCK_CASES), "a case did not run"
+    assert all(c["masks_equal"] and c["partitions_equal"] for c in ran)
+    assert not gc.RESULTS["failures"], gc.RESULTS["failures"]
