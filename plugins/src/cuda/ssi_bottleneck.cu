@@ -31,6 +31,7 @@
 #endif
 
 #include "common.cuh"
+#include "interp_tile.cuh"
 
 #if defined(SSI_HAVE_SM90_GEMM) && !defined(SSI_CUDA_EMULATION)
 #include <cstdlib>
@@ -503,13 +504,12 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
 // Interpolation of rows into a dense map (gaussian_interp.cu's tiling and order): f at a
 // sampled position q is rows[index[q], c]. The output and the residual are addressed as
 // base + n * sN + q * sQ + c * sC (NHWC rows or NCHW planes).
-constexpr int kTile = 32;
-constexpr int kR = math::kInterpRadius;
-constexpr int kWin = contract::kInterpWindow;
-constexpr int kHalo = kTile + 2 * kR;
-constexpr int kRowsPerThread = kTile * kTile / kThreads;  // 4
-constexpr int kSeg = 8;
-constexpr int kRowTasks = kHalo * (kTile / kSeg);
+static_assert(kThreads == cuda::interp::kThreads, "the interpolation tiles assume 256 threads");
+using cuda::interp::kHalo;  // the tile passes shared with gaussian_interp.cu (interp_tile.cuh)
+using cuda::interp::kR;
+using cuda::interp::kTile;
+using cuda::interp::kWin;
+constexpr int kRowsPerThread = cuda::interp::kRows;
 
 struct InterpArgs {
     int32_t n, c, h, w;
@@ -520,25 +520,8 @@ struct InterpArgs {
     int32_t slice, slices;
 };
 
-__device__ __forceinline__ void rowPass(float const (*src)[kHalo + 1], float (*dst)[kTile + 1], float const* g,
-                                        int tid) {
-    if (tid >= kRowTasks) return;
-    int const r = tid / (kTile / kSeg), x0 = (tid % (kTile / kSeg)) * kSeg;
-    float v[kSeg + kWin - 1];
-#pragma unroll
-    for (int i = 0; i < kSeg + kWin - 1; ++i) v[i] = src[r][x0 + i];
-#pragma unroll
-    for (int j = 0; j < kSeg; ++j) dst[r][x0 + j] = math::windowSum(g, v + j, 1);
-}
-
-__device__ __forceinline__ void columnPass(float const (*src)[kTile + 1], int x, int y0, float const* g,
-                                           float* out) {
-    float v[kRowsPerThread + kWin - 1];
-#pragma unroll
-    for (int i = 0; i < kRowsPerThread + kWin - 1; ++i) v[i] = src[y0 + i][x];
-#pragma unroll
-    for (int r = 0; r < kRowsPerThread; ++r) out[r] = math::windowSum(g, v + r, 1);
-}
+using cuda::interp::columnPass;
+using cuda::interp::rowPass;
 
 template <typename T, typename RowT, typename ResT>
 __global__ void __launch_bounds__(kThreads, 3)
