@@ -38,7 +38,7 @@ RUN cmake -S plugins -B build/plugins -DCMAKE_BUILD_TYPE=Release \
         ${CUDA_ARCHS:+-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS}} \
  && cmake --build build/plugins -j"$(nproc)" \
  && cmake --install build/plugins \
- && test -f ssi_deploy/lib/libssi_trt_plugins.so \
+ && test -f ssi_deploy/lib/libssi_trt_plugins.so -a -f ssi_deploy/lib/libssi_trt_autoregister.so \
  && rm -rf build
 
 # The TensorRT Python bindings of the image (installed already in NGC images; the wheel in

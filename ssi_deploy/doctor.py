@@ -211,7 +211,20 @@ def workflows(checks: dict[str, Check], found) -> list[Workflow]:
     return [_export_flow(torch_v, onnx_v), _validate_flow(checks, torch_v, onnx_v),
             _profile_flow(torch_v), _native_flow(probe_compiler()),
             _trt_build_flow(checks, found), _engine_run_flow(checks, found),
-            _docker_flow(probe_docker())]
+            _docker_flow(probe_docker()), _serve_flow()]
+
+
+def _serve_flow() -> Workflow:
+    """`ssi-deploy serve`: the Triton server of the serve extra (docs/serving.md)."""
+    from .serving.server import find_triton
+
+    try:
+        t = find_triton()
+    except SSIError as e:
+        return Workflow("Triton serving (CPU)", False, str(e))
+    return Workflow("Triton serving (CPU)", True,
+                    f"nvidia-pytriton {t.version}: tritonserver with the python backend "
+                    "(ssi-deploy serve; engines: NVIDIA's tritonserver container)")
 
 
 def _missing(**mods) -> list[str]:

@@ -29,6 +29,8 @@ COMMANDS = {
     "doctor": "ssi_deploy.cli.doctor_cmd:doctor",
     "detect": "ssi_deploy.cli.detect_cmd:detect",
     "eval": "ssi_deploy.cli.eval_cmd:eval_",
+    "triton-repo": "ssi_deploy.cli.triton_repo_cmd:triton_repo",
+    "serve": "ssi_deploy.cli.serve_cmd:serve",
 }
 
 
