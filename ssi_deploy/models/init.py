@@ -89,7 +89,13 @@ def _calibrate(model, image, targets) -> None:
         def hook(conv, args, out):
             flat = out.flatten()
             k = max(1, int(round(target * flat.numel())))
-            conv.bias.sub_(torch.topk(flat, k).values[-1])
+            # the threshold halfway between the k-th and (k+1)-th largest logits, not at the
+            # k-th itself: a decision exactly at 0 flips with the last bit of its logit (thread
+            # count, BLAS kernel), and the BatchNorm statistics after it move with it, so the
+            # "same seed" would not give the same weights on another machine or thread count
+            top = torch.topk(flat, min(k + 1, flat.numel())).values
+            cut = 0.5 * (top[k - 1] + top[k]) if k < flat.numel() else top[-1] - 1.0
+            conv.bias.sub_(cut)
             return conv._conv_forward(args[0], conv.weight, conv.bias)
         return hook
 
