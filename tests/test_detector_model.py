@@ -75,16 +75,22 @@ def image():
     return _smooth_image(torch.Generator().manual_seed(3), IMAGE_SHAPE)
 
 
-# name -> (image_info, fc_cls weight scale): 100 detections per image; fewer, different per
+# name -> (image_info, fc_cls weight scales): 100 detections per image; fewer, different per
 # image (class scores near the 0.05 cut); tiny resized images far inside the padded input
 # (proposals clamped onto the border: degenerate boxes, IoU ties) and a scale factor > 1
 SCENARIOS = {
-    "saturated": (INFO, 1.0),
-    # 0.4: 54-66 detections per image on the machines tried (max score ~0.075 against the
-    # 0.05 cut); at 0.3 the best score sits on the cut and one machine's rounding gives none
-    "sparse": (INFO, 0.4),
-    "clamped": (torch.tensor([[40.0, 50.0, 0.4], [1.0, 1.0, 2.5]]), 1.0),
+    "saturated": (INFO, (1.0,)),
+    # the count rises steeply with the scale (seed 0: 0/24, 12/67, 39/100 per image at 0.3,
+    # 0.35, 0.4) and float rounding of the random model moves it: the first scale whose deploy
+    # detections take the padding path (0 < count < 100, different per image) is used
+    "sparse": (INFO, (0.35, 0.4, 0.3, 0.45, 0.25)),
+    "clamped": (torch.tensor([[40.0, 50.0, 0.4], [1.0, 1.0, 2.5]]), (1.0,)),
 }
+
+
+def _pads(dets) -> bool:
+    count = dets[3]
+    return bool((count > 0).all() and (count < 100).all() and count[0] != count[1])
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +100,14 @@ def both_paths(detector, image):
     w = detector.bbox_head.fc_cls.weight
     saved = w.detach().clone()
     try:
-        for scenario, (info, cls_scale) in SCENARIOS.items():
+        for scenario, (info, cls_scales) in SCENARIOS.items():
             with torch.no_grad():
-                w.copy_(saved * cls_scale)
+                for scale in cls_scales:
+                    w.copy_(saved * scale)
+                    deploy = detector.set_postprocess("deploy")(image, info)
+                    if scenario != "sparse" or _pads(deploy):
+                        break
                 official = detector.set_postprocess("official")(image, info)
-                deploy = detector.set_postprocess("deploy")(image, info)
             out[scenario] = (official, deploy)
     finally:
         with torch.no_grad():
