@@ -231,3 +231,26 @@ def test_workspace_serves_inference_mode_and_no_grad_alike():
     with torch.inference_mode():
         c = block(x)[0]
     assert torch.equal(a, b) and torch.equal(b, c)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 67, 255, 256, 1000])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_row_gemm_both_paths_within_rounding(rows, with_bias):
+    """``row_gemm``: sgemm below ONEDNN_MIN_ROWS rows, a oneDNN 1x1 convolution over the rows
+    viewed as a channels-last map from there on; both give x w^T + b within gamma(K + 1) times
+    the same sum on magnitudes (any order, blocked or FMA), against float64."""
+    from ssi_deploy.ops.bottleneck import ONEDNN_MIN_ROWS, row_gemm
+
+    g = torch.Generator().manual_seed(rows)
+    k, n = 576, 64
+    x = torch.randn(rows, k, generator=g)
+    w = torch.randn(n, k, generator=g)
+    b = torch.randn(n, generator=g) if with_bias else None
+    out = torch.empty(rows, n)
+    y = row_gemm(x, w, b, out=out)
+    assert y.shape == (rows, n) and y.dtype == torch.float32 and y.stride() == (n, 1)
+    if rows < ONEDNN_MIN_ROWS:
+        assert y.data_ptr() == out.data_ptr() or rows == 0  # sgemm wrote into out
+    ref = x.double() @ w.double().t() + (b.double() if b is not None else 0.0)
+    mag = x.double().abs() @ w.double().abs().t() + (b.double().abs() if b is not None else 0.0)
+    assert bool(((y.double() - ref).abs() <= gamma(k + 1) * mag).all())

@@ -19,6 +19,7 @@ from ssi_deploy.export import export_onnx
 from ssi_deploy.manifest import Manifest, read_manifest
 from ssi_deploy.serving import config_pbtxt as cp
 from ssi_deploy.serving import python_model
+from trt_fakes import fake_env, no_real_trt  # noqa: F401 (fixtures)
 from ssi_deploy.serving.repository import (COMPANION_NAME, REPO_META, RepoOptions, engine_config,
                                            write_repository)
 
@@ -443,3 +444,28 @@ def test_python_model_batches_requests_of_equal_shapes():
     rec = Recorder()
     res = python_model.run_grouped(rec, ["image"], ["y", "z"], feeds[:2], batched=False)
     assert rec.calls == [(1, 3, 8, 8), (2, 3, 8, 8)]
+
+
+
+def test_engine_built_by_ssi_deploy_build_becomes_a_repository(tiny_onnx, fake_env, capsys):
+    """The chain as a user runs it: `ssi-deploy build` (TensorRT faked, tests/trt_fakes.py;
+    a dense engine: the fakes know one hand-made SSI graph only) writes the engine and its
+    sidecar, `triton-repo --engine` reads them: names, dims, the profile's largest batch as
+    max_batch_size, the plan copied, no plugins for a dense engine."""
+    plan = fake_env.tmp / "tiny.plan"
+    rc, out, err = run_cli(capsys, "build", tiny_onnx, "--engine", plan, "--dense", "--shapes",
+                           "image:1x3x64x64,2x3x64x64,4x3x96x96")
+    assert rc == 0, err
+    repo = fake_env.tmp / "repo"
+    rc, out, err = run_cli(capsys, "triton-repo", "--engine", plan, "--output", repo, "--json")
+    assert rc == 0, err
+    report = json.loads(out)
+    cfg = parse(repo / "models" / "tiny" / "config.pbtxt")
+    manifest = read_manifest(tiny_onnx)
+    assert cfg.platform == "tensorrt_plan" and cfg.max_batch_size == 4
+    assert [i.name for i in cfg.input] == ["image"] and list(cfg.input[0].dims) == [3, -1, -1]
+    assert [o.name for o in cfg.output] == [o.name for o in manifest.outputs]
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 100
+    assert (repo / "models" / "tiny" / "1" / "model.plan").read_bytes() == plan.read_bytes()
+    assert not (repo / "plugins").exists()
+    assert not any("plugins=" in a for a in report["launch"])
