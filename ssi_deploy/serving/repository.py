@@ -189,6 +189,17 @@ def _check_output(out: Path, force: bool) -> None:
 # --------------------------------------------------------------------------------------------
 # Engines
 
+def _fixed_batch(manifest, max_batch_size: int | None, what: str) -> int:
+    """max_batch_size of an export without a dynamic batch: 0 (full dims), the only value
+    Triton accepts for it."""
+    mbs = 0 if max_batch_size is None else int(max_batch_size)
+    if mbs > 0:
+        raise SSIError(f"--max-batch-size {mbs}: {what} has a fixed batch of "
+                       f"{manifest.input.shape[0]} (exported without a dynamic batch); use "
+                       "--max-batch-size 0 or re-export with `--dynamic batch`")
+    return mbs
+
+
 def engine_config(sidecar: dict, manifest, name: str, max_batch_size: int | None,
                   instances: int, cuda_graphs: bool = False,
                   max_queue_delay_us: int = 100, source: str = "engine") -> cp.ModelConfig:
@@ -221,11 +232,7 @@ def engine_config(sidecar: dict, manifest, name: str, max_batch_size: int | None
                            "single request is batch 1: rebuild it with a min batch of 1 "
                            "(`ssi-deploy build --shapes`), or pass --max-batch-size 0")
     else:
-        mbs = 0 if max_batch_size is None else int(max_batch_size)
-        if mbs > 0:
-            raise SSIError(f"--max-batch-size {mbs}: the engine has a fixed batch of "
-                           f"{manifest.input.shape[0]} (exported without a dynamic batch); use "
-                           "--max-batch-size 0 or re-export with `--dynamic batch`")
+        mbs = _fixed_batch(manifest, max_batch_size, "the engine")
     cut = mbs > 0
     graphs = []
     if cuda_graphs:
@@ -368,11 +375,7 @@ def onnx_config(manifest, name: str, max_batch_size: int | None, instances: int,
     if batched:
         mbs = CPU_DEFAULT_MAX_BATCH if max_batch_size is None else int(max_batch_size)
     else:
-        mbs = 0 if max_batch_size is None else int(max_batch_size)
-        if mbs > 0:
-            raise SSIError(f"--max-batch-size {mbs}: {source} has a fixed batch of "
-                           f"{manifest.input.shape[0]}; use --max-batch-size 0 or re-export with "
-                           "`--dynamic batch`")
+        mbs = _fixed_batch(manifest, max_batch_size, source)
     params = {"runtime": runtime, "runtime_reason": reason, "threads": str(threads),
               "model_file": "model.onnx", "ssi_arch": manifest.arch}
     if checkpoint_file:

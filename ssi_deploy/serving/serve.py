@@ -100,7 +100,8 @@ def serve_repository(repo, http_port: int = 8000, grpc_port: int = 8001,
                           "left"))
         return 0 if not left else 1
     finally:
-        _shutdown(server)
+        if server.workdir is not None:  # not stopped above (an error): stop it now
+            _shutdown(server)
         signal.signal(signal.SIGTERM, previous[signal.SIGTERM])
 
 
