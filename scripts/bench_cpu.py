@@ -31,6 +31,7 @@ from ssi_deploy.cost_model import backbone_gmacs  # noqa: E402
 from ssi_deploy.errors import SSIError  # noqa: E402
 from ssi_deploy.models import create_model, dense_twin  # noqa: E402
 from ssi_deploy.outputs import atomic_output, check_output_path, write_text_atomic  # noqa: E402
+from ssi_deploy.profiling.allocator import keep_freed_memory  # noqa: E402
 
 
 def timed_pair(run_a, run_b, repeats: int, warmup: int = 1):
@@ -139,10 +140,11 @@ def main() -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
+    allocator = keep_freed_memory()  # both sides alike; see profiling/allocator.py
     densities = [float(d) for d in args.densities.split(",")]
     kernels = native_state()
     print(f"torch {torch.__version__}, {args.threads} threads, SSI kernels: {kernels}, "
-          f"SSI_NATIVE_BLOCK={os.environ.get('SSI_NATIVE_BLOCK', 'unset')}", flush=True)
+          f"SSI_NATIVE_BLOCK={os.environ.get('SSI_NATIVE_BLOCK', 'unset')}, {allocator}", flush=True)
     rows = []
     with torch.no_grad():
         for arch in args.archs.split(","):
@@ -150,7 +152,8 @@ def main() -> int:
     print_table(rows)
     if args.json:
         write_text_atomic(args.json, json.dumps({"threads": args.threads, "torch": torch.__version__,
-                                                 "kernels": kernels, "rows": rows}, indent=2),
+                                                 "kernels": kernels, "allocator": allocator,
+                                                 "rows": rows}, indent=2),
                           "--json")
         print(f"wrote {args.json}")
     if args.plot:

@@ -44,6 +44,7 @@ def torch_path(monkeypatch):
     def run(fn, *args, **kw):
         with monkeypatch.context() as m:
             m.setattr(K, "native_kernels", lambda: None)
+            m.setattr(K, "onednn_linear", lambda: None)
             return fn(*args, **kw)
     return run
 
@@ -179,8 +180,9 @@ def test_interp_rows_is_independent_of_threads_and_isa(native, monkeypatch):
             assert torch.equal(native.interp_rows(rows, comp.index, m, 3.0, b, res, False), want)
     finally:
         torch.set_num_threads(n_threads)
-    monkeypatch.setenv("SSI_CPU_BLOCK_ISA", "generic")  # the baseline build of the kernels
-    assert torch.equal(native.interp_rows(rows, comp.index, m, 3.0, b, res, False), want)
+    for isa in ("avx2", "generic"):  # narrower builds of the kernels (where the CPU has wider)
+        monkeypatch.setenv("SSI_CPU_BLOCK_ISA", isa)
+        assert torch.equal(native.interp_rows(rows, comp.index, m, 3.0, b, res, False), want)
 
 
 def test_interp_rows_rejects_bad_index(native):
@@ -307,8 +309,9 @@ def test_patches3x3_is_independent_of_threads_and_isa(native, monkeypatch):
         assert torch.equal(native.patches3x3(src, shape, pos, out_hw, 1, off), want)
     finally:
         torch.set_num_threads(n_threads)
-    monkeypatch.setenv("SSI_CPU_BLOCK_ISA", "generic")
-    assert torch.equal(native.patches3x3(src, shape, pos, out_hw, 1, off), want)
+    for isa in ("avx2", "generic"):
+        monkeypatch.setenv("SSI_CPU_BLOCK_ISA", isa)
+        assert torch.equal(native.patches3x3(src, shape, pos, out_hw, 1, off), want)
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,12 +365,14 @@ def test_compact_is_the_stable_partition(native, torch_path, shape, kind):
     assert bool((got.sampled.diff() > 0).all()) and bool((got.perm[got.count:].diff() > 0).all())
 
 
-@pytest.mark.parametrize("shape", [(1, 7, 9), (3, 13, 11), (1, 1, 1), (2, 2, 17)])
+# (1, 48, 45): 2160 rows, at least MASK_TAPS_ONEDNN_MIN_ROWS (the taps on oneDNN's matmul)
+@pytest.mark.parametrize("shape", [(1, 7, 9), (3, 13, 11), (1, 1, 1), (2, 2, 17), (1, 48, 45)])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_mask_taps_and_sum_taps_are_the_3x3_conv(native, torch_path, shape, stride):
-    """The native few-column GEMM and tap sums against the PyTorch path and F.conv2d: the tap
-    sums add the same float32 values in the same order (bit-identical); the GEMM's dot
-    products differ by summation order only (bound gamma(Cin) sum |w x|)."""
+    """The native few-column GEMM (oneDNN's matmul from MASK_TAPS_ONEDNN_MIN_ROWS rows) and
+    tap sums against the PyTorch path and F.conv2d: the tap sums add the same float32 values
+    in the same order (bit-identical); the GEMMs' dot products differ by summation order only
+    (bound gamma(Cin) sum |w x|)."""
     import torch.nn.functional as F
 
     from fp_bounds import gamma

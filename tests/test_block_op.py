@@ -235,22 +235,45 @@ def test_workspace_serves_inference_mode_and_no_grad_alike():
 
 @pytest.mark.parametrize("rows", [0, 1, 67, 255, 256, 1000])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_row_gemm_both_paths_within_rounding(rows, with_bias):
-    """``row_gemm``: sgemm below ONEDNN_MIN_ROWS rows, a oneDNN 1x1 convolution over the rows
-    viewed as a channels-last map from there on; both give x w^T + b within gamma(K + 1) times
-    the same sum on magnitudes (any order, blocked or FMA), against float64."""
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("path", ["onednn-matmul", "fallback"])
+def test_row_gemm_every_path_within_rounding(rows, with_bias, relu, path, monkeypatch):
+    """``row_gemm``: oneDNN's fused matmul where PyTorch has it; without it (``fallback``)
+    sgemm below ONEDNN_MIN_ROWS rows and a oneDNN 1x1 convolution over the rows viewed as a
+    channels-last map from there on. Each gives act(x w^T + b) within gamma(K + 1) times the
+    same sum on magnitudes (any order, blocked or FMA), against float64."""
+    from ssi_deploy.ops import bottleneck
     from ssi_deploy.ops.bottleneck import ONEDNN_MIN_ROWS, row_gemm
 
+    if path == "fallback":
+        monkeypatch.setattr(bottleneck, "_LINEAR", None)
+    elif bottleneck._LINEAR is None:
+        pytest.skip("this PyTorch build has no torch.ops.mkldnn._linear_pointwise")
     g = torch.Generator().manual_seed(rows)
     k, n = 576, 64
     x = torch.randn(rows, k, generator=g)
     w = torch.randn(n, k, generator=g)
     b = torch.randn(n, generator=g) if with_bias else None
     out = torch.empty(rows, n)
-    y = row_gemm(x, w, b, out=out)
+    y = row_gemm(x, w, b, out=out, relu=relu)
     assert y.shape == (rows, n) and y.dtype == torch.float32 and y.stride() == (n, 1)
-    if rows < ONEDNN_MIN_ROWS:
+    if path == "fallback" and rows < ONEDNN_MIN_ROWS:
         assert y.data_ptr() == out.data_ptr() or rows == 0  # sgemm wrote into out
     ref = x.double() @ w.double().t() + (b.double() if b is not None else 0.0)
     mag = x.double().abs() @ w.double().abs().t() + (b.double().abs() if b is not None else 0.0)
-    assert bool(((y.double() - ref).abs() <= gamma(k + 1) * mag).all())
+    bound = gamma(k + 1) * mag
+    if relu:  # relu is 1-Lipschitz: the bound holds after it, and negatives are exactly 0
+        ref = ref.clamp_min(0.0)
+        assert bool((y >= 0).all())
+    assert bool(((y.double() - ref).abs() <= bound).all())
+
+
+def test_row_gemm_keeps_autograd():
+    """A row GEMM whose input needs a gradient takes the differentiable (sgemm) path: oneDNN's
+    matmul op has no backward."""
+    from ssi_deploy.ops.bottleneck import row_gemm
+
+    x = torch.randn(300, 8, requires_grad=True)
+    w = torch.randn(4, 8)
+    row_gemm(x, w, torch.zeros(4), relu=True).sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from . import contract as C
-from .block_kernels import (compact, interp_rows, mask_taps, native_kernels, patches3x3,
-                            sum_taps, tap_matrix)
+from .block_kernels import (compact, interp_rows, mask_taps, native_kernels, onednn_linear,
+                            patches3x3, sum_taps, tap_matrix)
 
 
 @dataclass
@@ -144,26 +144,36 @@ class _Workspace(threading.local):
 _WS = _Workspace()
 
 
-# Row GEMMs of at least this many rows run as a 1x1 convolution (oneDNN) on the CPU: measured
-# here (AMD EPYC, 2 threads) about 2x the rate of MKL's sgemm for the block's shapes, as fast
-# as the dense network's own convolutions; below it (stage 4 at low density) sgemm is faster.
+# Row GEMMs of at least this many rows run as a 1x1 convolution (oneDNN) on the CPU when
+# oneDNN's matmul op is missing: about 2x MKL sgemm's rate here (AMD EPYC, 2 threads), as
+# fast as the dense network's own convolutions; below it sgemm is faster than the convolution.
 ONEDNN_MIN_ROWS = 256
 
 
+_LINEAR = onednn_linear()
+
+
 def row_gemm(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None,
-             out: torch.Tensor | None = None) -> torch.Tensor:
-    """Rows ``x`` [M, K] times ``w`` [N, K] (a 1x1 conv weight's layout) plus ``bias``:
-    [M, N] float32. On the CPU, with enough rows, a 1x1 convolution over the rows viewed as
-    a channels-last [1, K, M, 1] map (no copy either way); otherwise (a)ddmm into ``out``."""
+             out: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
+    """Rows ``x`` [M, K] times ``w`` [N, K] (a 1x1 conv weight's layout) plus ``bias``, then
+    the ReLU if ``relu``: [M, N] float32. On the CPU (float32, no autograd) oneDNN's matmul
+    with the ReLU fused; without it, from ONEDNN_MIN_ROWS rows a 1x1 convolution over the rows
+    viewed as a channels-last [1, K, M, 1] map (no copy either way); otherwise (a)ddmm into
+    ``out`` (then the ReLU in place)."""
     m, k = x.shape
     n = w.shape[0]
-    if (x.device.type == "cpu" and m >= ONEDNN_MIN_ROWS and x.is_contiguous()
-            and torch.backends.mkldnn.is_available()):
+    cpu_f32 = (x.device.type == "cpu" and x.dtype == torch.float32 and w.dtype == torch.float32
+               and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)))
+    if cpu_f32 and _LINEAR is not None:
+        return _LINEAR(x, w, bias, "relu" if relu else "none", [], "")
+    if cpu_f32 and m >= ONEDNN_MIN_ROWS and x.is_contiguous() and torch.backends.mkldnn.is_available():
         y = F.conv2d(x.view(1, m, 1, k).permute(0, 3, 1, 2), w.view(n, k, 1, 1), bias)
-        return y.permute(0, 2, 3, 1).reshape(m, n)
-    if bias is None:
-        return torch.mm(x, w.t(), out=out) if out is not None else torch.mm(x, w.t())
-    return torch.addmm(bias, x, w.t(), out=out) if out is not None else torch.addmm(bias, x, w.t())
+        y = y.permute(0, 2, 3, 1).reshape(m, n)
+    elif bias is None:
+        y = torch.mm(x, w.t(), out=out) if out is not None else torch.mm(x, w.t())
+    else:
+        y = torch.addmm(bias, x, w.t(), out=out) if out is not None else torch.addmm(bias, x, w.t())
+    return y.relu_() if relu else y
 
 
 def output_size(size: int, stride: int) -> int:
@@ -204,7 +214,7 @@ def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
 
     # 2. conv1 at m1, interpolation to dense rows
     xg = torch.index_select(x_rows, 0, c1.sampled, out=ws("x1", c1.count, cin))
-    rows1 = row_gemm(xg, wts.w1, wts.b1, out=ws("rows1", c1.count, p)).relu_()
+    rows1 = row_gemm(xg, wts.w1, wts.b1, out=ws("rows1", c1.count, p), relu=True)
     y1 = interp_rows(rows1, c1, m1, a.sigma1, out=ws("y1", x_rows.shape[0], p))
 
     # 3. conv2 (and the DCN offsets) at m2
@@ -215,7 +225,7 @@ def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
         offsets = row_gemm(xp, wts.w_off, wts.b_off, out=ws("off", c2.count, 18))
     patches = patches3x3(y1, (n_, h, w), pos2, (ho, wo), s, offsets,
                          out=ws("patches", c2.count, 9 * p))
-    rows2 = row_gemm(patches, wts.w2, wts.b2, out=ws("rows2", c2.count, p)).relu_()
+    rows2 = row_gemm(patches, wts.w2, wts.b2, out=ws("rows2", c2.count, p), relu=True)
     # 4. conv3: a plain GEMM on rows (BN3's bias comes after the interpolation)
     rows3 = row_gemm(rows2, wts.w3, None, out=ws("rows3", c2.count, p4))
 

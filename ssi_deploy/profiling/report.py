@@ -62,7 +62,8 @@ def _machine(state: dict, threads) -> dict:
     return {"cpu_count": before.get("cpu_count"), "threads": threads,
             "load_avg_before": before.get("load_avg"), "load_avg_after": after.get("load_avg"),
             "other_running_before": before.get("other_running"),
-            "other_running_after": after.get("other_running")}
+            "other_running_after": after.get("other_running"),
+            "allocator": state.get("allocator")}
 
 
 def _cvs(r: dict) -> list[tuple[str, float]]:

@@ -16,6 +16,7 @@ from ..input_shape import format_shape
 from .densities import from_outputs
 from .engines import check_same_precision, layer_profile
 from .plan import ProfilePlan
+from .allocator import keep_freed_memory
 from .stats import Progress, latency_stats, machine_state
 
 
@@ -58,7 +59,8 @@ def run_profile(plan: ProfilePlan) -> Measurements:
         density_from = check_mask_outputs(plan, backend, notes)
         if density_from == "reference" and ref is None:
             ref = reference_model(plan)
-        machine = {"before": machine_state()}
+        # glibc keeps freed memory from here on: both sides are timed under the same allocator
+        machine = {"before": machine_state(), "allocator": keep_freed_memory()}
         stats = time_backend(plan, backend, feeds, plan.arch)
         density = measure_densities(plan, backend, feeds, ref, density_from)
         m = Measurements(Side(plan.arch, stats, info, backend.describe()), density,

@@ -19,11 +19,13 @@
 // flagged and skipped in the column pass likewise. Each sum keeps its terms in a register
 // (a kernel per term count K <= 7) and feeds the combination directly.
 //
-// The kernels are compiled twice in this file (it includes itself): for the baseline ISA and,
-// with GCC on x86, for AVX2 (#pragma GCC target, chosen at run time when the CPU has it;
-// SSI_CPU_BLOCK_ISA=generic forces the baseline). Both give the same bits: the same IEEE
-// operations per element, only more elements per instruction. Everything the AVX2 pass
-// defines has internal linkage, so no AVX2 code can stand in for a shared inline function.
+// The kernels are compiled three times in this file (it includes itself): for the baseline ISA
+// and, with GCC on x86, for AVX2 and for AVX-512 (F, VL, BW, DQ) (#pragma GCC target; the
+// widest the CPU has is chosen at run time, SSI_CPU_BLOCK_ISA=generic|avx2 caps it). All give
+// the same bits: the same IEEE operations per element, only more elements per instruction
+// (-ffp-contract=off holds for every pass, so AVX-512's FMAs are never used for a * b + c).
+// Everything a pass defines has internal linkage, so no wider code can stand in for a shared
+// inline function.
 #if !defined(SSI_BLOCK_PASS)
 #include <algorithm>
 #include <array>
@@ -101,6 +103,12 @@ struct PatchArgs {
 #include "block.cpp"
 #undef SSI_BLOCK_NS
 #pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,avx512f,avx512vl,avx512bw,avx512dq")
+#define SSI_BLOCK_NS avx512
+#include "block.cpp"
+#undef SSI_BLOCK_NS
+#pragma GCC pop_options
 #endif
 
 namespace {
@@ -113,19 +121,34 @@ int threadCount(int32_t threads) {
 #endif
 }
 
-bool useAvx2() {
+// 0 baseline, 1 AVX2, 2 AVX-512: the widest build the CPU runs, capped by SSI_CPU_BLOCK_ISA.
+int blockIsa() {
 #if SSI_BLOCK_AVX2
-    static bool const supported = [] {
+    static int const supported = [] {
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") != 0;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+            return 2;
+        return __builtin_cpu_supports("avx2") ? 1 : 0;
     }();
     char const* isa = std::getenv("SSI_CPU_BLOCK_ISA");
-    return supported && !(isa && std::strcmp(isa, "generic") == 0);
+    int cap = 2;
+    if (isa && std::strcmp(isa, "generic") == 0) cap = 0;
+    if (isa && std::strcmp(isa, "avx2") == 0) cap = 1;
+    return std::min(supported, cap);
 #else
-    return false;
+    return 0;
 #endif
 }
 }  // namespace
+
+// The call on the build blockIsa() picks.
+#if SSI_BLOCK_AVX2
+#define SSI_BLOCK_CALL(call) \
+    (blockIsa() == 2 ? avx512::call : blockIsa() == 1 ? avx2::call : generic::call)
+#else
+#define SSI_BLOCK_CALL(call) generic::call
+#endif
 
 extern "C" int32_t ssi_cpu_block_interp_rows(float const* rows, int32_t const* index, float const* mask, int32_t n,
                                              int32_t h, int32_t w, int32_t c, float sigma, float const* bias,
@@ -169,13 +192,8 @@ extern "C" int32_t ssi_cpu_block_interp_rows(float const* rows, int32_t const* i
 
     std::vector<uint8_t> rowNeedR(static_cast<size_t>(n) * h), rowHasSample(static_cast<size_t>(n) * h);
     bool const par = nt > 1 && positions * static_cast<size_t>(c) >= 16384;
-    int32_t const bad = useAvx2()
-#if SSI_BLOCK_AVX2
-        ? avx2::interpRun(A, P, rowNeedR.data(), rowHasSample.data(), positions, nt, par)
-#else
-        ? 0
-#endif
-        : generic::interpRun(A, P, rowNeedR.data(), rowHasSample.data(), positions, nt, par);
+    int32_t const bad =
+        SSI_BLOCK_CALL(interpRun(A, P, rowNeedR.data(), rowHasSample.data(), positions, nt, par));
     if (bad & 2) return cpu::setError("block interp_rows: rows is null but the mask has samples"), 1;
     if (bad) return cpu::setError("block interp_rows: index out of range at a sampled position"), 1;
     return 0;
@@ -197,13 +215,7 @@ extern "C" int32_t ssi_cpu_block_patches3x3(float const* src, int32_t n, int32_t
     PatchArgs A{src, h, w, c, positions, p, total, ho, wo, stride, offsets, zeros.data(), out};
     int const nt = threadCount(threads);
     bool const par = nt > 1 && p * 9 * static_cast<int64_t>(c) >= 32768;
-    int32_t const bad = useAvx2()
-#if SSI_BLOCK_AVX2
-        ? avx2::patchesRun(A, nt, par)
-#else
-        ? 0
-#endif
-        : generic::patchesRun(A, nt, par);
+    int32_t const bad = SSI_BLOCK_CALL(patchesRun(A, nt, par));
     if (bad) return cpu::setError("block patches3x3: position out of range [0, N*Ho*Wo)"), 1;
     return 0;
 }
@@ -236,13 +248,7 @@ extern "C" int32_t ssi_cpu_block_small_gemm(float const* x, int64_t m, int32_t k
     if (!x || !wT || !out) return cpu::setError("block small_gemm: null buffer"), 1;
     int const nt = threadCount(threads);
     bool const par = nt > 1 && m * static_cast<int64_t>(k) * n >= 65536;
-    return useAvx2()
-#if SSI_BLOCK_AVX2
-        ? avx2::smallGemmRun(x, m, k, wT, n, out, nt, par)
-#else
-        ? 0
-#endif
-        : generic::smallGemmRun(x, m, k, wT, n, out, nt, par);
+    return SSI_BLOCK_CALL(smallGemmRun(x, m, k, wT, n, out, nt, par));
 }
 
 extern "C" int32_t ssi_cpu_block_kth_largest(float const* values, int64_t n, int64_t hw, int64_t k, float* out) {
