@@ -5,9 +5,9 @@
 None when ``SSI_NATIVE_BLOCK=0`` (checked on every call), or when the library cannot be built
 or loaded (decided once, with one warning naming the reason).
 
-The kernels use ``torch.get_num_threads()`` OpenMP threads and, on x86-64 CPUs with AVX2, the
-library's AVX2 build of them (``SSI_CPU_BLOCK_ISA=generic`` forces the baseline one; both give
-the same bits).
+The kernels use ``torch.get_num_threads()`` OpenMP threads and, on x86-64 CPUs, the library's
+widest build of them the CPU runs: AVX-512 (F/VL/BW/DQ), AVX2 or the baseline
+(``SSI_CPU_BLOCK_ISA=avx2`` or ``generic`` caps it; all give the same bits).
 """
 
 from __future__ import annotations
