@@ -398,6 +398,34 @@ def test_mask_taps_and_sum_taps_are_the_3x3_conv(native, torch_path, shape, stri
         assert bool(((got.double() - ref[:, k:k + 1]).abs() <= bound).all())
 
 
+@pytest.mark.parametrize("kind", ["normal", "narrow", "signed-zeros", "infinities", "constant",
+                                  "nans"])
+def test_kth_largest_radix_selection_is_topk(native, kind):
+    """The radix selection (a 12-bit bucket histogram, then nth_element in one bucket) on
+    maps of the block's sizes, including values that crowd one bucket, -0/+0, infinities,
+    a constant map and several NaNs (above every number, as in topk)."""
+    gen = torch.Generator().manual_seed(len(kind))
+    hw = 128 * 128
+    v = torch.randn(2, hw, generator=gen)
+    if kind == "narrow":  # every value in [1, 1 + 2^-10): one bucket of the 4096
+        v = 1.0 + torch.rand(2, hw, generator=gen) * 2.0 ** -10
+    elif kind == "signed-zeros":
+        v = torch.where(torch.rand(2, hw, generator=gen) < 0.5, 0.0, -0.0) * (v.abs() < 1.0) + \
+            v * (v.abs() >= 1.0)
+    elif kind == "infinities":
+        v[:, ::7] = float("inf")
+        v[:, 3::11] = float("-inf")
+    elif kind == "constant":
+        v = torch.full((2, hw), -2.5)
+    elif kind == "nans":
+        v[0, ::97] = float("nan")
+    for k in (1, 2, 100, hw // 4, hw // 2, hw - 1, hw):
+        got = native.kth_largest(v, k)
+        want = torch.topk(v, k, dim=1).values[:, -1]
+        same = (got == want) | (torch.isnan(got) & torch.isnan(want))
+        assert bool(same.all()), (kind, k)
+
+
 def test_kth_largest_is_topk(native):
     gen = torch.Generator().manual_seed(9)
     v = torch.randn(3, 257, generator=gen)

@@ -277,3 +277,84 @@ def test_row_gemm_keeps_autograd():
     w = torch.randn(4, 8)
     row_gemm(x, w, torch.zeros(4), relu=True).sum().backward()
     assert x.grad is not None and x.grad.shape == x.shape
+
+
+# (n, h, w), stride, forced density (0: none), grid interval, mask biases, tied logits
+THRESHOLD_CASES = [
+    ((1, 7, 9), 1, 0.0, 0, (0.3, -0.2), False),
+    ((3, 13, 11), 2, 0.0, 3, (0.1, 0.0), False),
+    ((2, 16, 16), 1, 0.26, 4, (0.0, 0.0), False),
+    ((3, 15, 17), 2, 0.5, 0, (0.0, 0.0), True),  # ties at the k-th value: all of them kept
+    ((1, 1, 1), 2, 0.26, 1, (0.0, 0.0), False),
+    ((2, 9, 8), 1, 0.0, 0, (-50.0, -50.0), False),  # empty masks
+    ((2, 9, 8), 2, 0.0, 0, (50.0, 50.0), False),  # full masks
+    ((1, 12, 10), 2, 1.0, 5, (0.0, 0.0), False),  # forced full
+]
+
+
+@pytest.mark.parametrize("case", THRESHOLD_CASES, ids=[str(i) for i in range(len(THRESHOLD_CASES))])
+def test_native_threshold_masks_equal_the_general_path(case):
+    """The one-call native masks (threshold mode, forced density) equal sum_taps ->
+    block_masks -> compact bit for bit: logits after the shift, masks, and both partitions."""
+    from ssi_deploy.ops import bottleneck as B
+    from ssi_deploy.ops.block_kernels import compact, native_kernels, sum_taps
+
+    if native_kernels() is None:
+        pytest.skip("the native block kernels are not built")
+    (n, h, w), stride, density, grid, bias, ties = case
+    g = torch.Generator().manual_seed(hash(case) % (2 ** 31))
+    taps = torch.randn(n * h * w, 18, generator=g)
+    if ties:
+        taps = (taps * 2).round() / 2  # few distinct sums
+    bias_t = torch.tensor(bias)
+    a = B.BlockAttrs(stride=stride, density=density, grid_interval=grid, mode=C.MODE_THRESHOLD)
+    got = B.native_threshold_masks(taps, (n, h, w), bias_t, a)
+    assert got is not None
+    l1 = sum_taps(taps, 0, (n, h, w), bias_t[0:1], 1)
+    l2 = sum_taps(taps, 1, (n, h, w), bias_t[1:2], stride)
+    m1, m2, (s1, s2) = B.block_masks(l1, l2, a)
+    for name, x, y in (("logits1", got[0], s1), ("logits2", got[1], s2), ("mask1", got[2], m1),
+                       ("mask2", got[3], m2)):
+        assert x.shape == y.shape and torch.equal(x, y), name
+    for comp, m in ((got[4], m1), (got[5], m2)):
+        want = compact(m)
+        assert comp.count == want.count
+        assert torch.equal(comp.perm, want.perm) and torch.equal(comp.index, want.index)
+    if density > 0:  # every image keeps at least its forced count
+        k = C.forced_count(density, l2.shape[2] * l2.shape[3])
+        assert bool((got[3].flatten(1).sum(1) >= k).all())
+
+
+def test_native_threshold_masks_only_for_thresholded_masks():
+    """Stochastic and official sampling keep the general path (their random draws are
+    PyTorch's); a forced density thresholds whatever the mode."""
+    from ssi_deploy.ops import bottleneck as B
+    from ssi_deploy.ops.block_kernels import native_kernels
+
+    if native_kernels() is None:
+        pytest.skip("the native block kernels are not built")
+    taps = torch.randn(2 * 5 * 6, 18)
+    bias = torch.zeros(2)
+    for mode in (C.MODE_STOCHASTIC, C.MODE_OFFICIAL):
+        assert B.native_threshold_masks(taps, (2, 5, 6), bias, B.BlockAttrs(mode=mode)) is None
+        assert B.native_threshold_masks(taps, (2, 5, 6), bias,
+                                        B.BlockAttrs(mode=mode, density=0.3)) is not None
+
+
+@pytest.mark.parametrize("density", [0.0, 0.3])
+def test_block_forward_same_bits_with_and_without_the_native_masks(density, monkeypatch):
+    """run_block with the one-call masks equals run_block on the general mask path."""
+    from ssi_deploy.ops import bottleneck as B
+    from ssi_deploy.ops.block_kernels import native_kernels
+
+    if native_kernels() is None:
+        pytest.skip("the native block kernels are not built")
+    gen = torch.Generator().manual_seed(4)
+    block = make_block(32, 8, 2, False, True, gen, grid=3)
+    block.forced_density = density or None
+    x = torch.randn(3, 32, 15, 13, generator=gen)
+    with torch.inference_mode():
+        y, m1, m2 = block(x)
+        monkeypatch.setattr(B, "native_threshold_masks", lambda *args: None)
+        y0, m10, m20 = block(x)
+    assert torch.equal(m1, m10) and torch.equal(m2, m20) and torch.equal(y, y0)

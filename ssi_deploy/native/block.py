@@ -74,6 +74,10 @@ class NativeBlock:
         self._gemm = lib.ssi_cpu_block_small_gemm
         self._gemm.argtypes = [p, i64, i32, p, i32, p, i32]
         self._gemm.restype = i32
+        self._masks = lib.ssi_cpu_block_threshold_masks
+        self._masks.argtypes = [p, i32, i32, i32, i32, i32, f32, f32, i64, i64, i32, p, p, p, p, p, p, p, p, p,
+                                i32]
+        self._masks.restype = i32
         self._error = lib.ssi_cpu_last_error
 
     def _check(self, rc: int, what: str) -> None:
@@ -161,6 +165,29 @@ class NativeBlock:
             out.copy_(res)
             return out
         return res
+
+    def threshold_masks(self, taps: torch.Tensor, shape: tuple[int, int, int], stride: int,
+                        bias1: float, bias2: float, k1: int, k2: int, grid_interval: int):
+        """Both masks of a block in threshold mode from the mask taps [N*H*W, 9 K] (see
+        ``ssi_cpu_block_threshold_masks``): (logits1 [N,1,H,W], logits2 [N,1,Ho,Wo], m1, m2,
+        (perm1, count1, index1), (perm2, count2, index2)); k1, k2 > 0: forced counts."""
+        n_, h, w = shape
+        taps = _f32(taps)
+        if taps.shape[0] != n_ * h * w or taps.shape[1] % 9 or taps.shape[1] < 18:
+            raise SSIError(f"native threshold_masks: taps {tuple(taps.shape)} do not fit {n_}x{h}x{w}")
+        ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+        l1, m1 = torch.empty((n_, 1, h, w)), torch.empty((n_, 1, h, w))
+        l2, m2 = torch.empty((n_, 1, ho, wo)), torch.empty((n_, 1, ho, wo))
+        perm1, index1 = torch.empty(n_ * h * w, dtype=torch.int64), torch.empty(n_ * h * w, dtype=torch.int32)
+        perm2, index2 = torch.empty(n_ * ho * wo, dtype=torch.int64), torch.empty(n_ * ho * wo, dtype=torch.int32)
+        counts = torch.zeros(2, dtype=torch.int64)
+        rc = self._masks(_ptr(taps), n_, h, w, taps.shape[1] // 9, int(stride), float(bias1), float(bias2),
+                         int(k1), int(k2), int(grid_interval), _ptr(l1), _ptr(l2), _ptr(m1), _ptr(m2),
+                         _ptr(perm1), _ptr(index1), _ptr(perm2), _ptr(index2), _ptr(counts),
+                         torch.get_num_threads())
+        self._check(rc, "threshold_masks")
+        c1, c2 = (int(v) for v in counts.tolist())
+        return l1, l2, m1, m2, (perm1, c1, index1), (perm2, c2, index2)
 
     def patches3x3(self, src: torch.Tensor, shape: tuple[int, int, int], positions: torch.Tensor,
                    out_hw: tuple[int, int], stride: int,

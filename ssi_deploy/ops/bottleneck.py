@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from . import contract as C
-from .block_kernels import (compact, interp_rows, mask_taps, native_kernels, onednn_linear,
-                            patches3x3, sum_taps, tap_matrix)
+from .block_kernels import (Compaction, compact, interp_rows, mask_taps, native_kernels,
+                            onednn_linear, patches3x3, sum_taps, tap_matrix)
 
 
 @dataclass
@@ -121,6 +121,25 @@ def block_masks(logits1: torch.Tensor, logits2: torch.Tensor, a: BlockAttrs):
             (logits1, logits2))
 
 
+def native_threshold_masks(taps: torch.Tensor, shape: tuple[int, int, int], bias: torch.Tensor,
+                           a: BlockAttrs):
+    """(logits1, logits2, m1, m2, compaction 1, compaction 2) of a block whose masks are
+    thresholded (threshold mode or a forced density) from its mask taps, in one native call:
+    the same float32 steps as ``sum_taps``, ``block_masks`` and ``compact`` (bit-identical).
+    None where those run instead (another sampling mode, no native library)."""
+    lib = native_kernels() if taps.device.type == "cpu" else None
+    if lib is None or not (a.density > 0 or a.mode == C.MODE_THRESHOLD):
+        return None
+    n_, h, w = shape
+    ho, wo = output_size(h, a.stride), output_size(w, a.stride)
+    k1 = C.forced_count(a.density, h * w) if a.density > 0 else 0
+    k2 = C.forced_count(a.density, ho * wo) if a.density > 0 else 0
+    b = bias.reshape(-1).tolist()
+    l1, l2, m1, m2, p1, p2 = lib.threshold_masks(taps, shape, a.stride, b[0], b[1], k1, k2,
+                                                 a.grid_interval)
+    return l1, l2, m1, m2, Compaction(*p1), Compaction(*p2)
+
+
 class _Workspace(threading.local):
     """Grow-only float32 buffers for a block's temporaries (gathered rows, GEMM results, the
     interpolated Y1, conv2's patches), reused by every block a thread runs: a fresh tensor of
@@ -200,16 +219,23 @@ def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
 
     # 1. masks: the two 3x3 mask convs of x from one GEMM (every tap's partial map), then
     #    the shifted sums at stride 1 (m1) and at the block's stride (m2)
+    comps = None
     if masks is None or keep_logits is not None:
         taps = mask_taps(x_rows, wts.mask_taps_w, out=ws("taps", x_rows.shape[0], 18))
-        l1 = sum_taps(taps, 0, (n_, h, w), wts.mask_bias[0:1], 1)
-        l2 = sum_taps(taps, 1, (n_, h, w), wts.mask_bias[1:2], s)
-        m1, m2, (s1, s2) = block_masks(l1.to(x.dtype), l2.to(x.dtype), a)
+        own = native_threshold_masks(taps, (n_, h, w), wts.mask_bias, a) \
+            if x.dtype == torch.float32 else None
+        if own is not None:
+            s1, s2, m1, m2, *comps = own
+        else:
+            l1 = sum_taps(taps, 0, (n_, h, w), wts.mask_bias[0:1], 1)
+            l2 = sum_taps(taps, 1, (n_, h, w), wts.mask_bias[1:2], s)
+            m1, m2, (s1, s2) = block_masks(l1.to(x.dtype), l2.to(x.dtype), a)
         if keep_logits is not None:
             keep_logits.update(logits1=s1, logits2=s2, mask1=m1, mask2=m2)
     if masks is not None:
         m1, m2 = masks
-    c1, c2 = compact(m1), compact(m2)
+        comps = None
+    c1, c2 = comps if comps is not None else (compact(m1), compact(m2))
     p, p4 = wts.planes, wts.w3.shape[0]
 
     # 2. conv1 at m1, interpolation to dense rows

@@ -85,6 +85,17 @@ SSI_CPU_API int32_t ssi_cpu_block_kth_largest(float const* values, int64_t n, in
 SSI_CPU_API int32_t ssi_cpu_block_sum_taps(float const* taps, int32_t n, int32_t h, int32_t w, int32_t kOut,
                                            int32_t k, int32_t stride, float bias, float* out, int32_t threads);
 
+// Both masks of an SSIBottleneck in threshold mode (also a forced density's) from the mask taps
+// [N*H*W, 9*kOut] (outputs 0 and 1 used): map 0 at stride 1 [N*H*W], map 1 at `stride`
+// [N*Ho*Wo]. For each: logits = sum_taps + bias, minus the k-th largest of its image when the
+// forced count k > 0; mask = logits >= 0 (1 or 0), 1 at the grid prior (grid > 0); its
+// compaction (perm, index as ssi_cpu_block_compact; counts[j] the sampled count).
+SSI_CPU_API int32_t ssi_cpu_block_threshold_masks(float const* taps, int32_t n, int32_t h, int32_t w, int32_t kOut,
+                                                  int32_t stride, float bias1, float bias2, int64_t k1, int64_t k2,
+                                                  int32_t grid, float* logits1, float* logits2, float* m1, float* m2,
+                                                  int64_t* perm1, int32_t* index1, int64_t* perm2, int32_t* index2,
+                                                  int64_t* counts, int32_t threads);
+
 #ifdef __cplusplus
 }
 #endif
