@@ -13,10 +13,10 @@ import numpy as np
 
 from ..errors import SSIError
 from ..input_shape import format_shape
+from .allocator import keep_freed_memory
 from .densities import from_outputs
 from .engines import check_same_precision, layer_profile
 from .plan import ProfilePlan
-from .allocator import keep_freed_memory
 from .stats import Progress, latency_stats, machine_state
 
 
