@@ -236,12 +236,14 @@ def test_workspace_serves_inference_mode_and_no_grad_alike():
 @pytest.mark.parametrize("rows", [0, 1, 67, 255, 256, 1000])
 @pytest.mark.parametrize("with_bias", [True, False])
 @pytest.mark.parametrize("relu", [False, True])
-@pytest.mark.parametrize("path", ["onednn-matmul", "fallback"])
+@pytest.mark.parametrize("path", ["onednn-matmul", "onednn-plain-weights", "fallback"])
 def test_row_gemm_every_path_within_rounding(rows, with_bias, relu, path, monkeypatch):
-    """``row_gemm``: oneDNN's fused matmul where PyTorch has it; without it (``fallback``)
-    sgemm below ONEDNN_MIN_ROWS rows and a oneDNN 1x1 convolution over the rows viewed as a
-    channels-last map from there on. Each gives act(x w^T + b) within gamma(K + 1) times the
-    same sum on magnitudes (any order, blocked or FMA), against float64."""
+    """``row_gemm``: oneDNN's fused matmul where PyTorch has it, on weights reordered once
+    into its blocked layout (or on the plain ones where that reorder is missing); without it
+    (``fallback``) sgemm below ONEDNN_MIN_ROWS rows and a oneDNN 1x1 convolution over the rows
+    viewed as a channels-last map from there on. Each gives act(x w^T + b) within
+    gamma(K + 1) times the same sum on magnitudes (any order, blocked or FMA), against
+    float64."""
     from ssi_deploy.ops import bottleneck
     from ssi_deploy.ops.bottleneck import ONEDNN_MIN_ROWS, row_gemm
 
@@ -249,6 +251,8 @@ def test_row_gemm_every_path_within_rounding(rows, with_bias, relu, path, monkey
         monkeypatch.setattr(bottleneck, "_LINEAR", None)
     elif bottleneck._LINEAR is None:
         pytest.skip("this PyTorch build has no torch.ops.mkldnn._linear_pointwise")
+    if path == "onednn-plain-weights":
+        monkeypatch.setattr(bottleneck, "_PACK", None)
     g = torch.Generator().manual_seed(rows)
     k, n = 576, 64
     x = torch.randn(rows, k, generator=g)
@@ -266,6 +270,29 @@ def test_row_gemm_every_path_within_rounding(rows, with_bias, relu, path, monkey
         ref = ref.clamp_min(0.0)
         assert bool((y >= 0).all())
     assert bool(((y.double() - ref).abs() <= bound).all())
+
+
+def test_row_gemm_packed_weights_follow_the_weights():
+    """The blocked copy of a weight is made once, reused, and made again after the weight
+    changes in place (its version); results stay within the matmul's bound of float64."""
+    from ssi_deploy.ops import bottleneck
+    from ssi_deploy.ops.bottleneck import row_gemm
+
+    if bottleneck._LINEAR is None or bottleneck._PACK is None:
+        pytest.skip("this PyTorch build has no oneDNN matmul or weight reorder")
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(300, 96, generator=g)
+    w = torch.randn(40, 96, generator=g)
+    mag = x.double().abs() @ w.double().abs().t()
+    for scale in (1.0, -3.0):
+        if scale != 1.0:
+            w.mul_(scale)
+        y = row_gemm(x, w, None)
+        first = bottleneck._PACKED[w][torch.is_inference_mode_enabled()][1]
+        assert row_gemm(x, w, None).shape == y.shape
+        assert bottleneck._PACKED[w][torch.is_inference_mode_enabled()][1] is first  # reused
+        ref = x.double() @ w.double().t()
+        assert bool(((y.double() - ref).abs() <= gamma(97) * abs(scale) * mag).all())
 
 
 def test_row_gemm_keeps_autograd():
