@@ -249,6 +249,9 @@ def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
     x_rows = xf.permute(0, 2, 3, 1).reshape(-1, cin)  # a view: x is channels-last
 
     ws = lambda name, r, c_: _WS.take(name, r, c_, x.device)  # noqa: E731
+    # oneDNN's matmul makes its own outputs: GEMM buffers only where sgemm writes into them
+    no_buffer = lambda name, r, c_: None  # noqa: E731
+    gemm_out = no_buffer if _LINEAR is not None and x.device.type == "cpu" else ws
 
     # 1. masks: the two 3x3 mask convs of x from one GEMM (every tap's partial map), then
     #    the shifted sums at stride 1 (m1) and at the block's stride (m2)
@@ -273,7 +276,7 @@ def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
 
     # 2. conv1 at m1, interpolation to dense rows
     xg = torch.index_select(x_rows, 0, c1.sampled, out=ws("x1", c1.count, cin))
-    rows1 = row_gemm(xg, wts.w1, wts.b1, out=ws("rows1", c1.count, p), relu=True)
+    rows1 = row_gemm(xg, wts.w1, wts.b1, out=gemm_out("rows1", c1.count, p), relu=True)
     y1 = interp_rows(rows1, c1, m1, a.sigma1, out=ws("y1", x_rows.shape[0], p))
 
     # 3. conv2 (and the DCN offsets) at m2
@@ -281,16 +284,16 @@ def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
     offsets = None
     if a.dcn:
         xp = patches3x3(x_rows, (n_, h, w), pos2, (ho, wo), s, out=ws("xp", c2.count, 9 * cin))
-        offsets = row_gemm(xp, wts.w_off, wts.b_off, out=ws("off", c2.count, 18))
+        offsets = row_gemm(xp, wts.w_off, wts.b_off, out=gemm_out("off", c2.count, 18))
     patches = patches3x3(y1, (n_, h, w), pos2, (ho, wo), s, offsets,
                          out=ws("patches", c2.count, 9 * p))
-    rows2 = row_gemm(patches, wts.w2, wts.b2, out=ws("rows2", c2.count, p), relu=True)
+    rows2 = row_gemm(patches, wts.w2, wts.b2, out=gemm_out("rows2", c2.count, p), relu=True)
     # 4. conv3: a plain GEMM on rows (BN3's bias comes after the interpolation)
-    rows3 = row_gemm(rows2, wts.w3, None, out=ws("rows3", c2.count, p4))
+    rows3 = row_gemm(rows2, wts.w3, None, out=gemm_out("rows3", c2.count, p4))
 
     # 5. shortcut, then the final interpolation fused with b3, the residual and the ReLU
     if a.downsample and s == 1:
-        short = row_gemm(x_rows, wts.w_ds, wts.b_ds, out=ws("short", n_ * ho * wo, p4))
+        short = row_gemm(x_rows, wts.w_ds, wts.b_ds, out=gemm_out("short", n_ * ho * wo, p4))
     elif a.downsample:  # a strided 1x1 conv reads x[::s, ::s] in place (no gathered copy)
         short = F.conv2d(xf, wts.w_ds_conv, wts.b_ds, stride=s)
         short = short.permute(0, 2, 3, 1).reshape(-1, p4)
