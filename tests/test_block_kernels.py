@@ -365,12 +365,11 @@ def test_compact_is_the_stable_partition(native, torch_path, shape, kind):
     assert bool((got.sampled.diff() > 0).all()) and bool((got.perm[got.count:].diff() > 0).all())
 
 
-# (1, 48, 45): 2160 rows, at least MASK_TAPS_ONEDNN_MIN_ROWS (the taps on oneDNN's matmul)
 @pytest.mark.parametrize("shape", [(1, 7, 9), (3, 13, 11), (1, 1, 1), (2, 2, 17), (1, 48, 45)])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_mask_taps_and_sum_taps_are_the_3x3_conv(native, torch_path, shape, stride):
-    """The native few-column GEMM (oneDNN's matmul from MASK_TAPS_ONEDNN_MIN_ROWS rows) and
-    tap sums against the PyTorch path and F.conv2d: the tap sums add the same float32 values
+    """The native few-column GEMM and tap sums against the PyTorch path and F.conv2d:
+    the tap sums add the same float32 values
     in the same order (bit-identical); the GEMMs' dot products differ by summation order only
     (bound gamma(Cin) sum |w x|)."""
     import torch.nn.functional as F
@@ -437,3 +436,90 @@ def test_kth_largest_is_topk(native):
     assert torch.equal(native.kth_largest(v, 2)[2], torch.topk(v[2], 2).values[-1])
     with pytest.raises(SSIError, match="kth_largest"):
         native.kth_largest(v, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# small_gemm's fixed order, and the taps fused into the interpolation
+
+def _dots_bound(x, w):
+    """|float32 dot - exact| <= gamma(k + 4) sum |x w| (k products summed in 16 lanes, then
+    4 pairwise levels: no chain longer than k / 16 + 4 additions, bounded by k + 4)."""
+    from fp_bounds import gamma
+
+    return gamma(x.shape[1] + 4) * torch.mm(x.abs().double(), w.abs().double().t())
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (7, 16, 18), (33, 77, 18), (64, 1024, 18),
+                                   (5, 2048, 3), (19, 3, 5), (4, 130, 2), (1000, 64, 18)])
+def test_small_gemm_has_one_order_per_element(native, monkeypatch, m, k, n):
+    """Each element of the small GEMM is the same bits however the rows and columns are cut
+    (alone, in a 4x4 tile, in the 1-3 row and 1-2 column rests), with any thread count and
+    build (AVX-512, AVX2, baseline), and within the float32 bound of a dot product."""
+    gen = torch.Generator().manual_seed(m * 1000 + k + n)
+    x = torch.randn(m, k, generator=gen)
+    w = torch.randn(n, k, generator=gen)
+    got = native.small_gemm(x, w)
+    exact = torch.mm(x.double(), w.double().t())
+    assert bool(((got.double() - exact).abs() <= _dots_bound(x, w)).all())
+    for i in sorted({0, m // 2, m - 1}):
+        assert torch.equal(native.small_gemm(x[i:i + 1].clone(), w)[0], got[i])
+    for j in sorted({0, n // 2, n - 1}):
+        assert torch.equal(native.small_gemm(x, w[j:j + 1].clone())[:, 0], got[:, j])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        assert torch.equal(native.small_gemm(x, w), got)
+    finally:
+        torch.set_num_threads(threads)
+    for isa in ("avx2", "generic"):
+        monkeypatch.setenv("SSI_CPU_BLOCK_ISA", isa)
+        assert torch.equal(native.small_gemm(x, w), got), isa
+
+
+@pytest.mark.parametrize("c", [1, 17, 64, 130])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_interp_rows_taps_are_the_small_gemm_of_the_output(native, torch_path, shape, c):
+    """The interpolation with the next block's taps fused: its output is interp_rows' bits,
+    and the taps are small_gemm's of that output (bit for bit), for every mask kind, with and
+    without bias / residual / ReLU, 18 and an odd number of tap columns; block_kernels' form
+    runs it natively, and its PyTorch form is interp_rows then mask_taps."""
+    g = torch.Generator().manual_seed(zlib.crc32(repr(("taps", shape, c)).encode()))
+    for i, kind in enumerate(MASKS):
+        bias, residual, relu = FLAGS[i % len(FLAGS)]
+        m, comp, rows, b, res = _case(shape, c, kind, g, bias, residual)
+        for t in (18, 5):
+            w = torch.randn(t, c, generator=g)
+            out, taps = native.interp_rows_taps(rows, comp.index, m, 3.0, b, res, relu, taps_w=w)
+            want = native.interp_rows(rows, comp.index, m, 3.0, b, res, relu)
+            assert torch.equal(out, want), kind
+            assert taps.shape == (m.numel(), t) and torch.equal(taps, native.small_gemm(want, w)), kind
+        out2, taps2 = K.interp_rows_and_taps(rows, comp, m, 3.0, b, res, relu, w)
+        assert torch.equal(out2, out) and torch.equal(taps2, taps)
+        out_t, taps_t = torch_path(K.interp_rows_and_taps, rows, comp, m, 3.0, b, res, relu, w)
+        want_t = torch_path(K.interp_rows, rows, comp, m, 3.0, b, res, relu)
+        assert torch.equal(out_t, want_t) and torch.equal(taps_t, torch.mm(want_t, w.t()))
+
+
+def test_interp_rows_taps_threads_isa_and_errors(native, monkeypatch):
+    g = torch.Generator().manual_seed(11)
+    m, comp, rows, b, res = _case((3, 40, 37), 96, "official", g)
+    w = torch.randn(18, 96, generator=g)
+    out, taps = native.interp_rows_taps(rows, comp.index, m, 3.0, b, res, True, taps_w=w)
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 3):
+            torch.set_num_threads(t)
+            o, tp = native.interp_rows_taps(rows, comp.index, m, 3.0, b, res, True, taps_w=w)
+            assert torch.equal(o, out) and torch.equal(tp, taps)
+    finally:
+        torch.set_num_threads(threads)
+    for isa in ("avx2", "generic"):
+        monkeypatch.setenv("SSI_CPU_BLOCK_ISA", isa)
+        o, tp = native.interp_rows_taps(rows, comp.index, m, 3.0, b, res, True, taps_w=w)
+        assert torch.equal(o, out) and torch.equal(tp, taps), isa
+    # no channels: empty rows, taps 0
+    m0, comp0, rows0, _, _ = _case((1, 4, 5), 0, "random", g, False, False)
+    o, tp = native.interp_rows_taps(rows0, comp0.index, m0, 3.0, taps_w=torch.zeros(18, 0))
+    assert o.shape == (20, 0) and torch.equal(tp, torch.zeros(20, 18))
+    with pytest.raises(SSIError, match="tap weights"):
+        native.interp_rows_taps(rows, comp.index, m, 3.0, b, res, True, taps_w=torch.zeros(18, 95))

@@ -385,3 +385,53 @@ def test_block_forward_same_bits_with_and_without_the_native_masks(density, monk
         monkeypatch.setattr(B, "native_threshold_masks", lambda *args: None)
         y0, m10, m20 = block(x)
     assert torch.equal(m1, m10) and torch.equal(m2, m20) and torch.equal(y, y0)
+
+
+@pytest.mark.parametrize("density", [None, 0.3])
+def test_chained_mask_taps_change_no_bit(density, monkeypatch):
+    """ResNet.forward lets each block compute the next block's mask taps in its final
+    interpolation (TapsHandoff): features and masks are the same bits as with every block
+    computing its own taps, and the blocks after the first read no input for them (batch 2,
+    odd sizes, threshold mode and a forced density)."""
+    from ssi_deploy.models import create_model
+    from ssi_deploy.models.blocks import SSIBottleneck as Block
+    from ssi_deploy.ops import bottleneck as B
+
+    model = create_model("sparse_resnet50", init_seed=1)
+    if density is not None:
+        model.set_forced_density(density)
+    x = torch.randn(2, 3, 75, 53, generator=torch.Generator().manual_seed(5))
+    calls = []
+    own = B.mask_taps
+    monkeypatch.setattr(B, "mask_taps", lambda *a, **k: calls.append(1) or own(*a, **k))
+    with torch.no_grad():
+        feats, masks = model.backbone(x)
+        chained_calls = len(calls)
+        monkeypatch.setattr(Block, "chained_tap_weights", lambda self: None)
+        feats0, masks0 = model.backbone(x)
+    n_blocks = len(model.backbone.blocks)
+    assert chained_calls == 1 and len(calls) - chained_calls == n_blocks
+    assert all(torch.equal(a, b) for a, b in zip(masks, masks0)) and len(masks) == 2 * n_blocks
+    assert all(torch.equal(a, b) for a, b in zip(feats, feats0))
+
+
+def test_taps_handoff_is_taken_only_for_its_tensor_and_weights():
+    """A handoff gives its taps once, to the tensor and weights they were made for, and not
+    after that tensor changed in place."""
+    from ssi_deploy.ops.bottleneck import TapsHandoff
+
+    y, w, taps = torch.randn(6, 4), torch.randn(18, 4), torch.randn(6, 18)
+    h = TapsHandoff()
+    h.put(y, w, taps)
+    assert h.take(y.clone(), w) is None and h.take(y, w) is None  # forgotten after a take
+    h.put(y, w, taps)
+    assert h.take(y, w.clone()) is None
+    h.put(y, w, taps)
+    assert h.take(y, w) is taps
+    h.put(y, w, taps)
+    y.add_(1.0)
+    assert h.take(y, w) is None
+    with torch.inference_mode():
+        yi = torch.randn(6, 4)
+        h.put(yi, w, taps)
+        assert h.take(yi, w) is taps

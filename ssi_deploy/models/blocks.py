@@ -21,7 +21,7 @@ from torch import nn
 
 from ..ops import contract as C
 from ..ops import select_ops
-from ..ops.bottleneck import BlockAttrs, BlockWeights, block_masks, run_block
+from ..ops.bottleneck import BlockAttrs, BlockWeights, TapsHandoff, block_masks, run_block
 from ..ops.interpolation import gaussian_window
 from ..ops.sampling import decision_margin
 from .folding import fold_conv_bn
@@ -194,7 +194,9 @@ class SSIBottleneck(Bottleneck):
                 "x_absmax": xa.flatten(1).max(dim=1).values.view(-1, 1, 1, 1)}
 
     # -- forward paths ------------------------------------------------------------------------
-    def forward(self, x):  # returns (out, m1, m2); masks are None in training
+    def forward(self, x, handoff: TapsHandoff | None = None):
+        """(out, m1, m2); masks are None in training. ``handoff``: mask taps passed along a
+        chain of blocks (``ops.bottleneck.TapsHandoff``; the inference path only)."""
         if self.training:
             return self.forward_train(x), None, None
         if self.execution == "official":
@@ -207,10 +209,20 @@ class SSIBottleneck(Bottleneck):
                 return self.forward_ops(x, m1, m2, f), m1, m2
             return select_ops().ssi_bottleneck(x, *f["inputs"], **vars(self.block_attrs(f)))
         keep = {} if self.record_decisions else None
-        y, m1, m2 = run_block(x, f["block"], self.block_attrs(f), self.override_masks, keep)
+        y, m1, m2 = run_block(x, f["block"], self.block_attrs(f), self.override_masks, keep,
+                              handoff)
         if keep is not None:
             self._record(x, keep["logits1"], keep["logits2"], keep["mask1"], keep["mask2"])
         return y, m1, m2
+
+    def chained_tap_weights(self) -> torch.Tensor | None:
+        """The tap matrix of this block's mask convs when its next forward samples its own
+        masks on the eager inference path with folded weights (what a previous block in a
+        chain may compute the taps for), else None."""
+        if (self.training or self.execution != "sparse" or self.fused is None
+                or (self.override_masks is not None and not self.record_decisions)):
+            return None
+        return self.fused["block"].mask_taps_w
 
     def block_attrs(self, f: dict | None = None) -> BlockAttrs:
         """The SSIBottleneck attributes of this block (sigmas from the folded weights)."""

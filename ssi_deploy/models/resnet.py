@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import SSIError
 from ..ops import contract as C
+from ..ops.bottleneck import TapsHandoff
 from .blocks import Bottleneck, SSIBottleneck
 
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -130,12 +131,23 @@ class ResNet(nn.Module):
         and in training (where blocks of frozen stages run their inference forward)."""
         x = self.stem(x)
         feats, masks = [], []
+        # eager inference: each block computes the next one's mask taps (TapsHandoff)
+        chain = self.sparse and not self.training and not (torch.compiler.is_compiling()
+                                                          or torch.compiler.is_exporting())
+        handoff = TapsHandoff() if chain else None
+        following = iter(self.blocks[1:] + [None])
         for i in range(1, 5):
             for block in getattr(self, f"layer{i}"):
                 if self.sparse:
                     frozen = self.training and not block.training
                     x_in = x
-                    x, m1, m2 = block(x)
+                    nxt = next(following)
+                    if handoff is not None and isinstance(block, SSIBottleneck):
+                        handoff.next_w = (nxt.chained_tap_weights()
+                                          if isinstance(nxt, SSIBottleneck) else None)
+                        x, m1, m2 = block(x, handoff=handoff)
+                    else:
+                        x, m1, m2 = block(x)
                     if frozen:  # no stale loss of an earlier forward; counted like the official
                         block.sparsity_loss = _frozen_block_loss(block, x_in)
                     elif m1 is not None:

@@ -56,8 +56,8 @@ class NativeBlock:
 
     def __init__(self, lib: ctypes.CDLL):
         p, i32, i64, f32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
-        self._interp = lib.ssi_cpu_block_interp_rows
-        self._interp.argtypes = [p, p, p, i32, i32, i32, i32, f32, p, p, i32, p, i32]
+        self._interp = lib.ssi_cpu_block_interp_rows_taps
+        self._interp.argtypes = [p, p, p, i32, i32, i32, i32, f32, p, p, i32, p, p, i32, p, i32]
         self._interp.restype = i32
         self._patches = lib.ssi_cpu_block_patches3x3
         self._patches.argtypes = [p, i32, i32, i32, i32, p, i64, i32, i32, i32, p, p, i32]
@@ -134,6 +134,14 @@ class NativeBlock:
                     relu: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
         """GaussianInterp of compact rows [count, C] (``index``: the row of each position of
         ``mask`` [N,1,H,W], -1 where mask <= 0) into dense rows [N*H*W, C] float32."""
+        return self.interp_rows_taps(rows, index, mask, sigma, bias, residual, relu, out)[0]
+
+    def interp_rows_taps(self, rows: torch.Tensor, index: torch.Tensor, mask: torch.Tensor,
+                         sigma: float, bias: torch.Tensor | None = None,
+                         residual: torch.Tensor | None = None, relu: bool = False,
+                         out: torch.Tensor | None = None, taps_w: torch.Tensor | None = None):
+        """(interp_rows, and with ``taps_w`` [T, C] the small_gemm of its result by
+        ``taps_w``, [N*H*W, T], the same bits, computed as each row is written; else None)."""
         n_, _, h, w = mask.shape
         count, c = rows.shape
         npos = n_ * h * w
@@ -157,14 +165,21 @@ class NativeBlock:
                   and not any(_overlaps(out, t) for t in (rows, index, mask32, bias))
                   and (residual is None or not _overlaps(out, residual) or
                        (out.data_ptr() == residual.data_ptr())))
+        taps = None
+        if taps_w is not None:
+            taps_w = _f32(taps_w)
+            if taps_w.dim() != 2 or taps_w.shape[1] != c:
+                raise SSIError(f"native interp_rows: tap weights {tuple(taps_w.shape)} do not fit {c} channels")
+            taps = torch.empty((npos, taps_w.shape[0]), dtype=torch.float32)
         res = out if direct else torch.empty((npos, c), dtype=torch.float32)
         rc = self._interp(_ptr(rows), _ptr(index), _ptr(mask32), n_, h, w, c, float(sigma), _ptr(bias),
-                          _ptr(residual), int(bool(relu)), _ptr(res), torch.get_num_threads())
+                          _ptr(residual), int(bool(relu)), _ptr(res), _ptr(taps_w),
+                          0 if taps_w is None else taps_w.shape[0], _ptr(taps), torch.get_num_threads())
         self._check(rc, "interp_rows")
         if out is not None and not direct:
             out.copy_(res)
-            return out
-        return res
+            return out, taps
+        return res, taps
 
     def threshold_masks(self, taps: torch.Tensor, shape: tuple[int, int, int], stride: int,
                         bias1: float, bias2: float, k1: int, k2: int, grid_interval: int):

@@ -131,28 +131,37 @@ def onednn_linear():
     return getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 
 
-# From this many rows the mask taps (N = 18 columns) run on oneDNN's matmul: 1.5-2.8x the
-# native few-column GEMM at 4096-16384 rows here, slower at 1024 (stage 3's maps).
-MASK_TAPS_ONEDNN_MIN_ROWS = 2048
-
-
 def mask_taps(x_rows: torch.Tensor, w_t: torch.Tensor,
               out: torch.Tensor | None = None) -> torch.Tensor:
     """Every tap's partial products of 3x3 convolutions with a few outputs K (the mask convs)
     of dense rows ``x_rows`` [N*H*W, Cin], ``w_t`` = :func:`tap_matrix` of their weights:
     [N*H*W, 9 K] float32, column t K + k for tap t = 3 i + j of output k, from one GEMM
     [N*H*W, Cin] x [Cin, 9 K] (on the CPU far faster than a convolution with so few
-    outputs)."""
+    outputs). The native GEMM on the CPU (as fast as oneDNN's matmul here from 256 rows, MKL's
+    sgemm is slow with so few columns): its order of sums is the one of the taps that
+    :func:`interp_rows_and_taps` computes, so a block's taps are the same bits whichever
+    computed them."""
     if x_rows.device.type == "cpu":
-        linear = onednn_linear()
-        if (linear is not None and x_rows.shape[0] >= MASK_TAPS_ONEDNN_MIN_ROWS
-                and x_rows.dtype == torch.float32 and not x_rows.requires_grad):
-            return linear(x_rows, w_t, None, "none", [], "")
         lib = native_kernels()
-        if lib is not None:  # MKL's sgemm is slow with so few columns
+        if lib is not None:
             return lib.small_gemm(x_rows, w_t, out)
     return torch.mm(x_rows.float(), w_t.t(), out=out) if out is not None else \
         torch.mm(x_rows.float(), w_t.t())
+
+
+def interp_rows_and_taps(rows: torch.Tensor, comp: Compaction, mask: torch.Tensor, sigma: float,
+                         bias: torch.Tensor | None, residual: torch.Tensor | None, relu: bool,
+                         taps_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(:func:`interp_rows`, :func:`mask_taps` of its result by ``taps_w``): on the CPU one
+    native pass that multiplies each output row while it is still in cache, instead of a GEMM
+    that reads the whole map again (the next block's mask taps from this block's last kernel,
+    design C of gpu-block-design.md); the same bits as the two calls."""
+    lib = native_kernels() if rows.device.type == "cpu" else None
+    if lib is not None:
+        return lib.interp_rows_taps(rows, comp.index, mask, sigma, bias, residual, relu,
+                                    taps_w=taps_w)
+    out = interp_rows(rows, comp, mask, sigma, bias, residual, relu)
+    return out, mask_taps(out, taps_w)
 
 
 def sum_taps(taps: torch.Tensor, k: int, shape: tuple[int, int, int], bias: torch.Tensor,

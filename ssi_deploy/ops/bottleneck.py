@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch.utils.weak import WeakIdKeyDictionary
 
 from . import contract as C
-from .block_kernels import (Compaction, compact, interp_rows, mask_taps, native_kernels,
-                            onednn_linear, patches3x3, sum_taps, tap_matrix)
+from .block_kernels import (Compaction, compact, interp_rows, interp_rows_and_taps, mask_taps,
+                            native_kernels, onednn_linear, patches3x3, sum_taps, tap_matrix)
 
 
 @dataclass
@@ -228,18 +228,55 @@ def row_gemm(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None,
     return y.relu_() if relu else y
 
 
+class TapsHandoff:
+    """The next block's mask taps, computed by this block's final interpolation.
+
+    A chain of blocks (``ResNet.forward``) passes one handoff through its blocks and sets
+    ``next_w`` before each to the tap matrix of the block after it (``BlockWeights.mask_taps_w``,
+    or None: that block samples no masks of its own, or there is none). ``run_block`` then
+    multiplies each output row by it while the row is in cache and leaves the result here; the
+    next block takes it instead of reading its whole input again for its mask convs (design C
+    of ../shared/docs/gpu-block-design.md, on the CPU). The same bits as the block's own
+    ``mask_taps``; taken only by the block whose weights they were made for, on the very tensor
+    they were made from, unchanged since (any other input computes its own)."""
+
+    __slots__ = ("next_w", "_w", "_y", "_version", "_taps")
+
+    def __init__(self):
+        self.next_w: torch.Tensor | None = None
+        self._w = self._y = self._version = self._taps = None
+
+    @staticmethod
+    def _version_of(t: torch.Tensor):
+        try:
+            return t._version
+        except RuntimeError:  # an inference tensor: no version counter (changed only in that mode)
+            return None
+
+    def put(self, y: torch.Tensor, w: torch.Tensor, taps: torch.Tensor) -> None:
+        self._y, self._w, self._taps, self._version = y, w, taps, self._version_of(y)
+
+    def take(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
+        """The taps of ``x`` by ``w`` if they are here (and forgets them either way)."""
+        taps = self._taps if (self._y is x and self._w is w
+                              and self._version == self._version_of(x)) else None
+        self._w = self._y = self._version = self._taps = None
+        return taps
+
+
 def output_size(size: int, stride: int) -> int:
     return (size - 1) // stride + 1  # 3x3, padding 1
 
 
 def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
               masks: tuple[torch.Tensor, torch.Tensor] | None = None,
-              keep_logits: dict | None = None):
+              keep_logits: dict | None = None, handoff: TapsHandoff | None = None):
     """The block's forward: (y [N, 4p, Ho, Wo] channels-last, m1, m2), y in x's dtype.
 
     ``masks`` replaces the block's own sampling (validation replays another backend's masks);
     ``keep_logits``, a dict, receives the block's own decisions ("mask1", "mask2") and the
-    logits they were taken on ("logits1", "logits2", after any forced-density shift)."""
+    logits they were taken on ("logits1", "logits2", after any forced-density shift);
+    ``handoff`` passes mask taps from a block to the next in a chain (``TapsHandoff``)."""
     n_, cin, h, w = x.shape
     if cin != wts.cin:
         raise ValueError(f"SSIBottleneck: x has {cin} channels, the weights expect {wts.cin}")
@@ -257,7 +294,9 @@ def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
     #    the shifted sums at stride 1 (m1) and at the block's stride (m2)
     comps = None
     if masks is None or keep_logits is not None:
-        taps = mask_taps(x_rows, wts.mask_taps_w, out=ws("taps", x_rows.shape[0], 18))
+        taps = handoff.take(x, wts.mask_taps_w) if handoff is not None else None
+        if taps is None:
+            taps = mask_taps(x_rows, wts.mask_taps_w, out=ws("taps", x_rows.shape[0], 18))
         own = native_threshold_masks(taps, (n_, h, w), wts.mask_bias, a) \
             if x.dtype == torch.float32 else None
         if own is not None:
@@ -302,8 +341,15 @@ def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
             raise ValueError("SSIBottleneck: an identity shortcut needs stride 1 and Cin = 4p "
                              f"(got stride {s}, Cin {cin}, 4p {p4})")
         short = x_rows
-    out = interp_rows(rows3, c2, m2, a.sigma2, wts.b3, short, relu=True)
+    next_w = handoff.next_w if handoff is not None and x.dtype == torch.float32 else None
+    if next_w is None:
+        out = interp_rows(rows3, c2, m2, a.sigma2, wts.b3, short, relu=True)
+    else:  # the next block's input is y itself (float32): its mask taps while y is hot
+        out, next_taps = interp_rows_and_taps(rows3, c2, m2, a.sigma2, wts.b3, short, True,
+                                              next_w)
     y = out.view(n_, ho, wo, -1).permute(0, 3, 1, 2)
+    if next_w is not None:
+        handoff.put(y, next_w, next_taps)
     return y.to(x.dtype), m1, m2
 
 

@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 // Incremented when a signature below changes.
-#define SSI_CPU_ABI_VERSION 2
+#define SSI_CPU_ABI_VERSION 3
 
 SSI_CPU_API int32_t ssi_cpu_abi_version(void);
 SSI_CPU_API char const* ssi_cpu_last_error(void);
@@ -55,6 +55,15 @@ SSI_CPU_API int32_t ssi_cpu_block_interp_rows(float const* rows, int32_t const* 
                                               float const* bias, float const* residual, int32_t relu,
                                               float* out, int32_t threads);
 
+// The same, and the next block's mask taps of its output rows: tapOut [N*H*W, tapN] = out
+// times tapW^T (tapW [tapN, C]), each row in ssi_cpu_block_small_gemm's order (the same bits),
+// computed while the row is hot. tapW, tapOut null and tapN 0: none (interp_rows).
+SSI_CPU_API int32_t ssi_cpu_block_interp_rows_taps(float const* rows, int32_t const* index, float const* mask,
+                                                   int32_t n, int32_t h, int32_t w, int32_t c, float sigma,
+                                                   float const* bias, float const* residual, int32_t relu,
+                                                   float* out, float const* tapW, int32_t tapN, float* tapOut,
+                                                   int32_t threads);
+
 // 3x3 patches (padding 1, zeros outside the map) of dense rows src [N*H*W, C] at output
 // positions [p] (flat over N*Ho*Wo): out [p, 9*C], tap t = 3i + j reads input
 // (yo*stride - 1 + i, xo*stride - 1 + j). offsets [p, 18] (dy, dx per tap) or null:
@@ -70,7 +79,9 @@ SSI_CPU_API int32_t ssi_cpu_block_patches3x3(float const* src, int32_t n, int32_
 SSI_CPU_API int64_t ssi_cpu_block_compact(float const* mask, int64_t numel, int64_t* perm, int32_t* index);
 
 // out [m, n] = x [m, k] times w, with w given transposed as wT [n, k]: a GEMM for few
-// outputs n (the mask convs' tap columns), where general BLAS kernels are slow.
+// outputs n (the mask convs' tap columns), where general BLAS kernels are slow. One fixed
+// order of the sums per element (16 lane sums over k, then pairwise), the same in every
+// build and for any m.
 SSI_CPU_API int32_t ssi_cpu_block_small_gemm(float const* x, int64_t m, int32_t k, float const* wT, int32_t n,
                                              float* out, int32_t threads);
 

@@ -1,5 +1,6 @@
 // Native CPU kernels of the SSIBottleneck op on channels-last rows (ssi_deploy/ops/block_kernels.py):
-// GaussianInterp of compact rows into dense rows, and 3x3 patches (regular or deformable v1).
+// GaussianInterp of compact rows into dense rows (and the next block's mask taps of them), 3x3
+// patches (regular or deformable v1), the few-column GEMM of the mask taps, masks and compaction.
 //
 // Per-element arithmetic is ssi/math.h (the CPU twin of a future GPU block); the loops are
 // arranged for the host: positions in parallel (OpenMP), channels innermost and contiguous
@@ -18,6 +19,10 @@
 // cancellation), so skipping it is bit-identical; an H entry with no sampled neighbour is
 // flagged and skipped in the column pass likewise. Each sum keeps its terms in a register
 // (a kernel per term count K <= 7) and feeds the combination directly.
+//
+// With tap weights (ssi_cpu_block_interp_rows_taps), each row segment of a tile is multiplied
+// by them as soon as it is written (still in L1/L2): the next block's mask taps, in the small
+// GEMM's order of sums (dotsRows), so a block's taps are the same bits whoever computes them.
 //
 // The kernels are compiled three times in this file (it includes itself): for the baseline ISA
 // and, with GCC on x86, for AVX2 and for AVX-512 (F, VL, BW, DQ) (#pragma GCC target; the
@@ -71,6 +76,9 @@ struct InterpArgs {
     float const* residual;
     int32_t relu;
     float* out;
+    float const* tapW;  // [tapN, C]: the next block's mask-tap matrix, or null
+    int32_t tapN;
+    float* tapOut;  // [N*H*W, tapN]: out's rows times tapW^T (written with out)
     uint8_t const* rowNeedR;      // [N*H]: some m < 1 in the row
     uint8_t const* rowHasSample;  // [N*H]: some m > 0 in the row
 };
@@ -154,10 +162,25 @@ int blockIsa() {
 extern "C" int32_t ssi_cpu_block_interp_rows(float const* rows, int32_t const* index, float const* mask, int32_t n,
                                              int32_t h, int32_t w, int32_t c, float sigma, float const* bias,
                                              float const* residual, int32_t relu, float* out, int32_t threads) {
+    return ssi_cpu_block_interp_rows_taps(rows, index, mask, n, h, w, c, sigma, bias, residual, relu, out, nullptr,
+                                          0, nullptr, threads);
+}
+
+extern "C" int32_t ssi_cpu_block_interp_rows_taps(float const* rows, int32_t const* index, float const* mask,
+                                                  int32_t n, int32_t h, int32_t w, int32_t c, float sigma,
+                                                  float const* bias, float const* residual, int32_t relu, float* out,
+                                                  float const* tapW, int32_t tapN, float* tapOut, int32_t threads) {
     using namespace ssi;
-    if (n < 0 || h < 0 || w < 0 || c < 0) return cpu::setError("block interp_rows: negative size"), 1;
+    if (n < 0 || h < 0 || w < 0 || c < 0 || tapN < 0) return cpu::setError("block interp_rows: negative size"), 1;
     size_t const positions = static_cast<size_t>(n) * h * w;
-    if (positions == 0 || c == 0) return 0;
+    if (positions == 0) return 0;
+    if (tapN == 0) tapW = nullptr, tapOut = nullptr;
+    if (tapN > 0 && (!tapOut || (!tapW && c > 0)))
+        return cpu::setError("block interp_rows: tap weights or tap output null"), 1;
+    if (c == 0) {  // no channels: the outputs are empty rows, their taps 0
+        if (tapOut) std::fill(tapOut, tapOut + positions * static_cast<size_t>(tapN), 0.0f);
+        return 0;
+    }
     if (!index || !mask || !out) return cpu::setError("block interp_rows: null buffer"), 1;
     InterpArgs A{};
     A.rows = rows;
@@ -172,6 +195,9 @@ extern "C" int32_t ssi_cpu_block_interp_rows(float const* rows, int32_t const* i
     A.residual = residual;
     A.relu = relu;
     A.out = out;
+    A.tapW = tapW;
+    A.tapN = tapN;
+    A.tapOut = tapOut;
 
     int const nt = threadCount(threads);
     InterpPlan P;
@@ -542,6 +568,104 @@ constexpr std::array<std::array<std::array<CombineFn, kWin + 1>, 2>, 2> kCombine
     {combineTables<false, false>(), combineTables<false, true>()},
     {combineTables<true, false>(), combineTables<true, true>()}};
 
+// ---------------------------------------------------------------------------------------
+// Dot products of one row x [k] with a few weight rows wT [n, k] (the mask convs' tap columns),
+// in one fixed order: lane l (0..15) of a 16-float vector adds x[ch] * w[ch] (a product, then
+// a sum) over ch = l, l + 16, ... in increasing ch, from +0, and the 16 lanes are then added
+// pairwise (l + 8, then + 4, + 2, + 1). GCC's vector types give every build (16, 8 or 4 floats
+// per instruction) these same operations, and each column's order is independent of which
+// columns are computed together, so the small GEMM and the taps fused into the interpolation
+// (ssi_cpu_block_interp_rows_taps) give the same bits for the same row.
+typedef float V16 __attribute__((vector_size(64)));
+typedef float V16u __attribute__((vector_size(64), aligned(4)));  // for unaligned loads
+
+inline float laneSum(V16 v) {
+    float t[16];
+    std::memcpy(t, &v, sizeof t);
+    for (int i = 0; i < 8; ++i) t[i] = t[i] + t[i + 8];
+    for (int i = 0; i < 4; ++i) t[i] = t[i] + t[i + 4];
+    for (int i = 0; i < 2; ++i) t[i] = t[i] + t[i + 2];
+    return t[0] + t[1];
+}
+
+typedef int32_t I16 __attribute__((vector_size(64)));
+
+// laneSum of 16 vectors at once, into out[0..15]: the same additions per vector (its lanes
+// l and l + 8, then l and l + 4, ...), with the vectors packed together after each level.
+inline void laneSum16(V16 const* v, float* out) {
+    V16 r1[8], r2[4], r3[2];
+    for (int p = 0; p < 8; ++p)  // [a0+a8 .. a7+a15, b0+b8 .. b7+b15]
+        r1[p] = __builtin_shuffle(v[2 * p], v[2 * p + 1], I16{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}) +
+                __builtin_shuffle(v[2 * p], v[2 * p + 1], I16{8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31});
+    for (int p = 0; p < 4; ++p)  // four vectors, four lanes each: l + (l + 4)
+        r2[p] = __builtin_shuffle(r1[2 * p], r1[2 * p + 1], I16{0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27}) +
+                __builtin_shuffle(r1[2 * p], r1[2 * p + 1], I16{4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31});
+    for (int p = 0; p < 2; ++p)  // eight vectors, two lanes each: l + (l + 2)
+        r3[p] = __builtin_shuffle(r2[2 * p], r2[2 * p + 1], I16{0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29}) +
+                __builtin_shuffle(r2[2 * p], r2[2 * p + 1], I16{2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31});
+    V16 const r4 = __builtin_shuffle(r3[0], r3[1], I16{0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30}) +
+                   __builtin_shuffle(r3[0], r3[1], I16{1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31});
+    std::memcpy(out, &r4, sizeof r4);
+}
+
+// out[r][j] = x_r . w_j for R rows (row stride k) and NC weight rows: R * NC accumulators
+// in registers, each x and w chunk loaded once per tile.
+template <int R, int NC>
+inline void dotsTile(float const* x, float const* wT, int32_t k, float* out, int32_t ldo) {
+    static_assert(R * NC <= 16, "one laneSum16");
+    V16 acc[16];
+    for (int i = 0; i < 16; ++i) acc[i] = V16{};
+    int32_t const k16 = k & ~15;
+    for (int32_t ch = 0; ch < k16; ch += 16) {
+        V16 xv[R];
+        for (int r = 0; r < R; ++r) xv[r] = *reinterpret_cast<V16u const*>(x + static_cast<size_t>(r) * k + ch);
+        for (int j = 0; j < NC; ++j) {
+            V16 const wv = *reinterpret_cast<V16u const*>(wT + static_cast<size_t>(j) * k + ch);
+            for (int r = 0; r < R; ++r) acc[r * NC + j] = acc[r * NC + j] + xv[r] * wv;
+        }
+    }
+    if (k16 < k) {  // the last k % 16 channels in lanes 0..; the other lanes add 0 * 0 = +0
+        V16 xv[R];
+        for (int r = 0; r < R; ++r) {
+            xv[r] = V16{};
+            for (int32_t l = 0; l < k - k16; ++l) xv[r][l] = x[static_cast<size_t>(r) * k + k16 + l];
+        }
+        for (int j = 0; j < NC; ++j) {
+            V16 wv{};
+            for (int32_t l = 0; l < k - k16; ++l) wv[l] = wT[static_cast<size_t>(j) * k + k16 + l];
+            for (int r = 0; r < R; ++r) acc[r * NC + j] = acc[r * NC + j] + xv[r] * wv;
+        }
+    }
+    float sums[16];
+    if constexpr (R * NC > 2) {
+        laneSum16(acc, sums);
+    } else {
+        for (int i = 0; i < R * NC; ++i) sums[i] = laneSum(acc[i]);
+    }
+    for (int r = 0; r < R; ++r)
+        for (int j = 0; j < NC; ++j) out[static_cast<size_t>(r) * ldo + j] = sums[r * NC + j];
+}
+
+// Rows [R] of out = x wT^T: columns four at a time, then two, then one.
+template <int R>
+inline void dotsRowTile(float const* x, int32_t k, float const* wT, int32_t n, float* out) {
+    int32_t j = 0;
+    for (; j + 4 <= n; j += 4) dotsTile<R, 4>(x, wT + static_cast<size_t>(j) * k, k, out + j, n);
+    for (; j + 2 <= n; j += 2) dotsTile<R, 2>(x, wT + static_cast<size_t>(j) * k, k, out + j, n);
+    for (; j < n; ++j) dotsTile<R, 1>(x, wT + static_cast<size_t>(j) * k, k, out + j, n);
+}
+
+// out [m, n] = x [m, k] wT^T, serially: tiles of 4 rows (the last one 1-3 rows) by 4 columns
+// (the last ones 2 or 1), each reading every w chunk once. Each element's operations are
+// dotsTile's whatever its tile (the same bits for any m, n and cut).
+inline void dotsRows(float const* x, int64_t m, int32_t k, float const* wT, int32_t n, float* out) {
+    int64_t r = 0;
+    for (; r + 4 <= m; r += 4) dotsRowTile<4>(x + r * k, k, wT, n, out + r * n);
+    if (m - r == 3) dotsRowTile<3>(x + r * k, k, wT, n, out + r * n);
+    if (m - r == 2) dotsRowTile<2>(x + r * k, k, wT, n, out + r * n);
+    if (m - r == 1) dotsRowTile<1>(x + r * k, k, wT, n, out + r * n);
+}
+
 // Output rows [y0, y1) of image b, columns [x0, x1).
 void interpBlock(InterpArgs const& A, int32_t b, int32_t y0, int32_t y1, int32_t x0, int32_t x1) {
     Workspace& ws = workspace();
@@ -593,6 +717,8 @@ void interpBlock(InterpArgs const& A, int32_t b, int32_t y0, int32_t y1, int32_t
             }
             kCombine[sampled][m < 1.0f][hasRes][relu][k](m, f, g, hp, sumM, A.a, A.bias, res, o, c);
         }
+        if (A.tapW)  // the row segment just written is still in L1/L2
+            dotsRows(A.out + (rowBase + x0) * c, x1 - x0, c, A.tapW, A.tapN, A.tapOut + (rowBase + x0) * A.tapN);
     }
 }
 
@@ -701,39 +827,14 @@ int32_t patchesRun(PatchArgs const& A, int nt, bool par) {
 }
 
 // out [m, n] = x [m, k] * w, w given transposed (wT [n, k]); n small (the mask convs' 18
-// tap columns). A tile of 4 rows x 2 outputs keeps 8 dot products in vector registers over
-// the whole of k (each x and w chunk loaded once per tile); every dot product is a lane-wise
-// reduction whose order is the compiler's, as in any GEMM.
+// tap columns): dotsRows (the order of the taps fused into the interpolation as well).
 int32_t smallGemmRun(float const* x, int64_t m, int32_t k, float const* wT, int32_t n, float* out, int nt,
                      bool par) {
-    int64_t const blocks = (m + 3) / 4;
+    int64_t const blocks = (m + 15) / 16;
 #pragma omp parallel for num_threads(nt) if (par) schedule(static)
     for (int64_t b = 0; b < blocks; ++b) {
-        int64_t const r0 = b * 4;
-        int64_t const rows = std::min<int64_t>(4, m - r0);
-        float const* xr[4];
-        for (int r = 0; r < 4; ++r) xr[r] = x + (r0 + std::min<int64_t>(r, rows - 1)) * k;  // pad: repeat
-        float* o = out + r0 * n;
-        for (int32_t j = 0; j < n; j += 2) {
-            float const* w0 = wT + static_cast<int64_t>(j) * k;
-            float const* w1 = j + 1 < n ? w0 + k : w0;
-            float a00 = 0.0f, a01 = 0.0f, a10 = 0.0f, a11 = 0.0f, a20 = 0.0f, a21 = 0.0f, a30 = 0.0f,
-                  a31 = 0.0f;
-            float const *x0 = xr[0], *x1 = xr[1], *x2 = xr[2], *x3 = xr[3];
-#pragma omp simd reduction(+ : a00, a01, a10, a11, a20, a21, a30, a31)
-            for (int32_t c = 0; c < k; ++c) {
-                float const u = w0[c], v = w1[c];
-                a00 += x0[c] * u, a01 += x0[c] * v;
-                a10 += x1[c] * u, a11 += x1[c] * v;
-                a20 += x2[c] * u, a21 += x2[c] * v;
-                a30 += x3[c] * u, a31 += x3[c] * v;
-            }
-            float const acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
-            for (int64_t r = 0; r < rows; ++r) {
-                o[r * n + j] = acc[r][0];
-                if (j + 1 < n) o[r * n + j + 1] = acc[r][1];
-            }
-        }
+        int64_t const r0 = b * 16;
+        dotsRows(x + r0 * k, std::min<int64_t>(16, m - r0), k, wT, n, out + r0 * n);
     }
     return 0;
 }
