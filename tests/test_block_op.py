@@ -401,9 +401,17 @@ def test_chained_mask_taps_change_no_bit(density, monkeypatch):
     if density is not None:
         model.set_forced_density(density)
     x = torch.randn(2, 3, 75, 53, generator=torch.Generator().manual_seed(5))
-    calls = []
+    calls, in_place = [], []
     own = B.mask_taps
     monkeypatch.setattr(B, "mask_taps", lambda *a, **k: calls.append(1) or own(*a, **k))
+    for name in ("interp_rows", "interp_rows_and_taps"):  # final interpolations over x itself?
+        def spy(*a, _f=getattr(B, name), **k):
+            out = k.get("out", a[8] if len(a) > 8 else None)
+            res = a[5] if len(a) > 5 else k.get("residual")
+            if res is not None and res.shape[1] == a[0].shape[1]:  # the final one (4p rows)
+                in_place.append(out is not None and out.data_ptr() == res.data_ptr())
+            return _f(*a, **k)
+        monkeypatch.setattr(B, name, spy)
     with torch.no_grad():
         feats, masks = model.backbone(x)
         chained_calls = len(calls)
@@ -411,6 +419,10 @@ def test_chained_mask_taps_change_no_bit(density, monkeypatch):
         feats0, masks0 = model.backbone(x)
     n_blocks = len(model.backbone.blocks)
     assert chained_calls == 1 and len(calls) - chained_calls == n_blocks
+    # chained: every block but the first of a stage writes over its input; unchained: none
+    layers = [len(getattr(model.backbone, f"layer{i}")) for i in range(1, 5)]
+    assert in_place[:n_blocks] == [j > 0 for n in layers for j in range(n)]
+    assert not any(in_place[n_blocks:])
     assert all(torch.equal(a, b) for a, b in zip(masks, masks0)) and len(masks) == 2 * n_blocks
     assert all(torch.equal(a, b) for a, b in zip(feats, feats0))
 
@@ -435,3 +447,23 @@ def test_taps_handoff_is_taken_only_for_its_tensor_and_weights():
         yi = torch.randn(6, 4)
         h.put(yi, w, taps)
         assert h.take(yi, w) is taps
+
+
+def test_chain_keeps_what_a_hook_holds():
+    """A block output a forward hook keeps is not written over by the next block (nor is a
+    stage's feature), and the features are those of the chain without hooks."""
+    from ssi_deploy.models import create_model
+
+    model = create_model("sparse_resnet50", init_seed=2)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        feats0, _ = model.backbone(x)
+        kept = []
+        hook = model.backbone.layer2[1].register_forward_hook(
+            lambda mod, inp, out: kept.append((out[0], out[0].clone())))
+        try:
+            feats, _ = model.backbone(x)
+        finally:
+            hook.remove()
+    assert torch.equal(kept[0][0], kept[0][1])
+    assert all(torch.equal(a, b) for a, b in zip(feats, feats0))

@@ -41,6 +41,14 @@ def _frozen_block_loss(block, x: torch.Tensor) -> torch.Tensor:
     return 0.25 * p1.mean() + 0.75 * p2.mean()
 
 
+def _hooked(*modules: nn.Module) -> bool:
+    """Whether a forward hook (of these modules, or a global one) may hold a block's output."""
+    from torch.nn.modules import module as M
+
+    return bool(M._global_forward_hooks or M._global_forward_pre_hooks or any(
+        m._forward_hooks or m._forward_pre_hooks for m in modules))
+
+
 class ResNet(nn.Module):
     """Backbone returning (c2, c3, c4, c5); an SSI backbone also returns its masks."""
 
@@ -136,6 +144,7 @@ class ResNet(nn.Module):
                                                           or torch.compiler.is_exporting())
         handoff = TapsHandoff() if chain else None
         following = iter(self.blocks[1:] + [None])
+        prev = None
         for i in range(1, 5):
             for block in getattr(self, f"layer{i}"):
                 if self.sparse:
@@ -145,6 +154,8 @@ class ResNet(nn.Module):
                     if handoff is not None and isinstance(block, SSIBottleneck):
                         handoff.next_w = (nxt.chained_tap_weights()
                                           if isinstance(nxt, SSIBottleneck) else None)
+                        # x is kept by nobody else: not a stage's feature, seen by no hook
+                        handoff.reuse_input = prev is not None and not _hooked(prev, block)
                         x, m1, m2 = block(x, handoff=handoff)
                     else:
                         x, m1, m2 = block(x)
@@ -154,7 +165,9 @@ class ResNet(nn.Module):
                         masks += [m1, m2]
                 else:
                     x = block(x)
+                prev = block
             feats.append(x)
+            prev = None  # the next stage's first block reads this feature
         return tuple(feats), masks
 
     def sparsity_loss(self) -> torch.Tensor | None:

@@ -151,17 +151,19 @@ def mask_taps(x_rows: torch.Tensor, w_t: torch.Tensor,
 
 def interp_rows_and_taps(rows: torch.Tensor, comp: Compaction, mask: torch.Tensor, sigma: float,
                          bias: torch.Tensor | None, residual: torch.Tensor | None, relu: bool,
-                         taps_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                         taps_w: torch.Tensor, out: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """(:func:`interp_rows`, :func:`mask_taps` of its result by ``taps_w``): on the CPU one
     native pass that multiplies each output row while it is still in cache, instead of a GEMM
     that reads the whole map again (the next block's mask taps from this block's last kernel,
-    design C of gpu-block-design.md); the same bits as the two calls."""
+    design C of gpu-block-design.md); the same bits as the two calls. ``out``: as in
+    :func:`interp_rows` (it may be ``residual`` itself)."""
     lib = native_kernels() if rows.device.type == "cpu" else None
     if lib is not None:
-        return lib.interp_rows_taps(rows, comp.index, mask, sigma, bias, residual, relu,
+        return lib.interp_rows_taps(rows, comp.index, mask, sigma, bias, residual, relu, out,
                                     taps_w=taps_w)
-    out = interp_rows(rows, comp, mask, sigma, bias, residual, relu)
-    return out, mask_taps(out, taps_w)
+    y = interp_rows(rows, comp, mask, sigma, bias, residual, relu, out)
+    return y, mask_taps(y, taps_w)
 
 
 def sum_taps(taps: torch.Tensor, k: int, shape: tuple[int, int, int], bias: torch.Tensor,

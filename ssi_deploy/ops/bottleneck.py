@@ -238,12 +238,19 @@ class TapsHandoff:
     next block takes it instead of reading its whole input again for its mask convs (design C
     of ../shared/docs/gpu-block-design.md, on the CPU). The same bits as the block's own
     ``mask_taps``; taken only by the block whose weights they were made for, on the very tensor
-    they were made from, unchanged since (any other input computes its own)."""
+    they were made from, unchanged since (any other input computes its own).
 
-    __slots__ = ("next_w", "_w", "_y", "_version", "_taps")
+    ``reuse_input``, also set by the chain before each block, says that nothing but the chain
+    keeps that block's input (not a stage's feature, no hook saw it): a block whose input is
+    the previous block's output (its taps were taken from here) and whose shortcut is that
+    input then writes its output over it, in place (no fresh map to fault in and fill, the
+    residual's cache lines written where they are read)."""
+
+    __slots__ = ("next_w", "reuse_input", "_w", "_y", "_version", "_taps")
 
     def __init__(self):
         self.next_w: torch.Tensor | None = None
+        self.reuse_input = False
         self._w = self._y = self._version = self._taps = None
 
     @staticmethod
@@ -292,9 +299,10 @@ def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
 
     # 1. masks: the two 3x3 mask convs of x from one GEMM (every tap's partial map), then
     #    the shifted sums at stride 1 (m1) and at the block's stride (m2)
-    comps = None
+    comps, chained = None, False
     if masks is None or keep_logits is not None:
         taps = handoff.take(x, wts.mask_taps_w) if handoff is not None else None
+        chained = taps is not None
         if taps is None:
             taps = mask_taps(x_rows, wts.mask_taps_w, out=ws("taps", x_rows.shape[0], 18))
         own = native_threshold_masks(taps, (n_, h, w), wts.mask_bias, a) \
@@ -342,11 +350,18 @@ def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
                              f"(got stride {s}, Cin {cin}, 4p {p4})")
         short = x_rows
     next_w = handoff.next_w if handoff is not None and x.dtype == torch.float32 else None
+    # y over x itself where the chain keeps no other reference to x (TapsHandoff.reuse_input;
+    # the taps taken from the handoff prove x is the previous block's output) and x is the
+    # shortcut (read before written, element by element); never where x's values are still
+    # wanted (recorded decisions) or autograd could see x
+    in_place = (chained and handoff.reuse_input and keep_logits is None and short is x_rows
+                and xf is x and not (torch.is_grad_enabled() and x.requires_grad))
+    buf = short if in_place else None
     if next_w is None:
-        out = interp_rows(rows3, c2, m2, a.sigma2, wts.b3, short, relu=True)
+        out = interp_rows(rows3, c2, m2, a.sigma2, wts.b3, short, relu=True, out=buf)
     else:  # the next block's input is y itself (float32): its mask taps while y is hot
         out, next_taps = interp_rows_and_taps(rows3, c2, m2, a.sigma2, wts.b3, short, True,
-                                              next_w)
+                                              next_w, out=buf)
     y = out.view(n_, ho, wo, -1).permute(0, 3, 1, 2)
     if next_w is not None:
         handoff.put(y, next_w, next_taps)
