@@ -316,6 +316,8 @@ THRESHOLD_CASES = [
     ((2, 9, 8), 1, 0.0, 0, (-50.0, -50.0), False),  # empty masks
     ((2, 9, 8), 2, 0.0, 0, (50.0, 50.0), False),  # full masks
     ((1, 12, 10), 2, 1.0, 5, (0.0, 0.0), False),  # forced full
+    ((2, 41, 37), 2, 0.26, 3, (0.0, 0.0), False),  # >= 2048 positions: one mask per thread
+    ((1, 64, 33), 1, 0.0, 0, (0.1, -0.1), False),
 ]
 
 

@@ -351,6 +351,10 @@ extern "C" int32_t ssi_cpu_block_sum_taps(float const* taps, int32_t n, int32_t 
     return 0;
 }
 
+static int32_t thresholdMask(float const* taps, int32_t n, int32_t h, int32_t w, int32_t kOut, int32_t j, int32_t s,
+                             float bias, int64_t kj, int32_t grid, float* l, float* m, int64_t* perm, int32_t* index,
+                             int64_t& countOut, int32_t threads);
+
 // Both masks of a block in threshold mode (also the mode of a forced density) with their
 // compactions, in one call instead of a dozen small tensor ops per block. For map j (j = 0:
 // output 0 of the taps at stride 1; j = 1: output 1 at `stride`): l = sum_taps(taps, j) + bias_j;
@@ -378,30 +382,47 @@ extern "C" int32_t ssi_cpu_block_threshold_masks(float const* taps, int32_t n, i
     int32_t* indices[2] = {index1, index2};
     for (int j = 0; j < 2; ++j) {
         int32_t const s = j == 0 ? 1 : stride;
-        int32_t const ho = (h - 1) / s + 1, wo = (w - 1) / s + 1;
-        int64_t const hw = static_cast<int64_t>(ho) * wo, numel = n * hw, kj = j == 0 ? k1 : k2;
-        if (kj > hw) return cpu::setError("block threshold_masks: forced count above the map's size"), 1;
-        float* l = logits[j];
-        if (ssi_cpu_block_sum_taps(taps, n, h, w, kOut, j, s, j == 0 ? bias1 : bias2, l, threads) != 0) return 1;
-        if (kj > 0) {
-            std::vector<float> kth(static_cast<size_t>(n));
-            if (ssi_cpu_block_kth_largest(l, n, hw, kj, kth.data()) != 0) return 1;
-            for (int32_t b = 0; b < n; ++b) {
-                float* lb = l + b * hw;
-                float const t = kth[static_cast<size_t>(b)];
-                for (int64_t q = 0; q < hw; ++q) lb[q] = lb[q] - t;
-            }
-        }
-        float* m = masks[j];
-        for (int64_t q = 0; q < numel; ++q) m[q] = l[q] >= 0.0f ? 1.0f : 0.0f;
-        if (grid > 0)
-            for (int32_t b = 0; b < n; ++b)
-                for (int32_t y = 0; y < ho; y += grid)
-                    for (int32_t x = 0; x < wo; x += grid) m[(static_cast<int64_t>(b) * ho + y) * wo + x] = 1.0f;
-        int64_t const count = ssi_cpu_block_compact(m, numel, perms[j], indices[j]);
-        if (count < 0) return 1;
-        counts[j] = count;
+        int64_t const hw = static_cast<int64_t>((h - 1) / s + 1) * ((w - 1) / s + 1);
+        if ((j == 0 ? k1 : k2) > hw) return cpu::setError("block threshold_masks: forced count above the map's size"), 1;
     }
+    // The two masks are independent: one per thread on large maps (each step inside serial).
+    int const nt = threadCount(threads);
+    bool const par = nt > 1 && static_cast<int64_t>(n) * h * w >= 2048;
+    int32_t bad = 0;
+#pragma omp parallel for num_threads(2) if (par) schedule(static, 1) reduction(| : bad)
+    for (int j = 0; j < 2; ++j) {
+        int32_t const s = j == 0 ? 1 : stride;
+        int64_t const kj = j == 0 ? k1 : k2;
+        bad |= thresholdMask(taps, n, h, w, kOut, j, s, j == 0 ? bias1 : bias2, kj, grid, logits[j], masks[j],
+                             perms[j], indices[j], counts[j], par ? 1 : threads);
+    }
+    return bad;
+}
+
+// One mask of ssi_cpu_block_threshold_masks (map j at stride s, forced count kj).
+static int32_t thresholdMask(float const* taps, int32_t n, int32_t h, int32_t w, int32_t kOut, int32_t j, int32_t s,
+                             float bias, int64_t kj, int32_t grid, float* l, float* m, int64_t* perm, int32_t* index,
+                             int64_t& countOut, int32_t threads) {
+    int32_t const ho = (h - 1) / s + 1, wo = (w - 1) / s + 1;
+    int64_t const hw = static_cast<int64_t>(ho) * wo, numel = n * hw;
+    if (ssi_cpu_block_sum_taps(taps, n, h, w, kOut, j, s, bias, l, threads) != 0) return 1;
+    if (kj > 0) {
+        std::vector<float> kth(static_cast<size_t>(n));
+        if (ssi_cpu_block_kth_largest(l, n, hw, kj, kth.data()) != 0) return 1;
+        for (int32_t b = 0; b < n; ++b) {
+            float* lb = l + b * hw;
+            float const t = kth[static_cast<size_t>(b)];
+            for (int64_t q = 0; q < hw; ++q) lb[q] = lb[q] - t;
+        }
+    }
+    for (int64_t q = 0; q < numel; ++q) m[q] = l[q] >= 0.0f ? 1.0f : 0.0f;
+    if (grid > 0)
+        for (int32_t b = 0; b < n; ++b)
+            for (int32_t y = 0; y < ho; y += grid)
+                for (int32_t x = 0; x < wo; x += grid) m[(static_cast<int64_t>(b) * ho + y) * wo + x] = 1.0f;
+    int64_t const count = ssi_cpu_block_compact(m, numel, perm, index);
+    if (count < 0) return 1;
+    countOut = count;
     return 0;
 }
 
