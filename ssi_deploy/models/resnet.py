@@ -45,8 +45,8 @@ def _hooked(*modules: nn.Module) -> bool:
     """Whether a forward hook (of these modules, or a global one) may hold a block's output."""
     from torch.nn.modules import module as M
 
-    return bool(M._global_forward_hooks or M._global_forward_pre_hooks or any(
-        m._forward_hooks or m._forward_pre_hooks for m in modules))
+    hooks = (getattr(M, "_global_forward_hooks", True), getattr(M, "_global_forward_pre_hooks", True))
+    return bool(any(hooks) or any(m._forward_hooks or m._forward_pre_hooks for m in modules))
 
 
 class ResNet(nn.Module):
