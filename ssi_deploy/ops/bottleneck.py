@@ -356,6 +356,9 @@ def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
     # wanted (recorded decisions) or autograd could see x
     in_place = (chained and handoff.reuse_input and keep_logits is None and short is x_rows
                 and xf is x and not (torch.is_grad_enabled() and x.requires_grad))
+    # a downsample's result is this block's own temporary: y over it as well
+    if a.downsample and short.is_contiguous() and not (torch.is_grad_enabled() and short.requires_grad):
+        in_place = True
     buf = short if in_place else None
     if next_w is None:
         out = interp_rows(rows3, c2, m2, a.sigma2, wts.b3, short, relu=True, out=buf)
