@@ -470,3 +470,21 @@ def test_chain_keeps_what_a_hook_holds():
             hook.remove()
     assert torch.equal(kept[0][0], kept[0][1])
     assert all(torch.equal(a, b) for a, b in zip(feats, feats0))
+
+
+@pytest.mark.parametrize("linear", [True, False])
+def test_block_output_owns_its_memory(linear, monkeypatch):
+    """A block's output never lives in a workspace buffer (where a downsample's sgemm writes
+    when oneDNN's matmul is missing), so the next block's call leaves it as it was."""
+    from ssi_deploy.ops import bottleneck as B
+
+    if not linear:
+        monkeypatch.setattr(B, "_LINEAR", None)
+    gen = torch.Generator().manual_seed(8)
+    block = make_block(16, 8, 1, False, True, gen, grid=3)  # stride 1, downsample: a row GEMM
+    x1, x2 = torch.randn(2, 16, 9, 7, generator=gen), torch.randn(2, 16, 9, 7, generator=gen)
+    with torch.no_grad():
+        y1, _, _ = block(x1)
+        kept = y1.clone()
+        y2, _, _ = block(x2)
+    assert torch.equal(y1, kept) and not torch.equal(y1, y2)

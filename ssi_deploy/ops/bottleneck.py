@@ -339,11 +339,15 @@ def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
     rows3 = row_gemm(rows2, wts.w3, None, out=gemm_out("rows3", c2.count, p4))
 
     # 5. shortcut, then the final interpolation fused with b3, the residual and the ReLU
+    own_short = False  # short is a tensor of this call's own (not x, not a workspace buffer)
     if a.downsample and s == 1:
-        short = row_gemm(x_rows, wts.w_ds, wts.b_ds, out=gemm_out("short", n_ * ho * wo, p4))
+        buf = gemm_out("short", n_ * ho * wo, p4)
+        short = row_gemm(x_rows, wts.w_ds, wts.b_ds, out=buf)
+        own_short = buf is None or short.data_ptr() != buf.data_ptr()
     elif a.downsample:  # a strided 1x1 conv reads x[::s, ::s] in place (no gathered copy)
         short = F.conv2d(xf, wts.w_ds_conv, wts.b_ds, stride=s)
         short = short.permute(0, 2, 3, 1).reshape(-1, p4)
+        own_short = True
     else:
         if s != 1 or cin != p4:
             raise ValueError("SSIBottleneck: an identity shortcut needs stride 1 and Cin = 4p "
@@ -356,8 +360,8 @@ def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
     # wanted (recorded decisions) or autograd could see x
     in_place = (chained and handoff.reuse_input and keep_logits is None and short is x_rows
                 and xf is x and not (torch.is_grad_enabled() and x.requires_grad))
-    # a downsample's result is this block's own temporary: y over it as well
-    if a.downsample and short.is_contiguous() and not (torch.is_grad_enabled() and short.requires_grad):
+    # a downsample's result of this call's own: y over it as well
+    if own_short and short.is_contiguous() and not (torch.is_grad_enabled() and short.requires_grad):
         in_place = True
     buf = short if in_place else None
     if next_w is None:
