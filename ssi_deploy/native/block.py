@@ -57,7 +57,7 @@ class NativeBlock:
     def __init__(self, lib: ctypes.CDLL):
         p, i32, i64, f32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
         self._interp = lib.ssi_cpu_block_interp_rows_taps
-        self._interp.argtypes = [p, p, p, i32, i32, i32, i32, f32, p, p, i32, p, p, i32, p, i32]
+        self._interp.argtypes = [p, i64, p, p, i32, i32, i32, i32, f32, p, p, i32, p, p, i32, p, i32]
         self._interp.restype = i32
         self._patches = lib.ssi_cpu_block_patches3x3
         self._patches.argtypes = [p, i32, i32, i32, i32, p, i64, i32, i32, i32, p, p, i32]
@@ -149,8 +149,6 @@ class NativeBlock:
         index = _typed(index, torch.int32)
         if index.numel() != npos:
             raise SSIError(f"native interp_rows: index has {index.numel()} entries for {npos} positions")
-        if npos and int(index.max()) >= count:  # the library cannot see count
-            raise SSIError(f"native interp_rows: index refers to row {int(index.max())} of {count}")
         bias = None if bias is None else _f32(bias).reshape(-1)
         if bias is not None and bias.numel() != c:
             raise SSIError(f"native interp_rows: bias has {bias.numel()} values for {c} channels")
@@ -172,7 +170,7 @@ class NativeBlock:
                 raise SSIError(f"native interp_rows: tap weights {tuple(taps_w.shape)} do not fit {c} channels")
             taps = torch.empty((npos, taps_w.shape[0]), dtype=torch.float32)
         res = out if direct else torch.empty((npos, c), dtype=torch.float32)
-        rc = self._interp(_ptr(rows), _ptr(index), _ptr(mask32), n_, h, w, c, float(sigma), _ptr(bias),
+        rc = self._interp(_ptr(rows), count, _ptr(index), _ptr(mask32), n_, h, w, c, float(sigma), _ptr(bias),
                           _ptr(residual), int(bool(relu)), _ptr(res), _ptr(taps_w),
                           0 if taps_w is None else taps_w.shape[0], _ptr(taps), torch.get_num_threads())
         self._check(rc, "interp_rows")

@@ -55,14 +55,15 @@ SSI_CPU_API int32_t ssi_cpu_block_interp_rows(float const* rows, int32_t const* 
                                               float const* bias, float const* residual, int32_t relu,
                                               float* out, int32_t threads);
 
-// The same, and the next block's mask taps of its output rows: tapOut [N*H*W, tapN] = out
-// times tapW^T (tapW [tapN, C]), each row in ssi_cpu_block_small_gemm's order (the same bits),
-// computed while the row is hot. tapW, tapOut null and tapN 0: none (interp_rows).
-SSI_CPU_API int32_t ssi_cpu_block_interp_rows_taps(float const* rows, int32_t const* index, float const* mask,
-                                                   int32_t n, int32_t h, int32_t w, int32_t c, float sigma,
-                                                   float const* bias, float const* residual, int32_t relu,
-                                                   float* out, float const* tapW, int32_t tapN, float* tapOut,
-                                                   int32_t threads);
+// The same, with the number of rows (count; an index at a sampled position must be below it,
+// -1: unchecked beyond N*H*W), and the next block's mask taps of its output rows: tapOut
+// [N*H*W, tapN] = out times tapW^T (tapW [tapN, C]), each row in ssi_cpu_block_small_gemm's
+// order (the same bits), computed while the row is hot. tapW, tapOut null and tapN 0: none.
+SSI_CPU_API int32_t ssi_cpu_block_interp_rows_taps(float const* rows, int64_t count, int32_t const* index,
+                                                   float const* mask, int32_t n, int32_t h, int32_t w, int32_t c,
+                                                   float sigma, float const* bias, float const* residual,
+                                                   int32_t relu, float* out, float const* tapW, int32_t tapN,
+                                                   float* tapOut, int32_t threads);
 
 // 3x3 patches (padding 1, zeros outside the map) of dense rows src [N*H*W, C] at output
 // positions [p] (flat over N*Ho*Wo): out [p, 9*C], tap t = 3i + j reads input

@@ -162,12 +162,13 @@ int blockIsa() {
 extern "C" int32_t ssi_cpu_block_interp_rows(float const* rows, int32_t const* index, float const* mask, int32_t n,
                                              int32_t h, int32_t w, int32_t c, float sigma, float const* bias,
                                              float const* residual, int32_t relu, float* out, int32_t threads) {
-    return ssi_cpu_block_interp_rows_taps(rows, index, mask, n, h, w, c, sigma, bias, residual, relu, out, nullptr,
-                                          0, nullptr, threads);
+    return ssi_cpu_block_interp_rows_taps(rows, -1, index, mask, n, h, w, c, sigma, bias, residual, relu, out,
+                                          nullptr, 0, nullptr, threads);
 }
 
-extern "C" int32_t ssi_cpu_block_interp_rows_taps(float const* rows, int32_t const* index, float const* mask,
-                                                  int32_t n, int32_t h, int32_t w, int32_t c, float sigma,
+extern "C" int32_t ssi_cpu_block_interp_rows_taps(float const* rows, int64_t count, int32_t const* index,
+                                                  float const* mask, int32_t n, int32_t h, int32_t w, int32_t c,
+                                                  float sigma,
                                                   float const* bias, float const* residual, int32_t relu, float* out,
                                                   float const* tapW, int32_t tapN, float* tapOut, int32_t threads) {
     using namespace ssi;
@@ -220,9 +221,13 @@ extern "C" int32_t ssi_cpu_block_interp_rows_taps(float const* rows, int32_t con
     std::vector<uint8_t> rowNeedR(static_cast<size_t>(n) * h), rowHasSample(static_cast<size_t>(n) * h);
     bool const par = nt > 1 && positions * static_cast<size_t>(c) >= 16384;
     int32_t const bad =
-        SSI_BLOCK_CALL(interpRun(A, P, rowNeedR.data(), rowHasSample.data(), positions, nt, par));
+        SSI_BLOCK_CALL(interpRun(A, P, rowNeedR.data(), rowHasSample.data(),
+                                 count >= 0 ? static_cast<size_t>(count) : positions, nt, par));
     if (bad & 2) return cpu::setError("block interp_rows: rows is null but the mask has samples"), 1;
-    if (bad) return cpu::setError("block interp_rows: index out of range at a sampled position"), 1;
+    if (bad)
+        return cpu::setError("block interp_rows: index out of range at a sampled position (" +
+                             (count >= 0 ? std::to_string(count) + " rows" : std::string("rows unknown")) + ")"),
+               1;
     return 0;
 }
 
@@ -782,7 +787,7 @@ void patchRow(PatchArgs const& A, int64_t pos, float const* off, float* o) {
 
 // The parallel part of ssi_cpu_block_interp_rows: row flags (and the index check), then the
 // items. Returns 0, 1 (an index out of range) or 2 (rows null while the mask has samples).
-int32_t interpRun(InterpArgs A, InterpPlan const& P, uint8_t* rowNeedR, uint8_t* rowHasSample, size_t positions,
+int32_t interpRun(InterpArgs A, InterpPlan const& P, uint8_t* rowNeedR, uint8_t* rowHasSample, size_t rowCount,
                   int nt, bool par) {
     (void)nt, (void)par;  // without OpenMP
     A.rowNeedR = rowNeedR;
@@ -802,7 +807,7 @@ int32_t interpRun(InterpArgs A, InterpPlan const& P, uint8_t* rowNeedR, uint8_t*
                 if (m > 0.0f) {
                     has = 1;
                     int32_t const i = A.index[rb + x];
-                    bad |= (i < 0 || static_cast<size_t>(i) >= positions) ? 1 : 0;
+                    bad |= (i < 0 || static_cast<size_t>(i) >= rowCount) ? 1 : 0;
                 }
             }
             rowNeedR[r] = need;
