@@ -168,9 +168,9 @@ extern "C" int32_t ssi_cpu_block_interp_rows(float const* rows, int32_t const* i
 
 extern "C" int32_t ssi_cpu_block_interp_rows_taps(float const* rows, int64_t count, int32_t const* index,
                                                   float const* mask, int32_t n, int32_t h, int32_t w, int32_t c,
-                                                  float sigma,
-                                                  float const* bias, float const* residual, int32_t relu, float* out,
-                                                  float const* tapW, int32_t tapN, float* tapOut, int32_t threads) {
+                                                  float sigma, float const* bias, float const* residual, int32_t relu,
+                                                  float* out, float const* tapW, int32_t tapN, float* tapOut,
+                                                  int32_t threads) {
     using namespace ssi;
     if (n < 0 || h < 0 || w < 0 || c < 0 || tapN < 0) return cpu::setError("block interp_rows: negative size"), 1;
     size_t const positions = static_cast<size_t>(n) * h * w;
