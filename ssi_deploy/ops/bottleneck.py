@@ -176,6 +176,15 @@ _PACKED = WeakIdKeyDictionary()  # weight -> {inference mode: (version, packed)}
 _PACK_LOCK = threading.Lock()
 
 
+def _version_of(t: torch.Tensor) -> int | None:
+    """``t``'s in-place version counter; None for an inference tensor (it has none, and is
+    changed only under inference mode)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
 def _packed_weight(w: torch.Tensor, rows: int) -> torch.Tensor:
     """``w`` [N, K] in oneDNN's blocked layout for its matmul, reordered once per weight (per
     inference-mode state and in-place version) instead of inside every call: measured here
@@ -187,10 +196,7 @@ def _packed_weight(w: torch.Tensor, rows: int) -> torch.Tensor:
     if _PACK is None:
         return w
     mode = torch.is_inference_mode_enabled()
-    try:
-        version = w._version
-    except RuntimeError:  # an inference tensor: no version counter (changed only in that mode)
-        version = None
+    version = _version_of(w)
     slot = _PACKED.get(w)
     hit = slot.get(mode) if slot is not None else None
     if hit is not None and hit[0] == version:
@@ -253,20 +259,13 @@ class TapsHandoff:
         self.reuse_input = False
         self._w = self._y = self._version = self._taps = None
 
-    @staticmethod
-    def _version_of(t: torch.Tensor):
-        try:
-            return t._version
-        except RuntimeError:  # an inference tensor: no version counter (changed only in that mode)
-            return None
-
     def put(self, y: torch.Tensor, w: torch.Tensor, taps: torch.Tensor) -> None:
-        self._y, self._w, self._taps, self._version = y, w, taps, self._version_of(y)
+        self._y, self._w, self._taps, self._version = y, w, taps, _version_of(y)
 
     def take(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
         """The taps of ``x`` by ``w`` if they are here (and forgets them either way)."""
         taps = self._taps if (self._y is x and self._w is w
-                              and self._version == self._version_of(x)) else None
+                              and self._version == _version_of(x)) else None
         self._w = self._y = self._version = self._taps = None
         return taps
 

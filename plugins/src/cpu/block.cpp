@@ -605,19 +605,11 @@ constexpr std::array<std::array<std::array<CombineFn, kWin + 1>, 2>, 2> kCombine
 typedef float V16 __attribute__((vector_size(64)));
 typedef float V16u __attribute__((vector_size(64), aligned(4)));  // for unaligned loads
 
-inline float laneSum(V16 v) {
-    float t[16];
-    std::memcpy(t, &v, sizeof t);
-    for (int i = 0; i < 8; ++i) t[i] = t[i] + t[i + 8];
-    for (int i = 0; i < 4; ++i) t[i] = t[i] + t[i + 4];
-    for (int i = 0; i < 2; ++i) t[i] = t[i] + t[i + 2];
-    return t[0] + t[1];
-}
-
 typedef int32_t I16 __attribute__((vector_size(64)));
 
-// laneSum of 16 vectors at once, into out[0..15]: the same additions per vector (its lanes
-// l and l + 8, then l and l + 4, ...), with the vectors packed together after each level.
+// The lane sums of 16 vectors at once, into out[0..15]: per vector, lane l + lane l + 8 (l < 8),
+// then l + (l + 4) (l < 4), l + (l + 2), l + (l + 1), with the vectors packed together after
+// each level (a tile with fewer accumulators passes zero vectors for the rest).
 inline void laneSum16(V16 const* v, float* out) {
     V16 r1[8], r2[4], r3[2];
     for (int p = 0; p < 8; ++p)  // [a0+a8 .. a7+a15, b0+b8 .. b7+b15]
@@ -663,11 +655,7 @@ inline void dotsTile(float const* x, float const* wT, int32_t k, float* out, int
         }
     }
     float sums[16];
-    if constexpr (R * NC > 2) {
-        laneSum16(acc, sums);
-    } else {
-        for (int i = 0; i < R * NC; ++i) sums[i] = laneSum(acc[i]);
-    }
+    laneSum16(acc, sums);
     for (int r = 0; r < R; ++r)
         for (int j = 0; j < NC; ++j) out[static_cast<size_t>(r) * ldo + j] = sums[r * NC + j];
 }
