@@ -18,6 +18,7 @@ import zlib
 
 import pytest
 import torch
+import torch.nn.functional as F
 from fp_bounds import U32, assert_within, gaussian_interp_bound
 
 from ssi_deploy.errors import SSIError
@@ -523,3 +524,72 @@ def test_interp_rows_taps_threads_isa_and_errors(native, monkeypatch):
     assert o.shape == (20, 0) and torch.equal(tp, torch.zeros(20, 18))
     with pytest.raises(SSIError, match="tap weights"):
         native.interp_rows_taps(rows, comp.index, m, 3.0, b, res, True, taps_w=torch.zeros(18, 95))
+
+
+# --------------------------------------------------------------------------------------------
+# interp_rows_for_conv: Y1 at just the positions conv2's patches read
+
+def _conv_reads(m2, shape, stride):
+    """[N*H*W] bool: the inputs a 3x3 conv (padding 1) at ``stride`` reads for m2's samples."""
+    n, h, w = shape
+    return (F.conv_transpose2d((m2 > 0).float(), torch.ones(1, 1, 3, 3), stride=stride, padding=1,
+                               output_padding=(h + 1 - stride * m2.shape[2] if stride > 1 else 0,
+                                               w + 1 - stride * m2.shape[3] if stride > 1 else 0))
+            > 0).reshape(-1)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("kind2", ["random", "sparse", "empty", "full"])
+@pytest.mark.parametrize("shape", SHAPES + [(2, 32, 31)])
+def test_interp_rows_for_conv_writes_what_the_conv_reads(native, shape, kind2, stride):
+    """Y1 restricted to conv2's reads: the full interpolation's bits at every position a
+    patch of m2's samples reads (checked through patches3x3 as well), nothing written
+    elsewhere; independent of threads and ISA."""
+    g = torch.Generator().manual_seed(zlib.crc32(repr((shape, kind2, stride)).encode()))
+    n, h, w = shape
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    m, comp, rows, _, _ = _case(shape, 33, "random", g, False, False)
+    m2 = _mask(kind2, (n, ho, wo), g)
+    full = native.interp_rows(rows, comp.index, m, 1.3)
+    reads = _conv_reads(m2, shape, stride)
+    sentinel = torch.full_like(full, float("nan"))
+    got = native.interp_rows_for_conv(rows, comp.index, m, 1.3, m2, stride, out=sentinel.clone())
+    assert torch.equal(got[reads], full[reads])
+    assert bool(got[~reads].isnan().all())  # not written
+    pos2 = K.compact(m2).sampled
+    if pos2.numel():
+        assert torch.equal(native.patches3x3(got, shape, pos2, (ho, wo), stride),
+                           native.patches3x3(full, shape, pos2, (ho, wo), stride))
+    # through block_kernels: the native path takes read_by, the PyTorch path computes all
+    assert torch.equal(K.interp_rows(rows, comp, m, 1.3, read_by=(m2, stride))[reads], full[reads])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = native.interp_rows_for_conv(rows, comp.index, m, 1.3, m2, stride, out=sentinel.clone())
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one[reads], full[reads]) and bool(one[~reads].isnan().all())
+
+
+def test_interp_rows_for_conv_isa_and_errors(native, monkeypatch, torch_path):
+    g = torch.Generator().manual_seed(21)
+    shape = (3, 40, 37)
+    m, comp, rows, _, _ = _case(shape, 96, "official", g, False, False)
+    m2 = _mask("sparse", (3, 20, 19), g)
+    reads = _conv_reads(m2, shape, 2)
+    want = native.interp_rows(rows, comp.index, m, 3.0)
+    for isa in ("avx2", "generic"):
+        monkeypatch.setenv("SSI_CPU_BLOCK_ISA", isa)
+        got = native.interp_rows_for_conv(rows, comp.index, m, 3.0, m2, 2)
+        assert torch.equal(got[reads], want[reads]), isa
+    monkeypatch.delenv("SSI_CPU_BLOCK_ISA")
+    # the PyTorch form ignores read_by (computes every position); so does a fused epilogue
+    b = torch.randn(96, generator=g)
+    assert torch.equal(K.interp_rows(rows, comp, m, 3.0, b, read_by=(m2, 2)),
+                       native.interp_rows(rows, comp.index, m, 3.0, b))
+    ref = torch_path(K.interp_rows, rows, comp, m, 3.0, read_by=(m2, 2))
+    assert ref.shape == want.shape and not bool(ref.isnan().any())
+    with pytest.raises(SSIError, match=r"the conv's mask is 20x18, a 3x3 conv at stride 2 of 40x37 gives 20x19"):
+        native.interp_rows_for_conv(rows, comp.index, m, 3.0, m2[..., :18], 2)
+    with pytest.raises(SSIError, match=r"mask2 must be \[3,1,Ho,Wo\]"):
+        native.interp_rows_for_conv(rows, comp.index, m, 3.0, m2[:1], 2)

@@ -352,6 +352,18 @@ def test_native_threshold_masks_equal_the_general_path(case):
     if density > 0:  # every image keeps at least its forced count
         k = C.forced_count(density, l2.shape[2] * l2.shape[3])
         assert bool((got[3].flatten(1).sum(1) >= k).all())
+    # the block's call: compactions (and logits it does not keep) in reused buffers
+    ws = B._Workspace()
+    scratch = lambda name, k, dtype: ws.take(name, k, None, "cpu", dtype)  # noqa: E731
+    for _ in range(2):  # the second call reuses the first one's buffers
+        again = B.native_threshold_masks(taps, (n, h, w), bias_t, a, scratch, False)
+        for x, y in zip(again[:4], got[:4]):
+            assert torch.equal(x, y)
+        for comp, want in zip(again[4:], got[4:]):
+            assert comp.count == want.count
+            assert torch.equal(comp.perm, want.perm) and torch.equal(comp.index, want.index)
+    assert again[4].perm.data_ptr() == ws.take("perm1", n * h * w, None, "cpu", torch.int64).data_ptr()
+    assert again[2].data_ptr() != got[2].data_ptr()  # masks are the caller's own
 
 
 def test_native_threshold_masks_only_for_thresholded_masks():
@@ -387,6 +399,62 @@ def test_block_forward_same_bits_with_and_without_the_native_masks(density, monk
         monkeypatch.setattr(B, "native_threshold_masks", lambda *args: None)
         y0, m10, m20 = block(x)
     assert torch.equal(m1, m10) and torch.equal(m2, m20) and torch.equal(y, y0)
+
+
+@pytest.mark.parametrize("stride,dcn,masks", [(1, False, "mixed"), (2, False, "mixed"),
+                                               (1, False, "empty"), (2, False, "full"),
+                                               (2, True, "mixed")])
+def test_y1_only_where_conv2_reads_changes_no_bit(stride, dcn, masks, monkeypatch):
+    """A regular conv2 reads Y1 only in the 3x3 windows of m2's samples, and the block
+    interpolates only there (read_by); output and masks are the bits of a full Y1. A DCN block
+    interpolates every position (its taps can land anywhere)."""
+    from ssi_deploy.ops import bottleneck as B
+    from ssi_deploy.ops.block_kernels import native_kernels
+
+    if native_kernels() is None:
+        pytest.skip("the native block kernels are not built")
+    gen = torch.Generator().manual_seed(40 + stride)
+    bias = {"mixed": (0.3, -0.2), "empty": (-50.0, -50.0), "full": (50.0, 50.0)}[masks]
+    block = make_block(32, 8, stride, dcn, stride != 1, gen, mask_bias=bias, grid=0)
+    x = torch.randn(3, 32, 15, 13, generator=gen)
+    seen = []
+    interp = B.interp_rows
+
+    def spy(*args, **kw):
+        seen.append(kw.get("read_by"))
+        return interp(*args, **kw)
+
+    monkeypatch.setattr(B, "interp_rows", spy)
+    with torch.no_grad():
+        y, m1, m2 = block(x)
+        reads = [r for r in seen if r is not None]
+        assert len(reads) == (0 if dcn else 1) and (dcn or reads[0][1] == stride)
+        monkeypatch.setattr(B, "interp_rows",
+                            lambda *args, read_by=None, **kw: interp(*args, **kw))
+        y0, m10, m20 = block(x)
+    assert torch.equal(m1, m10) and torch.equal(m2, m20) and torch.equal(y, y0)
+    if masks != "mixed":
+        assert float(m2.mean()) == (0.0 if masks == "empty" else 1.0)
+
+
+def test_workspace_reuses_its_views_and_grows():
+    """The same view object for the same request; a larger request makes a new buffer (and
+    drops that name's views of the old one); other names and dtypes keep theirs."""
+    from ssi_deploy.ops import bottleneck as B
+
+    ws = B._Workspace()
+    a = ws.take("a", 4, 3, "cpu")
+    assert ws.take("a", 4, 3, "cpu") is a and a.shape == (4, 3)
+    v = ws.take("a", 5, None, "cpu", torch.int64)
+    assert v.shape == (5,) and v.dtype == torch.int64 and v.data_ptr() != a.data_ptr()
+    small = ws.take("a", 2, 3, "cpu")
+    assert small.data_ptr() == a.data_ptr()  # the same buffer
+    big = ws.take("a", 100, 3, "cpu")
+    assert big.shape == (100, 3) and ws.take("a", 4, 3, "cpu").data_ptr() == big.data_ptr()
+    assert ws.take("a", 5, None, "cpu", torch.int64) is v
+    for k in range(B._MAX_VIEWS + 5):  # counts that change every call stay bounded
+        ws.take("b", k + 1, 2, "cpu")
+    assert len(ws.views) <= B._MAX_VIEWS
 
 
 @pytest.mark.parametrize("density", [None, 0.3])

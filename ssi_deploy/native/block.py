@@ -59,6 +59,9 @@ class NativeBlock:
         self._interp = lib.ssi_cpu_block_interp_rows_taps
         self._interp.argtypes = [p, i64, p, p, i32, i32, i32, i32, f32, p, p, i32, p, p, i32, p, i32]
         self._interp.restype = i32
+        self._interp_conv = lib.ssi_cpu_block_interp_rows_for_conv
+        self._interp_conv.argtypes = [p, i64, p, p, i32, i32, i32, i32, f32, p, i32, i32, i32, p, i32]
+        self._interp_conv.restype = i32
         self._patches = lib.ssi_cpu_block_patches3x3
         self._patches.argtypes = [p, i32, i32, i32, i32, p, i64, i32, i32, i32, p, p, i32]
         self._patches.restype = i32
@@ -145,13 +148,14 @@ class NativeBlock:
         n_, _, h, w = mask.shape
         count, c = rows.shape
         npos = n_ * h * w
-        rows, mask32 = _f32(rows), _f32(mask).reshape(-1)
+        rows, mask32 = _f32(rows), _f32(mask)  # the library reads mask [N*H*W] as it lies
         index = _typed(index, torch.int32)
         if index.numel() != npos:
             raise SSIError(f"native interp_rows: index has {index.numel()} entries for {npos} positions")
-        bias = None if bias is None else _f32(bias).reshape(-1)
-        if bias is not None and bias.numel() != c:
-            raise SSIError(f"native interp_rows: bias has {bias.numel()} values for {c} channels")
+        if bias is not None:
+            bias = _f32(bias)
+            if bias.numel() != c:
+                raise SSIError(f"native interp_rows: bias has {bias.numel()} values for {c} channels")
         if residual is not None:
             residual = _f32(residual)
             if tuple(residual.shape) != (npos, c):
@@ -168,6 +172,7 @@ class NativeBlock:
             taps_w = _f32(taps_w)
             if taps_w.dim() != 2 or taps_w.shape[1] != c:
                 raise SSIError(f"native interp_rows: tap weights {tuple(taps_w.shape)} do not fit {c} channels")
+            # a new tensor: it lives on in the chain's handoff, across user code (hooks)
             taps = torch.empty((npos, taps_w.shape[0]), dtype=torch.float32)
         res = out if direct else torch.empty((npos, c), dtype=torch.float32)
         rc = self._interp(_ptr(rows), count, _ptr(index), _ptr(mask32), n_, h, w, c, float(sigma), _ptr(bias),
@@ -179,28 +184,63 @@ class NativeBlock:
             return out, taps
         return res, taps
 
+    def interp_rows_for_conv(self, rows: torch.Tensor, index: torch.Tensor, mask: torch.Tensor,
+                             sigma: float, mask2: torch.Tensor, stride: int,
+                             out: torch.Tensor | None = None) -> torch.Tensor:
+        """``interp_rows(rows, index, mask, sigma)`` at just the positions a 3x3 convolution
+        (padding 1) at ``stride`` reads for the sampled outputs of ``mask2`` [N,1,Ho,Wo];
+        the other rows of the result hold whatever ``out`` held (or anything)."""
+        n_, _, h, w = mask.shape
+        count, c = rows.shape
+        npos = n_ * h * w
+        rows, mask32, m2 = _f32(rows), _f32(mask), _f32(mask2)
+        index = _typed(index, torch.int32)
+        if index.numel() != npos:
+            raise SSIError(f"native interp_rows: index has {index.numel()} entries for {npos} positions")
+        if m2.dim() != 4 or m2.shape[0] != n_ or m2.shape[1] != 1:
+            raise SSIError(f"native interp_rows_for_conv: mask2 must be [{n_},1,Ho,Wo], got {tuple(m2.shape)}")
+        if not (out is not None and out.dtype == torch.float32 and out.device.type == "cpu"
+                and out.is_contiguous() and tuple(out.shape) == (npos, c)
+                and not any(_overlaps(out, t) for t in (rows, index, mask32, m2))):
+            out = torch.empty((npos, c), dtype=torch.float32)
+        rc = self._interp_conv(_ptr(rows), count, _ptr(index), _ptr(mask32), n_, h, w, c, float(sigma),
+                               _ptr(m2), m2.shape[2], m2.shape[3], int(stride), _ptr(out),
+                               torch.get_num_threads())
+        self._check(rc, "interp_rows_for_conv")
+        return out
+
     def threshold_masks(self, taps: torch.Tensor, shape: tuple[int, int, int], stride: int,
-                        bias1: float, bias2: float, k1: int, k2: int, grid_interval: int):
+                        bias1: float, bias2: float, k1: int, k2: int, grid_interval: int,
+                        scratch=None, keep_logits: bool = True):
         """Both masks of a block in threshold mode from the mask taps [N*H*W, 9 K] (see
         ``ssi_cpu_block_threshold_masks``): (logits1 [N,1,H,W], logits2 [N,1,Ho,Wo], m1, m2,
-        (perm1, count1, index1), (perm2, count2, index2)); k1, k2 > 0: forced counts."""
+        (perm1, count1, index1), (perm2, count2, index2)); k1, k2 > 0: forced counts.
+        ``scratch(name, numel, dtype)``, a caller's reusable 1-D buffers: the compactions come
+        from it (valid until the caller reuses them), and the logits too unless
+        ``keep_logits``; the masks are always new tensors."""
         n_, h, w = shape
         taps = _f32(taps)
         if taps.shape[0] != n_ * h * w or taps.shape[1] % 9 or taps.shape[1] < 18:
             raise SSIError(f"native threshold_masks: taps {tuple(taps.shape)} do not fit {n_}x{h}x{w}")
         ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-        l1, m1 = torch.empty((n_, 1, h, w)), torch.empty((n_, 1, h, w))
-        l2, m2 = torch.empty((n_, 1, ho, wo)), torch.empty((n_, 1, ho, wo))
-        perm1, index1 = torch.empty(n_ * h * w, dtype=torch.int64), torch.empty(n_ * h * w, dtype=torch.int32)
-        perm2, index2 = torch.empty(n_ * ho * wo, dtype=torch.int64), torch.empty(n_ * ho * wo, dtype=torch.int32)
-        counts = torch.zeros(2, dtype=torch.int64)
+        n1, n2 = n_ * h * w, n_ * ho * wo
+        if scratch is None:
+            scratch = lambda name, k, dtype: torch.empty(k, dtype=dtype)  # noqa: E731
+        new = lambda name, k, dtype: torch.empty(k, dtype=dtype)  # noqa: E731
+        logit = new if keep_logits else scratch
+        l1, l2 = logit("logits1", n1, torch.float32), logit("logits2", n2, torch.float32)
+        m1, m2 = torch.empty((n_, 1, h, w)), torch.empty((n_, 1, ho, wo))
+        perm1, index1 = scratch("perm1", n1, torch.int64), scratch("index1", n1, torch.int32)
+        perm2, index2 = scratch("perm2", n2, torch.int64), scratch("index2", n2, torch.int32)
+        counts = scratch("counts", 2, torch.int64)
         rc = self._masks(_ptr(taps), n_, h, w, taps.shape[1] // 9, int(stride), float(bias1), float(bias2),
                          int(k1), int(k2), int(grid_interval), _ptr(l1), _ptr(l2), _ptr(m1), _ptr(m2),
                          _ptr(perm1), _ptr(index1), _ptr(perm2), _ptr(index2), _ptr(counts),
                          torch.get_num_threads())
         self._check(rc, "threshold_masks")
         c1, c2 = (int(v) for v in counts.tolist())
-        return l1, l2, m1, m2, (perm1, c1, index1), (perm2, c2, index2)
+        return (l1.view(n_, 1, h, w), l2.view(n_, 1, ho, wo), m1, m2, (perm1, c1, index1),
+                (perm2, c2, index2))
 
     def patches3x3(self, src: torch.Tensor, shape: tuple[int, int, int], positions: torch.Tensor,
                    out_hw: tuple[int, int], stride: int,

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 PLUGINS = REPO / "plugins"
 BUILD_DIR = REPO / "build" / "cpu_twins"
 LIB_NAME = "libssi_cpu.so"
-ABI_VERSION = 3  # SSI_CPU_ABI_VERSION in plugins/include/ssi/cpu_twins.h
+ABI_VERSION = 4  # SSI_CPU_ABI_VERSION in plugins/include/ssi/cpu_twins.h
 
 _DTYPES = {torch.float32: 0, torch.float16: 1}
 _lock = threading.Lock()

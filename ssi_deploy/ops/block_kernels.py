@@ -61,13 +61,21 @@ def native_kernels():
 
 def interp_rows(rows: torch.Tensor, comp: Compaction, mask: torch.Tensor, sigma: float,
                 bias: torch.Tensor | None = None, residual: torch.Tensor | None = None,
-                relu: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
+                relu: bool = False, out: torch.Tensor | None = None,
+                read_by: tuple[torch.Tensor, int] | None = None) -> torch.Tensor:
     """GaussianInterp of compact rows [count, C] into dense rows [N*H*W, C] float32:
-    act(m f + (1 - m) N / D + bias [+ residual]) (spec section 4), ``residual`` dense rows."""
+    act(m f + (1 - m) N / D + bias [+ residual]) (spec section 4), ``residual`` dense rows.
+
+    ``read_by`` = (mask2, stride): the result is the input of a 3x3 convolution (padding 1)
+    at that stride computed at mask2's sampled outputs (conv2 of the block), and only the
+    positions their patches read need be right; the native kernel computes just those (no
+    bias, residual or ReLU with it), the others hold anything. The PyTorch form computes all."""
     n_, _, h, w = mask.shape
     c = rows.shape[1]
     lib = native_kernels() if rows.device.type == "cpu" else None
     if lib is not None:
+        if read_by is not None and bias is None and residual is None and not relu:
+            return lib.interp_rows_for_conv(rows, comp.index, mask, sigma, read_by[0], read_by[1], out)
         return lib.interp_rows(rows, comp.index, mask, sigma, bias, residual, relu, out)
     m = mask.to(torch.float32)
     if residual is None:

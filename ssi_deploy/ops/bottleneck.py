@@ -123,11 +123,13 @@ def block_masks(logits1: torch.Tensor, logits2: torch.Tensor, a: BlockAttrs):
 
 
 def native_threshold_masks(taps: torch.Tensor, shape: tuple[int, int, int], bias: torch.Tensor,
-                           a: BlockAttrs):
+                           a: BlockAttrs, scratch=None, keep_logits: bool = True):
     """(logits1, logits2, m1, m2, compaction 1, compaction 2) of a block whose masks are
     thresholded (threshold mode or a forced density) from its mask taps, in one native call:
     the same float32 steps as ``sum_taps``, ``block_masks`` and ``compact`` (bit-identical).
-    None where those run instead (another sampling mode, no native library)."""
+    None where those run instead (another sampling mode, no native library). ``scratch`` and
+    ``keep_logits``: see ``NativeBlock.threshold_masks`` (the compactions, and the logits
+    unless kept, in the caller's reusable buffers)."""
     lib = native_kernels() if taps.device.type == "cpu" else None
     if lib is None or not (a.density > 0 or a.mode == C.MODE_THRESHOLD):
         return None
@@ -137,28 +139,50 @@ def native_threshold_masks(taps: torch.Tensor, shape: tuple[int, int, int], bias
     k2 = C.forced_count(a.density, ho * wo) if a.density > 0 else 0
     b = bias.reshape(-1).tolist()
     l1, l2, m1, m2, p1, p2 = lib.threshold_masks(taps, shape, a.stride, b[0], b[1], k1, k2,
-                                                 a.grid_interval)
+                                                 a.grid_interval, scratch, keep_logits)
     return l1, l2, m1, m2, Compaction(*p1), Compaction(*p2)
 
 
+_MAX_VIEWS = 1024
+
+
 class _Workspace(threading.local):
-    """Grow-only float32 buffers for a block's temporaries (gathered rows, GEMM results, the
-    interpolated Y1, conv2's patches), reused by every block a thread runs: a fresh tensor of
-    several MB costs page faults on every call, more than the copy itself on small machines.
-    Nothing a block returns lives here (its output and masks are new tensors)."""
+    """Grow-only buffers for a block's temporaries (gathered rows, GEMM results, the
+    interpolated Y1, conv2's patches, the compactions), reused by every block a thread runs: a
+    fresh tensor of several MB costs page faults on every call, more than the copy itself on
+    small machines. The views handed out are kept as well, per shape: the blocks of a network
+    ask for the same shapes on every forward, and a tensor object costs microseconds once the
+    big kernels have pushed PyTorch's own data out of the caches (measured here: ~5 us per
+    small tensor inside a forward, ~0.2 us in a loop of its own). Nothing a block returns
+    lives here (its output and masks are new tensors)."""
 
     def __init__(self):
-        self.buffers: dict[tuple[str, torch.device, bool], torch.Tensor] = {}
+        self.buffers: dict[tuple, torch.Tensor] = {}
+        self.views: dict[tuple, torch.Tensor] = {}
 
-    def take(self, name: str, rows: int, cols: int, device) -> torch.Tensor:
+    def take(self, name: str, rows: int, cols: int | None, device,
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A [rows, cols] view of buffer ``name`` ([rows] where ``cols`` is None)."""
         # a buffer made under torch.inference_mode cannot be written outside it (and the
         # other way round): one set of buffers per mode
-        key = (name, torch.device(device), torch.is_inference_mode_enabled())
+        mode = torch.is_inference_mode_enabled()
+        view = self.views.get((name, rows, cols, device, dtype, mode))
+        if view is not None:
+            return view
+        key = (name, torch.device(device), dtype, mode)
         buf = self.buffers.get(key)
-        if buf is None or buf.numel() < rows * cols:
-            buf = torch.empty(max(rows * cols, 1), dtype=torch.float32, device=device)
+        numel = rows * (1 if cols is None else cols)
+        if buf is None or buf.numel() < numel:
+            buf = torch.empty(max(numel, 1), dtype=dtype, device=device)
             self.buffers[key] = buf
-        return buf[:rows * cols].view(rows, cols)
+            # views of the old buffer would keep it alive (and stop being this name's memory)
+            self.views = {k: v for k, v in self.views.items() if k[0] != name or k[4] != dtype
+                          or k[5] != mode or v.device != buf.device}
+        view = buf[:numel] if cols is None else buf[:numel].view(rows, cols)
+        if len(self.views) >= _MAX_VIEWS:  # counts that change every call (threshold mode)
+            self.views.clear()
+        self.views[(name, rows, cols, device, dtype, mode)] = view
+        return view
 
 
 _WS = _Workspace()
@@ -304,8 +328,9 @@ def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
         chained = taps is not None
         if taps is None:
             taps = mask_taps(x_rows, wts.mask_taps_w, out=ws("taps", x_rows.shape[0], 18))
-        own = native_threshold_masks(taps, (n_, h, w), wts.mask_bias, a) \
-            if x.dtype == torch.float32 else None
+        scratch = lambda name, k, dtype: _WS.take(name, k, None, x.device, dtype)  # noqa: E731
+        own = native_threshold_masks(taps, (n_, h, w), wts.mask_bias, a, scratch,
+                                     keep_logits is not None) if x.dtype == torch.float32 else None
         if own is not None:
             s1, s2, m1, m2, *comps = own
         else:
@@ -323,7 +348,10 @@ def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
     # 2. conv1 at m1, interpolation to dense rows
     xg = torch.index_select(x_rows, 0, c1.sampled, out=ws("x1", c1.count, cin))
     rows1 = row_gemm(xg, wts.w1, wts.b1, out=gemm_out("rows1", c1.count, p), relu=True)
-    y1 = interp_rows(rows1, c1, m1, a.sigma1, out=ws("y1", x_rows.shape[0], p))
+    # a regular conv2 reads Y1 only in the 3x3 windows of m2's positions (a deformable one
+    # anywhere): only those are interpolated
+    y1 = interp_rows(rows1, c1, m1, a.sigma1, out=ws("y1", x_rows.shape[0], p),
+                     read_by=None if a.dcn else (m2, s))
 
     # 3. conv2 (and the DCN offsets) at m2
     pos2 = c2.sampled

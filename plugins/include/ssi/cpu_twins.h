@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 // Incremented when a signature below changes.
-#define SSI_CPU_ABI_VERSION 3
+#define SSI_CPU_ABI_VERSION 4
 
 SSI_CPU_API int32_t ssi_cpu_abi_version(void);
 SSI_CPU_API char const* ssi_cpu_last_error(void);
@@ -64,6 +64,16 @@ SSI_CPU_API int32_t ssi_cpu_block_interp_rows_taps(float const* rows, int64_t co
                                                    float sigma, float const* bias, float const* residual,
                                                    int32_t relu, float* out, float const* tapW, int32_t tapN,
                                                    float* tapOut, int32_t threads);
+
+// The interpolation of conv1's rows (no bias, residual or ReLU) at just the positions that a
+// 3x3 convolution (padding 1) at stride reads for the sampled outputs of its mask mask2
+// [N*Ho*Wo] (Ho = ceil(H / stride)): conv2's input, where the patches3x3 of mask2's positions
+// read it; those positions of out get ssi_cpu_block_interp_rows' bits, the others are not
+// written. For a regular conv2 only (a deformable one reads anywhere).
+SSI_CPU_API int32_t ssi_cpu_block_interp_rows_for_conv(float const* rows, int64_t count, int32_t const* index,
+                                                       float const* mask, int32_t n, int32_t h, int32_t w, int32_t c,
+                                                       float sigma, float const* mask2, int32_t ho, int32_t wo,
+                                                       int32_t stride, float* out, int32_t threads);
 
 // 3x3 patches (padding 1, zeros outside the map) of dense rows src [N*H*W, C] at output
 // positions [p] (flat over N*Ho*Wo): out [p, 9*C], tap t = 3i + j reads input

@@ -81,6 +81,8 @@ struct InterpArgs {
     float* tapOut;  // [N*H*W, tapN]: out's rows times tapW^T (written with out)
     uint8_t const* rowNeedR;      // [N*H]: some m < 1 in the row
     uint8_t const* rowHasSample;  // [N*H]: some m > 0 in the row
+    uint8_t const* want;          // [N*H*W]: the positions to compute, or null (all)
+    uint8_t const* rowWant;       // [N*H]: some position of the row wanted (with want)
 };
 
 // How the interpolation's work is cut: items (image, column tile, row block).
@@ -166,11 +168,12 @@ extern "C" int32_t ssi_cpu_block_interp_rows(float const* rows, int32_t const* i
                                           nullptr, 0, nullptr, threads);
 }
 
-extern "C" int32_t ssi_cpu_block_interp_rows_taps(float const* rows, int64_t count, int32_t const* index,
-                                                  float const* mask, int32_t n, int32_t h, int32_t w, int32_t c,
-                                                  float sigma, float const* bias, float const* residual, int32_t relu,
-                                                  float* out, float const* tapW, int32_t tapN, float* tapOut,
-                                                  int32_t threads) {
+namespace {
+// Both interpolation entries: want [N*H*W] (or null: all) says which positions to compute.
+int32_t interpRows(float const* rows, int64_t count, int32_t const* index, float const* mask, int32_t n, int32_t h,
+                   int32_t w, int32_t c, float sigma, float const* bias, float const* residual, int32_t relu,
+                   float* out, float const* tapW, int32_t tapN, float* tapOut, uint8_t const* want,
+                   int32_t threads) {
     using namespace ssi;
     if (n < 0 || h < 0 || w < 0 || c < 0 || tapN < 0) return cpu::setError("block interp_rows: negative size"), 1;
     size_t const positions = static_cast<size_t>(n) * h * w;
@@ -199,6 +202,7 @@ extern "C" int32_t ssi_cpu_block_interp_rows_taps(float const* rows, int64_t cou
     A.tapW = tapW;
     A.tapN = tapN;
     A.tapOut = tapOut;
+    A.want = want;
 
     int const nt = threadCount(threads);
     InterpPlan P;
@@ -219,6 +223,8 @@ extern "C" int32_t ssi_cpu_block_interp_rows_taps(float const* rows, int64_t cou
     P.items = base * P.nRowBlocks;
 
     std::vector<uint8_t> rowNeedR(static_cast<size_t>(n) * h), rowHasSample(static_cast<size_t>(n) * h);
+    std::vector<uint8_t> rowWant(want ? static_cast<size_t>(n) * h : 0);
+    A.rowWant = rowWant.data();
     bool const par = nt > 1 && positions * static_cast<size_t>(c) >= 16384;
     int32_t const bad =
         SSI_BLOCK_CALL(interpRun(A, P, rowNeedR.data(), rowHasSample.data(),
@@ -229,6 +235,51 @@ extern "C" int32_t ssi_cpu_block_interp_rows_taps(float const* rows, int64_t cou
                              (count >= 0 ? std::to_string(count) + " rows" : std::string("rows unknown")) + ")"),
                1;
     return 0;
+}
+}  // namespace
+
+extern "C" int32_t ssi_cpu_block_interp_rows_taps(float const* rows, int64_t count, int32_t const* index,
+                                                  float const* mask, int32_t n, int32_t h, int32_t w, int32_t c,
+                                                  float sigma, float const* bias, float const* residual, int32_t relu,
+                                                  float* out, float const* tapW, int32_t tapN, float* tapOut,
+                                                  int32_t threads) {
+    return interpRows(rows, count, index, mask, n, h, w, c, sigma, bias, residual, relu, out, tapW, tapN, tapOut,
+                      nullptr, threads);
+}
+
+extern "C" int32_t ssi_cpu_block_interp_rows_for_conv(float const* rows, int64_t count, int32_t const* index,
+                                                      float const* mask, int32_t n, int32_t h, int32_t w, int32_t c,
+                                                      float sigma, float const* mask2, int32_t ho, int32_t wo,
+                                                      int32_t stride, float* out, int32_t threads) {
+    using namespace ssi;
+    if (n < 0 || h < 0 || w < 0 || c < 0) return cpu::setError("block interp_rows_for_conv: negative size"), 1;
+    if (stride < 1) return cpu::setError("block interp_rows_for_conv: stride must be >= 1"), 1;
+    if (ho != (h + stride - 1) / stride || wo != (w + stride - 1) / stride)
+        return cpu::setError("block interp_rows_for_conv: the conv's mask is " + std::to_string(ho) + "x" +
+                             std::to_string(wo) + ", a 3x3 conv at stride " + std::to_string(stride) + " of " +
+                             std::to_string(h) + "x" + std::to_string(w) + " gives " +
+                             std::to_string((h + stride - 1) / stride) + "x" + std::to_string((w + stride - 1) / stride)),
+               1;
+    size_t const positions = static_cast<size_t>(n) * h * w;
+    if (positions == 0 || c == 0) return 0;
+    if (!mask2) return cpu::setError("block interp_rows_for_conv: null buffer"), 1;
+    // the 3x3 windows (padding 1) of the conv's sampled outputs: what its patches read
+    std::vector<uint8_t> want(positions, 0);
+    for (int32_t b = 0; b < n; ++b)
+        for (int32_t yo = 0; yo < ho; ++yo)
+            for (int32_t xo = 0; xo < wo; ++xo) {
+                if (!(mask2[(static_cast<size_t>(b) * ho + yo) * wo + xo] > 0.0f)) continue;
+                for (int32_t i = 0; i < 3; ++i) {
+                    int32_t const iy = M::tapCoord(yo, i, stride, 1, 1);
+                    if (iy < 0 || iy >= h) continue;
+                    for (int32_t j = 0; j < 3; ++j) {
+                        int32_t const ix = M::tapCoord(xo, j, stride, 1, 1);
+                        if (ix >= 0 && ix < w) want[(static_cast<size_t>(b) * h + iy) * w + ix] = 1;
+                    }
+                }
+            }
+    return interpRows(rows, count, index, mask, n, h, w, c, sigma, nullptr, nullptr, 0, out, nullptr, 0, nullptr,
+                      want.data(), threads);
 }
 
 extern "C" int32_t ssi_cpu_block_patches3x3(float const* src, int32_t n, int32_t h, int32_t w, int32_t c,
@@ -687,6 +738,7 @@ void interpBlock(InterpArgs const& A, int32_t b, int32_t y0, int32_t y1, int32_t
     int32_t const h = A.h, w = A.w, c = A.c;
     bool const hasRes = A.residual != nullptr, relu = A.relu != 0;
     for (int32_t y = y0; y < y1; ++y) {
+        if (A.want && !A.rowWant[static_cast<size_t>(b) * h + y]) continue;  // no H row computed for it
         size_t const rowBase = (static_cast<size_t>(b) * h + y) * w;
         bool const needR = A.rowNeedR[static_cast<size_t>(b) * h + y] != 0;
         // The H rows y-3..y+3 this output row reads (lazily: the ring keeps those still needed).
@@ -708,6 +760,7 @@ void interpBlock(InterpArgs const& A, int32_t b, int32_t y0, int32_t y1, int32_t
         }
         for (int32_t x = x0; x < x1; ++x) {
             size_t const q = rowBase + x;
+            if (A.want && !A.want[q]) continue;
             float const m = A.mask[q];
             bool const sampled = m > 0.0f;
             float const* f = sampled ? A.rows + static_cast<size_t>(A.index[q]) * c : nullptr;
@@ -780,6 +833,7 @@ int32_t interpRun(InterpArgs A, InterpPlan const& P, uint8_t* rowNeedR, uint8_t*
     (void)nt, (void)par;  // without OpenMP
     A.rowNeedR = rowNeedR;
     A.rowHasSample = rowHasSample;
+    uint8_t* const rowWantOut = const_cast<uint8_t*>(A.rowWant);  // the caller's buffer
     int32_t const w = A.w, h = A.h;
     int64_t const nRows = static_cast<int64_t>(A.n) * h;
     int32_t bad = 0;
@@ -800,6 +854,11 @@ int32_t interpRun(InterpArgs A, InterpPlan const& P, uint8_t* rowNeedR, uint8_t*
             }
             rowNeedR[r] = need;
             rowHasSample[r] = has;
+            if (A.want) {
+                uint8_t any = 0;
+                for (int32_t x = 0; x < w; ++x) any |= A.want[rb + x];
+                rowWantOut[r] = any;
+            }
             bad |= (has && !A.rows) ? 2 : 0;
         }
         if (!bad) {
