@@ -288,11 +288,15 @@ def test_row_gemm_packed_weights_follow_the_weights():
         if scale != 1.0:
             w.mul_(scale)
         y = row_gemm(x, w, None)
-        first = bottleneck._PACKED[w][torch.is_inference_mode_enabled()][1]
+        first = bottleneck.packed_weight_cached(w)
+        assert first is not None
         assert row_gemm(x, w, None).shape == y.shape
-        assert bottleneck._PACKED[w][torch.is_inference_mode_enabled()][1] is first  # reused
+        assert bottleneck.packed_weight_cached(w) is first  # reused
         ref = x.double() @ w.double().t()
         assert bool(((y.double() - ref).abs() <= gamma(97) * abs(scale) * mag).all())
+    key = id(w)
+    del w, first
+    assert key not in bottleneck._PACKED  # the blocked copy went with its weight
 
 
 def test_row_gemm_keeps_autograd():

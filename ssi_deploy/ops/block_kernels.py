@@ -27,16 +27,18 @@ class Compaction(NamedTuple):
     ``perm``: int64 [N*H*W], the sampled positions (mask > 0) first, then the others, each
     group in raster order; ``count``: how many are sampled; ``index``: int32 [N*H*W], the row
     of a sampled position in the compact rows (its place in ``perm``), -1 elsewhere. Every conv
-    of that mask reads the same compaction.
+    of that mask reads the same compaction. ``head``: ``perm[:count]`` where the maker already
+    has that view (a block's reused buffers), else None.
     """
 
     perm: torch.Tensor
     count: int
     index: torch.Tensor
+    head: torch.Tensor | None = None
 
     @property
     def sampled(self) -> torch.Tensor:
-        return self.perm[:self.count]
+        return self.head if self.head is not None else self.perm[:self.count]
 
 
 def compact(mask: torch.Tensor) -> Compaction:

@@ -21,11 +21,11 @@ custom op ``torch.ops.ssi.ssi_bottleneck`` (which takes the contract's 15 tensor
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils.weak import WeakIdKeyDictionary
 
 from . import contract as C
 from .block_kernels import (Compaction, compact, interp_rows, interp_rows_and_taps, mask_taps,
@@ -140,7 +140,11 @@ def native_threshold_masks(taps: torch.Tensor, shape: tuple[int, int, int], bias
     b = bias.reshape(-1).tolist()
     l1, l2, m1, m2, p1, p2 = lib.threshold_masks(taps, shape, a.stride, b[0], b[1], k1, k2,
                                                  a.grid_interval, scratch, keep_logits)
-    return l1, l2, m1, m2, Compaction(*p1), Compaction(*p2)
+    if scratch is None:
+        return l1, l2, m1, m2, Compaction(*p1), Compaction(*p2)
+    # the sampled heads as the scratch's own (kept) views of the same buffers
+    return (l1, l2, m1, m2, Compaction(*p1, scratch("perm1", p1[1], torch.int64)),
+            Compaction(*p2, scratch("perm2", p2[1], torch.int64)))
 
 
 _MAX_VIEWS = 1024
@@ -196,7 +200,9 @@ ONEDNN_MIN_ROWS = 256
 
 _LINEAR = onednn_linear()
 _PACK = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None) if _LINEAR is not None else None
-_PACKED = WeakIdKeyDictionary()  # weight -> {inference mode: (version, packed)}
+# id(weight) -> (weakref to it, {inference mode: (version, packed)}): a plain dict lookup per
+# GEMM (a WeakIdKeyDictionary makes a reference object on every get)
+_PACKED: dict[int, tuple[weakref.ref, dict]] = {}
 _PACK_LOCK = threading.Lock()
 
 
@@ -221,8 +227,8 @@ def _packed_weight(w: torch.Tensor, rows: int) -> torch.Tensor:
         return w
     mode = torch.is_inference_mode_enabled()
     version = _version_of(w)
-    slot = _PACKED.get(w)
-    hit = slot.get(mode) if slot is not None else None
+    entry = _PACKED.get(id(w))
+    hit = entry[1].get(mode) if entry is not None and entry[0]() is w else None
     if hit is not None and hit[0] == version:
         return hit[1]
     try:
@@ -231,8 +237,28 @@ def _packed_weight(w: torch.Tensor, rows: int) -> torch.Tensor:
         _PACK = None
         return w
     with _PACK_LOCK:
-        _PACKED.setdefault(w, {})[mode] = (version, packed)
+        entry = _PACKED.get(id(w))
+        if entry is None or entry[0]() is not w:  # new, or an id reused after a weight died
+            entry = _PACKED[id(w)] = (weakref.ref(w, _forget_packed(id(w))), {})
+        entry[1][mode] = (version, packed)
     return packed
+
+
+def packed_weight_cached(w: torch.Tensor) -> torch.Tensor | None:
+    """The blocked copy of ``w`` kept for the current inference mode, or None (for tests)."""
+    entry = _PACKED.get(id(w))
+    if entry is None or entry[0]() is not w:
+        return None
+    hit = entry[1].get(torch.is_inference_mode_enabled())
+    return None if hit is None else hit[1]
+
+
+def _forget_packed(key: int):
+    def drop(ref):  # the weight died: its blocked copy goes with it (no lock: a callback
+        entry = _PACKED.get(key)  # may run inside a GC pass while this thread holds it)
+        if entry is not None and entry[0] is ref:
+            _PACKED.pop(key, None)
+    return drop
 
 
 def row_gemm(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None,
