@@ -29,7 +29,7 @@ _failed: str | None = None  # why the library is not used (remembered: no second
 
 
 def _ptr(t: torch.Tensor | None):
-    return None if t is None else ctypes.c_void_p(t.data_ptr())
+    return None if t is None else t.data_ptr()  # an int: the c_void_p argtypes take it as it is
 
 
 def _f32(t: torch.Tensor) -> torch.Tensor:
@@ -45,10 +45,13 @@ def _typed(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _overlaps(a: torch.Tensor, b: torch.Tensor | None) -> bool:
-    if b is None or a.numel() == 0 or b.numel() == 0:
+    if b is None:
+        return False
+    an, bn = a.nbytes, b.nbytes
+    if an == 0 or bn == 0:
         return False
     a0, b0 = a.data_ptr(), b.data_ptr()
-    return a0 < b0 + b.numel() * b.element_size() and b0 < a0 + a.numel() * a.element_size()
+    return a0 < b0 + bn and b0 < a0 + an
 
 
 class NativeBlock:

@@ -55,10 +55,16 @@ def compact(mask: torch.Tensor) -> Compaction:
     return Compaction(torch.cat([sampled, rest]), count, index)
 
 
-def native_kernels():
-    from ..native import block as native_block
+_native_block = None
 
-    return native_block.available()
+
+def native_kernels():
+    global _native_block
+    if _native_block is None:  # imported on first use (not at import time: no cycle)
+        from ..native import block as native_block
+
+        _native_block = native_block
+    return _native_block.available()
 
 
 def interp_rows(rows: torch.Tensor, comp: Compaction, mask: torch.Tensor, sigma: float,
