@@ -224,10 +224,9 @@ int32_t interpRows(float const* rows, int64_t count, int32_t const* index, float
 
     std::vector<uint8_t> rowNeedR(static_cast<size_t>(n) * h), rowHasSample(static_cast<size_t>(n) * h);
     std::vector<uint8_t> rowWant(want ? static_cast<size_t>(n) * h : 0);
-    A.rowWant = rowWant.data();
     bool const par = nt > 1 && positions * static_cast<size_t>(c) >= 16384;
     int32_t const bad =
-        SSI_BLOCK_CALL(interpRun(A, P, rowNeedR.data(), rowHasSample.data(),
+        SSI_BLOCK_CALL(interpRun(A, P, rowNeedR.data(), rowHasSample.data(), rowWant.data(),
                                  count >= 0 ? static_cast<size_t>(count) : positions, nt, par));
     if (bad & 2) return cpu::setError("block interp_rows: rows is null but the mask has samples"), 1;
     if (bad)
@@ -254,11 +253,12 @@ extern "C" int32_t ssi_cpu_block_interp_rows_for_conv(float const* rows, int64_t
     using namespace ssi;
     if (n < 0 || h < 0 || w < 0 || c < 0) return cpu::setError("block interp_rows_for_conv: negative size"), 1;
     if (stride < 1) return cpu::setError("block interp_rows_for_conv: stride must be >= 1"), 1;
-    if (ho != (h + stride - 1) / stride || wo != (w + stride - 1) / stride)
+    int32_t const hoWant = (h + stride - 1) / stride, woWant = (w + stride - 1) / stride;
+    if (ho != hoWant || wo != woWant)
         return cpu::setError("block interp_rows_for_conv: the conv's mask is " + std::to_string(ho) + "x" +
                              std::to_string(wo) + ", a 3x3 conv at stride " + std::to_string(stride) + " of " +
-                             std::to_string(h) + "x" + std::to_string(w) + " gives " +
-                             std::to_string((h + stride - 1) / stride) + "x" + std::to_string((w + stride - 1) / stride)),
+                             std::to_string(h) + "x" + std::to_string(w) + " gives " + std::to_string(hoWant) +
+                             "x" + std::to_string(woWant)),
                1;
     size_t const positions = static_cast<size_t>(n) * h * w;
     if (positions == 0 || c == 0) return 0;
@@ -828,12 +828,12 @@ void patchRow(PatchArgs const& A, int64_t pos, float const* off, float* o) {
 
 // The parallel part of ssi_cpu_block_interp_rows: row flags (and the index check), then the
 // items. Returns 0, 1 (an index out of range) or 2 (rows null while the mask has samples).
-int32_t interpRun(InterpArgs A, InterpPlan const& P, uint8_t* rowNeedR, uint8_t* rowHasSample, size_t rowCount,
-                  int nt, bool par) {
+int32_t interpRun(InterpArgs A, InterpPlan const& P, uint8_t* rowNeedR, uint8_t* rowHasSample, uint8_t* rowWant,
+                  size_t rowCount, int nt, bool par) {
     (void)nt, (void)par;  // without OpenMP
     A.rowNeedR = rowNeedR;
     A.rowHasSample = rowHasSample;
-    uint8_t* const rowWantOut = const_cast<uint8_t*>(A.rowWant);  // the caller's buffer
+    A.rowWant = rowWant;
     int32_t const w = A.w, h = A.h;
     int64_t const nRows = static_cast<int64_t>(A.n) * h;
     int32_t bad = 0;
@@ -857,7 +857,7 @@ int32_t interpRun(InterpArgs A, InterpPlan const& P, uint8_t* rowNeedR, uint8_t*
             if (A.want) {
                 uint8_t any = 0;
                 for (int32_t x = 0; x < w; ++x) any |= A.want[rb + x];
-                rowWantOut[r] = any;
+                rowWant[r] = any;
             }
             bad |= (has && !A.rows) ? 2 : 0;
         }
