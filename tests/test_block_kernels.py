@@ -186,6 +186,30 @@ def test_interp_rows_is_independent_of_threads_and_isa(native, monkeypatch):
         assert torch.equal(native.interp_rows(rows, comp.index, m, 3.0, b, res, False), want)
 
 
+def test_interp_rows_many_column_tiles_split_no_sum(native):
+    # Wide channels cut a row into several column tiles of unequal widths (C = 1024: 6 columns
+    # at most; 37 columns on 2 threads -> 8 tiles of 4 and 5): the same bits as the CPU twin,
+    # on 1, 2 and 3 threads, with the taps too.
+    g = torch.Generator().manual_seed(11)
+    n_threads = torch.get_num_threads()
+    try:
+        for shape, c in (((1, 6, 37), 1024), ((2, 5, 33), 520)):
+            for kind in ("random", "soft", "sparse"):
+                m, comp, rows, b, res = _case(shape, c, kind, g)
+                vals = _dense(rows, comp, shape, c)
+                twin = _rows(T.gaussian_interp(torch.nan_to_num(vals), m, b, _nchw(res, shape), 0.7, 1))
+                taps_w = torch.randn(18, c, generator=g)
+                for t in (1, 2, 3):
+                    torch.set_num_threads(t)
+                    got = native.interp_rows(rows, comp.index, m, 0.7, b, res, True)
+                    assert torch.equal(got, twin), (shape, c, kind, t)
+                    out, taps = native.interp_rows_taps(rows, comp.index, m, 0.7, b, res, True,
+                                                        taps_w=taps_w)
+                    assert torch.equal(out, twin) and torch.equal(taps, native.small_gemm(twin, taps_w))
+    finally:
+        torch.set_num_threads(n_threads)
+
+
 def test_interp_rows_rejects_bad_index(native):
     m = torch.ones(1, 1, 3, 3)
     comp = K.compact(m)
