@@ -803,16 +803,29 @@ void patchRow(PatchArgs const& A, int64_t pos, float const* off, float* o) {
     int32_t const yo = static_cast<int32_t>(rem / A.wo), xo = static_cast<int32_t>(rem % A.wo);
     float const* plane = A.src + static_cast<size_t>(b) * h * w * c;
     size_t const rowBytes = static_cast<size_t>(c) * sizeof(float);
+    if (!Deform) {
+        // A window row's three taps are adjacent in the map (x - 1, x, x + 1 at any stride) and
+        // in the patch: one copy of the in-bounds run, zeros for the taps outside.
+        for (int32_t ty = 0; ty < 3; ++ty) {
+            int32_t const iy = M::tapCoord(yo, ty, A.stride, 1, 1), ix0 = M::tapCoord(xo, 0, A.stride, 1, 1);
+            float* ot = o + static_cast<size_t>(3 * ty) * c;
+            if (iy < 0 || iy >= h) {
+                std::memset(ot, 0, 3 * rowBytes);
+                continue;
+            }
+            // taps [lo, hi) inside (lo <= 1 < 2 <= hi: xo * stride <= w - 1)
+            int32_t const lo = std::max(0, -ix0), hi = std::min(3, w - ix0);
+            if (lo > 0) std::memset(ot, 0, static_cast<size_t>(lo) * rowBytes);
+            if (hi > lo)
+                std::memcpy(ot + static_cast<size_t>(lo) * c, plane + (static_cast<size_t>(iy) * w + ix0 + lo) * c,
+                            static_cast<size_t>(hi - lo) * rowBytes);
+            if (hi < 3) std::memset(ot + static_cast<size_t>(hi) * c, 0, static_cast<size_t>(3 - hi) * rowBytes);
+        }
+        return;
+    }
     for (int32_t t = 0; t < 9; ++t) {
         int32_t const iy = M::tapCoord(yo, t / 3, A.stride, 1, 1), ix = M::tapCoord(xo, t % 3, A.stride, 1, 1);
         float* ot = o + static_cast<size_t>(t) * c;
-        if (!Deform) {
-            if (iy >= 0 && iy < h && ix >= 0 && ix < w)
-                std::memcpy(ot, plane + (static_cast<size_t>(iy) * w + ix) * c, rowBytes);
-            else
-                std::memset(ot, 0, rowBytes);
-            continue;
-        }
         M::TapCorners const tc = M::deformTap(iy, ix, off[2 * t], off[2 * t + 1], h, w);
         if (tc.wgt[0] == 0.0f && tc.wgt[1] == 0.0f && tc.wgt[2] == 0.0f && tc.wgt[3] == 0.0f) {
             std::memset(ot, 0, rowBytes);  // tapValue of four zero corners: +0
