@@ -50,7 +50,6 @@ class BlockWeights:
     w3: torch.Tensor  # [4p, p]
     b3: torch.Tensor
     w_ds: torch.Tensor | None  # [4p, Cin]
-    w_ds_conv: torch.Tensor | None  # [4p, Cin, 1, 1] (strided blocks: one strided 1x1 conv)
     b_ds: torch.Tensor | None
 
     @classmethod
@@ -72,8 +71,6 @@ class BlockWeights:
             w3=f(conv3_weight).reshape(conv3_weight.shape[0], p).contiguous(),
             b3=f(conv3_bias),
             w_ds=f(downsample_weight).reshape(downsample_weight.shape[0], cin).contiguous()
-            if downsample else None,
-            w_ds_conv=f(downsample_weight).reshape(downsample_weight.shape[0], cin, 1, 1).contiguous()
             if downsample else None,
             b_ds=f(downsample_bias) if downsample else None)
 
@@ -393,14 +390,16 @@ def run_block(x: torch.Tensor, wts: BlockWeights, a: BlockAttrs,
 
     # 5. shortcut, then the final interpolation fused with b3, the residual and the ReLU
     own_short = False  # short is a tensor of this call's own (not x, not a workspace buffer)
-    if a.downsample and s == 1:
+    if a.downsample:
+        src = x_rows
+        if s != 1:  # the rows of x[::s, ::s], gathered: the row GEMM (packed weights) beats
+            # oneDNN's strided 1x1 convolution by more than the copy costs (measured here:
+            # 2.5-2.6 ms against 2.6-3.2 ms for R-101's three strided shortcuts, each)
+            src = ws("xs", n_ * ho * wo, cin)
+            src.view(n_, ho, wo, cin).copy_(x_rows.view(n_, h, w, cin)[:, ::s, ::s])
         buf = gemm_out("short", n_ * ho * wo, p4)
-        short = row_gemm(x_rows, wts.w_ds, wts.b_ds, out=buf)
+        short = row_gemm(src, wts.w_ds, wts.b_ds, out=buf)
         own_short = buf is None or short.data_ptr() != buf.data_ptr()
-    elif a.downsample:  # a strided 1x1 conv reads x[::s, ::s] in place (no gathered copy)
-        short = F.conv2d(xf, wts.w_ds_conv, wts.b_ds, stride=s)
-        short = short.permute(0, 2, 3, 1).reshape(-1, p4)
-        own_short = True
     else:
         if s != 1 or cin != p4:
             raise ValueError("SSIBottleneck: an identity shortcut needs stride 1 and Cin = 4p "
