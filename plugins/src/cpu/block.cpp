@@ -561,22 +561,36 @@ void computeHRow(InterpArgs const& A, int32_t b, int32_t y, int32_t x0, int32_t 
     r.tag = y;
     r.empty = true;
     if (!hasSample) return;
-    size_t const rowBase = (static_cast<size_t>(b) * A.h + y) * w;
+    // Everything the loops use in locals: the workspace is thread_local, and after each call
+    // through kRowPass the compiler would re-derive its address (__tls_get_addr in a shared
+    // library) and reload the vectors' pointers, per position.
+    float* const mfBuf = ws.mf.data();
+    float const** const samplePtr = ws.samplePtr.data();
+    float* const sampleM = ws.sampleM.data();
+    int32_t* const sampleX = ws.sampleX.data();
+    float* const hOut = r.h.data();
+    float* const hmOut = r.hm.data();
+    uint8_t* const nzOut = r.nz.data();
+    float gTab[kWin];
+    for (int d = 0; d < kWin; ++d) gTab[d] = A.g[d];
+    float const* const mask = A.mask + (static_cast<size_t>(b) * A.h + y) * w;
+    int32_t const* const index = A.index + (static_cast<size_t>(b) * A.h + y) * w;
+    float const* const rows = A.rows;
     int32_t const s0 = std::max(0, x0 - kR), s1 = std::min(w, x1 + kR);
     int32_t ns = 0;
     for (int32_t xs = s0; xs < s1; ++xs) {
-        float const m = A.mask[rowBase + xs];
+        float const m = mask[xs];
         if (!(m > 0.0f)) continue;
-        float const* f = A.rows + static_cast<size_t>(A.index[rowBase + xs]) * c;
+        float const* f = rows + static_cast<size_t>(index[xs]) * c;
         if (m != 1.0f) {  // f * 1 == f: the hard mask's samples are read as they are
-            float* mf = ws.mf.data() + static_cast<size_t>(ns) * c;
+            float* mf = mfBuf + static_cast<size_t>(ns) * c;
             SSI_SIMD
             for (int32_t ch = 0; ch < c; ++ch) mf[ch] = M::interpSample(m, f[ch]);
             f = mf;
         }
-        ws.samplePtr[ns] = f;
-        ws.sampleM[ns] = m;
-        ws.sampleX[ns] = xs;
+        samplePtr[ns] = f;
+        sampleM[ns] = m;
+        sampleX[ns] = xs;
         ++ns;
     }
     if (ns == 0) return;
@@ -584,23 +598,23 @@ void computeHRow(InterpArgs const& A, int32_t b, int32_t y, int32_t x0, int32_t 
     int32_t lo = 0;  // first sample with x' >= x - 3
     for (int32_t x = x0; x < x1; ++x) {
         int32_t const xl = x - x0;
-        while (lo < ns && ws.sampleX[lo] < x - kR) ++lo;
+        while (lo < ns && sampleX[lo] < x - kR) ++lo;
         int32_t hi = lo;
-        while (hi < ns && ws.sampleX[hi] <= x + kR) ++hi;
+        while (hi < ns && sampleX[hi] <= x + kR) ++hi;
         int32_t const k = hi - lo;
         if (k == 0) {
-            r.nz[xl] = 0;
+            nzOut[xl] = 0;
             continue;
         }
-        r.nz[xl] = 1;
+        nzOut[xl] = 1;
         float g[kWin];
         float hm = 0.0f;
         for (int32_t j = 0; j < k; ++j) {
-            g[j] = A.g[ws.sampleX[lo + j] - x + kR];
-            hm = hm + g[j] * ws.sampleM[lo + j];
+            g[j] = gTab[sampleX[lo + j] - x + kR];
+            hm = hm + g[j] * sampleM[lo + j];
         }
-        r.hm[xl] = hm;
-        kRowPass[k - 1](g, ws.samplePtr.data() + lo, r.h.data() + static_cast<size_t>(xl) * c, c);
+        hmOut[xl] = hm;
+        kRowPass[k - 1](g, samplePtr + lo, hOut + static_cast<size_t>(xl) * c, c);
     }
 }
 
@@ -778,13 +792,27 @@ void interpBlock(InterpArgs const& A, int32_t b, int32_t y0, int32_t y1, int32_t
     ws.reserve(x1 - x0, A.c);
     int32_t const h = A.h, w = A.w, c = A.c;
     bool const hasRes = A.residual != nullptr, relu = A.relu != 0;
+    // Locals for what the position loop reads (see computeHRow: no reloads after each call).
+    float const* const mask = A.mask;
+    int32_t const* const index = A.index;
+    float const* const rows = A.rows;
+    float const* const residual = A.residual;
+    float* const out = A.out;
+    uint8_t const* const want = A.want;
+    float const* const bias = A.bias;
+    float const a = A.a;
+    float const** const tapX = ws.tapX.data();
+    float** const tapO = ws.tapO.data();
     int64_t nPending = 0;  // rows written whose taps are still to be computed
     for (int32_t y = y0; y < y1; ++y) {
-        if (A.want && !A.rowWant[static_cast<size_t>(b) * h + y]) continue;  // no H row computed for it
+        if (want && !A.rowWant[static_cast<size_t>(b) * h + y]) continue;  // no H row computed for it
         size_t const rowBase = (static_cast<size_t>(b) * h + y) * w;
         bool const needR = A.rowNeedR[static_cast<size_t>(b) * h + y] != 0;
-        // The H rows y-3..y+3 this output row reads (lazily: the ring keeps those still needed).
-        HRow const* hr[kWin];
+        // The H rows y-3..y+3 this output row reads (lazily: the ring keeps those still needed):
+        // their H, H_m and flags, and their weights.
+        float const* hRow[kWin];
+        float const* hmRow[kWin];
+        uint8_t const* nzRow[kWin];
         float gd[kWin];
         int32_t nh = 0;
         if (needR) {
@@ -795,14 +823,14 @@ void interpBlock(InterpArgs const& A, int32_t b, int32_t y0, int32_t y1, int32_t
                 if (r.tag != yy)
                     computeHRow(A, b, yy, x0, x1, A.rowHasSample[static_cast<size_t>(b) * h + yy] != 0, ws, r);
                 if (r.empty) continue;
-                hr[nh] = &r;
+                hRow[nh] = r.h.data(), hmRow[nh] = r.hm.data(), nzRow[nh] = r.nz.data();
                 gd[nh] = A.g[dy + kR];
                 ++nh;
             }
         }
         for (int32_t x = x0; x < x1; ++x) {
             size_t const q = rowBase + x;
-            if (A.want && !A.want[q]) continue;
+            if (want && !want[q]) continue;
             // The next position's residual and output rows, from memory while this one is
             // computed: at C >= 1024 a row is a page or more, and the hardware prefetchers stop
             // at page boundaries (in the model, where x has left the caches, the final pass got
@@ -811,11 +839,11 @@ void interpBlock(InterpArgs const& A, int32_t b, int32_t y0, int32_t y1, int32_t
                 prefetchPosition(A, q + 1);
             else if (y + 1 < y1)
                 prefetchPosition(A, rowBase + w + x0);
-            float const m = A.mask[q];
+            float const m = mask[q];
             bool const sampled = m > 0.0f;
-            float const* f = sampled ? A.rows + static_cast<size_t>(A.index[q]) * c : nullptr;
-            float const* res = hasRes ? A.residual + q * c : nullptr;
-            float* o = A.out + q * c;
+            float const* f = sampled ? rows + static_cast<size_t>(index[q]) * c : nullptr;
+            float const* res = hasRes ? residual + q * c : nullptr;
+            float* o = out + q * c;
             // S_m and the H rows of S_mf: the flagged H entries of column x, dy in order.
             int32_t const xl = x - x0;
             float const* hp[kWin];
@@ -824,30 +852,29 @@ void interpBlock(InterpArgs const& A, int32_t b, int32_t y0, int32_t y1, int32_t
             int32_t k = 0;
             if (m < 1.0f) {
                 for (int32_t j = 0; j < nh; ++j) {
-                    HRow const& r = *hr[j];
-                    if (!r.nz[xl]) continue;
+                    if (!nzRow[j][xl]) continue;
                     g[k] = gd[j];
-                    hp[k] = r.h.data() + static_cast<size_t>(xl) * c;
-                    sumM = sumM + g[k] * r.hm[xl];
+                    hp[k] = hRow[j] + static_cast<size_t>(xl) * c;
+                    sumM = sumM + g[k] * hmRow[j][xl];
                     ++k;
                 }
             }
-            kCombine[sampled][m < 1.0f][hasRes][relu][k](m, f, g, hp, sumM, A.a, A.bias, res, o, c);
+            kCombine[sampled][m < 1.0f][hasRes][relu][k](m, f, g, hp, sumM, a, bias, res, o, c);
         }
         if (A.tapW) {  // the row segment just written is still in L1/L2: its taps, four rows a tile
             for (int32_t x = x0; x < x1; ++x, ++nPending) {
-                ws.tapX[nPending] = A.out + (rowBase + x) * c;
-                ws.tapO[nPending] = A.tapOut + (rowBase + x) * A.tapN;
+                tapX[nPending] = out + (rowBase + x) * c;
+                tapO[nPending] = A.tapOut + (rowBase + x) * A.tapN;
             }
             // whole tiles of four now (a segment of 5 or 6 rows alone would end in a slow 1- or
             // 2-row tile); the rest joins the next row's
             int64_t const whole = nPending & ~int64_t{3};
-            dotsList(ws.tapX.data(), ws.tapO.data(), whole, c, A.tapW, A.tapN);
-            for (int64_t i = whole; i < nPending; ++i) ws.tapX[i - whole] = ws.tapX[i], ws.tapO[i - whole] = ws.tapO[i];
+            dotsList(tapX, tapO, whole, c, A.tapW, A.tapN);
+            for (int64_t i = whole; i < nPending; ++i) tapX[i - whole] = tapX[i], tapO[i - whole] = tapO[i];
             nPending -= whole;
         }
     }
-    if (A.tapW) dotsList(ws.tapX.data(), ws.tapO.data(), nPending, c, A.tapW, A.tapN);
+    if (A.tapW) dotsList(tapX, tapO, nPending, c, A.tapW, A.tapN);
 }
 
 // ---------------------------------------------------------------------------------------
