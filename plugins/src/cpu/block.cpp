@@ -780,10 +780,10 @@ inline void prefetchRow(float const* p, int32_t c) {
 }
 
 // Position q's residual row and its output row (one row when y is written over the residual).
-inline void prefetchPosition(InterpArgs const& A, size_t q) {
-    size_t const at = q * static_cast<size_t>(A.c);
-    if (A.residual) prefetchRow(A.residual + at, A.c);
-    if (!A.residual || A.residual + at != A.out + at) prefetchRow(A.out + at, A.c);
+inline void prefetchPosition(float const* residual, float const* out, int32_t c, size_t q) {
+    size_t const at = q * static_cast<size_t>(c);
+    if (residual) prefetchRow(residual + at, c);
+    if (residual != out) prefetchRow(out + at, c);
 }
 
 // Output rows [y0, y1) of image b, columns [x0, x1).
@@ -836,9 +836,9 @@ void interpBlock(InterpArgs const& A, int32_t b, int32_t y0, int32_t y1, int32_t
             // at page boundaries (in the model, where x has left the caches, 5 % of the whole
             // R-101 forward at density 0.26).
             if (x + 1 < x1)
-                prefetchPosition(A, q + 1);
+                prefetchPosition(residual, out, c, q + 1);
             else if (y + 1 < y1)
-                prefetchPosition(A, rowBase + w + x0);
+                prefetchPosition(residual, out, c, rowBase + w + x0);
             float const m = mask[q];
             bool const sampled = m > 0.0f;
             float const* f = sampled ? rows + static_cast<size_t>(index[q]) * c : nullptr;
