@@ -57,6 +57,10 @@ CASES = [
     # wide enough for the tensor-core path in fp16 (Cin, p >= 16) and a K of several chunks
     (64, 16, 1, True, False, 2, 10, 9, C.MODE_THRESHOLD, 0.5, "mixed", True),
     (48, 16, 2, False, True, 1, 35, 37, C.MODE_THRESHOLD, 0.26, "mixed", False),
+    # channels-last interpolation: several 16-channel chunks per block and per image, the last
+    # one partial (Y1: 20 channels, y: 80), tiles cut by the map's edges
+    (80, 20, 1, False, False, 2, 7, 18, C.MODE_THRESHOLD, 0.0, "mixed", True),
+    (48, 12, 2, True, True, 1, 35, 37, C.MODE_STOCHASTIC, 0.26, "mixed", True),
 ]
 
 

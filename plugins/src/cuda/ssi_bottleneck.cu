@@ -16,9 +16,12 @@
 //   rowGemmKernel          rows[m] = act(A[m] W^T + b) for m < count: A = gathered channels-last
 //                          rows of a tap set (1x1, 3x3 regular or deformable v1, strided), or
 //                          plain rows; 64x64 tiles, 32-channel K steps, fp16 on WMMA, else fp32
-//   interpRowsKernel       dense = act(m f + (1 - m) N/D + bias [+ residual]) with f read from
-//                          rows through index; 32x32 tiles, separable 7-tap passes as
-//                          gaussian_interp.cu (math.h's order: bit-identical to the CPU twin)
+//   interpRowsNhwcKernel   dense = act(m f + (1 - m) N/D + bias [+ residual]) with f read from
+//                          rows through index, channels-last output (Y1; y in NHWC): 16x16
+//                          tiles, consecutive threads on consecutive channels of a position,
+//                          separable 7-tap passes in math.h's order (bit-identical to the CPU twin)
+//   interpRowsKernel       the same for an NCHW output (y when x is NCHW): 32x32 tiles,
+//                          consecutive threads on consecutive positions, as gaussian_interp.cu
 // In float32 the element-wise kernels follow math.h step by step, so under the emulation they
 // equal src/cpu/block.cpp bit for bit; the GEMMs sum K in tap-major order (not the CPU's MKL
 // order), so they agree to float32 rounding.
@@ -501,7 +504,7 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
 }
 
 // ---------------------------------------------------------------------------------------
-// Interpolation of rows into a dense map (gaussian_interp.cu's tiling and order): f at a
+// Interpolation of rows into a dense NCHW map (gaussian_interp.cu's tiling and order): f at a
 // sampled position q is rows[index[q], c]. The output and the residual are addressed as
 // base + n * sN + q * sQ + c * sC (NHWC rows or NCHW planes).
 static_assert(kThreads == cuda::interp::kThreads, "the interpolation tiles assume 256 threads");
@@ -598,6 +601,128 @@ __global__ void __launch_bounds__(kThreads, 3)
     }
 }
 
+// The same interpolation for channels-last outputs (Y1 always; y when the block's layout is
+// NHWC): the kernel above walks one channel at a time with consecutive threads on consecutive
+// positions, so with NHWC rows, residual and output every load and store of it is 2-4 bytes of
+// a separate 32-byte sector, C elements apart. Here consecutive threads take consecutive
+// channels of one position (16 channels: one 32-byte fp16 sector per position and chunk), the
+// tile is 16x16 with its halo, and the block walks its channel slice in chunks of 16. Each
+// output element takes the same sums in the same order (row pass dx = -3..3, then the column
+// pass dy = -3..3, math.h), so the bits equal interpRowsKernel's and the CPU twin's.
+namespace nhwc {
+constexpr int kT = 16;                // tile width and height
+constexpr int kH = kT + 2 * kR;       // 22: the tile with its halo
+constexpr int kCK = 16;               // channels per chunk
+constexpr int kSlots = kThreads / kCK;  // 16 threads per channel of a chunk
+constexpr int kRowStride = kT * kCK + 16;  // a halo row of sRowMF; +16 floats: the two halo
+                                           // rows a warp writes fall in different banks
+static_assert(kSlots == kT, "the column pass gives one tile column to each slot");
+#ifdef SSI_CUDA_EMULATION
+// Small test shapes still walk several chunks per block and split the channels over blockIdx.z.
+constexpr int64_t kTargetBlocks = 1;
+constexpr int kMaxChunksPerBlock = 2;
+#else
+constexpr int64_t kTargetBlocks = 1024;  // ~8 blocks per SM of an H100 before chunks are merged
+constexpr int kMaxChunksPerBlock = 8;
+#endif
+}  // namespace nhwc
+
+template <typename T, typename RowT, typename ResT>
+__global__ void __launch_bounds__(kThreads, 3)
+    interpRowsNhwcKernel(RowT const* __restrict__ rows, int32_t const* __restrict__ index,
+                         T const* __restrict__ mask, T const* __restrict__ bias, ResT const* __restrict__ residual,
+                         T* __restrict__ out, InterpArgs p) {
+    using namespace nhwc;
+    __shared__ float sM[kH][kH + 1];
+    __shared__ int32_t sIdx[kH][kH + 1];
+    __shared__ float sRowM[kH][kT + 1];
+    __shared__ float sSumM[kT][kT + 1];
+    __shared__ float sRowMF[kH * kRowStride];  // [halo row][tile column][channel of the chunk]
+
+    int const tid = threadIdx.x;
+    int const tileX = blockIdx.x * kT, tileY = blockIdx.y * kT;
+    int const n = blockIdx.z / p.slices;
+    int const cBeg = (blockIdx.z % p.slices) * p.slice;
+    int const cEnd = min(cBeg + p.slice, p.c);
+    size_t const hw = static_cast<size_t>(p.h) * p.w;
+
+    float g[kWin];
+#pragma unroll
+    for (int d = 0; d < kWin; ++d) g[d] = math::gaussianTap(p.sigma, d - kR);
+    float const a = math::gaussianScale(p.sigma);
+
+    for (int i = tid; i < kH * kH; i += kThreads) {
+        int const r = i / kH, c = i % kH;
+        int const yy = tileY - kR + r, xx = tileX - kR + c;
+        bool const inside = yy >= 0 && yy < p.h && xx >= 0 && xx < p.w;
+        size_t const q = n * hw + static_cast<size_t>(yy) * p.w + xx;
+        float const m = inside ? cuda::ld(mask, q) : 0.0f;
+        sM[r][c] = m;
+        sIdx[r][c] = (inside && m > 0.0f) ? index[q] : -1;
+    }
+    __syncthreads();
+    for (int e = tid; e < kH * kT; e += kThreads) {  // mask sums: row pass, then column pass
+        int const r = e / kT, x = e % kT;
+        sRowM[r][x] = math::windowSum(g, &sM[r][x], 1);
+    }
+    __syncthreads();
+    for (int e = tid; e < kT * kT; e += kThreads) {
+        int const y = e / kT, x = e % kT;
+        float v[kWin];
+#pragma unroll
+        for (int d = 0; d < kWin; ++d) v[d] = sRowM[y + d][x];
+        sSumM[y][x] = math::windowSum(g, v, 1);
+    }
+
+    int const ch = tid % kCK, slot = tid / kCK;
+    for (int c0 = cBeg; c0 < cEnd; c0 += kCK) {
+        int const c = c0 + ch;
+        bool const live = c < cEnd;
+        __syncthreads();  // sSumM written; the previous chunk's column pass done with sRowMF
+        // row pass: halo row r of channel c, its kT row sums of m f
+        for (int r = slot; r < kH; r += kSlots) {
+            if (!live) break;
+            float v[kH];
+#pragma unroll
+            for (int i = 0; i < kH; ++i) {
+                float const m = sM[r][i];
+                int32_t const row = sIdx[r][i];
+                v[i] = (m > 0.0f && row >= 0)
+                           ? math::interpSample(m, cuda::ld(rows, static_cast<size_t>(row) * p.c + c))
+                           : 0.0f;
+            }
+#pragma unroll
+            for (int x = 0; x < kT; ++x) sRowMF[r * kRowStride + x * kCK + ch] = math::windowSum(g, v + x, 1);
+        }
+        __syncthreads();
+        if (!live) continue;
+        // column pass and the combination: tile column x = slot of channel c, kT output rows
+        int const x = slot, gx = tileX + x;
+        if (gx >= p.w) continue;
+        float const bc = bias ? cuda::ld(bias, c) : 0.0f;
+        float const* col = sRowMF + x * kCK + ch;
+#pragma unroll 4
+        for (int y = 0; y < kT; ++y) {
+            int const gy = tileY + y;
+            if (gy >= p.h) break;
+            float v[kWin];
+#pragma unroll
+            for (int d = 0; d < kWin; ++d) v[d] = col[(y + d) * kRowStride];
+            float const mq = sM[y + kR][x + kR];
+            int32_t const row = sIdx[y + kR][x + kR];
+            float const mf = (mq > 0.0f && row >= 0)
+                                 ? math::interpSample(mq, cuda::ld(rows, static_cast<size_t>(row) * p.c + c))
+                                 : 0.0f;
+            int64_t const q = static_cast<int64_t>(gy) * p.w + gx;
+            float const res =
+                p.hasResidual ? cuda::ld(residual, static_cast<size_t>(n * p.resN + q * p.resQ + c * p.resC)) : 0.0f;
+            float const rr = math::interpRatio(a, math::windowSum(g, v, 1), sSumM[y][x]);
+            cuda::st(out, static_cast<size_t>(n * p.outN + q * p.outQ + c * p.outC),
+                     math::interpCombine(mq, mf, rr, bc, res, p.hasResidual, p.relu));
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Launch helpers.
 struct Geometry {
@@ -635,6 +760,21 @@ cudaError_t rowGemm(T const* src, T const* wgt, T const* bias, OutT* out, GemmAr
 template <typename T, typename RowT, typename ResT>
 cudaError_t interpRows(RowT const* rows, int32_t const* index, T const* mask, T const* bias, ResT const* residual,
                        T* out, InterpArgs p, cudaStream_t stream) {
+    if (p.outC == 1 && (!p.hasResidual || p.resC == 1)) {  // channels-last output and residual
+        using namespace nhwc;
+        int64_t const tiles = static_cast<int64_t>(cuda::ceilDiv(p.w, kT)) * cuda::ceilDiv(p.h, kT) * p.n;
+        int64_t const chunks = cuda::ceilDiv(p.c, kCK);
+        int64_t const per = std::min<int64_t>(kMaxChunksPerBlock,
+                                              std::max<int64_t>(1, chunks * tiles / kTargetBlocks));
+        p.slice = static_cast<int32_t>(per * kCK);
+        p.slices = (p.c + p.slice - 1) / p.slice;
+        dim3 const grid(cuda::ceilDiv(p.w, kT), cuda::ceilDiv(p.h, kT),
+                        static_cast<unsigned>(static_cast<int64_t>(p.n) * p.slices));
+        if (grid.y > 65535u || static_cast<int64_t>(p.n) * p.slices > 65535) return cudaErrorInvalidConfiguration;
+        auto* k = &interpRowsNhwcKernel<T, RowT, ResT>;
+        SSI_LAUNCH(k, grid, kThreads, stream, rows, index, mask, bias, residual, out, p);
+        return cuda::launchStatus();
+    }
     int64_t const tiles = static_cast<int64_t>(cuda::ceilDiv(p.w, kTile)) * cuda::ceilDiv(p.h, kTile) * p.n;
     int64_t const want = (static_cast<int64_t>(p.c) * tiles + 511) / 512;
     p.slice = static_cast<int32_t>(want < 4 ? 4 : (want > 32 ? 32 : want));
