@@ -26,9 +26,9 @@ from ssi_deploy.ops import contract as C
 from ssi_deploy.ops.bottleneck import BlockAttrs
 
 DT = {torch.float32: 0, torch.float16: 1}
-LAYOUT_FIELDS = ("x_rows", "taps", "logits1", "logits2", "kth", "tile_counts1", "tile_counts2", "perm1",
-                 "perm2", "index1", "index2", "count1", "count2", "rows1", "y1", "offsets", "rows2", "rows3",
-                 "shortcut", "out", "total")
+LAYOUT_FIELDS = ("x_rows", "taps", "tap_weights", "logits1", "logits2", "kth", "tile_counts1", "tile_counts2",
+                 "perm1", "perm2", "index1", "index2", "count1", "count2", "rows1", "y1", "offsets", "rows2",
+                 "rows3", "shortcut", "out", "total")
 
 
 def output_size(size: int, stride: int) -> int:
@@ -67,7 +67,7 @@ class BlockKernels:
 
     def layout(self, x_shape, planes, cout, a: BlockAttrs, dtype, channels_last: bool) -> dict:
         ints, floats = self.params(x_shape, planes, cout, a, channels_last)
-        out = (ctypes.c_int64 * 21)()
+        out = (ctypes.c_int64 * len(LAYOUT_FIELDS))()
         rc = self.lib.ssi_cuda_bottleneck_layout(ints, floats, DT[dtype], out)
         if rc != 0:
             raise ValueError(f"SSIBottleneck: invalid parameters {list(ints)} {list(floats)}")

@@ -19,7 +19,7 @@ cudaError_t launchGaussianInterp(void const* values, void const* mask, void cons
 // ---------------------------------------------------------------------------------------
 // SSIBottleneck: one SSI bottleneck (contract op SSIBottleneck, ssi_deploy/ops/bottleneck.py)
 // as a chain of kernels on compact channels-last rows, all inside one workspace:
-//   mask taps (x rows . [18, Cin]) -> shifted tap sums -> logits l1 [N,H,W], l2 [N,Ho,Wo]
+//   mask taps (x rows . [18, Cin], a row GEMM) -> shifted tap sums -> logits l1 [N,H,W], l2 [N,Ho,Wo]
 //   -> (forced density: k-th largest per image) -> SampleMask -> m1, m2 (outputs)
 //   -> stable partition per mask (perm: sampled positions in raster order, then the rest;
 //      index: position -> row or -1; count), deterministic, no atomics
@@ -50,7 +50,7 @@ struct BottleneckTensors {
 // Where each intermediate lies in the workspace (byte offsets; -1: not used by these params).
 // Tests read them back (emulation, gpu_check); the order of the fields is the C ABI's.
 struct BottleneckLayout {
-    int64_t xRows, taps, logits1, logits2, kth, tileCounts1, tileCounts2, perm1, perm2, index1, index2, count1,
+    int64_t xRows, taps, tapWeights, logits1, logits2, kth, tileCounts1, tileCounts2, perm1, perm2, index1, index2, count1,
         count2, rows1, y1, offsets, rows2, rows3, shortcut, out, total;
 };
 // Which GEMMs the block's launches use: the portable SIMT/WMMA kernels, or (fp16 conv1, conv3

@@ -4,7 +4,8 @@
 //
 // Kernels, in launch order (every grid sized for the maximum, counts read on the device):
 //   toRowsKernel           x NCHW -> x rows [N*H*W, Cin] (only when x is not channels-last)
-//   maskTapsKernel         taps[q, 2t + k] = sum_c x[q, c] Wk[c, t] (the 9 taps of both mask convs)
+//   tapWeightsKernel       the mask convs' weights as an 18-row matrix; rowGemmKernel then gives
+//                          taps[q, 2t + k] = sum_c x[q, c] Wk[c, t] (the 9 taps of both mask convs)
 //   tapSumKernel           l_k = b_k + sum_t taps[q + d_t, 2t + k] at stride 1 (m1) and s (m2),
 //                          rounded to the op's dtype (the torch op's `.to(x.dtype)`)
 //   kthLargestKernel       (forced density) the k-th largest logit per image, by a 32-step
@@ -81,42 +82,18 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ---------------------------------------------------------------------------------------
-// Mask taps: 8 positions per block, 32 threads per position stride over the channels (each
-// keeps 18 partial sums), then the 32 partials of each output are added in lane order.
-constexpr int kTapPos = 8, kTapLanes = 32, kTapCols = 18;
+// Mask taps: taps[q, 2t + k] = sum_c x[q, c] Wk[c, t] is a GEMM of x's rows with an 18-row
+// weight matrix, run by rowGemmKernel (coalesced row loads, tensor cores in fp16). This kernel
+// packs that matrix once per launch: w[2t + k][c] = Wk[c, t] (column 2t + k: tap t of mask k).
+constexpr int kTapCols = 18;
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    maskTapsKernel(T const* __restrict__ xr, T const* __restrict__ w1, T const* __restrict__ w2,
-                   float* __restrict__ taps, int32_t positions, int32_t cin) {
-    __shared__ float part[kTapPos][kTapCols][kTapLanes + 1];
-    int const pl = threadIdx.x / kTapLanes, lane = threadIdx.x % kTapLanes;
-    int32_t const q = static_cast<int32_t>(blockIdx.x) * kTapPos + pl;
-    float acc[kTapCols];
-#pragma unroll
-    for (int j = 0; j < kTapCols; ++j) acc[j] = 0.0f;
-    if (q < positions) {
-        T const* row = xr + static_cast<size_t>(q) * cin;
-        for (int32_t c = lane; c < cin; c += kTapLanes) {
-            float const v = cuda::ld(row, c);
-#pragma unroll
-            for (int t = 0; t < 9; ++t) {  // column 2t + k: tap t of mask conv k (sum_taps' layout)
-                acc[2 * t] += v * cuda::ld(w1, static_cast<size_t>(c) * 9 + t);
-                acc[2 * t + 1] += v * cuda::ld(w2, static_cast<size_t>(c) * 9 + t);
-            }
-        }
-    }
-#pragma unroll
-    for (int j = 0; j < kTapCols; ++j) part[pl][j][lane] = acc[j];
-    __syncthreads();
-    for (int e = threadIdx.x; e < kTapPos * kTapCols; e += kThreads) {
-        int const p = e / kTapCols, j = e % kTapCols;
-        int32_t const qq = static_cast<int32_t>(blockIdx.x) * kTapPos + p;
-        if (qq >= positions) continue;
-        float s = 0.0f;
-        for (int l = 0; l < kTapLanes; ++l) s += part[p][j][l];
-        taps[static_cast<size_t>(qq) * kTapCols + j] = s;
-    }
+    tapWeightsKernel(T const* __restrict__ w1, T const* __restrict__ w2, T* __restrict__ out, int32_t cin) {
+    int32_t const e = static_cast<int32_t>(blockIdx.x) * kThreads + static_cast<int32_t>(threadIdx.x);
+    if (e >= kTapCols * cin) return;
+    int32_t const j = e / cin, c = e - j * cin;
+    out[e] = (j % 2 ? w2 : w1)[static_cast<size_t>(c) * 9 + j / 2];
 }
 
 // Logits of mask k at stride s: acc = bias, then + taps of the 3x3 window in tap order
@@ -849,9 +826,16 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     float* l1 = reinterpret_cast<float*>(at(L.logits1));
     float* l2 = reinterpret_cast<float*>(at(L.logits2));
     {
-        auto* k = &maskTapsKernel<T>;
-        SSI_LAUNCH(k, cuda::ceilDiv(pos1, kTapPos), kThreads, stream, xr, W(t.mask1W), W(t.mask2W), taps, pos1, p.cin);
+        T* tapW = reinterpret_cast<T*>(at(L.tapWeights));
+        auto* k = &tapWeightsKernel<T>;
+        SSI_LAUNCH(k, cuda::ceilDiv(static_cast<size_t>(kTapCols) * p.cin, kThreads), kThreads, stream,
+                   W(t.mask1W), W(t.mask2W), tapW, p.cin);
         SSI_TRY(cuda::launchStatus());
+        GemmArgs tg{};  // every position, plain rows of x
+        tg.maxM = pos1, tg.direct = true;
+        tg.n = p.n, tg.h = 1, tg.w = 1, tg.ho = 1, tg.wo = 1, tg.kk = 1, tg.stride = 1, tg.pad = 0;
+        tg.cin = p.cin, tg.cout = kTapCols, tg.relu = 0, tg.ldOut = kTapCols;
+        SSI_TRY(rowGemm<T, float>(xr, static_cast<T const*>(tapW), nullptr, taps, tg, stream));
         auto* s = &tapSumKernel<T>;
         SSI_LAUNCH(s, cuda::ceilDiv(pos1, kThreads), kThreads, stream, static_cast<float const*>(taps),
                    W(t.mask1B), l1, p.n, p.h, p.w, 0, 1);
@@ -1007,7 +991,7 @@ bool validBottleneckParams(BottleneckParams const& p) {
 
 BottleneckLayout bottleneckLayout(BottleneckParams const& p, DType dtype) {
     BottleneckLayout L{};
-    int64_t* fields[] = {&L.xRows, &L.taps, &L.logits1, &L.logits2, &L.kth, &L.tileCounts1, &L.tileCounts2,
+    int64_t* fields[] = {&L.xRows, &L.taps, &L.tapWeights, &L.logits1, &L.logits2, &L.kth, &L.tileCounts1, &L.tileCounts2,
                          &L.perm1, &L.perm2, &L.index1, &L.index2, &L.count1, &L.count2, &L.rows1, &L.y1,
                          &L.offsets, &L.rows2, &L.rows3, &L.shortcut, &L.out};
     for (int64_t* f : fields) *f = -1;
@@ -1021,6 +1005,7 @@ BottleneckLayout bottleneckLayout(BottleneckParams const& p, DType dtype) {
     };
     if (!p.channelsLast) take(L.xRows, G.pos1 * p.cin * e);
     take(L.taps, G.pos1 * kTapCols * sizeof(float));
+    take(L.tapWeights, static_cast<size_t>(kTapCols) * p.cin * e);
     take(L.logits1, G.pos1 * sizeof(float));
     take(L.logits2, G.pos2 * sizeof(float));
     take(L.kth, 2 * static_cast<size_t>(p.n) * sizeof(float));
