@@ -61,6 +61,10 @@ CASES = [
     # one partial (Y1: 20 channels, y: 80), tiles cut by the map's edges
     (80, 20, 1, False, False, 2, 7, 18, C.MODE_THRESHOLD, 0.0, "mixed", True),
     (48, 12, 2, True, True, 1, 35, 37, C.MODE_STOCHASTIC, 0.26, "mixed", True),
+    # split-K: 36 K steps of 32 in the DCN offsets and in conv2 (2 splits each on these few tiles;
+    # without DCN, so that conv2's error is not hidden under the bound's DCN term)
+    (128, 128, 1, True, True, 2, 9, 11, C.MODE_THRESHOLD, 0.5, "mixed", True),
+    (128, 128, 2, False, True, 1, 12, 7, C.MODE_OFFICIAL, 0.0, "mixed", False),
 ]
 
 
@@ -107,6 +111,17 @@ def test_emulated_block_equals_op(block_kernels, case, dtype):
             exact = F.conv2d(xq.double(), cq.weight.double(), cq.bias.double(), stride, 1)
             err = (found[key].double() - exact).abs()
             assert bool((err <= _logit_bound(cq, xq, stride, dtype, exact)).all()), key
+
+        if dcn:  # the offset rows: the offset conv at m2's samples (its own bound, far below the
+            # DCN term of the feature bound, which would hide a wrong offset)
+            count = int(found["ws"]["count2"][0])
+            rows = found["ws"]["offsets"].view(-1, 18)[:count].double()
+            wq, bq = (t.to(dtype).float() for t in f["offset"])
+            ref = F.conv2d(xq.double(), wq.double(), bq.double(), s, 1).permute(0, 2, 3, 1).reshape(-1, 18)
+            mag = F.conv2d(xq.double().abs(), wq.double().abs(), bq.double().abs(), s, 1)
+            bound = gamma(9 * cin + 1) * mag.permute(0, 2, 3, 1).reshape(-1, 18)
+            at = found["ws"]["perm2"][:count].long()
+            assert bool(((rows - ref[at]).abs() <= bound[at]).all()), "DCN offset rows"
 
         m1, m2 = run.mask1.float(), run.mask2.float()
         if kind == "empty":

@@ -55,6 +55,12 @@ constexpr int kTileCount = 1024;  // positions per partition tile (256 threads x
 
 inline size_t align256(size_t b) { return (b + 255) / 256 * 256; }
 
+#define SSI_TRY(...)                                    \
+    do {                                                \
+        cudaError_t const e_ = (__VA_ARGS__);                \
+        if (e_ != cudaSuccess) return e_;               \
+    } while (0)
+
 template <typename T>
 __device__ __forceinline__ float roundTo(float v) {
     if constexpr (std::is_same_v<T, __half>) return __half2float(__float2half_rn(v));
@@ -274,9 +280,35 @@ struct GemmArgs {
     bool direct;
     float const* offsets;  // deformable
     int32_t ldOut;
+    int32_t splits;        // K split over blockIdx.z (gemmSplits); > 1: raw sums go to partial
+    float* partial;        // [splits][maxM][cout] float32 (workspace), reduced by splitReduceKernel
 };
 
 constexpr int kBM = 64, kBN = 64, kBK = 32, kGemmThreads = 128;
+
+// Split-K for the row GEMMs with few tiles and a long K: a stage-3/4 block has a few hundred
+// rows, and the DCN offsets and the mask taps (18 columns) are one 64-column tile, so without a
+// split a handful of blocks would walk up to 9 * 2048 / 32 = 576 K steps each. Split z takes a
+// contiguous range of K steps; splitReduceKernel adds the float32 partial sums in split order
+// (deterministic). The count comes from the parameters only (the workspace size cannot depend on
+// the device-side count): sparse_conv2d.cu's rule (~264 blocks wanted with a quarter of them live,
+// >= 16 K steps per split), up to 32 splits for these narrow GEMMs.
+constexpr int kMaxSplits = 32;
+
+inline int32_t gemmSteps(int32_t cin, int32_t kk) { return kk * kk * ((cin + kBK - 1) / kBK); }
+
+int32_t gemmSplits(int64_t maxM, int32_t cout, int32_t steps) {
+    if (steps < 32 || maxM <= 0) return 1;
+    int64_t const tiles = (maxM + kBM - 1) / kBM * ((cout + kBN - 1) / kBN);
+    int64_t const want = 264 * 4 / tiles;
+    int64_t const cap = std::min<int64_t>(kMaxSplits, steps / 16);
+    return static_cast<int32_t>(std::max<int64_t>(1, std::min(want, cap)));
+}
+
+size_t gemmPartialBytes(int64_t maxM, int32_t cout, int32_t cin, int32_t kk) {
+    int32_t const splits = gemmSplits(maxM, cout, gemmSteps(cin, kk));
+    return splits > 1 ? static_cast<size_t>(splits) * maxM * cout * sizeof(float) : 0;
+}
 
 struct SmemSimt {
     float a[kBK][kBM + 4];
@@ -330,7 +362,9 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
     }
 
     int32_t const kChunks = (g.cin + kBK - 1) / kBK;
-    int32_t const steps = taps * kChunks;
+    int32_t const split = static_cast<int32_t>(blockIdx.z);  // this block's K steps: [s0, s1)
+    int32_t const s0 = static_cast<int32_t>(static_cast<int64_t>(taps * kChunks) * split / g.splits);
+    int32_t const s1 = static_cast<int32_t>(static_cast<int64_t>(taps * kChunks) * (split + 1) / g.splits);
     constexpr int kPerThread = kBM * kBK / kGemmThreads;  // 16 (A), and 16 for B
     float ra[kPerThread], rb[kPerThread];
 
@@ -437,22 +471,22 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
     // Software pipeline as sparse_conv2d.cu: step s + 1's loads go to registers while step s
     // multiplies from shared memory; a tap's corners are computed once.
     __syncthreads();
-    computeTap(0);
+    computeTap(s0 / kChunks);
     __syncthreads();
-    loadStep(0);
+    loadStep(s0);
     __syncthreads();
     storeStep();
-    if (1 < steps && 1 / kChunks != 0) computeTap(1 / kChunks);
+    if (s0 + 1 < s1 && (s0 + 1) / kChunks != s0 / kChunks) computeTap((s0 + 1) / kChunks);
     __syncthreads();
-    for (int32_t s = 0; s < steps; ++s) {
-        bool const more = s + 1 < steps;
+    for (int32_t s = s0; s < s1; ++s) {
+        bool const more = s + 1 < s1;
         if (more) loadStep(s + 1);
         computeStep();
         __syncthreads();
         if (more) {
             storeStep();
             int32_t const tapNext = (s + 2) / kChunks;
-            if (s + 2 < steps && tapNext != (s + 1) / kChunks) computeTap(tapNext);
+            if (s + 2 < s1 && tapNext != (s + 1) / kChunks) computeTap(tapNext);
         }
         __syncthreads();
     }
@@ -475,9 +509,32 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
         int const nl = e % kBN, ml = e / kBN;
         int32_t const co = nBase + nl;
         if (sImg[ml] < 0 || co >= g.cout) continue;
+        if (g.splits > 1) {
+            g.partial[(static_cast<size_t>(split) * g.maxM + mBase + ml) * g.cout + co] = sC[nl][ml];
+            continue;
+        }
         float const b = bias ? cuda::ld(bias, co) : 0.0f;
         cuda::st(out, static_cast<size_t>(mBase + ml) * g.ldOut + co, math::convEpilogue(sC[nl][ml], b, g.relu));
     }
+}
+
+// Split-K epilogue: out[m] = act(sum of the splits' partial sums in split order + bias) for
+// m < count; one thread per element (consecutive threads, consecutive channels), the grid sized
+// for maxM rows, threads past the count exit.
+template <typename T, typename OutT>
+__global__ void __launch_bounds__(kThreads)
+    splitReduceKernel(float const* __restrict__ partial, T const* __restrict__ bias, OutT* __restrict__ out,
+                      GemmArgs g) {
+    int64_t const e = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+    int32_t const count = g.count ? *g.count : g.maxM;
+    int64_t const m = e / g.cout;
+    if (m >= count) return;
+    int32_t const co = static_cast<int32_t>(e - m * g.cout);
+    size_t const stride = static_cast<size_t>(g.maxM) * g.cout;
+    float acc = partial[static_cast<size_t>(e)];
+    for (int32_t sp = 1; sp < g.splits; ++sp) acc += partial[sp * stride + static_cast<size_t>(e)];
+    float const b = bias ? cuda::ld(bias, co) : 0.0f;
+    cuda::st(out, static_cast<size_t>(m) * g.ldOut + co, math::convEpilogue(acc, b, g.relu));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -719,9 +776,10 @@ Geometry geometry(BottleneckParams const& p) {
 }
 
 template <typename T, typename OutT>
-cudaError_t rowGemm(T const* src, T const* wgt, T const* bias, OutT* out, GemmArgs const& a, cudaStream_t stream) {
+cudaError_t rowGemm(T const* src, T const* wgt, T const* bias, OutT* out, GemmArgs a, cudaStream_t stream) {
     if (a.maxM == 0) return cudaSuccess;
-    dim3 const grid(cuda::ceilDiv(a.maxM, kBM), cuda::ceilDiv(a.cout, kBN));
+    a.splits = a.partial ? gemmSplits(a.maxM, a.cout, gemmSteps(a.cin, a.kk)) : 1;
+    dim3 const grid(cuda::ceilDiv(a.maxM, kBM), cuda::ceilDiv(a.cout, kBN), static_cast<unsigned>(a.splits));
     constexpr bool kHalf = std::is_same_v<T, __half>;
     bool const tc = kHalf && a.cin >= 16 && a.cout >= 16;
     if (a.offsets) {
@@ -731,6 +789,13 @@ cudaError_t rowGemm(T const* src, T const* wgt, T const* bias, OutT* out, GemmAr
         auto* k = tc ? &rowGemmKernel<T, OutT, false, kHalf> : &rowGemmKernel<T, OutT, false, false>;
         SSI_LAUNCH(k, grid, kGemmThreads, stream, src, wgt, bias, out, a);
     }
+    if (a.splits == 1) return cuda::launchStatus();
+    SSI_TRY(cuda::launchStatus());
+    size_t const blocks = (static_cast<size_t>(a.maxM) * a.cout + kThreads - 1) / kThreads;
+    if (blocks > 0x7fffffffu) return cudaErrorInvalidConfiguration;
+    auto* r = &splitReduceKernel<T, OutT>;
+    SSI_LAUNCH(r, static_cast<unsigned>(blocks), kThreads, stream,
+               static_cast<float const*>(a.partial), bias, out, a);
     return cuda::launchStatus();
 }
 
@@ -770,11 +835,6 @@ int32_t forcedCount(float density, int32_t numel) {
     return static_cast<int32_t>(std::max(1.0, std::min(static_cast<double>(numel), k)));
 }
 
-#define SSI_TRY(...)                                    \
-    do {                                                \
-        cudaError_t const e_ = (__VA_ARGS__);                \
-        if (e_ != cudaSuccess) return e_;               \
-    } while (0)
 
 #if SSI_SM90
 // The Hopper GEMM for fp16 rows = act(A W^T + b) (A gathered by `list` or plain rows), when
@@ -809,6 +869,7 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     T* const m2 = static_cast<T*>(t.mask2);
     int32_t const pos1 = static_cast<int32_t>(G.pos1), pos2 = static_cast<int32_t>(G.pos2);
     int32_t const hw = p.h * p.w;
+    float* const partial = L.splitPartial >= 0 ? reinterpret_cast<float*>(at(L.splitPartial)) : nullptr;
 
     // x as rows
     T const* xr = x;
@@ -834,7 +895,7 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
         GemmArgs tg{};  // every position, plain rows of x
         tg.maxM = pos1, tg.direct = true;
         tg.n = p.n, tg.h = 1, tg.w = 1, tg.ho = 1, tg.wo = 1, tg.kk = 1, tg.stride = 1, tg.pad = 0;
-        tg.cin = p.cin, tg.cout = kTapCols, tg.relu = 0, tg.ldOut = kTapCols;
+        tg.cin = p.cin, tg.cout = kTapCols, tg.relu = 0, tg.ldOut = kTapCols, tg.partial = partial;
         SSI_TRY(rowGemm<T, float>(xr, static_cast<T const*>(tapW), nullptr, taps, tg, stream));
         auto* s = &tapSumKernel<T>;
         SSI_LAUNCH(s, cuda::ceilDiv(pos1, kThreads), kThreads, stream, static_cast<float const*>(taps),
@@ -894,7 +955,7 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     GemmArgs a{};
     a.list = perm1, a.count = count1, a.maxM = pos1;
     a.n = p.n, a.h = p.h, a.w = p.w, a.cin = p.cin, a.ho = p.h, a.wo = p.w, a.kk = 1, a.stride = 1, a.pad = 0;
-    a.cout = p.planes, a.relu = 1, a.ldOut = p.planes;
+    a.cout = p.planes, a.relu = 1, a.ldOut = p.planes, a.partial = partial;
     SSI_TRY(gemm1x1<T>(xr, perm1, count1, pos1, p.planes, p.cin, W(t.conv1W), W(t.conv1B), 1, rows1, a, stream));
     InterpArgs ia{};
     ia.n = p.n, ia.c = p.planes, ia.h = p.h, ia.w = p.w, ia.sigma = p.sigma1, ia.relu = 0, ia.hasResidual = false;
@@ -905,6 +966,7 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     GemmArgs c2{};
     c2.list = perm2, c2.count = count2, c2.maxM = pos2;
     c2.n = p.n, c2.h = p.h, c2.w = p.w, c2.ho = G.ho, c2.wo = G.wo, c2.kk = 3, c2.stride = p.stride, c2.pad = 1;
+    c2.partial = partial;
     if (p.dcn) {
         GemmArgs o = c2;
         o.cin = p.cin, o.cout = 2 * 9, o.relu = 0, o.ldOut = 2 * 9;
@@ -915,7 +977,7 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     GemmArgs c3{};
     c3.count = count2, c3.maxM = pos2, c3.direct = true;
     c3.n = p.n, c3.h = 1, c3.w = 1, c3.ho = 1, c3.wo = 1, c3.kk = 1, c3.stride = 1, c3.pad = 0;
-    c3.cin = p.planes, c3.cout = p.cout, c3.relu = 0, c3.ldOut = p.cout;
+    c3.cin = p.planes, c3.cout = p.cout, c3.relu = 0, c3.ldOut = p.cout, c3.partial = partial;
     SSI_TRY(gemm1x1<T>(rows2, nullptr, count2, pos2, p.cout, p.planes, W(t.conv3W), nullptr, 0, rows3, c3, stream));
 
     // shortcut, then y = relu(interp(rows3, m2) + b3 + shortcut)
@@ -927,7 +989,7 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
         T* sc = reinterpret_cast<T*>(at(L.shortcut));
         GemmArgs d{};
         d.maxM = pos2, d.n = p.n, d.h = p.h, d.w = p.w, d.cin = p.cin, d.ho = G.ho, d.wo = G.wo, d.kk = 1;
-        d.stride = p.stride, d.pad = 0, d.cout = p.cout, d.relu = 0, d.ldOut = p.cout;
+        d.stride = p.stride, d.pad = 0, d.cout = p.cout, d.relu = 0, d.ldOut = p.cout, d.partial = partial;
         if (p.stride == 1)  // every position, plain rows of x
             SSI_TRY(gemm1x1<T>(xr, nullptr, nullptr, pos2, p.cout, p.cin, W(t.downsampleW), W(t.downsampleB), 0, sc,
                                d, stream));
@@ -993,7 +1055,7 @@ BottleneckLayout bottleneckLayout(BottleneckParams const& p, DType dtype) {
     BottleneckLayout L{};
     int64_t* fields[] = {&L.xRows, &L.taps, &L.tapWeights, &L.logits1, &L.logits2, &L.kth, &L.tileCounts1, &L.tileCounts2,
                          &L.perm1, &L.perm2, &L.index1, &L.index2, &L.count1, &L.count2, &L.rows1, &L.y1,
-                         &L.offsets, &L.rows2, &L.rows3, &L.shortcut, &L.out};
+                         &L.offsets, &L.rows2, &L.rows3, &L.shortcut, &L.splitPartial, &L.out};
     for (int64_t* f : fields) *f = -1;
     if (!validBottleneckParams(p)) return L;
     Geometry const G = geometry(p);
@@ -1023,6 +1085,12 @@ BottleneckLayout bottleneckLayout(BottleneckParams const& p, DType dtype) {
     take(L.rows2, G.pos2 * p.planes * e);
     take(L.rows3, G.pos2 * p.cout * e);
     if (p.downsample) take(L.shortcut, G.pos2 * p.cout * e);
+    // one buffer for the split-K partial sums of whichever row GEMM splits (they run in turn)
+    size_t split = std::max({gemmPartialBytes(G.pos1, kTapCols, p.cin, 1), gemmPartialBytes(G.pos1, p.planes, p.cin, 1),
+                             gemmPartialBytes(G.pos2, p.planes, p.planes, 3), gemmPartialBytes(G.pos2, p.cout, p.planes, 1)});
+    if (p.dcn) split = std::max(split, gemmPartialBytes(G.pos2, kTapCols, p.cin, 3));
+    if (p.downsample) split = std::max(split, gemmPartialBytes(G.pos2, p.cout, p.cin, 1));
+    if (split > 0) take(L.splitPartial, split);
     L.total = static_cast<int64_t>(off);
     return L;
 }
