@@ -102,6 +102,34 @@ __global__ void __launch_bounds__(kThreads)
     out[e] = (j % 2 ? w2 : w1)[static_cast<size_t>(c) * 9 + j / 2];
 }
 
+// A kk x kk conv's weights [cout][cin * taps] (torch) -> [taps][cin][cout], the row GEMM's
+// `packed` B: a K step of one tap then reads 32 input channels x 64 output channels as rows of
+// consecutive output channels, where torch's layout puts the channels of one tap `taps`
+// elements apart (a 3x3 conv2's B loads touched ~5 L1 wavefronts each, against 1). A 32 x 32
+// transpose through shared memory: both the reads and the writes are coalesced.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    packWeightsKernel(T const* __restrict__ w, T* __restrict__ out, int32_t cout, int32_t cin, int32_t taps) {
+    __shared__ T tile[32][33];
+    int64_t const k = static_cast<int64_t>(cin) * taps;  // torch's column index: c * taps + tap
+    int64_t const k0 = static_cast<int64_t>(blockIdx.x) * 32;
+    int32_t const co0 = static_cast<int32_t>(blockIdx.y) * 32;
+    int const tx = threadIdx.x % 32, ty = threadIdx.x / 32;  // 32 x 8
+    for (int i = ty; i < 32; i += 8) {
+        int32_t const co = co0 + i;
+        int64_t const kk = k0 + tx;
+        if (co < cout && kk < k) tile[i][tx] = w[static_cast<size_t>(co) * k + kk];
+    }
+    __syncthreads();
+    for (int i = ty; i < 32; i += 8) {
+        int64_t const kk = k0 + i;
+        int32_t const co = co0 + tx;
+        if (co >= cout || kk >= k) continue;
+        int64_t const c = kk / taps, tap = kk - c * taps;
+        out[(static_cast<size_t>(tap) * cin + c) * cout + co] = tile[tx][i];
+    }
+}
+
 // Logits of mask k at stride s: acc = bias, then + taps of the 3x3 window in tap order
 // (the CPU twin's ssi_cpu_block_sum_taps), rounded to T.
 template <typename T>
@@ -282,6 +310,7 @@ struct GemmArgs {
     int32_t ldOut;
     int32_t splits;        // K split over blockIdx.z (gemmSplits); > 1: raw sums go to partial
     float* partial;        // [splits][maxM][cout] float32 (workspace), reduced by splitReduceKernel
+    bool packed;           // weight packed as [kk * kk][cin][cout] (packWeightsKernel), not torch's
 };
 
 constexpr int kBM = 64, kBN = 64, kBK = 32, kGemmThreads = 128;
@@ -390,6 +419,10 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
     int const aK = tid % kBK, aM0 = tid / kBK;
     int const bK = tid % kBK, bN0 = tid / kBK;
     constexpr int kRowStride = kGemmThreads / kBK;  // 4
+    // B from packed weights: thread -> output channel pN, input channels pK0 + 2 i
+    int const pN = tid % kBN, pK0 = tid / kBN;
+    constexpr int kPackStride = kGemmThreads / kBN;  // 2
+    static_assert(kPerThread * kPackStride == kBK, "the packed B tile is 16 rows of 2 per thread");
     size_t const hw = static_cast<size_t>(g.h) * g.w;
     auto loadStep = [&](int32_t s) {
         int32_t const tap = s / kChunks, k0 = (s - tap * kChunks) * kBK;
@@ -415,6 +448,16 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
             }
             ra[i] = v;
         }
+        if (g.packed) {  // weight[tap][c][co]: consecutive threads, consecutive output channels
+            int32_t const co = nBase + pN;
+#pragma unroll
+            for (int i = 0; i < kPerThread; ++i) {
+                int32_t const cb = k0 + pK0 + i * kPackStride;
+                rb[i] = (cb < g.cin && co < g.cout)
+                            ? cuda::ld(weight, (static_cast<size_t>(tap) * g.cin + cb) * g.cout + co) : 0.0f;
+            }
+            return;
+        }
         int32_t const cb = k0 + bK;
 #pragma unroll
         for (int i = 0; i < kPerThread; ++i) {  // weight[co][c][tap] (torch layout)
@@ -426,13 +469,14 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
     auto storeStep = [&] {
 #pragma unroll
         for (int i = 0; i < kPerThread; ++i) {
-            int const ml = aM0 + i * kRowStride, nl = bN0 + i * kRowStride;
+            int const ml = aM0 + i * kRowStride;
+            int const kl = g.packed ? pK0 + i * kPackStride : bK, nl = g.packed ? pN : bN0 + i * kRowStride;
             if constexpr (kTensorCore) {
                 sm.a[ml][aK] = __float2half_rn(ra[i]);
-                sm.b[bK][nl] = __float2half_rn(rb[i]);
+                sm.b[kl][nl] = __float2half_rn(rb[i]);
             } else {
                 sm.a[aK][ml] = ra[i];
-                sm.b[bK][nl] = rb[i];
+                sm.b[kl][nl] = rb[i];
             }
         }
     };
@@ -845,6 +889,16 @@ bool useSm90(int32_t n, int32_t k) {
 #endif
 
 template <typename T>
+cudaError_t packWeights(T const* w, T* out, int32_t cout, int32_t cin, int32_t taps, cudaStream_t stream) {
+    int64_t const k = static_cast<int64_t>(cin) * taps;
+    if ((k + 31) / 32 > 0x7fffffff || (cout + 31) / 32 > 65535) return cudaErrorInvalidConfiguration;
+    dim3 const grid(static_cast<unsigned>((k + 31) / 32), static_cast<unsigned>((cout + 31) / 32));
+    auto* kernel = &packWeightsKernel<T>;
+    SSI_LAUNCH(kernel, grid, kThreads, stream, w, out, cout, cin, taps);
+    return cuda::launchStatus();
+}
+
+template <typename T>
 cudaError_t gemm1x1(T const* a, int32_t const* list, int32_t const* count, int32_t maxM, int32_t n, int32_t k,
                     T const* w, T const* bias, int32_t relu, T* d, GemmArgs const& portable, cudaStream_t stream) {
 #if SSI_SM90
@@ -967,13 +1021,17 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     c2.list = perm2, c2.count = count2, c2.maxM = pos2;
     c2.n = p.n, c2.h = p.h, c2.w = p.w, c2.ho = G.ho, c2.wo = G.wo, c2.kk = 3, c2.stride = p.stride, c2.pad = 1;
     c2.partial = partial;
+    T* const packed = reinterpret_cast<T*>(at(L.packedWeights));  // the 3x3 weights, one conv at a time
+    c2.packed = true;
     if (p.dcn) {
         GemmArgs o = c2;
         o.cin = p.cin, o.cout = 2 * 9, o.relu = 0, o.ldOut = 2 * 9;
-        SSI_TRY(rowGemm<T, float>(xr, W(t.offsetW), W(t.offsetB), offs, o, stream));
+        SSI_TRY(packWeights<T>(W(t.offsetW), packed, o.cout, p.cin, 9, stream));
+        SSI_TRY(rowGemm<T, float>(xr, static_cast<T const*>(packed), W(t.offsetB), offs, o, stream));
     }
     c2.cin = p.planes, c2.cout = p.planes, c2.relu = 1, c2.ldOut = p.planes, c2.offsets = offs;
-    SSI_TRY(rowGemm<T, T>(y1, W(t.conv2W), W(t.conv2B), rows2, c2, stream));
+    SSI_TRY(packWeights<T>(W(t.conv2W), packed, p.planes, p.planes, 9, stream));
+    SSI_TRY(rowGemm<T, T>(y1, static_cast<T const*>(packed), W(t.conv2B), rows2, c2, stream));
     GemmArgs c3{};
     c3.count = count2, c3.maxM = pos2, c3.direct = true;
     c3.n = p.n, c3.h = 1, c3.w = 1, c3.ho = 1, c3.wo = 1, c3.kk = 1, c3.stride = 1, c3.pad = 0;
@@ -1055,7 +1113,8 @@ BottleneckLayout bottleneckLayout(BottleneckParams const& p, DType dtype) {
     BottleneckLayout L{};
     int64_t* fields[] = {&L.xRows, &L.taps, &L.tapWeights, &L.logits1, &L.logits2, &L.kth, &L.tileCounts1, &L.tileCounts2,
                          &L.perm1, &L.perm2, &L.index1, &L.index2, &L.count1, &L.count2, &L.rows1, &L.y1,
-                         &L.offsets, &L.rows2, &L.rows3, &L.shortcut, &L.splitPartial, &L.out};
+                         &L.offsets, &L.rows2, &L.rows3, &L.shortcut, &L.splitPartial, &L.packedWeights,
+                         &L.out};
     for (int64_t* f : fields) *f = -1;
     if (!validBottleneckParams(p)) return L;
     Geometry const G = geometry(p);
@@ -1091,6 +1150,9 @@ BottleneckLayout bottleneckLayout(BottleneckParams const& p, DType dtype) {
     if (p.dcn) split = std::max(split, gemmPartialBytes(G.pos2, kTapCols, p.cin, 3));
     if (p.downsample) split = std::max(split, gemmPartialBytes(G.pos2, p.cout, p.cin, 1));
     if (split > 0) take(L.splitPartial, split);
+    size_t const packed = static_cast<size_t>(9) * std::max<int64_t>(static_cast<int64_t>(p.planes) * p.planes,
+                                                                      p.dcn ? int64_t{18} * p.cin : 0);
+    take(L.packedWeights, packed * e);
     L.total = static_cast<int64_t>(off);
     return L;
 }
