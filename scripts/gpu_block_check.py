@@ -28,7 +28,7 @@ from ssi_deploy.ops.bottleneck import BlockAttrs
 DT = {torch.float32: 0, torch.float16: 1}
 LAYOUT_FIELDS = ("x_rows", "taps", "tap_weights", "logits1", "logits2", "kth", "tile_counts1", "tile_counts2",
                  "perm1", "perm2", "index1", "index2", "count1", "count2", "rows1", "y1", "offsets", "rows2",
-                 "rows3", "shortcut", "split_partial", "packed_weights", "out", "total")
+                 "rows3", "shortcut", "split_partial", "split_counters", "packed_weights", "out", "total")
 
 
 def output_size(size: int, stride: int) -> int:

@@ -51,7 +51,7 @@ struct BottleneckTensors {
 // Tests read them back (emulation, gpu_check); the order of the fields is the C ABI's.
 struct BottleneckLayout {
     int64_t xRows, taps, tapWeights, logits1, logits2, kth, tileCounts1, tileCounts2, perm1, perm2, index1, index2, count1,
-        count2, rows1, y1, offsets, rows2, rows3, shortcut, splitPartial, packedWeights, out, total;
+        count2, rows1, y1, offsets, rows2, rows3, shortcut, splitPartial, splitCounters, packedWeights, out, total;
 };
 // Which GEMMs the block's launches use: the portable SIMT/WMMA kernels, or (fp16 conv1, conv3
 // and the stride-1 downsample) the sm_90a warpgroup-MMA kernels. The Hopper path is opt-in

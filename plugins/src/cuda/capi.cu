@@ -68,12 +68,12 @@ ssi::BottleneckParams bottleneckParams(int32_t const* q, float const* f) {
 }
 }  // namespace
 
-// The workspace layout of SSIBottleneck: 24 int64 (the fields of ssi::BottleneckLayout in order,
+// The workspace layout of SSIBottleneck: 25 int64 (the fields of ssi::BottleneckLayout in order,
 // byte offsets or -1, then the total). Returns 0, or 1 for invalid parameters.
 SSI_CUDA_API int32_t ssi_cuda_bottleneck_layout(int32_t const* q, float const* f, int32_t dtype, int64_t* out) {
     ssi::BottleneckParams const p = bottleneckParams(q, f);
     ssi::BottleneckLayout const L = ssi::bottleneckLayout(p, dtypeOf(dtype));
-    static_assert(sizeof(L) == 24 * sizeof(int64_t), "BottleneckLayout is 24 int64");
+    static_assert(sizeof(L) == 25 * sizeof(int64_t), "BottleneckLayout is 25 int64");
     std::memcpy(out, &L, sizeof(L));
     return ssi::validBottleneckParams(p) ? 0 : 1;
 }

@@ -4,10 +4,12 @@
 //
 // Kernels, in launch order (every grid sized for the maximum, counts read on the device):
 //   toRowsKernel           x NCHW -> x rows [N*H*W, Cin] (only when x is not channels-last)
-//   tapWeightsKernel       the mask convs' weights as an 18-row matrix; rowGemmKernel then gives
-//                          taps[q, 2t + k] = sum_c x[q, c] Wk[c, t] (the 9 taps of both mask convs)
+//   prepKernel             the mask convs' weights as an 18-row matrix, the 3x3 weights packed
+//                          [tap][cin][cout], the split-K counters zeroed (one launch)
+//   rowGemmKernel          (mask taps) taps[q, 2t + k] = sum_c x[q, c] Wk[c, t]
 //   tapSumKernel           l_k = b_k + sum_t taps[q + d_t, 2t + k] at stride 1 (m1) and s (m2),
 //                          rounded to the op's dtype (the torch op's `.to(x.dtype)`)
+//                          (this and the next three: both masks in one launch, blockIdx.y)
 //   kthLargestKernel       (forced density) the k-th largest logit per image, by a 32-step
 //                          bisection of the order-preserving integer keys (exact, no sort)
 //   sampleKernel           mask = SampleMask(logit [- k-th]); per 1024-position tile, its count
@@ -16,7 +18,9 @@
 //                          row or -1): deterministic, no atomics
 //   rowGemmKernel          rows[m] = act(A[m] W^T + b) for m < count: A = gathered channels-last
 //                          rows of a tap set (1x1, 3x3 regular or deformable v1, strided), or
-//                          plain rows; 64x64 tiles, 32-channel K steps, fp16 on WMMA, else fp32
+//                          plain rows; 64x64 tiles, 32-channel K steps, fp16 on WMMA, else fp32;
+//                          long K on few tiles split over blockIdx.z, the last block of a tile
+//                          adding the splits' partial sums in split order
 //   interpRowsNhwcKernel   dense = act(m f + (1 - m) N/D + bias [+ residual]) with f read from
 //                          rows through index, channels-last output (Y1; y in NHWC): 16x16
 //                          tiles, consecutive threads on consecutive channels of a position,
@@ -88,54 +92,91 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ---------------------------------------------------------------------------------------
-// Mask taps: taps[q, 2t + k] = sum_c x[q, c] Wk[c, t] is a GEMM of x's rows with an 18-row
-// weight matrix, run by rowGemmKernel (coalesced row loads, tensor cores in fp16). This kernel
-// packs that matrix once per launch: w[2t + k][c] = Wk[c, t] (column 2t + k: tap t of mask k).
+// Per-launch preparation, in one launch (blocks take the jobs by blockIdx.x ranges):
+// - the mask taps taps[q, 2t + k] = sum_c x[q, c] Wk[c, t] are a row GEMM (rowGemmKernel:
+//   coalesced row loads, tensor cores in fp16) with the 18-row matrix w[2t + k][c] = Wk[c, t];
+// - the 3x3 convs (DCN offsets, conv2): [cout][cin * 9] (torch) -> [9][cin][cout], the row
+//   GEMM's `packed` B, so that a K step of one tap reads rows of consecutive output channels
+//   (in torch's layout one tap's channels are 9 elements apart: ~5 L1 wavefronts per load, not
+//   1), by 32 x 32 transposes through shared memory (reads and writes coalesced);
+// - the split-K tile counters zeroed (the workspace may hold anything between launches).
 constexpr int kTapCols = 18;
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    tapWeightsKernel(T const* __restrict__ w1, T const* __restrict__ w2, T* __restrict__ out, int32_t cin) {
-    int32_t const e = static_cast<int32_t>(blockIdx.x) * kThreads + static_cast<int32_t>(threadIdx.x);
-    if (e >= kTapCols * cin) return;
-    int32_t const j = e / cin, c = e - j * cin;
-    out[e] = (j % 2 ? w2 : w1)[static_cast<size_t>(c) * 9 + j / 2];
-}
+struct PrepArgs {
+    T const *mask1W, *mask2W, *offsetW, *conv2W;
+    T *taps, *offsets, *conv2;
+    int32_t* counters;
+    int32_t cin, planes, nCounters;
+    int32_t tapBlocks, offTilesX, offBlocks, convTilesX, convBlocks;  // offBlocks 0: no DCN
+};
 
-// A kk x kk conv's weights [cout][cin * taps] (torch) -> [taps][cin][cout], the row GEMM's
-// `packed` B: a K step of one tap then reads 32 input channels x 64 output channels as rows of
-// consecutive output channels, where torch's layout puts the channels of one tap `taps`
-// elements apart (a 3x3 conv2's B loads touched ~5 L1 wavefronts each, against 1). A 32 x 32
-// transpose through shared memory: both the reads and the writes are coalesced.
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    packWeightsKernel(T const* __restrict__ w, T* __restrict__ out, int32_t cout, int32_t cin, int32_t taps) {
-    __shared__ T tile[32][33];
-    int64_t const k = static_cast<int64_t>(cin) * taps;  // torch's column index: c * taps + tap
-    int64_t const k0 = static_cast<int64_t>(blockIdx.x) * 32;
-    int32_t const co0 = static_cast<int32_t>(blockIdx.y) * 32;
+__device__ __forceinline__ void packTile(T const* __restrict__ w, T* __restrict__ out, int32_t cout, int32_t cin,
+                                         int32_t tile, int32_t tilesX, T (*sm)[33]) {
+    int64_t const k = static_cast<int64_t>(cin) * 9;  // torch's column index: c * 9 + tap
+    int64_t const k0 = static_cast<int64_t>(tile % tilesX) * 32;
+    int32_t const co0 = tile / tilesX * 32;
     int const tx = threadIdx.x % 32, ty = threadIdx.x / 32;  // 32 x 8
     for (int i = ty; i < 32; i += 8) {
         int32_t const co = co0 + i;
         int64_t const kk = k0 + tx;
-        if (co < cout && kk < k) tile[i][tx] = w[static_cast<size_t>(co) * k + kk];
+        if (co < cout && kk < k) sm[i][tx] = w[static_cast<size_t>(co) * k + kk];
     }
     __syncthreads();
     for (int i = ty; i < 32; i += 8) {
         int64_t const kk = k0 + i;
         int32_t const co = co0 + tx;
         if (co >= cout || kk >= k) continue;
-        int64_t const c = kk / taps, tap = kk - c * taps;
-        out[(static_cast<size_t>(tap) * cin + c) * cout + co] = tile[tx][i];
+        int64_t const c = kk / 9, tap = kk - c * 9;
+        out[(static_cast<size_t>(tap) * cin + c) * cout + co] = sm[tx][i];
     }
 }
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) prepKernel(PrepArgs<T> a) {
+    __shared__ T tile[32][33];
+    int32_t b = static_cast<int32_t>(blockIdx.x);
+    int32_t const tid = static_cast<int32_t>(threadIdx.x);
+    if (b < a.tapBlocks) {
+        int32_t const e = b * kThreads + tid;
+        if (e >= kTapCols * a.cin) return;
+        int32_t const j = e / a.cin, c = e - j * a.cin;
+        a.taps[e] = (j % 2 ? a.mask2W : a.mask1W)[static_cast<size_t>(c) * 9 + j / 2];
+        return;
+    }
+    b -= a.tapBlocks;
+    if (b < a.offBlocks) return packTile(a.offsetW, a.offsets, kTapCols, a.cin, b, a.offTilesX, tile);
+    b -= a.offBlocks;
+    if (b < a.convBlocks) return packTile(a.conv2W, a.conv2, a.planes, a.planes, b, a.convTilesX, tile);
+    b -= a.convBlocks;
+    int32_t const e = b * kThreads + tid;
+    if (e < a.nCounters) a.counters[e] = 0;
+}
+
+// The mask kernels below serve both masks in one launch: blockIdx.y picks the mask (its
+// parameters in a pair), blocks past that mask's share of the grid exit at once.
+template <typename J>
+struct Pair {
+    J job[2];
+};
 
 // Logits of mask k at stride s: acc = bias, then + taps of the 3x3 window in tap order
 // (the CPU twin's ssi_cpu_block_sum_taps), rounded to T.
 template <typename T>
+struct TapSumJob {
+    T const* bias;
+    float* logits;
+    int32_t k, stride;
+};
+
+template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    tapSumKernel(float const* __restrict__ taps, T const* __restrict__ bias, float* __restrict__ logits, int32_t n,
-                 int32_t h, int32_t w, int32_t k, int32_t stride) {
+    tapSumKernel(float const* __restrict__ taps, Pair<TapSumJob<T>> jobs, int32_t n, int32_t h, int32_t w) {
+    TapSumJob<T> const& j = jobs.job[blockIdx.y];
+    T const* __restrict__ bias = j.bias;
+    float* __restrict__ logits = j.logits;
+    int32_t const k = j.k, stride = j.stride;
     int32_t const ho = (h - 1) / stride + 1, wo = (w - 1) / stride + 1;
     int64_t const i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
     if (i >= static_cast<int64_t>(n) * ho * wo) return;
@@ -169,11 +210,19 @@ __device__ __forceinline__ float keyValue(uint32_t k) {
     return f;
 }
 
-__global__ void __launch_bounds__(kThreads)
-    kthLargestKernel(float const* __restrict__ logits, int32_t hw, int32_t k, float* __restrict__ kth) {
+struct KthJob {
+    float const* logits;
+    int32_t hw, k;
+    float* kth;  // [N]
+};
+
+__global__ void __launch_bounds__(kThreads) kthLargestKernel(Pair<KthJob> jobs) {
     __shared__ uint32_t sCount[kThreads];
     __shared__ uint32_t sAnswer;
-    float const* v = logits + static_cast<size_t>(blockIdx.x) * hw;
+    KthJob const& j = jobs.job[blockIdx.y];
+    int32_t const hw = j.hw, k = j.k;
+    float* __restrict__ kth = j.kth;
+    float const* v = j.logits + static_cast<size_t>(blockIdx.x) * hw;
     if (threadIdx.x == 0) sAnswer = 0;
     __syncthreads();
     for (int bit = 31; bit >= 0; --bit) {
@@ -195,11 +244,26 @@ __global__ void __launch_bounds__(kThreads)
 // ---------------------------------------------------------------------------------------
 // SampleMask of one mask plus the per-tile counts of sampled positions (mask > 0 in T).
 template <typename T>
+struct SampleJob {
+    float const* logits;
+    float const* kth;  // null: no forced density
+    T* mask;
+    int32_t* tileCounts;
+    int32_t h, w, tiles;
+    uint32_t key;
+};
+
+template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    sampleKernel(float const* __restrict__ logits, float const* __restrict__ kth, T* __restrict__ mask,
-                 int32_t* __restrict__ tileCounts, int32_t n, int32_t h, int32_t w, int32_t mode,
-                 int32_t gridInterval, uint32_t key) {
+    sampleKernel(Pair<SampleJob<T>> jobs, int32_t n, int32_t mode, int32_t gridInterval) {
     __shared__ int32_t sCount[kThreads];
+    SampleJob<T> const& j = jobs.job[blockIdx.y];
+    if (static_cast<int32_t>(blockIdx.x) >= j.tiles) return;
+    float const* __restrict__ logits = j.logits;
+    float const* __restrict__ kth = j.kth;
+    T* __restrict__ mask = j.mask;
+    int32_t const h = j.h, w = j.w;
+    uint32_t const key = j.key;
     int64_t const total = static_cast<int64_t>(n) * h * w;
     int32_t cnt = 0;
     for (int r = 0; r < kTileCount / kThreads; ++r) {
@@ -224,13 +288,22 @@ __global__ void __launch_bounds__(kThreads)
         if (static_cast<int>(threadIdx.x) < s) sCount[threadIdx.x] += sCount[threadIdx.x + s];
         __syncthreads();
     }
-    if (threadIdx.x == 0) tileCounts[blockIdx.x] = sCount[0];
+    if (threadIdx.x == 0) j.tileCounts[blockIdx.x] = sCount[0];
 }
 
 // One block: tileCounts -> exclusive offsets (in place), *count = the total.
-__global__ void __launch_bounds__(kThreads)
-    scanKernel(int32_t* __restrict__ tileCounts, int32_t tiles, int32_t* __restrict__ count) {
+struct ScanJob {
+    int32_t* tileCounts;
+    int32_t tiles;
+    int32_t* count;
+};
+
+__global__ void __launch_bounds__(kThreads) scanKernel(Pair<ScanJob> jobs) {
     __shared__ int32_t sSum[kThreads];
+    ScanJob const& j = jobs.job[blockIdx.y];
+    int32_t* __restrict__ tileCounts = j.tileCounts;
+    int32_t const tiles = j.tiles;
+    int32_t* __restrict__ count = j.count;
     int32_t const per = (tiles + kThreads - 1) / kThreads;
     int32_t const t0 = min(tiles, static_cast<int32_t>(threadIdx.x) * per), t1 = min(tiles, t0 + per);
     int32_t s = 0;
@@ -259,12 +332,26 @@ __global__ void __launch_bounds__(kThreads)
 // the sampled positions before it in the tile; unsampled: count + the unsampled positions
 // before it over the whole map (tile start - tile offset + the tile's own).
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    partitionKernel(T const* __restrict__ mask, int32_t const* __restrict__ tileOffsets,
-                    int32_t const* __restrict__ count, int32_t* __restrict__ perm, int32_t* __restrict__ index,
-                    int32_t total) {
+struct PartitionJob {
+    T const* mask;
+    int32_t const* tileOffsets;
+    int32_t const* count;
+    int32_t *perm, *index;
+    int32_t total, tiles;
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) partitionKernel(Pair<PartitionJob<T>> jobs) {
     __shared__ int32_t sWarp[kThreads / 32];
     __shared__ int32_t sRun;
+    PartitionJob<T> const& j = jobs.job[blockIdx.y];
+    if (static_cast<int32_t>(blockIdx.x) >= j.tiles) return;
+    T const* __restrict__ mask = j.mask;
+    int32_t const* __restrict__ tileOffsets = j.tileOffsets;
+    int32_t const* __restrict__ count = j.count;
+    int32_t* __restrict__ perm = j.perm;
+    int32_t* __restrict__ index = j.index;
+    int32_t const total = j.total;
     int const lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int32_t const tileStart = static_cast<int32_t>(blockIdx.x) * kTileCount;
     int32_t const off = tileOffsets[blockIdx.x], cnt = *count;
@@ -309,7 +396,8 @@ struct GemmArgs {
     float const* offsets;  // deformable
     int32_t ldOut;
     int32_t splits;        // K split over blockIdx.z (gemmSplits); > 1: raw sums go to partial
-    float* partial;        // [splits][maxM][cout] float32 (workspace), reduced by splitReduceKernel
+    float* partial;        // [splits][maxM][cout] float32 (workspace)
+    int32_t* counters;     // per output tile: splits arrived (zero before the GEMM, zero after)
     bool packed;           // weight packed as [kk * kk][cin][cout] (packWeightsKernel), not torch's
 };
 
@@ -318,8 +406,9 @@ constexpr int kBM = 64, kBN = 64, kBK = 32, kGemmThreads = 128;
 // Split-K for the row GEMMs with few tiles and a long K: a stage-3/4 block has a few hundred
 // rows, and the DCN offsets and the mask taps (18 columns) are one 64-column tile, so without a
 // split a handful of blocks would walk up to 9 * 2048 / 32 = 576 K steps each. Split z takes a
-// contiguous range of K steps; splitReduceKernel adds the float32 partial sums in split order
-// (deterministic). The count comes from the parameters only (the workspace size cannot depend on
+// contiguous range of K steps and writes its float32 partial sums; the tile's last block to
+// arrive (a counter per tile) adds them in split order and runs the epilogue, so the result does
+// not depend on which block is last, and no reduce kernel is launched. The count comes from the parameters only (the workspace size cannot depend on
 // the device-side count): sparse_conv2d.cu's rule (~264 blocks wanted with a quarter of them live,
 // >= 16 K steps per split), up to 32 splits for these narrow GEMMs.
 constexpr int kMaxSplits = 32;
@@ -334,9 +423,16 @@ int32_t gemmSplits(int64_t maxM, int32_t cout, int32_t steps) {
     return static_cast<int32_t>(std::max<int64_t>(1, std::min(want, cap)));
 }
 
-size_t gemmPartialBytes(int64_t maxM, int32_t cout, int32_t cin, int32_t kk) {
+struct SplitNeeds {
+    size_t partialBytes;  // the largest [splits][maxM][cout] float32 of the block's split GEMMs
+    int64_t counters;     // the most output tiles of one split GEMM
+};
+
+void needSplit(SplitNeeds& n, int64_t maxM, int32_t cout, int32_t cin, int32_t kk) {
     int32_t const splits = gemmSplits(maxM, cout, gemmSteps(cin, kk));
-    return splits > 1 ? static_cast<size_t>(splits) * maxM * cout * sizeof(float) : 0;
+    if (splits <= 1) return;
+    n.partialBytes = std::max(n.partialBytes, static_cast<size_t>(splits) * maxM * cout * sizeof(float));
+    n.counters = std::max(n.counters, (maxM + kBM - 1) / kBM * ((cout + kBN - 1) / kBN));
 }
 
 struct SmemSimt {
@@ -549,36 +645,44 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
             for (int j = 0; j < 8; ++j) sC[tn + 8 * j][tm + 16 * i] = acc[i][j];
     }
     __syncthreads();
+    if (g.splits > 1) {
+        for (int e = tid; e < kBM * kBN; e += kGemmThreads) {
+            int const nl = e % kBN, ml = e / kBN;
+            int32_t const co = nBase + nl;
+            if (sImg[ml] < 0 || co >= g.cout) continue;
+            g.partial[(static_cast<size_t>(split) * g.maxM + mBase + ml) * g.cout + co] = sC[nl][ml];
+        }
+        __threadfence();  // the partial sums visible to the block that adds them
+        __syncthreads();
+        __shared__ int32_t sLast;
+        if (tid == 0) {
+            int32_t* counter = g.counters + blockIdx.y * gridDim.x + blockIdx.x;
+            sLast = atomicAdd(counter, 1) == g.splits - 1;
+            if (sLast) *counter = 0;  // every split has arrived: ready for the next GEMM or launch
+        }
+        __syncthreads();
+        if (!sLast) return;
+        __threadfence();
+        size_t const stride = static_cast<size_t>(g.maxM) * g.cout;
+        for (int e = tid; e < kBM * kBN; e += kGemmThreads) {
+            int const nl = e % kBN, ml = e / kBN;
+            int32_t const co = nBase + nl;
+            if (sImg[ml] < 0 || co >= g.cout) continue;
+            size_t const at = static_cast<size_t>(mBase + ml) * g.cout + co;
+            float acc = __ldcg(g.partial + at);  // L2: written by other blocks
+            for (int32_t sp = 1; sp < g.splits; ++sp) acc += __ldcg(g.partial + sp * stride + at);
+            float const b = bias ? cuda::ld(bias, co) : 0.0f;
+            cuda::st(out, static_cast<size_t>(mBase + ml) * g.ldOut + co, math::convEpilogue(acc, b, g.relu));
+        }
+        return;
+    }
     for (int e = tid; e < kBM * kBN; e += kGemmThreads) {  // consecutive threads, consecutive channels
         int const nl = e % kBN, ml = e / kBN;
         int32_t const co = nBase + nl;
         if (sImg[ml] < 0 || co >= g.cout) continue;
-        if (g.splits > 1) {
-            g.partial[(static_cast<size_t>(split) * g.maxM + mBase + ml) * g.cout + co] = sC[nl][ml];
-            continue;
-        }
         float const b = bias ? cuda::ld(bias, co) : 0.0f;
         cuda::st(out, static_cast<size_t>(mBase + ml) * g.ldOut + co, math::convEpilogue(sC[nl][ml], b, g.relu));
     }
-}
-
-// Split-K epilogue: out[m] = act(sum of the splits' partial sums in split order + bias) for
-// m < count; one thread per element (consecutive threads, consecutive channels), the grid sized
-// for maxM rows, threads past the count exit.
-template <typename T, typename OutT>
-__global__ void __launch_bounds__(kThreads)
-    splitReduceKernel(float const* __restrict__ partial, T const* __restrict__ bias, OutT* __restrict__ out,
-                      GemmArgs g) {
-    int64_t const e = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-    int32_t const count = g.count ? *g.count : g.maxM;
-    int64_t const m = e / g.cout;
-    if (m >= count) return;
-    int32_t const co = static_cast<int32_t>(e - m * g.cout);
-    size_t const stride = static_cast<size_t>(g.maxM) * g.cout;
-    float acc = partial[static_cast<size_t>(e)];
-    for (int32_t sp = 1; sp < g.splits; ++sp) acc += partial[sp * stride + static_cast<size_t>(e)];
-    float const b = bias ? cuda::ld(bias, co) : 0.0f;
-    cuda::st(out, static_cast<size_t>(m) * g.ldOut + co, math::convEpilogue(acc, b, g.relu));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -819,6 +923,18 @@ Geometry geometry(BottleneckParams const& p) {
     return g;
 }
 
+// The block's row GEMMs (maxM, cout, cin, kk), as runBottleneck launches them on the portable path.
+SplitNeeds splitNeeds(BottleneckParams const& p, Geometry const& G) {
+    SplitNeeds n{};
+    needSplit(n, G.pos1, kTapCols, p.cin, 1);  // mask taps
+    needSplit(n, G.pos1, p.planes, p.cin, 1);  // conv1
+    if (p.dcn) needSplit(n, G.pos2, kTapCols, p.cin, 3);
+    needSplit(n, G.pos2, p.planes, p.planes, 3);  // conv2
+    needSplit(n, G.pos2, p.cout, p.planes, 1);    // conv3
+    if (p.downsample) needSplit(n, G.pos2, p.cout, p.cin, 1);
+    return n;
+}
+
 template <typename T, typename OutT>
 cudaError_t rowGemm(T const* src, T const* wgt, T const* bias, OutT* out, GemmArgs a, cudaStream_t stream) {
     if (a.maxM == 0) return cudaSuccess;
@@ -833,13 +949,6 @@ cudaError_t rowGemm(T const* src, T const* wgt, T const* bias, OutT* out, GemmAr
         auto* k = tc ? &rowGemmKernel<T, OutT, false, kHalf> : &rowGemmKernel<T, OutT, false, false>;
         SSI_LAUNCH(k, grid, kGemmThreads, stream, src, wgt, bias, out, a);
     }
-    if (a.splits == 1) return cuda::launchStatus();
-    SSI_TRY(cuda::launchStatus());
-    size_t const blocks = (static_cast<size_t>(a.maxM) * a.cout + kThreads - 1) / kThreads;
-    if (blocks > 0x7fffffffu) return cudaErrorInvalidConfiguration;
-    auto* r = &splitReduceKernel<T, OutT>;
-    SSI_LAUNCH(r, static_cast<unsigned>(blocks), kThreads, stream,
-               static_cast<float const*>(a.partial), bias, out, a);
     return cuda::launchStatus();
 }
 
@@ -889,12 +998,22 @@ bool useSm90(int32_t n, int32_t k) {
 #endif
 
 template <typename T>
-cudaError_t packWeights(T const* w, T* out, int32_t cout, int32_t cin, int32_t taps, cudaStream_t stream) {
-    int64_t const k = static_cast<int64_t>(cin) * taps;
-    if ((k + 31) / 32 > 0x7fffffff || (cout + 31) / 32 > 65535) return cudaErrorInvalidConfiguration;
-    dim3 const grid(static_cast<unsigned>((k + 31) / 32), static_cast<unsigned>((cout + 31) / 32));
-    auto* kernel = &packWeightsKernel<T>;
-    SSI_LAUNCH(kernel, grid, kThreads, stream, w, out, cout, cin, taps);
+cudaError_t prepare(BottleneckTensors const& t, BottleneckParams const& p, T* taps, T* offsets, T* conv2,
+                    int32_t* counters, cudaStream_t stream) {
+    auto W = [](void const* v) { return static_cast<T const*>(v); };
+    PrepArgs<T> a{};
+    a.mask1W = W(t.mask1W), a.mask2W = W(t.mask2W), a.offsetW = W(t.offsetW), a.conv2W = W(t.conv2W);
+    a.taps = taps, a.offsets = offsets, a.conv2 = conv2, a.counters = counters;
+    a.cin = p.cin, a.planes = p.planes, a.nCounters = static_cast<int32_t>(splitNeeds(p, geometry(p)).counters);
+    a.tapBlocks = cuda::ceilDiv(static_cast<size_t>(kTapCols) * p.cin, kThreads);
+    a.offTilesX = cuda::ceilDiv(static_cast<size_t>(9) * p.cin, 32);
+    a.offBlocks = p.dcn ? a.offTilesX * cuda::ceilDiv(kTapCols, 32) : 0;
+    a.convTilesX = cuda::ceilDiv(static_cast<size_t>(9) * p.planes, 32);
+    a.convBlocks = a.convTilesX * cuda::ceilDiv(p.planes, 32);
+    int64_t const blocks = int64_t{a.tapBlocks} + a.offBlocks + a.convBlocks + cuda::ceilDiv(a.nCounters, kThreads);
+    if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+    auto* k = &prepKernel<T>;
+    SSI_LAUNCH(k, static_cast<unsigned>(blocks), kThreads, stream, a);
     return cuda::launchStatus();
 }
 
@@ -924,6 +1043,9 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     int32_t const pos1 = static_cast<int32_t>(G.pos1), pos2 = static_cast<int32_t>(G.pos2);
     int32_t const hw = p.h * p.w;
     float* const partial = L.splitPartial >= 0 ? reinterpret_cast<float*>(at(L.splitPartial)) : nullptr;
+    int32_t* const counters = L.splitCounters >= 0 ? reinterpret_cast<int32_t*>(at(L.splitCounters)) : nullptr;
+    // the 3x3 weights packed by prepare(): the DCN offsets' first (when dcn), then conv2's
+    T* const packed = reinterpret_cast<T*>(at(L.packedWeights));
 
     // x as rows
     T const* xr = x;
@@ -942,30 +1064,23 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     float* l2 = reinterpret_cast<float*>(at(L.logits2));
     {
         T* tapW = reinterpret_cast<T*>(at(L.tapWeights));
-        auto* k = &tapWeightsKernel<T>;
-        SSI_LAUNCH(k, cuda::ceilDiv(static_cast<size_t>(kTapCols) * p.cin, kThreads), kThreads, stream,
-                   W(t.mask1W), W(t.mask2W), tapW, p.cin);
-        SSI_TRY(cuda::launchStatus());
+        SSI_TRY(prepare<T>(t, p, tapW, packed, packed + (p.dcn ? 9 * kTapCols * p.cin : 0), counters, stream));
         GemmArgs tg{};  // every position, plain rows of x
         tg.maxM = pos1, tg.direct = true;
         tg.n = p.n, tg.h = 1, tg.w = 1, tg.ho = 1, tg.wo = 1, tg.kk = 1, tg.stride = 1, tg.pad = 0;
-        tg.cin = p.cin, tg.cout = kTapCols, tg.relu = 0, tg.ldOut = kTapCols, tg.partial = partial;
+        tg.cin = p.cin, tg.cout = kTapCols, tg.relu = 0, tg.ldOut = kTapCols, tg.partial = partial, tg.counters = counters;
         SSI_TRY(rowGemm<T, float>(xr, static_cast<T const*>(tapW), nullptr, taps, tg, stream));
+        Pair<TapSumJob<T>> const sums{{{W(t.mask1B), l1, 0, 1}, {W(t.mask2B), l2, 1, p.stride}}};
         auto* s = &tapSumKernel<T>;
-        SSI_LAUNCH(s, cuda::ceilDiv(pos1, kThreads), kThreads, stream, static_cast<float const*>(taps),
-                   W(t.mask1B), l1, p.n, p.h, p.w, 0, 1);
-        SSI_TRY(cuda::launchStatus());
-        SSI_LAUNCH(s, cuda::ceilDiv(pos2, kThreads), kThreads, stream, static_cast<float const*>(taps),
-                   W(t.mask2B), l2, p.n, p.h, p.w, 1, p.stride);
+        SSI_LAUNCH(s, dim3(cuda::ceilDiv(pos1, kThreads), 2), kThreads, stream, static_cast<float const*>(taps), sums,
+                   p.n, p.h, p.w);
         SSI_TRY(cuda::launchStatus());
     }
     float* kth = reinterpret_cast<float*>(at(L.kth));
     if (p.density > 0.0f) {
-        SSI_LAUNCH(kthLargestKernel, p.n, kThreads, stream, static_cast<float const*>(l1), hw,
-                   forcedCount(p.density, hw), kth);
-        SSI_TRY(cuda::launchStatus());
-        SSI_LAUNCH(kthLargestKernel, p.n, kThreads, stream, static_cast<float const*>(l2), G.ho * G.wo,
-                   forcedCount(p.density, G.ho * G.wo), kth + p.n);
+        Pair<KthJob> const jobs{{{l1, hw, forcedCount(p.density, hw), kth},
+                                 {l2, G.ho * G.wo, forcedCount(p.density, G.ho * G.wo), kth + p.n}}};
+        SSI_LAUNCH(kthLargestKernel, dim3(p.n, 2), kThreads, stream, jobs);
         SSI_TRY(cuda::launchStatus());
     }
     int32_t* tc1 = reinterpret_cast<int32_t*>(at(L.tileCounts1));
@@ -977,25 +1092,20 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     int32_t* count1 = reinterpret_cast<int32_t*>(at(L.count1));
     int32_t* count2 = reinterpret_cast<int32_t*>(at(L.count2));
     {
-        auto* s = &sampleKernel<T>;
         float const* k1 = p.density > 0.0f ? kth : nullptr;
         float const* k2 = p.density > 0.0f ? kth + p.n : nullptr;
-        SSI_LAUNCH(s, G.tiles1, kThreads, stream, static_cast<float const*>(l1), k1, m1, tc1, p.n, p.h, p.w, p.mode,
-                   p.gridInterval, math::layerKey(p.seed, p.layer1));
+        Pair<SampleJob<T>> const samples{{{l1, k1, m1, tc1, p.h, p.w, G.tiles1, math::layerKey(p.seed, p.layer1)},
+                                          {l2, k2, m2, tc2, G.ho, G.wo, G.tiles2, math::layerKey(p.seed, p.layer2)}}};
+        auto* s = &sampleKernel<T>;
+        SSI_LAUNCH(s, dim3(G.tiles1, 2), kThreads, stream, samples, p.n, p.mode, p.gridInterval);
         SSI_TRY(cuda::launchStatus());
-        SSI_LAUNCH(s, G.tiles2, kThreads, stream, static_cast<float const*>(l2), k2, m2, tc2, p.n, G.ho, G.wo, p.mode,
-                   p.gridInterval, math::layerKey(p.seed, p.layer2));
+        Pair<ScanJob> const scans{{{tc1, G.tiles1, count1}, {tc2, G.tiles2, count2}}};
+        SSI_LAUNCH(scanKernel, dim3(1, 2), kThreads, stream, scans);
         SSI_TRY(cuda::launchStatus());
-        SSI_LAUNCH(scanKernel, 1, kThreads, stream, tc1, G.tiles1, count1);
-        SSI_TRY(cuda::launchStatus());
-        SSI_LAUNCH(scanKernel, 1, kThreads, stream, tc2, G.tiles2, count2);
-        SSI_TRY(cuda::launchStatus());
+        Pair<PartitionJob<T>> const parts{{{m1, tc1, count1, perm1, index1, pos1, G.tiles1},
+                                           {m2, tc2, count2, perm2, index2, pos2, G.tiles2}}};
         auto* part = &partitionKernel<T>;
-        SSI_LAUNCH(part, G.tiles1, kThreads, stream, static_cast<T const*>(m1), static_cast<int32_t const*>(tc1),
-                   static_cast<int32_t const*>(count1), perm1, index1, pos1);
-        SSI_TRY(cuda::launchStatus());
-        SSI_LAUNCH(part, G.tiles2, kThreads, stream, static_cast<T const*>(m2), static_cast<int32_t const*>(tc2),
-                   static_cast<int32_t const*>(count2), perm2, index2, pos2);
+        SSI_LAUNCH(part, dim3(G.tiles1, 2), kThreads, stream, parts);
         SSI_TRY(cuda::launchStatus());
     }
 
@@ -1009,7 +1119,7 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     GemmArgs a{};
     a.list = perm1, a.count = count1, a.maxM = pos1;
     a.n = p.n, a.h = p.h, a.w = p.w, a.cin = p.cin, a.ho = p.h, a.wo = p.w, a.kk = 1, a.stride = 1, a.pad = 0;
-    a.cout = p.planes, a.relu = 1, a.ldOut = p.planes, a.partial = partial;
+    a.cout = p.planes, a.relu = 1, a.ldOut = p.planes, a.partial = partial, a.counters = counters;
     SSI_TRY(gemm1x1<T>(xr, perm1, count1, pos1, p.planes, p.cin, W(t.conv1W), W(t.conv1B), 1, rows1, a, stream));
     InterpArgs ia{};
     ia.n = p.n, ia.c = p.planes, ia.h = p.h, ia.w = p.w, ia.sigma = p.sigma1, ia.relu = 0, ia.hasResidual = false;
@@ -1020,22 +1130,20 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     GemmArgs c2{};
     c2.list = perm2, c2.count = count2, c2.maxM = pos2;
     c2.n = p.n, c2.h = p.h, c2.w = p.w, c2.ho = G.ho, c2.wo = G.wo, c2.kk = 3, c2.stride = p.stride, c2.pad = 1;
-    c2.partial = partial;
-    T* const packed = reinterpret_cast<T*>(at(L.packedWeights));  // the 3x3 weights, one conv at a time
+    c2.partial = partial, c2.counters = counters;
     c2.packed = true;
     if (p.dcn) {
         GemmArgs o = c2;
         o.cin = p.cin, o.cout = 2 * 9, o.relu = 0, o.ldOut = 2 * 9;
-        SSI_TRY(packWeights<T>(W(t.offsetW), packed, o.cout, p.cin, 9, stream));
         SSI_TRY(rowGemm<T, float>(xr, static_cast<T const*>(packed), W(t.offsetB), offs, o, stream));
     }
     c2.cin = p.planes, c2.cout = p.planes, c2.relu = 1, c2.ldOut = p.planes, c2.offsets = offs;
-    SSI_TRY(packWeights<T>(W(t.conv2W), packed, p.planes, p.planes, 9, stream));
-    SSI_TRY(rowGemm<T, T>(y1, static_cast<T const*>(packed), W(t.conv2B), rows2, c2, stream));
+    T const* const conv2Packed = packed + (p.dcn ? 9 * kTapCols * p.cin : 0);
+    SSI_TRY(rowGemm<T, T>(y1, conv2Packed, W(t.conv2B), rows2, c2, stream));
     GemmArgs c3{};
     c3.count = count2, c3.maxM = pos2, c3.direct = true;
     c3.n = p.n, c3.h = 1, c3.w = 1, c3.ho = 1, c3.wo = 1, c3.kk = 1, c3.stride = 1, c3.pad = 0;
-    c3.cin = p.planes, c3.cout = p.cout, c3.relu = 0, c3.ldOut = p.cout, c3.partial = partial;
+    c3.cin = p.planes, c3.cout = p.cout, c3.relu = 0, c3.ldOut = p.cout, c3.partial = partial, c3.counters = counters;
     SSI_TRY(gemm1x1<T>(rows2, nullptr, count2, pos2, p.cout, p.planes, W(t.conv3W), nullptr, 0, rows3, c3, stream));
 
     // shortcut, then y = relu(interp(rows3, m2) + b3 + shortcut)
@@ -1047,7 +1155,7 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
         T* sc = reinterpret_cast<T*>(at(L.shortcut));
         GemmArgs d{};
         d.maxM = pos2, d.n = p.n, d.h = p.h, d.w = p.w, d.cin = p.cin, d.ho = G.ho, d.wo = G.wo, d.kk = 1;
-        d.stride = p.stride, d.pad = 0, d.cout = p.cout, d.relu = 0, d.ldOut = p.cout, d.partial = partial;
+        d.stride = p.stride, d.pad = 0, d.cout = p.cout, d.relu = 0, d.ldOut = p.cout, d.partial = partial, d.counters = counters;
         if (p.stride == 1)  // every position, plain rows of x
             SSI_TRY(gemm1x1<T>(xr, nullptr, nullptr, pos2, p.cout, p.cin, W(t.downsampleW), W(t.downsampleB), 0, sc,
                                d, stream));
@@ -1113,8 +1221,8 @@ BottleneckLayout bottleneckLayout(BottleneckParams const& p, DType dtype) {
     BottleneckLayout L{};
     int64_t* fields[] = {&L.xRows, &L.taps, &L.tapWeights, &L.logits1, &L.logits2, &L.kth, &L.tileCounts1, &L.tileCounts2,
                          &L.perm1, &L.perm2, &L.index1, &L.index2, &L.count1, &L.count2, &L.rows1, &L.y1,
-                         &L.offsets, &L.rows2, &L.rows3, &L.shortcut, &L.splitPartial, &L.packedWeights,
-                         &L.out};
+                         &L.offsets, &L.rows2, &L.rows3, &L.shortcut, &L.splitPartial, &L.splitCounters,
+                         &L.packedWeights, &L.out};
     for (int64_t* f : fields) *f = -1;
     if (!validBottleneckParams(p)) return L;
     Geometry const G = geometry(p);
@@ -1144,15 +1252,13 @@ BottleneckLayout bottleneckLayout(BottleneckParams const& p, DType dtype) {
     take(L.rows2, G.pos2 * p.planes * e);
     take(L.rows3, G.pos2 * p.cout * e);
     if (p.downsample) take(L.shortcut, G.pos2 * p.cout * e);
-    // one buffer for the split-K partial sums of whichever row GEMM splits (they run in turn)
-    size_t split = std::max({gemmPartialBytes(G.pos1, kTapCols, p.cin, 1), gemmPartialBytes(G.pos1, p.planes, p.cin, 1),
-                             gemmPartialBytes(G.pos2, p.planes, p.planes, 3), gemmPartialBytes(G.pos2, p.cout, p.planes, 1)});
-    if (p.dcn) split = std::max(split, gemmPartialBytes(G.pos2, kTapCols, p.cin, 3));
-    if (p.downsample) split = std::max(split, gemmPartialBytes(G.pos2, p.cout, p.cin, 1));
-    if (split > 0) take(L.splitPartial, split);
-    size_t const packed = static_cast<size_t>(9) * std::max<int64_t>(static_cast<int64_t>(p.planes) * p.planes,
-                                                                      p.dcn ? int64_t{18} * p.cin : 0);
-    take(L.packedWeights, packed * e);
+    // one buffer for the split-K partial sums and one for the tile counters of whichever row
+    // GEMM splits (they run in turn)
+    SplitNeeds const split = splitNeeds(p, G);
+    if (split.partialBytes > 0) take(L.splitPartial, split.partialBytes);
+    if (split.counters > 0) take(L.splitCounters, split.counters * sizeof(int32_t));
+    // the 3x3 weights packed for the row GEMM: the DCN offsets' (when dcn), then conv2's
+    take(L.packedWeights, (static_cast<size_t>(9) * p.planes * p.planes + (p.dcn ? size_t{9} * kTapCols * p.cin : 0)) * e);
     L.total = static_cast<int64_t>(off);
     return L;
 }

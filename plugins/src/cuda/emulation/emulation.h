@@ -144,6 +144,11 @@ template <typename T>
 inline T __ldg(T const* p) {
     return *p;
 }
+template <typename T>
+inline T __ldcg(T const* p) {
+    return *p;
+}
+inline void __threadfence() {}  // fibers share one memory; blocks run one after the other
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 
