@@ -398,7 +398,7 @@ struct GemmArgs {
     int32_t splits;        // K split over blockIdx.z (gemmSplits); > 1: raw sums go to partial
     float* partial;        // [splits][maxM][cout] float32 (workspace)
     int32_t* counters;     // per output tile: splits arrived (zero before the GEMM, zero after)
-    bool packed;           // weight packed as [kk * kk][cin][cout] (packWeightsKernel), not torch's
+    bool packed;           // weight packed as [kk * kk][cin][cout] (prepKernel), not torch's
 };
 
 constexpr int kBM = 64, kBN = 64, kBK = 32, kGemmThreads = 128;
@@ -408,9 +408,10 @@ constexpr int kBM = 64, kBN = 64, kBK = 32, kGemmThreads = 128;
 // split a handful of blocks would walk up to 9 * 2048 / 32 = 576 K steps each. Split z takes a
 // contiguous range of K steps and writes its float32 partial sums; the tile's last block to
 // arrive (a counter per tile) adds them in split order and runs the epilogue, so the result does
-// not depend on which block is last, and no reduce kernel is launched. The count comes from the parameters only (the workspace size cannot depend on
-// the device-side count): sparse_conv2d.cu's rule (~264 blocks wanted with a quarter of them live,
-// >= 16 K steps per split), up to 32 splits for these narrow GEMMs.
+// not depend on which block is last, and no reduce kernel is launched. The split count comes from
+// the parameters only (the workspace size cannot depend on the device-side count):
+// sparse_conv2d.cu's rule (~264 blocks wanted with a quarter of them live, >= 16 K steps per
+// split), up to 32 splits for these narrow GEMMs.
 constexpr int kMaxSplits = 32;
 
 inline int32_t gemmSteps(int32_t cin, int32_t kk) { return kk * kk * ((cin + kBK - 1) / kBK); }
@@ -519,12 +520,36 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
     int const pN = tid % kBN, pK0 = tid / kBN;
     constexpr int kPackStride = kGemmThreads / kBN;  // 2
     static_assert(kPerThread * kPackStride == kBK, "the packed B tile is 16 rows of 2 per thread");
+    // fp16 on tensor cores moves whole 16-byte vectors (8 channels): A rows of regular taps or
+    // plain rows when Cin % 8 == 0, packed B rows when Cout % 8 == 0 (8 load and 8 shared-memory
+    // store instructions per thread and step instead of 64; the same halves in the same places)
+    bool const vecA = kTensorCore && !kDeform && g.cin % 8 == 0;
+    bool const vecB = kTensorCore && g.packed && g.cout % 8 == 0;
+    constexpr int kVec = 8, kVecPerThread = kBM * kBK / kVec / kGemmThreads;  // 2 (A), and 2 for B
+    uint4 va[kVecPerThread], vb[kVecPerThread];
+    int const vC = tid % (kBK / kVec), vM0 = tid / (kBK / kVec);  // A: channels 8 vC.., rows vM0 + 32 i
+    int const vN = tid % (kBN / kVec), vK0 = tid / (kBN / kVec);  // B: outputs 8 vN.., rows vK0 + 16 i
+    constexpr int kVecRowsA = kGemmThreads / (kBK / kVec), kVecRowsB = kGemmThreads / (kBN / kVec);
     size_t const hw = static_cast<size_t>(g.h) * g.w;
     auto loadStep = [&](int32_t s) {
         int32_t const tap = s / kChunks, k0 = (s - tap * kChunks) * kBK;
         int32_t const c = k0 + aK;
+        if (vecA) {
 #pragma unroll
-        for (int i = 0; i < kPerThread; ++i) {
+            for (int i = 0; i < kVecPerThread; ++i) {
+                int const ml = vM0 + i * kVecRowsA;
+                int32_t const b = sImg[ml], cv = k0 + kVec * vC;
+                uint4 v = make_uint4(0u, 0u, 0u, 0u);
+                if (b >= 0 && cv < g.cin && sTap[ml].wgt[0] != 0.0f) {
+                    T const* base = g.direct ? src + static_cast<size_t>(sRow[ml]) * g.cin
+                                             : src + static_cast<size_t>(b) * hw * g.cin;
+                    v = __ldg(reinterpret_cast<uint4 const*>(base + static_cast<size_t>(sTap[ml].off[0]) * g.cin + cv));
+                }
+                va[i] = v;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < kPerThread && !vecA; ++i) {
             int const ml = aM0 + i * kRowStride;
             int32_t const b = sImg[ml];
             float v = 0.0f;
@@ -543,6 +568,17 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
                 }
             }
             ra[i] = v;
+        }
+        if (vecB) {
+#pragma unroll
+            for (int i = 0; i < kVecPerThread; ++i) {
+                int32_t const cb = k0 + vK0 + i * kVecRowsB, co = nBase + kVec * vN;
+                vb[i] = (cb < g.cin && co < g.cout)
+                            ? __ldg(reinterpret_cast<uint4 const*>(weight + (static_cast<size_t>(tap) * g.cin + cb) *
+                                                                               g.cout + co))
+                            : make_uint4(0u, 0u, 0u, 0u);
+            }
+            return;
         }
         if (g.packed) {  // weight[tap][c][co]: consecutive threads, consecutive output channels
             int32_t const co = nBase + pN;
@@ -563,13 +599,20 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
         }
     };
     auto storeStep = [&] {
+        if constexpr (kTensorCore) {
+#pragma unroll
+            for (int i = 0; i < kVecPerThread; ++i) {
+                if (vecA) *reinterpret_cast<uint4*>(&sm.a[vM0 + i * kVecRowsA][kVec * vC]) = va[i];
+                if (vecB) *reinterpret_cast<uint4*>(&sm.b[vK0 + i * kVecRowsB][kVec * vN]) = vb[i];
+            }
+        }
 #pragma unroll
         for (int i = 0; i < kPerThread; ++i) {
             int const ml = aM0 + i * kRowStride;
             int const kl = g.packed ? pK0 + i * kPackStride : bK, nl = g.packed ? pN : bN0 + i * kRowStride;
             if constexpr (kTensorCore) {
-                sm.a[ml][aK] = __float2half_rn(ra[i]);
-                sm.b[kl][nl] = __float2half_rn(rb[i]);
+                if (!vecA) sm.a[ml][aK] = __float2half_rn(ra[i]);
+                if (!vecB) sm.b[kl][nl] = __float2half_rn(rb[i]);
             } else {
                 sm.a[aK][ml] = ra[i];
                 sm.b[kl][nl] = rb[i];
