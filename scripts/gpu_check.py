@@ -763,6 +763,9 @@ BLOCK_CASES = [
     (1, True, False, 2, C.MODE_THRESHOLD, 0.5, "mixed", True, "wide"),
     (2, False, True, 1, C.MODE_THRESHOLD, 0.26, "mixed", False, "wide"),
     (1, True, True, 2, C.MODE_OFFICIAL, 0.0, "mixed", True, "wide"),
+    # >= 32 K steps of 32 on few row tiles: split-K in conv2 (and in the DCN offsets)
+    (1, False, True, 2, C.MODE_THRESHOLD, 0.3, "mixed", True, "split"),
+    (2, True, True, 1, C.MODE_THRESHOLD, 0.0, "mixed", False, "split"),
 ]
 
 
@@ -774,6 +777,9 @@ def block_case_shape(g, kind: str, small: bool):
     if kind == "wide":
         cin, p = (64, 16) if small else (256, 64)
         return cin, p, randint(g, 5, 16 if small else 48), randint(g, 5, 16 if small else 48)
+    if kind == "split":  # conv2: 9 * 128 / 32 = 36 K steps; the DCN offsets: 9 * cin / 32
+        cin, p = (128, 128) if small else (512, 128)
+        return cin, p, randint(g, 5, 12 if small else 32), randint(g, 5, 12 if small else 32)
     p = randint(g, 2, 12 if small else 48)
     cin = 4 * p if kind == "identity" else randint(g, 3, 48 if small else 160)
     return cin, p, randint(g, 3, hi), randint(g, 3, hi)
