@@ -1326,6 +1326,72 @@ def block_plot(path: Path) -> str | None:
     return str(path)
 
 
+BREAKDOWN_CONFIG = dict(res=(800, 1216), batch=1, density=0.26, launches=5)
+
+
+def kernel_short_name(name: str) -> str:
+    """'void ssi::(anonymous namespace)::rowGemmKernel<__half, float, false, true>(...)' -> 'rowGemmKernel'."""
+    head = name.replace("(anonymous namespace)", "").split("(")[0].split("<")[0].strip()
+    return head.split("::")[-1].split(" ")[-1] or name
+
+
+def aggregate_kernels(events, launches: int) -> list[dict]:
+    """(name, microseconds) of every kernel of `launches` block launches -> per kernel name, in
+    order of first appearance: calls and microseconds per block launch, share of the total."""
+    rows: dict = {}
+    for name, us in events:
+        r = rows.setdefault(kernel_short_name(name), {"kernel": kernel_short_name(name), "calls": 0, "us": 0.0})
+        r["calls"] += 1
+        r["us"] += float(us)
+    total = sum(r["us"] for r in rows.values()) or 1.0
+    return [{"kernel": r["kernel"], "calls_per_block": r["calls"] / launches, "us_per_block": r["us"] / launches,
+             "share": r["us"] / total} for r in rows.values()]
+
+
+def run_block_breakdown(K) -> None:
+    """Per-kernel times of the fused block (one non-first block per stage at BREAKDOWN_CONFIG,
+    eager launches, CUPTI kernel records through torch.profiler): where a block's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    BK, mod = block_kernels(K), block_module()
+    res = block_results()
+    cfg = BREAKDOWN_CONFIG
+    gen = torch.Generator(device=BK.device).manual_seed(4321)
+    H, W = cfg["res"]
+    out = []
+    for stage in R101_STAGES:
+        cin, p, stride, ds, dcn, h, w = block_geometry(stage, False, H, W)
+        x = smooth_input(cfg["batch"], cin, h, w, gen)
+        inputs = scaled_block(cin, p, stride, dcn, ds, torch.float16, BK.device, gen, coherent_masks=True)
+        a = mod.attrs_for(stride, dcn, ds, C.MODE_THRESHOLD, cfg["density"], C.GRID_PRIOR_INTERVAL, 3)
+        L = BK.layout(x.shape, p, 4 * p, a, torch.float16, True)
+        ws = torch.empty(L["total"], dtype=torch.uint8, device=BK.device)
+        o = (torch.empty(cfg["batch"], 4 * p, h, w, dtype=torch.float16, device=BK.device,
+                         memory_format=torch.channels_last),
+             torch.empty(cfg["batch"], 1, h, w, dtype=torch.float16, device=BK.device),
+             torch.empty(cfg["batch"], 1, h, w, dtype=torch.float16, device=BK.device))
+        for path in block_paths(K, torch.float16):
+            with block_gemm(path):
+                for _ in range(2):  # warm-up
+                    BK.run(x, inputs, a, channels_last=True, poison=False, workspace=ws, outputs=o)
+                torch.cuda.synchronize()
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    for _ in range(cfg["launches"]):
+                        BK.run(x, inputs, a, channels_last=True, poison=False, workspace=ws, outputs=o)
+                    torch.cuda.synchronize()
+            # every kernel in the window is the block's (the tensors are ready: no copies)
+            events = [(e.name, e.time_range.elapsed_us()) for e in prof.events()
+                      if str(e.device_type).endswith("CUDA")]
+            rows = aggregate_kernels(events, cfg["launches"])
+            total = sum(r["us_per_block"] for r in rows)
+            out.append(dict(stage=stage[0], path=path, cin=cin, planes=p, h=h, w=w, total_us=total, kernels=rows))
+            log(f"  {stage[0]} {path:8} {h}x{w} cin {cin}: {total:.1f} us of kernels per block")
+            for r in rows:
+                log(f"    {r['kernel']:24} x{r['calls_per_block']:<4.0f} {r['us_per_block']:8.1f} us "
+                    f"{100 * r['share']:5.1f} %")
+    res["breakdown"] = {"config": {**cfg, "res": f"{H}x{W}"}, "blocks": out}
+
+
 def block_table() -> None:
     res = block_results()
     if not res["timing"]:
@@ -1427,6 +1493,7 @@ def main() -> int:
                                                                     for dt in (torch.float32, torch.float16)])]
     if not (args.checks_only or host):
         sections += [("fused block timing", lambda: run_block_timing(K, args.block_reps, args.block_budget)),
+                     ("fused block kernel breakdown", lambda: run_block_breakdown(K)),
                      ("per-op breakdown", lambda: breakdown(K, g)),
                      ("timing", lambda: run_timing(K, g, args.reps, sets=3))]
     for name, fn in sections:

@@ -141,3 +141,20 @@ def test_emulated_kernels_equal_cpu_twins_bitwise(kernels, deform):
     out = torch.full_like(vals, float("nan"))
     K.gaussian_interp(vals, mi, b[:5], res, out, 2.0, 1)
     assert torch.equal(out, T.gaussian_interp(vals, mi, b[:5], res, 2.0, 1))
+
+
+def test_gpu_check_kernel_breakdown_aggregation(kernels):
+    # scripts/gpu_check.py's per-kernel breakdown of the fused block (its profiler part needs a
+    # GPU): names shortened, calls and times per block launch, shares of the total.
+    gc, _ = kernels
+    assert gc.kernel_short_name("void ssi::(anonymous namespace)::rowGemmKernel<__half, float, false, true>"
+                                "(__half const*, ssi::GemmArgs)") == "rowGemmKernel"
+    assert gc.kernel_short_name("prepKernel") == "prepKernel"
+    events = [("void ssi::prepKernel<float>(ssi::PrepArgs<float>)", 2.0),
+              ("void ssi::rowGemmKernel<float, float, false, false>(float const*)", 10.0),
+              ("void ssi::rowGemmKernel<float, float, true, false>(float const*)", 6.0)] * 2
+    rows = gc.aggregate_kernels(events, launches=2)
+    assert [r["kernel"] for r in rows] == ["prepKernel", "rowGemmKernel"]
+    assert rows[0]["calls_per_block"] == 1 and rows[1]["calls_per_block"] == 2
+    assert rows[0]["us_per_block"] == 2.0 and rows[1]["us_per_block"] == 16.0
+    assert abs(sum(r["share"] for r in rows) - 1.0) < 1e-12 and abs(rows[0]["share"] - 2 / 18) < 1e-12
