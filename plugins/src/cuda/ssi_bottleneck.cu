@@ -444,12 +444,21 @@ struct SmemTensorCore {
     __half a[kBM][kBK + 8];
     __half b[kBK][kBN + 8];
 };
+// B in column-major (b[n][k]) for weights in torch's layout ([cout][cin]: k contiguous), so that
+// the threads of a warp, on consecutive k of one output channel, store to consecutive halves
+// (row-major b[k][n] put them 72 halves apart: 4-way bank conflicts on every B store)
+struct SmemTensorCoreColB {
+    __half a[kBM][kBK + 8];
+    __half b[kBN][kBK + 8];
+};
 
-template <typename T, typename OutT, bool kDeform, bool kTensorCore>
+template <typename T, typename OutT, bool kDeform, bool kTensorCore, bool kColB = false>
 __global__ void __launch_bounds__(kGemmThreads, 3)
     rowGemmKernel(T const* __restrict__ src, T const* __restrict__ weight, T const* __restrict__ bias,
                   OutT* __restrict__ out, GemmArgs g) {
-    using Smem = std::conditional_t<kTensorCore, SmemTensorCore, SmemSimt>;
+    static_assert(!kColB || kTensorCore, "column-major B is a tensor-core layout");
+    using Smem = std::conditional_t<kTensorCore, std::conditional_t<kColB, SmemTensorCoreColB, SmemTensorCore>,
+                                    SmemSimt>;
     __shared__ __align__(32) Smem sm;
     __shared__ __align__(32) float sC[kBN][kBM + 4];
     __shared__ int32_t sImg[kBM], sYo[kBM], sXo[kBM], sRow[kBM];
@@ -610,7 +619,10 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
         for (int i = 0; i < kPerThread; ++i) {
             int const ml = aM0 + i * kRowStride;
             int const kl = g.packed ? pK0 + i * kPackStride : bK, nl = g.packed ? pN : bN0 + i * kRowStride;
-            if constexpr (kTensorCore) {
+            if constexpr (kColB) {  // torch-layout B (never packed, so never vecB)
+                if (!vecA) sm.a[ml][aK] = __float2half_rn(ra[i]);
+                sm.b[nl][kl] = __float2half_rn(rb[i]);
+            } else if constexpr (kTensorCore) {
                 if (!vecA) sm.a[ml][aK] = __float2half_rn(ra[i]);
                 if (!vecB) sm.b[kl][nl] = __float2half_rn(rb[i]);
             } else {
@@ -625,11 +637,15 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
 #pragma unroll
             for (int ks = 0; ks < kBK; ks += 16) {
                 wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa[2];
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fb[2];
+                using BLayout = std::conditional_t<kColB, wmma::col_major, wmma::row_major>;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, BLayout> fb[2];
 #pragma unroll
                 for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &sm.a[wm * 32 + 16 * i][ks], kBK + 8);
 #pragma unroll
-                for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &sm.b[ks][wn * 32 + 16 * j], kBN + 8);
+                for (int j = 0; j < 2; ++j) {
+                    if constexpr (kColB) wmma::load_matrix_sync(fb[j], &sm.b[wn * 32 + 16 * j][ks], kBK + 8);
+                    else wmma::load_matrix_sync(fb[j], &sm.b[ks][wn * 32 + 16 * j], kBN + 8);
+                }
 #pragma unroll
                 for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -985,11 +1001,13 @@ cudaError_t rowGemm(T const* src, T const* wgt, T const* bias, OutT* out, GemmAr
     dim3 const grid(cuda::ceilDiv(a.maxM, kBM), cuda::ceilDiv(a.cout, kBN), static_cast<unsigned>(a.splits));
     constexpr bool kHalf = std::is_same_v<T, __half>;
     bool const tc = kHalf && a.cin >= 16 && a.cout >= 16;
+    // (deformable taps come with packed weights: the 3x3 convs; torch-layout B on tensor cores: kColB)
     if (a.offsets) {
         auto* k = tc ? &rowGemmKernel<T, OutT, true, kHalf> : &rowGemmKernel<T, OutT, true, false>;
         SSI_LAUNCH(k, grid, kGemmThreads, stream, src, wgt, bias, out, a);
     } else {
-        auto* k = tc ? &rowGemmKernel<T, OutT, false, kHalf> : &rowGemmKernel<T, OutT, false, false>;
+        auto* k = !tc ? &rowGemmKernel<T, OutT, false, false>
+                      : a.packed ? &rowGemmKernel<T, OutT, false, kHalf> : &rowGemmKernel<T, OutT, false, kHalf, kHalf>;
         SSI_LAUNCH(k, grid, kGemmThreads, stream, src, wgt, bias, out, a);
     }
     return cuda::launchStatus();

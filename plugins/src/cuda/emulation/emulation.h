@@ -174,16 +174,19 @@ void fill_fragment(fragment<Use, 16, 16, 16, T, L>& f, float x) {
 }
 template <typename Use, typename L>
 void load_matrix_sync(fragment<Use, 16, 16, 16, __half, L>& f, __half const* p, unsigned ldm) {
-    static_assert(std::is_same_v<L, row_major>, "emulation: row-major operands only");
+    static_assert(std::is_same_v<L, row_major> || (std::is_same_v<L, col_major> && std::is_same_v<Use, matrix_b>),
+                  "emulation: row-major operands, or a column-major B");
     if (!leader()) return;
     if (reinterpret_cast<uintptr_t>(p) % 32) throw std::runtime_error("wmma::load_matrix_sync: pointer not 32-byte aligned");
     if (ldm % 8) throw std::runtime_error("wmma::load_matrix_sync: ldm not a multiple of 8");
+    constexpr bool kCol = std::is_same_v<L, col_major>;  // element (r, c) at p[c * ldm + r]
     for (int r = 0; r < 16; ++r)
-        for (int c = 0; c < 16; ++c) f.v[r * 16 + c] = __half2float(p[r * ldm + c]);
+        for (int c = 0; c < 16; ++c) f.v[r * 16 + c] = __half2float(kCol ? p[c * ldm + r] : p[r * ldm + c]);
 }
+template <typename LB>
 inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
                      fragment<matrix_a, 16, 16, 16, __half, row_major> const& a,
-                     fragment<matrix_b, 16, 16, 16, __half, row_major> const& b,
+                     fragment<matrix_b, 16, 16, 16, __half, LB> const& b,
                      fragment<accumulator, 16, 16, 16, float> const& c) {
     if (!leader()) return;
     float out[256];
