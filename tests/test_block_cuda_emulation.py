@@ -123,6 +123,32 @@ def test_emulated_block_equals_op(block_kernels, case, dtype):
             at = found["ws"]["perm2"][:count].long()
             assert bool(((rows - ref[at]).abs() <= bound[at]).all()), "DCN offset rows"
 
+        # conv2's rows: relu(patches3x3(Y1, the kernels' offsets) W2 + b2) at m2's samples, with the
+        # native CPU block's patches (math.h's taps and blends: the same values; rounded to fp16
+        # where the kernels round them, on tensor cores: fp16 with p >= 16) and a float64 GEMM:
+        # any summation order is within gamma(9p + 1)
+        from ssi_deploy.native import block as native
+
+        nb = native.available()
+        assert nb is not None, "the native CPU block is not available"
+        ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
+        count2 = int(found["ws"]["count2"][0])
+        at2 = found["ws"]["perm2"][:count2].long()
+        y1rows = found["ws"]["y1"].view(n * h * w, p).float()
+        offs = found["ws"]["offsets"].view(-1, 18)[:count2].float() if dcn else None
+        patches = nb.patches3x3(y1rows, (n, h, w), at2, (ho, wo), s, offs)
+        if dtype == torch.float16 and p >= 16:
+            patches = patches.half()
+        patches = patches.double()
+        w2, b2 = (t.to(dtype).double() for t in f["conv2"])
+        w2r = w2.permute(0, 2, 3, 1).reshape(p, 9 * p)  # tap-major K, as the patches
+        ref2 = torch.relu(patches @ w2r.T + b2)
+        bound2 = gamma(9 * p + 1) * (patches.abs() @ w2r.abs().T + b2.abs())
+        if dtype == torch.float16:  # rows2 stored in fp16
+            bound2 = bound2 + U16 * (ref2 + bound2) + 2 ** -24
+        rows2 = found["ws"]["rows2"].view(-1, p)[:count2].double()
+        assert bool(((rows2 - ref2).abs() <= bound2).all()), "conv2 rows"
+
         m1, m2 = run.mask1.float(), run.mask2.float()
         if kind == "empty":
             assert not m1.any() and not m2.any()

@@ -529,10 +529,12 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
     int const pN = tid % kBN, pK0 = tid / kBN;
     constexpr int kPackStride = kGemmThreads / kBN;  // 2
     static_assert(kPerThread * kPackStride == kBK, "the packed B tile is 16 rows of 2 per thread");
-    // fp16 on tensor cores moves whole 16-byte vectors (8 channels): A rows of regular taps or
-    // plain rows when Cin % 8 == 0, packed B rows when Cout % 8 == 0 (8 load and 8 shared-memory
-    // store instructions per thread and step instead of 64; the same halves in the same places)
-    bool const vecA = kTensorCore && !kDeform && g.cin % 8 == 0;
+    // fp16 on tensor cores moves whole 16-byte vectors (8 channels): A rows (regular taps, plain
+    // rows, or the 4 corner rows of a deformable tap, blended channel by channel as the scalar
+    // path does) when Cin % 8 == 0, packed B rows when Cout % 8 == 0 (8 load and 8 shared-memory
+    // store instructions per thread and step instead of 64, 32 loads instead of 256 for
+    // deformable taps; the same halves in the same places)
+    bool const vecA = kTensorCore && g.cin % 8 == 0;
     bool const vecB = kTensorCore && g.packed && g.cout % 8 == 0;
     constexpr int kVec = 8, kVecPerThread = kBM * kBK / kVec / kGemmThreads;  // 2 (A), and 2 for B
     uint4 va[kVecPerThread], vb[kVecPerThread];
@@ -549,7 +551,33 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
                 int const ml = vM0 + i * kVecRowsA;
                 int32_t const b = sImg[ml], cv = k0 + kVec * vC;
                 uint4 v = make_uint4(0u, 0u, 0u, 0u);
-                if (b >= 0 && cv < g.cin && sTap[ml].wgt[0] != 0.0f) {
+                if constexpr (kDeform) {
+                    if (b >= 0 && cv < g.cin) {
+                        math::TapCorners const tc = sTap[ml];
+                        T const* base = src + static_cast<size_t>(b) * hw * g.cin + cv;
+                        uint4 corner[4];
+#pragma unroll
+                        for (int k = 0; k < 4; ++k)
+                            corner[k] = tc.wgt[k] != 0.0f
+                                            ? __ldg(reinterpret_cast<uint4 const*>(base + static_cast<size_t>(tc.off[k]) * g.cin))
+                                            : make_uint4(0u, 0u, 0u, 0u);
+                        uint32_t packed[4];
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) {  // channels 2e, 2e + 1
+                            float lo[4], hi[4];
+#pragma unroll
+                            for (int k = 0; k < 4; ++k) {
+                                uint32_t const wd = e == 0 ? corner[k].x : e == 1 ? corner[k].y : e == 2 ? corner[k].z : corner[k].w;
+                                lo[k] = __half2float(__ushort_as_half(static_cast<unsigned short>(wd & 0xffffu)));
+                                hi[k] = __half2float(__ushort_as_half(static_cast<unsigned short>(wd >> 16)));
+                            }
+                            unsigned const l = __half_as_ushort(__float2half_rn(math::tapValue(tc, lo[0], lo[1], lo[2], lo[3])));
+                            unsigned const h = __half_as_ushort(__float2half_rn(math::tapValue(tc, hi[0], hi[1], hi[2], hi[3])));
+                            packed[e] = l | (h << 16);
+                        }
+                        v = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+                    }
+                } else if (b >= 0 && cv < g.cin && sTap[ml].wgt[0] != 0.0f) {
                     T const* base = g.direct ? src + static_cast<size_t>(sRow[ml]) * g.cin
                                              : src + static_cast<size_t>(b) * hw * g.cin;
                     v = __ldg(reinterpret_cast<uint4 const*>(base + static_cast<size_t>(sTap[ml].off[0]) * g.cin + cv));
