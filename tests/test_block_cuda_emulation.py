@@ -184,18 +184,23 @@ def test_emulated_block_equals_op(block_kernels, case, dtype):
 def test_emulated_block_graph_reuse_and_unsampled_rows_never_read(block_kernels):
     # The same workspace and outputs reused by a second launch (as inside a CUDA graph) give the
     # same bits; rows past the counts are never read (the workspace starts poisoned with NaN).
+    # Also with split-K GEMMs (cin = p = 128: 36 K steps), whose tile counters must be back at zero.
     mod, BK = block_kernels
     gen = torch.Generator().manual_seed(5)
-    block = make_block(16, 4, 2, True, True, gen)
-    x = torch.randn(3, 16, 11, 9, generator=gen)
-    with torch.no_grad():
-        f = block.fold_bn()
-        a = block.block_attrs(f)
-        first = BK.run(x, f["inputs"], a)
-        y1 = first.y.clone()
-        again = BK.run(x, f["inputs"], a, workspace=None)
-    assert torch.equal(y1, again.y) and torch.equal(first.mask2, again.mask2)
-    assert not torch.isnan(y1).any()
+    for cin, p, n, h, w in ((16, 4, 3, 11, 9), (128, 128, 2, 9, 7)):
+        block = make_block(cin, p, 2, True, True, gen)
+        x = torch.randn(n, cin, h, w, generator=gen)
+        with torch.no_grad():
+            f = block.fold_bn()
+            a = block.block_attrs(f)
+            first = BK.run(x, f["inputs"], a)
+            y1 = first.y.clone()
+            ws = BK._keep[1]  # the first launch's workspace, reused as a CUDA graph reuses it
+            again = BK.run(x, f["inputs"], a, workspace=ws)
+            fresh = BK.run(x, f["inputs"], a)
+        assert torch.equal(y1, again.y) and torch.equal(first.mask2, again.mask2)
+        assert torch.equal(y1, fresh.y)
+        assert not torch.isnan(y1).any()
 
 
 def test_emulated_block_rejects_bad_parameters(block_kernels):
