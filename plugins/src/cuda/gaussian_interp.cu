@@ -33,9 +33,7 @@ __global__ void __launch_bounds__(kThreads, 3)
     size_t const hw = static_cast<size_t>(p.h) * p.w;
 
     float g[kWin];
-#pragma unroll
-    for (int d = 0; d < kWin; ++d) g[d] = math::gaussianTap(p.sigma, d - kR);
-    float const a = math::gaussianScale(p.sigma);
+    float const a = cuda::interp::gaussianWindow(p.sigma, g);
 
     for (int i = tid; i < kHalo * kHalo; i += kThreads) {
         int const r = i / kHalo, c = i % kHalo;

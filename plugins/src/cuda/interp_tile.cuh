@@ -19,6 +19,14 @@ constexpr int kRows = kTile * kTile / kThreads;    // output rows per thread in 
 constexpr int kSeg = 8;                            // columns per thread in the row pass
 constexpr int kRowTasks = kHalo * (kTile / kSeg);  // 152
 
+// The 7 separable window weights g[d] = exp(-sigma^2 (d - 3)^2 / 2); returns the window's scale
+// sigma^2 / (2 pi) (math.h's gaussianTap and gaussianScale).
+__device__ __forceinline__ float gaussianWindow(float sigma, float (&g)[kWin]) {
+#pragma unroll
+    for (int d = 0; d < kWin; ++d) g[d] = math::gaussianTap(sigma, d - kR);
+    return math::gaussianScale(sigma);
+}
+
 // Row pass: dst[r][x] = sum_dx g[dx] src[r][x + dx] for the kHalo rows and kTile columns
 // (each thread slides over kSeg columns of one row: 14 loads for 8 sums).
 __device__ __forceinline__ void rowPass(float const (*src)[kHalo + 1], float (*dst)[kTile + 1], float const* g,

@@ -795,6 +795,24 @@ struct InterpArgs {
 using cuda::interp::columnPass;
 using cuda::interp::rowPass;
 
+// The mask of a tile's halo (kSize x kSize: the tile at (tileX, tileY) of image n with its
+// kR-pixel border; 0 outside the map) and each sampled position's row (index; -1 elsewhere).
+template <int kSize, typename T>
+__device__ __forceinline__ void loadHalo(float (*sM)[kSize + 1], int32_t (*sIdx)[kSize + 1], T const* __restrict__ mask,
+                                         int32_t const* __restrict__ index, int tileX, int tileY, int n, int32_t h,
+                                         int32_t w) {
+    size_t const hw = static_cast<size_t>(h) * w;
+    for (int i = threadIdx.x; i < kSize * kSize; i += kThreads) {
+        int const r = i / kSize, c = i % kSize;
+        int const yy = tileY - kR + r, xx = tileX - kR + c;
+        bool const inside = yy >= 0 && yy < h && xx >= 0 && xx < w;
+        size_t const q = n * hw + static_cast<size_t>(yy) * w + xx;
+        float const m = inside ? cuda::ld(mask, q) : 0.0f;
+        sM[r][c] = m;
+        sIdx[r][c] = (inside && m > 0.0f) ? index[q] : -1;
+    }
+}
+
 template <typename T, typename RowT, typename ResT>
 __global__ void __launch_bounds__(kThreads, 3)
     interpRowsKernel(RowT const* __restrict__ rows, int32_t const* __restrict__ index, T const* __restrict__ mask,
@@ -810,22 +828,11 @@ __global__ void __launch_bounds__(kThreads, 3)
     int const n = blockIdx.z / p.slices;
     int const c0 = (blockIdx.z % p.slices) * p.slice;
     int const cEnd = min(c0 + p.slice, p.c);
-    size_t const hw = static_cast<size_t>(p.h) * p.w;
 
     float g[kWin];
-#pragma unroll
-    for (int d = 0; d < kWin; ++d) g[d] = math::gaussianTap(p.sigma, d - kR);
-    float const a = math::gaussianScale(p.sigma);
+    float const a = cuda::interp::gaussianWindow(p.sigma, g);
 
-    for (int i = tid; i < kHalo * kHalo; i += kThreads) {
-        int const r = i / kHalo, c = i % kHalo;
-        int const yy = tileY - kR + r, xx = tileX - kR + c;
-        bool const inside = yy >= 0 && yy < p.h && xx >= 0 && xx < p.w;
-        size_t const q = n * hw + static_cast<size_t>(yy) * p.w + xx;
-        float const m = inside ? cuda::ld(mask, q) : 0.0f;
-        sM[r][c] = m;
-        sIdx[r][c] = (inside && m > 0.0f) ? index[q] : -1;
-    }
+    loadHalo<kHalo>(sM, sIdx, mask, index, tileX, tileY, n, p.h, p.w);
     __syncthreads();
     rowPass(sM, sRow[0], g, tid);
     __syncthreads();
@@ -913,22 +920,11 @@ __global__ void __launch_bounds__(kThreads, 3)
     int const n = blockIdx.z / p.slices;
     int const cBeg = (blockIdx.z % p.slices) * p.slice;
     int const cEnd = min(cBeg + p.slice, p.c);
-    size_t const hw = static_cast<size_t>(p.h) * p.w;
 
     float g[kWin];
-#pragma unroll
-    for (int d = 0; d < kWin; ++d) g[d] = math::gaussianTap(p.sigma, d - kR);
-    float const a = math::gaussianScale(p.sigma);
+    float const a = cuda::interp::gaussianWindow(p.sigma, g);
 
-    for (int i = tid; i < kH * kH; i += kThreads) {
-        int const r = i / kH, c = i % kH;
-        int const yy = tileY - kR + r, xx = tileX - kR + c;
-        bool const inside = yy >= 0 && yy < p.h && xx >= 0 && xx < p.w;
-        size_t const q = n * hw + static_cast<size_t>(yy) * p.w + xx;
-        float const m = inside ? cuda::ld(mask, q) : 0.0f;
-        sM[r][c] = m;
-        sIdx[r][c] = (inside && m > 0.0f) ? index[q] : -1;
-    }
+    loadHalo<kH>(sM, sIdx, mask, index, tileX, tileY, n, p.h, p.w);
     __syncthreads();
     for (int e = tid; e < kH * kT; e += kThreads) {  // mask sums: row pass, then column pass
         int const r = e / kT, x = e % kT;
