@@ -69,6 +69,7 @@ def log(msg: str) -> None:
 
 # ------------------------------------------------------------------------------------------
 # Kernel back ends: the CUDA shim (ctypes) and, for --cpu-dry-run, the CPU twins.
+CUDA_ABI_VERSION = 2  # plugins/src/cuda/capi.cu: ssi_cuda_abi_version
 
 class CudaKernels:
     """libssi_cuda.so over torch tensors; outputs and workspaces are passed in (graph-friendly)."""
@@ -89,7 +90,9 @@ class CudaKernels:
         for fn in (lib.ssi_cuda_sample_mask, lib.ssi_cuda_sparse_conv2d, lib.ssi_cuda_gaussian_interp):
             fn.restype = i32
         lib.ssi_cuda_is_emulation.restype = i32
-        assert lib.ssi_cuda_abi_version() == 1
+        if lib.ssi_cuda_abi_version() != CUDA_ABI_VERSION:
+            raise SystemExit(f"gpu_check: {path} has ABI version {lib.ssi_cuda_abi_version()}, this script needs "
+                             f"{CUDA_ABI_VERSION}: rebuild it (scripts/gpu_check.sh builds it)")
         if bool(lib.ssi_cuda_is_emulation()) != emulated:
             kind = "a GPU build" if emulated else "the host emulation"
             raise SystemExit(f"gpu_check: {path} is {kind} of the kernels: wrong library for this mode")

@@ -23,7 +23,8 @@ ssi::DType dtypeOf(int32_t d) { return static_cast<ssi::DType>(d); }
 cudaStream_t streamOf(uint64_t s) { return reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(s)); }
 }  // namespace
 
-SSI_CUDA_API int32_t ssi_cuda_abi_version() { return 1; }
+// 2: the SSIBottleneck workspace layout has 25 fields (ssi_cuda_bottleneck_layout).
+SSI_CUDA_API int32_t ssi_cuda_abi_version() { return 2; }
 
 SSI_CUDA_API char const* ssi_cuda_error_string(int32_t err) { return cudaGetErrorString(static_cast<cudaError_t>(err)); }
 
