@@ -1073,7 +1073,6 @@ int32_t forcedCount(float density, int32_t numel) {
     return static_cast<int32_t>(std::max(1.0, std::min(static_cast<double>(numel), k)));
 }
 
-
 #if SSI_SM90
 // The Hopper GEMM for fp16 rows = act(A W^T + b) (A gathered by `list` or plain rows), when
 // selected and applicable; false: the portable kernel.
@@ -1083,13 +1082,13 @@ bool useSm90(int32_t n, int32_t k) {
 #endif
 
 template <typename T>
-cudaError_t prepare(BottleneckTensors const& t, BottleneckParams const& p, T* taps, T* offsets, T* conv2,
-                    int32_t* counters, cudaStream_t stream) {
+cudaError_t prepare(BottleneckTensors const& t, BottleneckParams const& p, Geometry const& G, T* taps, T* offsets,
+                    T* conv2, int32_t* counters, cudaStream_t stream) {
     auto W = [](void const* v) { return static_cast<T const*>(v); };
     PrepArgs<T> a{};
     a.mask1W = W(t.mask1W), a.mask2W = W(t.mask2W), a.offsetW = W(t.offsetW), a.conv2W = W(t.conv2W);
     a.taps = taps, a.offsets = offsets, a.conv2 = conv2, a.counters = counters;
-    a.cin = p.cin, a.planes = p.planes, a.nCounters = static_cast<int32_t>(splitNeeds(p, geometry(p)).counters);
+    a.cin = p.cin, a.planes = p.planes, a.nCounters = static_cast<int32_t>(splitNeeds(p, G).counters);
     a.tapBlocks = cuda::ceilDiv(static_cast<size_t>(kTapCols) * p.cin, kThreads);
     a.offTilesX = cuda::ceilDiv(static_cast<size_t>(9) * p.cin, 32);
     a.offBlocks = p.dcn ? a.offTilesX * cuda::ceilDiv(kTapCols, 32) : 0;
@@ -1130,7 +1129,8 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     float* const partial = L.splitPartial >= 0 ? reinterpret_cast<float*>(at(L.splitPartial)) : nullptr;
     int32_t* const counters = L.splitCounters >= 0 ? reinterpret_cast<int32_t*>(at(L.splitCounters)) : nullptr;
     // the 3x3 weights packed by prepare(): the DCN offsets' first (when dcn), then conv2's
-    T* const packed = reinterpret_cast<T*>(at(L.packedWeights));
+    T* const offsetPacked = reinterpret_cast<T*>(at(L.packedWeights));
+    T* const conv2Packed = offsetPacked + (p.dcn ? size_t{9} * kTapCols * p.cin : 0);
 
     // x as rows
     T const* xr = x;
@@ -1149,7 +1149,7 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     float* l2 = reinterpret_cast<float*>(at(L.logits2));
     {
         T* tapW = reinterpret_cast<T*>(at(L.tapWeights));
-        SSI_TRY(prepare<T>(t, p, tapW, packed, packed + (p.dcn ? 9 * kTapCols * p.cin : 0), counters, stream));
+        SSI_TRY(prepare<T>(t, p, G, tapW, offsetPacked, conv2Packed, counters, stream));
         GemmArgs tg{};  // every position, plain rows of x
         tg.maxM = pos1, tg.direct = true;
         tg.n = p.n, tg.h = 1, tg.w = 1, tg.ho = 1, tg.wo = 1, tg.kk = 1, tg.stride = 1, tg.pad = 0;
@@ -1220,11 +1220,10 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     if (p.dcn) {
         GemmArgs o = c2;
         o.cin = p.cin, o.cout = 2 * 9, o.relu = 0, o.ldOut = 2 * 9;
-        SSI_TRY(rowGemm<T, float>(xr, static_cast<T const*>(packed), W(t.offsetB), offs, o, stream));
+        SSI_TRY(rowGemm<T, float>(xr, static_cast<T const*>(offsetPacked), W(t.offsetB), offs, o, stream));
     }
     c2.cin = p.planes, c2.cout = p.planes, c2.relu = 1, c2.ldOut = p.planes, c2.offsets = offs;
-    T const* const conv2Packed = packed + (p.dcn ? 9 * kTapCols * p.cin : 0);
-    SSI_TRY(rowGemm<T, T>(y1, conv2Packed, W(t.conv2B), rows2, c2, stream));
+    SSI_TRY(rowGemm<T, T>(y1, static_cast<T const*>(conv2Packed), W(t.conv2B), rows2, c2, stream));
     GemmArgs c3{};
     c3.count = count2, c3.maxM = pos2, c3.direct = true;
     c3.n = p.n, c3.h = 1, c3.w = 1, c3.ho = 1, c3.wo = 1, c3.kk = 1, c3.stride = 1, c3.pad = 0;
