@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 
 #include "ssi/kernels.h"
 #include "ssi/math.h"
@@ -45,7 +46,7 @@ cudaError_t dispatch(DType dtype, F&& f) {
 // The error of the launches just made (not a synchronisation: graph-capture safe).
 inline cudaError_t launchStatus() {
 #ifdef SSI_CUDA_EMULATION
-    return cudaSuccess;
+    return ::ssi::emu::takeLaunchError();
 #else
     return cudaGetLastError();
 #endif

@@ -399,6 +399,7 @@ struct GemmArgs {
     float* partial;        // [splits][maxM][cout] float32 (workspace)
     int32_t* counters;     // per output tile: splits arrived (zero before the GEMM, zero after)
     bool packed;           // weight packed as [kk * kk][cin][cout] (prepKernel), not torch's
+    bool alignedA, alignedB;  // src / weight 16-byte aligned (set by rowGemm): vectors allowed
 };
 
 constexpr int kBM = 64, kBN = 64, kBK = 32, kGemmThreads = 128;
@@ -534,8 +535,8 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
     // path does) when Cin % 8 == 0, packed B rows when Cout % 8 == 0 (8 load and 8 shared-memory
     // store instructions per thread and step instead of 64, 32 loads instead of 256 for
     // deformable taps; the same halves in the same places)
-    bool const vecA = kTensorCore && g.cin % 8 == 0;
-    bool const vecB = kTensorCore && g.packed && g.cout % 8 == 0;
+    bool const vecA = kTensorCore && g.alignedA && g.cin % 8 == 0;
+    bool const vecB = kTensorCore && g.alignedB && g.packed && g.cout % 8 == 0;
     constexpr int kVec = 8, kVecPerThread = kBM * kBK / kVec / kGemmThreads;  // 2 (A), and 2 for B
     uint4 va[kVecPerThread], vb[kVecPerThread];
     int const vC = tid % (kBK / kVec), vM0 = tid / (kBK / kVec);  // A: channels 8 vC.., rows vM0 + 32 i
@@ -744,6 +745,7 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
         __shared__ int32_t sLast;
         if (tid == 0) {
             int32_t* counter = g.counters + blockIdx.y * gridDim.x + blockIdx.x;
+            __threadfence();  // a release by the arriving thread itself (the PTX model's letter)
             sLast = atomicAdd(counter, 1) == g.splits - 1;
             if (sLast) *counter = 0;  // every split has arrived: ready for the next GEMM or launch
         }
@@ -1006,6 +1008,13 @@ Geometry geometry(BottleneckParams const& p) {
     return g;
 }
 
+// Where conv2's packed 3x3 weights start in the packedWeights buffer: after the DCN offsets' when
+// there are any, at a 256-byte boundary, because the GEMM reads them as 16-byte vectors (the
+// offsets' 9 x 18 x Cin elements end off a 16-byte boundary unless Cin % 4 == 0 in fp16).
+size_t packedConv2Offset(BottleneckParams const& p, size_t elementBytes) {
+    return p.dcn ? align256(size_t{9} * kTapCols * p.cin * elementBytes) : 0;
+}
+
 // The block's row GEMMs (maxM, cout, cin, kk), as runBottleneck launches them on the portable path.
 SplitNeeds splitNeeds(BottleneckParams const& p, Geometry const& G) {
     SplitNeeds n{};
@@ -1022,6 +1031,10 @@ template <typename T, typename OutT>
 cudaError_t rowGemm(T const* src, T const* wgt, T const* bias, OutT* out, GemmArgs a, cudaStream_t stream) {
     if (a.maxM == 0) return cudaSuccess;
     a.splits = a.partial ? gemmSplits(a.maxM, a.cout, gemmSteps(a.cin, a.kk)) : 1;
+    // TensorRT's tensors and the workspace are 256-byte aligned, but a caller's view may not be:
+    // then the rows go element by element (a misaligned 16-byte load faults)
+    a.alignedA = reinterpret_cast<uintptr_t>(src) % 16 == 0;
+    a.alignedB = reinterpret_cast<uintptr_t>(wgt) % 16 == 0;
     dim3 const grid(cuda::ceilDiv(a.maxM, kBM), cuda::ceilDiv(a.cout, kBN), static_cast<unsigned>(a.splits));
     constexpr bool kHalf = std::is_same_v<T, __half>;
     bool const tc = kHalf && a.cin >= 16 && a.cout >= 16;
@@ -1130,7 +1143,7 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     int32_t* const counters = L.splitCounters >= 0 ? reinterpret_cast<int32_t*>(at(L.splitCounters)) : nullptr;
     // the 3x3 weights packed by prepare(): the DCN offsets' first (when dcn), then conv2's
     T* const offsetPacked = reinterpret_cast<T*>(at(L.packedWeights));
-    T* const conv2Packed = offsetPacked + (p.dcn ? size_t{9} * kTapCols * p.cin : 0);
+    T* const conv2Packed = reinterpret_cast<T*>(at(L.packedWeights + packedConv2Offset(p, sizeof(T))));
 
     // x as rows
     T const* xr = x;
@@ -1342,7 +1355,7 @@ BottleneckLayout bottleneckLayout(BottleneckParams const& p, DType dtype) {
     if (split.partialBytes > 0) take(L.splitPartial, split.partialBytes);
     if (split.counters > 0) take(L.splitCounters, split.counters * sizeof(int32_t));
     // the 3x3 weights packed for the row GEMM: the DCN offsets' (when dcn), then conv2's
-    take(L.packedWeights, (static_cast<size_t>(9) * p.planes * p.planes + (p.dcn ? size_t{9} * kTapCols * p.cin : 0)) * e);
+    take(L.packedWeights, packedConv2Offset(p, e) + static_cast<size_t>(9) * p.planes * p.planes * e);
     L.total = static_cast<int64_t>(off);
     return L;
 }

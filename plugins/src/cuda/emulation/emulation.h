@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -53,10 +54,28 @@ inline void yieldToScheduler(int newState) {
 
 inline void syncthreads() { yieldToScheduler(1); }
 
+// A fault inside a kernel (a misaligned vector load, a WMMA misuse) ends its thread and is
+// reported by the next cuda::launchStatus(), as a GPU reports a failed launch; an exception
+// cannot unwind across the fibers' stacks.
+inline cudaError_t gLaunchError = cudaSuccess;
+
+inline cudaError_t takeLaunchError() {
+    cudaError_t const e = gLaunchError;
+    gLaunchError = cudaSuccess;
+    return e;
+}
+
 template <typename Fn>
 void fiberEntry(unsigned lo, unsigned hi) {
     auto* fn = reinterpret_cast<Fn*>((static_cast<uintptr_t>(hi) << 32) | lo);
-    (*fn)();
+    try {
+        (*fn)();
+    } catch (std::exception const& e) {
+        if (gLaunchError == cudaSuccess) {
+            std::fprintf(stderr, "emulated kernel fault: %s\n", e.what());
+            gLaunchError = cudaErrorLaunchFailure;
+        }
+    }
     yieldToScheduler(2);
 }
 
@@ -140,12 +159,15 @@ inline unsigned __ballot_sync(unsigned, int pred) {
 
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
 inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
+// A GPU faults on a load that is not aligned to its size (16-byte vectors: uint4); x86 does not.
 template <typename T>
 inline T __ldg(T const* p) {
+    if (reinterpret_cast<uintptr_t>(p) % alignof(T)) throw std::runtime_error("__ldg: address not aligned to its size");
     return *p;
 }
 template <typename T>
 inline T __ldcg(T const* p) {
+    if (reinterpret_cast<uintptr_t>(p) % alignof(T)) throw std::runtime_error("__ldcg: address not aligned to its size");
     return *p;
 }
 inline void __threadfence() {}  // fibers share one memory; blocks run one after the other
