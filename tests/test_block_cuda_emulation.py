@@ -60,6 +60,9 @@ CASES = [
     # channels-last interpolation: several 16-channel chunks per block and per image, the last
     # one partial (Y1: 20 channels, y: 80), tiles cut by the map's edges
     (80, 20, 1, False, False, 2, 7, 18, C.MODE_THRESHOLD, 0.0, "mixed", True),
+    # 20 channels: fp16 stages the residual element by element (20 % 8 != 0), fp32 as one
+    # 16-byte piece in the partial last chunk
+    (20, 5, 1, False, False, 2, 9, 13, C.MODE_THRESHOLD, 0.3, "mixed", True),
     (48, 12, 2, True, True, 1, 35, 37, C.MODE_STOCHASTIC, 0.26, "mixed", True),
     # split-K: 36 K steps of 32 in the DCN offsets and in conv2 (2 splits each on these few tiles;
     # without DCN, so that conv2's error is not hidden under the bound's DCN term)

@@ -31,6 +31,31 @@ __device__ __forceinline__ float ld(__half const* p, size_t i) { return __half2f
 __device__ __forceinline__ void st(float* p, size_t i, float v) { p[i] = v; }
 __device__ __forceinline__ void st(__half* p, size_t i, float v) { p[i] = __float2half_rn(v); }
 
+__device__ __forceinline__ float toFloat(float v) { return v; }
+__device__ __forceinline__ float toFloat(__half v) { return __half2float(v); }
+
+// A 16-byte copy from global to shared memory that does not wait for its data (cp.async on
+// sm_80 and later; a load and a store before); copyAsyncWait() waits for this thread's copies.
+// Both addresses must be 16-byte aligned.
+__device__ __forceinline__ void copyAsync16(void* smem, void const* gmem) {
+#if defined(SSI_CUDA_EMULATION)
+    if (reinterpret_cast<uintptr_t>(smem) % 16 || reinterpret_cast<uintptr_t>(gmem) % 16)
+        throw std::runtime_error("copyAsync16: address not 16-byte aligned");
+    std::memcpy(smem, gmem, 16);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    unsigned const s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+#else
+    *static_cast<uint4*>(smem) = __ldg(static_cast<uint4 const*>(gmem));
+#endif
+}
+
+__device__ __forceinline__ void copyAsyncWait() {
+#if !defined(SSI_CUDA_EMULATION) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
 inline unsigned ceilDiv(size_t a, size_t b) { return static_cast<unsigned>((a + b - 1) / b); }
 
 // Calls f(float{}) or f(__half{}) for the op's dtype.

@@ -24,6 +24,7 @@
 //   interpRowsNhwcKernel   dense = act(m f + (1 - m) N/D + bias [+ residual]) with f read from
 //                          rows through index, channels-last output (Y1; y in NHWC): 16x16
 //                          tiles, consecutive threads on consecutive channels of a position,
+//                          the residual copied asynchronously into shared memory,
 //                          separable 7-tap passes in math.h's order (bit-identical to the CPU twin)
 //   interpRowsKernel       the same for an NCHW output (y when x is NCHW): 32x32 tiles,
 //                          consecutive threads on consecutive positions, as gaussian_interp.cu
@@ -792,6 +793,7 @@ struct InterpArgs {
     bool hasResidual;
     int64_t outN, outQ, outC, resN, resQ, resC;
     int32_t slice, slices;
+    bool resVec;  // channels-last residual whose 16-byte pieces of 16-channel chunks are aligned
 };
 
 using cuda::interp::columnPass;
@@ -905,6 +907,38 @@ constexpr int kMaxChunksPerBlock = 8;
 #endif
 }  // namespace nhwc
 
+// Copies channels [c0, c0 + cnt) of the residual at the tile's positions into sRes
+// ([tile position][kCK channels]; positions outside the map are left alone): as 16-byte
+// asynchronous copies when p.resVec (channels-last, every piece 16-byte aligned), else element by
+// element. The caller waits (cuda::copyAsyncWait) and synchronises before reading.
+template <typename ResT>
+__device__ __forceinline__ void stageResidual(ResT* sRes, ResT const* __restrict__ residual, InterpArgs const& p,
+                                              int n, int tileX, int tileY, int c0, int cnt) {
+    using namespace nhwc;
+    if (p.resVec) {
+        constexpr int kE = 16 / sizeof(ResT);  // elements per 16-byte piece
+        constexpr int kPieces = kCK / kE;
+        static_assert(kCK % kE == 0, "a chunk is whole 16-byte pieces");
+#pragma unroll 1  // unrolled, its per-piece addresses stay live across the row pass (+8 registers)
+        for (int i = threadIdx.x; i < kT * kT * kPieces; i += kThreads) {
+            int const pos = i / kPieces, piece = i % kPieces;
+            int const gy = tileY + pos / kT, gx = tileX + pos % kT;
+            if (gy >= p.h || gx >= p.w || piece * kE >= cnt) continue;
+            int64_t const q = static_cast<int64_t>(gy) * p.w + gx;
+            cuda::copyAsync16(sRes + pos * kCK + piece * kE, residual + n * p.resN + q * p.resQ + c0 + piece * kE);
+        }
+        return;
+    }
+#pragma unroll 1
+    for (int i = threadIdx.x; i < kT * kT * kCK; i += kThreads) {
+        int const pos = i / kCK, cc = i % kCK;
+        int const gy = tileY + pos / kT, gx = tileX + pos % kT;
+        if (gy >= p.h || gx >= p.w || cc >= cnt) continue;
+        int64_t const q = static_cast<int64_t>(gy) * p.w + gx;
+        sRes[i] = residual[n * p.resN + q * p.resQ + (c0 + cc) * p.resC];
+    }
+}
+
 template <typename T, typename RowT, typename ResT>
 __global__ void __launch_bounds__(kThreads, 3)
     interpRowsNhwcKernel(RowT const* __restrict__ rows, int32_t const* __restrict__ index,
@@ -916,6 +950,12 @@ __global__ void __launch_bounds__(kThreads, 3)
     __shared__ float sRowM[kH][kT + 1];
     __shared__ float sSumM[kT][kT + 1];
     __shared__ float sRowMF[kH * kRowStride];  // [halo row][tile column][channel of the chunk]
+    __shared__ __align__(16) ResT sRes[kT * kT * kCK];  // the chunk's residual [tile position][channel]
+    // fp16: the rows at the tile's own positions, kept by the row pass for the column pass, which
+    // loaded them again (4 dependent L2 round trips per chunk and thread). fp32 would pass the
+    // 48 KB of static shared memory and loads them.
+    constexpr bool kStageCentre = sizeof(RowT) == 2;
+    __shared__ __align__(16) RowT sCtr[kStageCentre ? kT * kT * kCK : 1];
 
     int const tid = threadIdx.x;
     int const tileX = blockIdx.x * kT, tileY = blockIdx.y * kT;
@@ -942,29 +982,39 @@ __global__ void __launch_bounds__(kThreads, 3)
     }
 
     int const ch = tid % kCK, slot = tid / kCK;
+    int const x = slot, gx = tileX + x;  // the column pass's tile column
     for (int c0 = cBeg; c0 < cEnd; c0 += kCK) {
         int const c = c0 + ch;
         bool const live = c < cEnd;
-        __syncthreads();  // sSumM written; the previous chunk's column pass done with sRowMF
+        __syncthreads();  // sSumM written; the previous chunk's column pass done with sRowMF and sRes
+        // The chunk's residual goes to shared memory by asynchronous copies issued before the row
+        // pass, so it streams in under the row pass's loads. Loaded inside the column pass it came
+        // 4 loads at a time per thread: about 2 KB in flight per block, a fraction of what an SM
+        // needs to stream from HBM at full rate [est].
+        if (p.hasResidual) stageResidual(sRes, residual, p, n, tileX, tileY, c0, min(kCK, cEnd - c0));
         // row pass: halo row r of channel c, its kT row sums of m f
         for (int r = slot; r < kH; r += kSlots) {
             if (!live) break;
             float v[kH];
+            bool const centreRow = r >= kR && r < kR + kT;
 #pragma unroll
             for (int i = 0; i < kH; ++i) {
                 float const m = sM[r][i];
                 int32_t const row = sIdx[r][i];
-                v[i] = (m > 0.0f && row >= 0)
-                           ? math::interpSample(m, cuda::ld(rows, static_cast<size_t>(row) * p.c + c))
-                           : 0.0f;
+                bool const sampled = m > 0.0f && row >= 0;
+                float const f = sampled ? cuda::ld(rows, static_cast<size_t>(row) * p.c + c) : 0.0f;
+                v[i] = sampled ? math::interpSample(m, f) : 0.0f;
+                if constexpr (kStageCentre) {
+                    if (i >= kR && i < kR + kT && centreRow) sCtr[((r - kR) * kT + i - kR) * kCK + ch] = RowT(f);
+                }
             }
 #pragma unroll
             for (int x = 0; x < kT; ++x) sRowMF[r * kRowStride + x * kCK + ch] = math::windowSum(g, v + x, 1);
         }
+        cuda::copyAsyncWait();  // this thread's residual copies; the barrier shows them to all
         __syncthreads();
         if (!live) continue;
         // column pass and the combination: tile column x = slot of channel c, kT output rows
-        int const x = slot, gx = tileX + x;
         if (gx >= p.w) continue;
         float const bc = bias ? cuda::ld(bias, c) : 0.0f;
         float const* col = sRowMF + x * kCK + ch;
@@ -977,13 +1027,16 @@ __global__ void __launch_bounds__(kThreads, 3)
             for (int d = 0; d < kWin; ++d) v[d] = col[(y + d) * kRowStride];
             float const mq = sM[y + kR][x + kR];
             int32_t const row = sIdx[y + kR][x + kR];
-            float const mf = (mq > 0.0f && row >= 0)
-                                 ? math::interpSample(mq, cuda::ld(rows, static_cast<size_t>(row) * p.c + c))
-                                 : 0.0f;
+            float mf = 0.0f;
+            if (mq > 0.0f && row >= 0) {
+                if constexpr (kStageCentre)
+                    mf = math::interpSample(mq, cuda::toFloat(sCtr[(y * kT + x) * kCK + ch]));
+                else
+                    mf = math::interpSample(mq, cuda::ld(rows, static_cast<size_t>(row) * p.c + c));
+            }
             int64_t const q = static_cast<int64_t>(gy) * p.w + gx;
-            float const res =
-                p.hasResidual ? cuda::ld(residual, static_cast<size_t>(n * p.resN + q * p.resQ + c * p.resC)) : 0.0f;
             float const rr = math::interpRatio(a, math::windowSum(g, v, 1), sSumM[y][x]);
+            float const res = p.hasResidual ? cuda::toFloat(sRes[(y * kT + x) * kCK + ch]) : 0.0f;
             cuda::st(out, static_cast<size_t>(n * p.outN + q * p.outQ + c * p.outC),
                      math::interpCombine(mq, mf, rr, bc, res, p.hasResidual, p.relu));
         }
@@ -1055,6 +1108,9 @@ cudaError_t interpRows(RowT const* rows, int32_t const* index, T const* mask, T 
                        T* out, InterpArgs p, cudaStream_t stream) {
     if (p.outC == 1 && (!p.hasResidual || p.resC == 1)) {  // channels-last output and residual
         using namespace nhwc;
+        constexpr int64_t kE = 16 / sizeof(ResT);
+        p.resVec = p.hasResidual && reinterpret_cast<uintptr_t>(residual) % 16 == 0 && p.resQ % kE == 0 &&
+                   p.resN % kE == 0;
         int64_t const tiles = static_cast<int64_t>(cuda::ceilDiv(p.w, kT)) * cuda::ceilDiv(p.h, kT) * p.n;
         int64_t const chunks = cuda::ceilDiv(p.c, kCK);
         int64_t const per = std::min<int64_t>(kMaxChunksPerBlock,
