@@ -10,8 +10,8 @@
 //   tapSumKernel           l_k = b_k + sum_t taps[q + d_t, 2t + k] at stride 1 (m1) and s (m2),
 //                          rounded to the op's dtype (the torch op's `.to(x.dtype)`)
 //                          (this and the next three: both masks in one launch, blockIdx.y)
-//   kthLargestKernel       (forced density) the k-th largest logit per image, by a 32-step
-//                          bisection of the order-preserving integer keys (exact, no sort)
+//   kthLargestKernel       (forced density) the k-th largest logit per image, by a radix
+//                          selection on order-preserving integer keys: 3 passes (exact, no sort)
 //   sampleKernel           mask = SampleMask(logit [- k-th]); per 1024-position tile, its count
 //   scanKernel             one block: exclusive sums of the tile counts, the total count
 //   partitionKernel        perm (sampled in raster order, then the rest), index (position ->
@@ -160,6 +160,9 @@ __global__ void __launch_bounds__(kThreads) prepKernel(PrepArgs<T> a) {
 template <typename J>
 struct Pair {
     J job[2];
+    // this block's job, by value: indexing the kernel parameter with blockIdx.y would copy the
+    // pair to local memory (a 48-96 byte stack frame)
+    __device__ __forceinline__ J pick() const { return blockIdx.y == 0 ? job[0] : job[1]; }
 };
 
 // Logits of mask k at stride s: acc = bias, then + taps of the 3x3 window in tap order
@@ -174,7 +177,7 @@ struct TapSumJob {
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     tapSumKernel(float const* __restrict__ taps, Pair<TapSumJob<T>> jobs, int32_t n, int32_t h, int32_t w) {
-    TapSumJob<T> const& j = jobs.job[blockIdx.y];
+    TapSumJob<T> const j = jobs.pick();
     T const* __restrict__ bias = j.bias;
     float* __restrict__ logits = j.logits;
     int32_t const k = j.k, stride = j.stride;
@@ -195,10 +198,14 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ---------------------------------------------------------------------------------------
-// Forced density: the k-th largest value of each image's logits. Keys are the float bits
-// mapped to an order-preserving unsigned integer; the answer is the largest key K with
-// #(key >= K) >= k, built bit by bit from the top (32 counting passes, block reductions in a
-// fixed order: exact and deterministic).
+// Forced density: the k-th largest value of each image's logits, one block per image and
+// mask. Keys are the float bits mapped to an order-preserving unsigned integer. A radix
+// selection from the top: three passes over the logits count the keys that share the digits
+// found so far by their next digit (11, 11 and 10 bits), and keep the digit where the count from
+// the top reaches k. Integer counts in shared memory (atomics that only add: the same counts in
+// any order) and a fixed-order scan: exact and deterministic, the same key as a bit-by-bit
+// search, which needed 32 passes over the logits on one SM (~60 us for a stage-1 map of
+// 200 x 304 [est]).
 __device__ __forceinline__ uint32_t orderKey(float f) {
     uint32_t u;
     memcpy(&u, &f, sizeof(u));
@@ -217,29 +224,63 @@ struct KthJob {
     float* kth;  // [N]
 };
 
-__global__ void __launch_bounds__(kThreads) kthLargestKernel(Pair<KthJob> jobs) {
-    __shared__ uint32_t sCount[kThreads];
-    __shared__ uint32_t sAnswer;
-    KthJob const& j = jobs.job[blockIdx.y];
-    int32_t const hw = j.hw, k = j.k;
-    float* __restrict__ kth = j.kth;
-    float const* v = j.logits + static_cast<size_t>(blockIdx.x) * hw;
-    if (threadIdx.x == 0) sAnswer = 0;
+constexpr int kKthThreads = 1024;
+constexpr int kKthBins = 2048;  // the widest digit: 11 bits
+static_assert(kKthBins % kKthThreads == 0, "each thread owns whole bins");
+
+// Inclusive prefix sum of v over the block's kN threads (Hillis-Steele through shared memory:
+// log2(kN) steps of one barrier, exact integer sums). buf: 2 x kN.
+template <int kN>
+__device__ __forceinline__ int32_t blockInclusiveScan(int32_t v, int32_t* buf) {
+    int const t = threadIdx.x;
+    int src = 0;
+    buf[t] = v;
     __syncthreads();
-    for (int bit = 31; bit >= 0; --bit) {
-        uint32_t const cand = sAnswer | (1u << bit);
-        uint32_t cnt = 0;
-        for (int32_t i = threadIdx.x; i < hw; i += kThreads) cnt += orderKey(v[i]) >= cand;
-        sCount[threadIdx.x] = cnt;
-        __syncthreads();
-        for (int s = kThreads / 2; s > 0; s /= 2) {
-            if (static_cast<int>(threadIdx.x) < s) sCount[threadIdx.x] += sCount[threadIdx.x + s];
-            __syncthreads();
-        }
-        if (threadIdx.x == 0 && sCount[0] >= static_cast<uint32_t>(k)) sAnswer = cand;
+    for (int off = 1; off < kN; off *= 2) {
+        int32_t const x = buf[src * kN + t] + (t >= off ? buf[src * kN + t - off] : 0);
+        src ^= 1;
+        buf[src * kN + t] = x;
         __syncthreads();
     }
-    if (threadIdx.x == 0) kth[blockIdx.x] = keyValue(sAnswer);
+    return buf[src * kN + t];
+}
+
+__global__ void __launch_bounds__(kKthThreads) kthLargestKernel(Pair<KthJob> jobs) {
+    __shared__ int32_t sHist[kKthBins];
+    __shared__ int32_t sScan[2 * kKthThreads];
+    __shared__ uint32_t sPrefix;
+    __shared__ int32_t sK;
+    KthJob const j = jobs.pick();
+    int32_t const hw = j.hw;
+    float const* __restrict__ v = j.logits + static_cast<size_t>(blockIdx.x) * hw;
+    int const tid = threadIdx.x;
+    if (tid == 0) sPrefix = 0, sK = j.k;
+    for (int d = 0; d < 3; ++d) {  // digits: bits 31-21, 20-10, 9-0
+        int const shift = d == 0 ? 21 : d == 1 ? 10 : 0, bins = d == 2 ? 1024 : 2048;
+        uint32_t const high = d == 0 ? 0u : ~0u << (shift + (d == 2 ? 10 : 11));  // the digits found
+        for (int b = tid; b < bins; b += kKthThreads) sHist[b] = 0;
+        __syncthreads();  // the histogram cleared; the previous pass's prefix and k published
+        uint32_t const prefix = sPrefix;
+        int32_t const k = sK;  // 1 <= k <= the number of keys with this prefix
+        for (int32_t i = tid; i < hw; i += kKthThreads) {
+            uint32_t const key = orderKey(v[i]);
+            if ((key & high) == prefix) atomicAdd(&sHist[(key >> shift) & (bins - 1)], 1);
+        }
+        __syncthreads();
+        // from the top: thread t owns the bins of ranks per t .. per t + per - 1 (descending)
+        int const per = bins / kKthThreads;
+        int const top = bins - 1 - per * tid;
+        int32_t const h0 = sHist[top], h1 = per == 2 ? sHist[top - 1] : 0;
+        int32_t const incl = blockInclusiveScan<kKthThreads>(h0 + h1, sScan);
+        int32_t const excl = incl - h0 - h1;
+        if (excl < k && k <= incl) {  // exactly one thread: the k-th key's digit is one of its bins
+            bool const first = k - excl <= h0;
+            sPrefix = prefix | (static_cast<uint32_t>(first ? top : top - 1) << shift);
+            sK = first ? k - excl : k - excl - h0;
+        }
+    }
+    __syncthreads();
+    if (tid == 0) j.kth[blockIdx.x] = keyValue(sPrefix);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -258,7 +299,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     sampleKernel(Pair<SampleJob<T>> jobs, int32_t n, int32_t mode, int32_t gridInterval) {
     __shared__ int32_t sCount[kThreads];
-    SampleJob<T> const& j = jobs.job[blockIdx.y];
+    SampleJob<T> const j = jobs.pick();
     if (static_cast<int32_t>(blockIdx.x) >= j.tiles) return;
     float const* __restrict__ logits = j.logits;
     float const* __restrict__ kth = j.kth;
@@ -300,8 +341,8 @@ struct ScanJob {
 };
 
 __global__ void __launch_bounds__(kThreads) scanKernel(Pair<ScanJob> jobs) {
-    __shared__ int32_t sSum[kThreads];
-    ScanJob const& j = jobs.job[blockIdx.y];
+    __shared__ int32_t sScan[2 * kThreads];
+    ScanJob const j = jobs.pick();
     int32_t* __restrict__ tileCounts = j.tileCounts;
     int32_t const tiles = j.tiles;
     int32_t* __restrict__ count = j.count;
@@ -309,19 +350,10 @@ __global__ void __launch_bounds__(kThreads) scanKernel(Pair<ScanJob> jobs) {
     int32_t const t0 = min(tiles, static_cast<int32_t>(threadIdx.x) * per), t1 = min(tiles, t0 + per);
     int32_t s = 0;
     for (int32_t t = t0; t < t1; ++t) s += tileCounts[t];
-    sSum[threadIdx.x] = s;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        int32_t run = 0;
-        for (int i = 0; i < kThreads; ++i) {
-            int32_t const c = sSum[i];
-            sSum[i] = run;
-            run += c;
-        }
-        *count = run;
-    }
-    __syncthreads();
-    int32_t run = sSum[threadIdx.x];
+    int32_t const incl = blockInclusiveScan<kThreads>(s, sScan);  // (a serial loop by one thread
+                                                                  // took 256 dependent steps)
+    if (threadIdx.x == kThreads - 1) *count = incl;
+    int32_t run = incl - s;
     for (int32_t t = t0; t < t1; ++t) {
         int32_t const c = tileCounts[t];
         tileCounts[t] = run;
@@ -345,7 +377,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads) partitionKernel(Pair<PartitionJob<T>> jobs) {
     __shared__ int32_t sWarp[kThreads / 32];
     __shared__ int32_t sRun;
-    PartitionJob<T> const& j = jobs.job[blockIdx.y];
+    PartitionJob<T> const j = jobs.pick();
     if (static_cast<int32_t>(blockIdx.x) >= j.tiles) return;
     T const* __restrict__ mask = j.mask;
     int32_t const* __restrict__ tileOffsets = j.tileOffsets;
@@ -1234,7 +1266,7 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     if (p.density > 0.0f) {
         Pair<KthJob> const jobs{{{l1, hw, forcedCount(p.density, hw), kth},
                                  {l2, G.ho * G.wo, forcedCount(p.density, G.ho * G.wo), kth + p.n}}};
-        SSI_LAUNCH(kthLargestKernel, dim3(p.n, 2), kThreads, stream, jobs);
+        SSI_LAUNCH(kthLargestKernel, dim3(p.n, 2), kKthThreads, stream, jobs);
         SSI_TRY(cuda::launchStatus());
     }
     int32_t* tc1 = reinterpret_cast<int32_t*>(at(L.tileCounts1));
