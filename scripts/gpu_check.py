@@ -175,6 +175,20 @@ class CpuTwinKernels:
 # ------------------------------------------------------------------------------------------
 # Helpers
 
+def context_lost(e: BaseException) -> bool:
+    """Whether an exception left the CUDA context unusable (a sticky error: illegal or misaligned
+    address, launch failure, ...): every later launch would fail the same way."""
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return False
+    try:
+        torch.cuda.synchronize()
+        torch.ones(1, device="cuda").add_(1).item()
+        return False
+    except Exception:  # noqa: BLE001
+        log(f"the CUDA context is lost after {type(e).__name__}: {e}")
+        return True
+
+
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     out, ref = out.double(), ref.double()
     den = ref.norm().item()
@@ -887,10 +901,10 @@ def check_block(K, g, dtype, small: bool) -> None:
                     ok = ok and info["forced_counts_ok"]
                 info["density1"] = float((m1 > 0).float().mean())
                 info["density2"] = float((m2 > 0).float().mean())
-            except Exception as e:  # noqa: BLE001  (recorded; an illegal address ends the section)
+            except Exception as e:  # noqa: BLE001  (recorded; a lost context ends the section)
                 ok = False
                 info["error"] = f"{type(e).__name__}: {e}"
-                if "illegal" in str(e).lower():
+                if context_lost(e):
                     record("SSIBottleneck", name, ok, **info)
                     raise
             record("SSIBottleneck", name, ok, **info)
@@ -1151,7 +1165,7 @@ def run_block_timing(K, reps: int, budget_s: float) -> None:
                         time_block_config(BK, mod, gen, stage, first, H, W, n, densities, paths, deform, reps,
                                           deadline, base)
                     except Exception as e:  # noqa: BLE001  (recorded; the other configurations still run)
-                        if "illegal" in str(e).lower():
+                        if context_lost(e):
                             raise  # the context is gone
                         traceback.print_exc()
                         RESULTS["failures"].append(dict(base, kind="block timing", name="exception",
@@ -1232,7 +1246,7 @@ def time_block_config(BK, mod, gen, stage, first, H, W, n, densities, paths, def
                 with block_gemm(path):
                     t = graph_ms(fused, launches, reps)
             except Exception as e:  # noqa: BLE001  (recorded; this path is not timed again)
-                if "illegal" in str(e).lower():
+                if context_lost(e):
                     raise
                 traceback.print_exc()
                 BROKEN_PATHS.add(path)
@@ -1438,6 +1452,9 @@ def main() -> int:
     ap.add_argument("--lib", type=Path, default=REPO / "build" / "gpu_check" / "lib" / "libssi_cuda.so")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out")))
     ap.add_argument("--checks-only", action="store_true", help="skip the timing")
+    ap.add_argument("--timing-only", action="store_true",
+                    help="skip the checks (gpu_check.sh runs the timing in a process of its own, so that a "
+                         "fault in the checks cannot take the figures with it)")
     ap.add_argument("--small", action="store_true", help="small shapes (e.g. under compute-sanitizer)")
     ap.add_argument("--reps", type=int, default=60, help="timed graph replays per configuration")
     ap.add_argument("--ref-cpu", action="store_true",
@@ -1451,6 +1468,9 @@ def main() -> int:
     ap.add_argument("--block-budget", type=float, default=100.0,
                     help="seconds for the fused-block timing; configurations past it are skipped and listed")
     args = ap.parse_args()
+    if args.checks_only and args.timing_only:
+        print("gpu_check: --checks-only and --timing-only exclude each other: give one of them")
+        return 2
 
     global REF_DEVICE
     REF_DEVICE = "cpu" if args.ref_cpu else None
@@ -1492,7 +1512,9 @@ def main() -> int:
                 ("fused block checks", lambda: [check_block(KB, g, dt, args.small)
                                                 for dt in (torch.float32, torch.float16)])]
     host = args.cpu_dry_run or args.emulated is not None
-    if not (host or args.no_graphs):
+    if args.timing_only:
+        sections = []
+    elif not (host or args.no_graphs):
         sections += [("fused block chain in a CUDA graph", lambda: [check_block_graph(K, g, dt)
                                                                     for dt in (torch.float32, torch.float16)])]
     if not (args.checks_only or host):
@@ -1508,7 +1530,7 @@ def main() -> int:
         except Exception as e:  # keep going: later sections still report
             traceback.print_exc()
             RESULTS["failures"].append({"kind": name, "name": "exception", "error": f"{type(e).__name__}: {e}"})
-            if "illegal" in str(e).lower():
+            if context_lost(e):
                 break  # the context is gone
         RESULTS.setdefault("section_seconds", {})[name] = time.time() - ts
         RESULTS["seconds"] = time.time() - t0
@@ -1520,10 +1542,12 @@ def main() -> int:
             RESULTS["block"]["plot"] = f"no plot: {type(e).__name__}: {e}"
         (args.out / "gpu_check.json").write_text(json.dumps(RESULTS, indent=1))
 
+    RESULTS["seconds"] = time.time() - t0
+    (args.out / "gpu_check.json").write_text(json.dumps(RESULTS, indent=1))
     checks = RESULTS["checks"]
     log("")
-    log(f"checks: {sum(c['ok'] for c in checks)}/{len(checks)} passed, {len(RESULTS['failures'])} failure(s); "
-        f"{RESULTS['seconds']:.0f} s; json: {args.out / 'gpu_check.json'}")
+    what = "timing only (no checks)" if args.timing_only else f"checks: {sum(c['ok'] for c in checks)}/{len(checks)} passed"
+    log(f"{what}, {len(RESULTS['failures'])} failure(s); {RESULTS['seconds']:.0f} s; json: {args.out / 'gpu_check.json'}")
     for f in RESULTS["failures"][:10]:
         log(f"  FAIL {f.get('kind')} {f.get('name')} {f.get('rel_err', f.get('error', ''))}")
     if RESULTS["timing"]:

@@ -9,6 +9,7 @@ and cudart_static (not nvcc); it is skipped where the CUDA toolkit is absent.
 from __future__ import annotations
 
 import fcntl
+import json
 import importlib.util
 import shutil
 import subprocess
@@ -158,3 +159,22 @@ def test_gpu_check_kernel_breakdown_aggregation(kernels):
     assert rows[0]["calls_per_block"] == 1 and rows[1]["calls_per_block"] == 2
     assert rows[0]["us_per_block"] == 2.0 and rows[1]["us_per_block"] == 16.0
     assert abs(sum(r["share"] for r in rows) - 1.0) < 1e-12 and abs(rows[0]["share"] - 2 / 18) < 1e-12
+
+
+def test_gpu_check_runs_timing_in_its_own_process(kernels, tmp_path):
+    # gpu_check.sh runs the checks and the timing as two processes (a kernel fault in one cannot
+    # take the other's figures with it): --timing-only skips the checks and still writes its json;
+    # with --checks-only the two flags are refused in one line before any work.
+    gc, K = kernels
+    assert gc.context_lost(RuntimeError("no GPU here")) is False
+    r = subprocess.run([sys.executable, "scripts/gpu_check.py", "--checks-only", "--timing-only"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "exclude each other" in r.stdout and len(r.stdout.strip().splitlines()) == 1
+    r = subprocess.run([sys.executable, "scripts/gpu_check.py", "--emulated", str(BUILD / "lib" / "libssi_cuda_emu.so"), "--timing-only",
+                        "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "timing only (no checks)" in r.stdout
+    data = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert data["checks"] == [] and data["failures"] == []
+    script = (REPO / "scripts" / "gpu_check.sh").read_text()
+    assert '--out "$OUT/checks" --checks-only' in script and '--out "$OUT" --timing-only' in script
