@@ -69,7 +69,7 @@ def log(msg: str) -> None:
 
 # ------------------------------------------------------------------------------------------
 # Kernel back ends: the CUDA shim (ctypes) and, for --cpu-dry-run, the CPU twins.
-CUDA_ABI_VERSION = 2  # plugins/src/cuda/capi.cu: ssi_cuda_abi_version
+CUDA_ABI_VERSION = 3  # plugins/src/cuda/capi.cu: ssi_cuda_abi_version
 
 class CudaKernels:
     """libssi_cuda.so over torch tensors; outputs and workspaces are passed in (graph-friendly)."""
@@ -710,6 +710,7 @@ def block_kernels(K):
         stream = (lambda: 0) if K.emulated else (lambda: torch.cuda.current_stream().cuda_stream)
         BK = block_module().BlockKernels(lib, K.device, stream)
         lib.ssi_cuda_bottleneck_gemm_path.restype = ctypes.c_int32
+        lib.ssi_cuda_bottleneck_pdl.restype = ctypes.c_int32
         lib.ssi_cuda_bottleneck_prepare.restype = ctypes.c_int32
         rc = lib.ssi_cuda_bottleneck_prepare()  # once, before any launch or capture (Hopper path)
         if rc != 0:
@@ -720,20 +721,25 @@ def block_kernels(K):
 
 @contextlib.contextmanager
 def block_gemm(path: str):
-    """SSI_BLOCK_GEMM for the launches (and graph captures) inside: "sm90" sets it, "portable"
-    unsets it (the launcher reads it at each launch); the caller's value is restored after."""
-    old = os.environ.get("SSI_BLOCK_GEMM")
-    if path == "sm90":
-        os.environ["SSI_BLOCK_GEMM"] = "sm90"
-    else:
-        os.environ.pop("SSI_BLOCK_GEMM", None)
+    """The launcher's environment for the launches (and graph captures) inside (it reads it at each
+    launch): "sm90" sets SSI_BLOCK_GEMM=sm90 (the Hopper GEMMs), "pdl" sets SSI_BLOCK_PDL=1 (the
+    portable kernels chained by programmatic dependent launch), "portable" neither; the caller's
+    values are restored after."""
+    want = {"SSI_BLOCK_GEMM": "sm90" if path == "sm90" else None, "SSI_BLOCK_PDL": "1" if path == "pdl" else None}
+    old = {k: os.environ.get(k) for k in want}
+    for k, v in want.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("SSI_BLOCK_GEMM", None)
-        else:
-            os.environ["SSI_BLOCK_GEMM"] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 HOPPER_STATUS = {1: "available", 0: "not this device (the sm_90a GEMMs need compute capability 9.0)",
@@ -757,11 +763,26 @@ def hopper_status(K) -> tuple[bool, str]:
     return code == 1 and plain == 0, status
 
 
+def pdl_status(K) -> bool:
+    """Whether the launcher chains the block's kernels with SSI_BLOCK_PDL=1 (ssi_cuda_bottleneck_pdl:
+    compute capability 9.0 or later), and not without it."""
+    BK = block_kernels(K)
+    if BK is None:
+        return False
+    with block_gemm("pdl"):
+        on = int(BK.lib.ssi_cuda_bottleneck_pdl())
+    with block_gemm("portable"):
+        off = int(BK.lib.ssi_cuda_bottleneck_pdl())
+    block_results()["pdl"] = {"available": on == 1, "pdl_set": on, "pdl_unset": off}
+    return on == 1 and off == 0
+
+
 def block_paths(K, dtype) -> list[str]:
-    """The GEMM paths to check/time: portable, plus sm90 for fp16 where the library has it."""
+    """The launch paths to check/time: portable; for fp16 also pdl (the same kernels chained by
+    programmatic dependent launch) and sm90 (the Hopper GEMMs) where the library and device have them."""
     if dtype != torch.float16 or K.emulated:
         return ["portable"]
-    return ["portable", "sm90"] if hopper_status(K)[0] else ["portable"]
+    return ["portable"] + (["pdl"] if pdl_status(K) else []) + (["sm90"] if hopper_status(K)[0] else [])
 
 
 # stride, dcn, downsample, batch, mode, forced density, masks, channels_last, channel shape
@@ -1029,10 +1050,13 @@ def check_block_graph(K, g, dtype) -> None:
         tol = 1e-5 if dtype == torch.float32 else 1e-2
         if path == "portable":
             eager_portable = eager_a
+        elif eager_portable is not None and path == "pdl":  # the same kernels chained: the same bits
+            info["equals_portable"] = all(torch.equal(u, v) for u, v in zip(eager_a, eager_portable))
         elif eager_portable is not None:  # another summation order: not bit-equal, fp16 close
             info["vs_portable_rel_err"] = rel_err(eager_a[-3].float(), eager_portable[-3].float())
         ok = (not info["nan"] and info["graph_equals_eager"] and info["graph_equals_eager_new_input"]
-              and info["new_input_changes_output"] and max(info["block_rel_errs"]) <= tol)
+              and info["new_input_changes_output"] and max(info["block_rel_errs"]) <= tol
+              and info.get("equals_portable", True))
         name = (f"{str(dtype)[6:]} {path} {len(blocks)} blocks (layer2-like) n{n} {c0}x{h}x{w} "
                 f"{'nhwc' if cl else 'nchw'}")
         record("SSIBottleneck graph", name, ok, **{k: v for k, v in info.items() if k != "block_rel_errs"},
@@ -1143,7 +1167,8 @@ def run_block_timing(K, reps: int, budget_s: float) -> None:
         "dense_ideal": "the same with a regular cuDNN 3x3 in place of DCN (the ideal DCN: no offsets, no gathers)",
         "resolutions": [f"{h}x{w}" for h, w in BLOCK_RESOLUTIONS], "batches": BLOCK_BATCHES,
         "densities": BLOCK_DENSITIES, "backbone_densities": BACKBONE_DENSITIES, "reps": reps,
-        "budget_s": budget_s, "paths": paths, "hopper": res.get("hopper"),
+        "budget_s": budget_s, "paths": paths, "hopper": res.get("hopper"), "pdl": res.get("pdl"),
+        "pdl_densities": "pdl (programmatic dependent launch) is timed at the backbone densities only",
         "timing": "median over replays of (CUDA-event time of one graph replay) / calls in the graph",
     }
     log(f"  dense DCN baseline: {res['config']['dense_dcn']}; GEMM paths: {', '.join(paths)}"
@@ -1229,6 +1254,8 @@ def time_block_config(BK, mod, gen, stage, first, H, W, n, densities, paths, def
              torch.empty(n, 1, ho, wo, dtype=torch.float16, device=BK.device)) for _ in xs]
     for path in paths:
         for d in densities:
+            if path == "pdl" and d not in BACKBONE_DENSITIES:
+                continue  # (launch gaps: the goal's densities are enough, and the budget is short)
             if time.time() > deadline:
                 res["skipped"].append(dict(base, density=d, path=path, reason="time budget"))
                 continue
@@ -1320,7 +1347,7 @@ def block_plot(path: Path) -> str | None:
             ax = axes[gi][si]
             sel = [r for r in res["timing"] if r["res"] == rs and r["batch"] == n and r["stage"] == name
                    and r["block"] == "non-first"]
-            for pth, style in (("portable", "o-"), ("sm90", "s-")):
+            for pth, style in (("portable", "o-"), ("pdl", "^-"), ("sm90", "s-")):
                 pts = sorted((r["density"], r["fused_ms"]) for r in sel if r["path"] == pth)
                 if pts:
                     ax.plot([q[0] for q in pts], [q[1] for q in pts], style, label=f"fused ({pth})")
@@ -1389,6 +1416,8 @@ def run_block_breakdown(K) -> None:
              torch.empty(cfg["batch"], 1, h, w, dtype=torch.float16, device=BK.device),
              torch.empty(cfg["batch"], 1, h, w, dtype=torch.float16, device=BK.device))
         for path in block_paths(K, torch.float16):
+            if path == "pdl":
+                continue  # the same kernels: the per-kernel times are the portable path's
             with block_gemm(path):
                 for _ in range(2):  # warm-up
                     BK.run(x, inputs, a, channels_last=True, poison=False, workspace=ws, outputs=o)
@@ -1420,6 +1449,11 @@ def block_table() -> None:
     log(f"  dense: s1 cuDNN; s2-s4 {cfg.get('dense_dcn', '?')}; ideal: a regular cuDNN 3x3 in place of DCN")
     if "sm90" not in cfg.get("paths", []):
         log(f"  Hopper path (SSI_BLOCK_GEMM=sm90): unavailable: {(res.get('hopper') or {}).get('status', '?')}")
+    if "pdl" in cfg.get("paths", []):
+        log("  pdl: the portable kernels chained by programmatic dependent launch (SSI_BLOCK_PDL=1), "
+            "timed at the backbone densities")
+    else:
+        log(f"  pdl (SSI_BLOCK_PDL=1): unavailable: {res.get('pdl') or 'not asked'}")
     log(f"{'res':9} {'n':>1} {'st':2} {'path':8} {'dense':>7} {'ideal':>7} |"
         + "".join(f" {'d=' + format(d, '.2f'):>13}" for d in BLOCK_DENSITIES))
     keys = []

@@ -12,7 +12,8 @@
 # seconds, default 100, and lists what it skipped). The Hopper GEMMs (SSI_BLOCK_GEMM=sm90) are
 # built when CMake finds CUTLASS headers (CUTLASS_DIR, see plugins/NOTES.md); gpu_check.py then
 # checks and times both GEMM paths itself (it sets SSI_BLOCK_GEMM per launch), else it says
-# "unavailable".
+# "unavailable"; on compute capability >= 9.0 it also checks and times "pdl", the portable
+# kernels chained by programmatic dependent launch (SSI_BLOCK_PDL=1).
 #   scripts/gpu_check.sh [gpu_check.py options]      SSI_SANITIZE=0 skips the memcheck pass
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -9,8 +9,9 @@ and cudart_static (not nvcc); it is skipped where the CUDA toolkit is absent.
 from __future__ import annotations
 
 import fcntl
-import json
 import importlib.util
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -178,3 +179,21 @@ def test_gpu_check_runs_timing_in_its_own_process(kernels, tmp_path):
     assert data["checks"] == [] and data["failures"] == []
     script = (REPO / "scripts" / "gpu_check.sh").read_text()
     assert '--out "$OUT/checks" --checks-only' in script and '--out "$OUT" --timing-only' in script
+
+
+def test_gpu_check_launch_paths_set_the_launcher_environment(kernels, monkeypatch):
+    # gpu_check times and checks each launch path by the launcher's environment (read at each
+    # launch); "pdl" chains the portable kernels (programmatic dependent launch, compute capability
+    # >= 9.0), so the library answers 0 here whatever the environment says.
+    gc, K = kernels
+    monkeypatch.setenv("SSI_BLOCK_GEMM", "caller")
+    monkeypatch.delenv("SSI_BLOCK_PDL", raising=False)
+    seen = {}
+    for path in ("portable", "pdl", "sm90"):
+        with gc.block_gemm(path):
+            seen[path] = (os.environ.get("SSI_BLOCK_GEMM"), os.environ.get("SSI_BLOCK_PDL"))
+    assert seen == {"portable": (None, None), "pdl": (None, "1"), "sm90": ("sm90", None)}
+    assert os.environ["SSI_BLOCK_GEMM"] == "caller" and "SSI_BLOCK_PDL" not in os.environ
+    assert gc.pdl_status(K) is False and gc.block_results()["pdl"] == {"available": False, "pdl_set": 0,
+                                                                      "pdl_unset": 0}
+    assert gc.block_paths(K, torch.float16) == ["portable"]

@@ -23,8 +23,9 @@ ssi::DType dtypeOf(int32_t d) { return static_cast<ssi::DType>(d); }
 cudaStream_t streamOf(uint64_t s) { return reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(s)); }
 }  // namespace
 
-// 2: the SSIBottleneck workspace layout has 25 fields (ssi_cuda_bottleneck_layout).
-SSI_CUDA_API int32_t ssi_cuda_abi_version() { return 2; }
+// 2: the SSIBottleneck workspace layout has 25 fields (ssi_cuda_bottleneck_layout); 3: and
+// ssi_cuda_bottleneck_pdl.
+SSI_CUDA_API int32_t ssi_cuda_abi_version() { return 3; }
 
 SSI_CUDA_API char const* ssi_cuda_error_string(int32_t err) { return cudaGetErrorString(static_cast<cudaError_t>(err)); }
 
@@ -96,6 +97,10 @@ SSI_CUDA_API int32_t ssi_cuda_bottleneck_gemm_path() {
     if (!ssi::bottleneckHasSm90Gemm() && std::getenv("SSI_BLOCK_GEMM") != nullptr) return -1;
     return static_cast<int32_t>(ssi::bottleneckGemmPath());
 }
+
+// 1 when the block's launches are chained by programmatic dependent launch now (SSI_BLOCK_PDL=1
+// on a compute capability >= 9.0 device), else 0.
+SSI_CUDA_API int32_t ssi_cuda_bottleneck_pdl() { return ssi::bottleneckPdl() ? 1 : 0; }
 
 // One-time setup of the block kernels (before any graph capture).
 SSI_CUDA_API int32_t ssi_cuda_bottleneck_prepare() { return ssi::bottleneckPrepare(); }

@@ -50,6 +50,41 @@ __device__ __forceinline__ void copyAsync16(void* smem, void const* gmem) {
 #endif
 }
 
+// Programmatic dependent launch (sm_90 on): wait until the previous kernel in the stream has
+// completed and its memory is visible, then let the next kernel's blocks be scheduled while this
+// one runs. Called first thing by a chained kernel (before any global load or store); without
+// the launch attribute, before sm_90 and in the emulation it does nothing.
+__device__ __forceinline__ void chainStart() {
+#if !defined(SSI_CUDA_EMULATION) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+#ifndef SSI_CUDA_EMULATION
+// A launch that may be chained to the previous kernel by programmatic dependent launch (the
+// kernel must begin with chainStart()); errors are left for cudaGetLastError, as with <<<>>>.
+template <typename... KArgs, typename... Args>
+void launchChained(bool chained, void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t stream,
+                   Args... args) {
+    if (!chained) {
+        kernel<<<grid, block, 0, stream>>>(static_cast<KArgs>(args)...);
+        return;
+    }
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = 0;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    (void)cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...);
+}
+#endif
+
 __device__ __forceinline__ void copyAsyncWait() {
 #if !defined(SSI_CUDA_EMULATION) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     asm volatile("cp.async.wait_all;\n" ::: "memory");

@@ -55,6 +55,16 @@
 namespace ssi {
 namespace {
 
+// This launch call's choice of programmatic dependent launch (bottleneckPdl(), set by
+// launchSSIBottleneck); every kernel of the block begins with cuda::chainStart().
+thread_local bool tChained = false;
+#ifdef SSI_CUDA_EMULATION
+#define SSI_BLOCK_LAUNCH(kernel, grid, block, stream, ...) SSI_LAUNCH(kernel, grid, block, stream, __VA_ARGS__)
+#else
+#define SSI_BLOCK_LAUNCH(kernel, grid, block, stream, ...) \
+    ::ssi::cuda::launchChained(tChained, kernel, dim3(grid), dim3(block), stream, __VA_ARGS__)
+#endif
+
 constexpr int kThreads = 256;
 constexpr int kTileCount = 1024;  // positions per partition tile (256 threads x 4)
 
@@ -77,6 +87,7 @@ __device__ __forceinline__ float roundTo(float v) {
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     toRowsKernel(T const* __restrict__ x, T* __restrict__ rows, int32_t c, int32_t hw) {
+    cuda::chainStart();
     __shared__ float tile[32][33];
     int const n = blockIdx.z;
     int const q0 = blockIdx.x * 32, c0 = blockIdx.y * 32;
@@ -136,6 +147,7 @@ __device__ __forceinline__ void packTile(T const* __restrict__ w, T* __restrict_
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) prepKernel(PrepArgs<T> a) {
+    cuda::chainStart();
     __shared__ T tile[32][33];
     int32_t b = static_cast<int32_t>(blockIdx.x);
     int32_t const tid = static_cast<int32_t>(threadIdx.x);
@@ -177,6 +189,7 @@ struct TapSumJob {
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     tapSumKernel(float const* __restrict__ taps, Pair<TapSumJob<T>> jobs, int32_t n, int32_t h, int32_t w) {
+    cuda::chainStart();
     TapSumJob<T> const j = jobs.pick();
     T const* __restrict__ bias = j.bias;
     float* __restrict__ logits = j.logits;
@@ -246,6 +259,7 @@ __device__ __forceinline__ int32_t blockInclusiveScan(int32_t v, int32_t* buf) {
 }
 
 __global__ void __launch_bounds__(kKthThreads) kthLargestKernel(Pair<KthJob> jobs) {
+    cuda::chainStart();
     __shared__ int32_t sHist[kKthBins];
     __shared__ int32_t sScan[2 * kKthThreads];
     __shared__ uint32_t sPrefix;
@@ -298,6 +312,7 @@ struct SampleJob {
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     sampleKernel(Pair<SampleJob<T>> jobs, int32_t n, int32_t mode, int32_t gridInterval) {
+    cuda::chainStart();
     __shared__ int32_t sCount[kThreads];
     SampleJob<T> const j = jobs.pick();
     if (static_cast<int32_t>(blockIdx.x) >= j.tiles) return;
@@ -341,6 +356,7 @@ struct ScanJob {
 };
 
 __global__ void __launch_bounds__(kThreads) scanKernel(Pair<ScanJob> jobs) {
+    cuda::chainStart();
     __shared__ int32_t sScan[2 * kThreads];
     ScanJob const j = jobs.pick();
     int32_t* __restrict__ tileCounts = j.tileCounts;
@@ -375,6 +391,7 @@ struct PartitionJob {
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) partitionKernel(Pair<PartitionJob<T>> jobs) {
+    cuda::chainStart();
     __shared__ int32_t sWarp[kThreads / 32];
     __shared__ int32_t sRun;
     PartitionJob<T> const j = jobs.pick();
@@ -490,6 +507,7 @@ template <typename T, typename OutT, bool kDeform, bool kTensorCore, bool kColB 
 __global__ void __launch_bounds__(kGemmThreads, 3)
     rowGemmKernel(T const* __restrict__ src, T const* __restrict__ weight, T const* __restrict__ bias,
                   OutT* __restrict__ out, GemmArgs g) {
+    cuda::chainStart();
     static_assert(!kColB || kTensorCore, "column-major B is a tensor-core layout");
     using Smem = std::conditional_t<kTensorCore, std::conditional_t<kColB, SmemTensorCoreColB, SmemTensorCore>,
                                     SmemSimt>;
@@ -854,6 +872,7 @@ __global__ void __launch_bounds__(kThreads, 3)
     interpRowsKernel(RowT const* __restrict__ rows, int32_t const* __restrict__ index, T const* __restrict__ mask,
                      T const* __restrict__ bias, ResT const* __restrict__ residual, T* __restrict__ out,
                      InterpArgs p) {
+    cuda::chainStart();
     __shared__ float sM[kHalo][kHalo + 1];
     __shared__ int32_t sIdx[kHalo][kHalo + 1];
     __shared__ float sMF[kHalo][kHalo + 1];
@@ -976,6 +995,7 @@ __global__ void __launch_bounds__(kThreads, 3)
     interpRowsNhwcKernel(RowT const* __restrict__ rows, int32_t const* __restrict__ index,
                          T const* __restrict__ mask, T const* __restrict__ bias, ResT const* __restrict__ residual,
                          T* __restrict__ out, InterpArgs p) {
+    cuda::chainStart();
     using namespace nhwc;
     __shared__ float sM[kH][kH + 1];
     __shared__ int32_t sIdx[kH][kH + 1];
@@ -1126,11 +1146,11 @@ cudaError_t rowGemm(T const* src, T const* wgt, T const* bias, OutT* out, GemmAr
     // (deformable taps come with packed weights: the 3x3 convs; torch-layout B on tensor cores: kColB)
     if (a.offsets) {
         auto* k = tc ? &rowGemmKernel<T, OutT, true, kHalf> : &rowGemmKernel<T, OutT, true, false>;
-        SSI_LAUNCH(k, grid, kGemmThreads, stream, src, wgt, bias, out, a);
+        SSI_BLOCK_LAUNCH(k, grid, kGemmThreads, stream, src, wgt, bias, out, a);
     } else {
         auto* k = !tc ? &rowGemmKernel<T, OutT, false, false>
                       : a.packed ? &rowGemmKernel<T, OutT, false, kHalf> : &rowGemmKernel<T, OutT, false, kHalf, kHalf>;
-        SSI_LAUNCH(k, grid, kGemmThreads, stream, src, wgt, bias, out, a);
+        SSI_BLOCK_LAUNCH(k, grid, kGemmThreads, stream, src, wgt, bias, out, a);
     }
     return cuda::launchStatus();
 }
@@ -1153,7 +1173,7 @@ cudaError_t interpRows(RowT const* rows, int32_t const* index, T const* mask, T 
                         static_cast<unsigned>(static_cast<int64_t>(p.n) * p.slices));
         if (grid.y > 65535u || static_cast<int64_t>(p.n) * p.slices > 65535) return cudaErrorInvalidConfiguration;
         auto* k = &interpRowsNhwcKernel<T, RowT, ResT>;
-        SSI_LAUNCH(k, grid, kThreads, stream, rows, index, mask, bias, residual, out, p);
+        SSI_BLOCK_LAUNCH(k, grid, kThreads, stream, rows, index, mask, bias, residual, out, p);
         return cuda::launchStatus();
     }
     int64_t const tiles = static_cast<int64_t>(cuda::ceilDiv(p.w, kTile)) * cuda::ceilDiv(p.h, kTile) * p.n;
@@ -1164,7 +1184,7 @@ cudaError_t interpRows(RowT const* rows, int32_t const* index, T const* mask, T 
                     static_cast<unsigned>(static_cast<int64_t>(p.n) * p.slices));
     if (grid.y > 65535u || static_cast<int64_t>(p.n) * p.slices > 65535) return cudaErrorInvalidConfiguration;
     auto* k = &interpRowsKernel<T, RowT, ResT>;
-    SSI_LAUNCH(k, grid, kThreads, stream, rows, index, mask, bias, residual, out, p);
+    SSI_BLOCK_LAUNCH(k, grid, kThreads, stream, rows, index, mask, bias, residual, out, p);
     return cuda::launchStatus();
 }
 
@@ -1198,7 +1218,7 @@ cudaError_t prepare(BottleneckTensors const& t, BottleneckParams const& p, Geome
     int64_t const blocks = int64_t{a.tapBlocks} + a.offBlocks + a.convBlocks + cuda::ceilDiv(a.nCounters, kThreads);
     if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
     auto* k = &prepKernel<T>;
-    SSI_LAUNCH(k, static_cast<unsigned>(blocks), kThreads, stream, a);
+    SSI_BLOCK_LAUNCH(k, static_cast<unsigned>(blocks), kThreads, stream, a);
     return cuda::launchStatus();
 }
 
@@ -1239,7 +1259,7 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
         T* rows = reinterpret_cast<T*>(at(L.xRows));
         dim3 const grid(cuda::ceilDiv(hw, 32), cuda::ceilDiv(p.cin, 32), p.n);
         auto* k = &toRowsKernel<T>;
-        SSI_LAUNCH(k, grid, kThreads, stream, x, rows, p.cin, hw);
+        SSI_BLOCK_LAUNCH(k, grid, kThreads, stream, x, rows, p.cin, hw);
         SSI_TRY(cuda::launchStatus());
         xr = rows;
     }
@@ -1258,7 +1278,7 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
         SSI_TRY(rowGemm<T, float>(xr, static_cast<T const*>(tapW), nullptr, taps, tg, stream));
         Pair<TapSumJob<T>> const sums{{{W(t.mask1B), l1, 0, 1}, {W(t.mask2B), l2, 1, p.stride}}};
         auto* s = &tapSumKernel<T>;
-        SSI_LAUNCH(s, dim3(cuda::ceilDiv(pos1, kThreads), 2), kThreads, stream, static_cast<float const*>(taps), sums,
+        SSI_BLOCK_LAUNCH(s, dim3(cuda::ceilDiv(pos1, kThreads), 2), kThreads, stream, static_cast<float const*>(taps), sums,
                    p.n, p.h, p.w);
         SSI_TRY(cuda::launchStatus());
     }
@@ -1266,7 +1286,7 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     if (p.density > 0.0f) {
         Pair<KthJob> const jobs{{{l1, hw, forcedCount(p.density, hw), kth},
                                  {l2, G.ho * G.wo, forcedCount(p.density, G.ho * G.wo), kth + p.n}}};
-        SSI_LAUNCH(kthLargestKernel, dim3(p.n, 2), kKthThreads, stream, jobs);
+        SSI_BLOCK_LAUNCH(kthLargestKernel, dim3(p.n, 2), kKthThreads, stream, jobs);
         SSI_TRY(cuda::launchStatus());
     }
     int32_t* tc1 = reinterpret_cast<int32_t*>(at(L.tileCounts1));
@@ -1283,15 +1303,15 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
         Pair<SampleJob<T>> const samples{{{l1, k1, m1, tc1, p.h, p.w, G.tiles1, math::layerKey(p.seed, p.layer1)},
                                           {l2, k2, m2, tc2, G.ho, G.wo, G.tiles2, math::layerKey(p.seed, p.layer2)}}};
         auto* s = &sampleKernel<T>;
-        SSI_LAUNCH(s, dim3(G.tiles1, 2), kThreads, stream, samples, p.n, p.mode, p.gridInterval);
+        SSI_BLOCK_LAUNCH(s, dim3(G.tiles1, 2), kThreads, stream, samples, p.n, p.mode, p.gridInterval);
         SSI_TRY(cuda::launchStatus());
         Pair<ScanJob> const scans{{{tc1, G.tiles1, count1}, {tc2, G.tiles2, count2}}};
-        SSI_LAUNCH(scanKernel, dim3(1, 2), kThreads, stream, scans);
+        SSI_BLOCK_LAUNCH(scanKernel, dim3(1, 2), kThreads, stream, scans);
         SSI_TRY(cuda::launchStatus());
         Pair<PartitionJob<T>> const parts{{{m1, tc1, count1, perm1, index1, pos1, G.tiles1},
                                            {m2, tc2, count2, perm2, index2, pos2, G.tiles2}}};
         auto* part = &partitionKernel<T>;
-        SSI_LAUNCH(part, dim3(G.tiles1, 2), kThreads, stream, parts);
+        SSI_BLOCK_LAUNCH(part, dim3(G.tiles1, 2), kThreads, stream, parts);
         SSI_TRY(cuda::launchStatus());
     }
 
@@ -1362,23 +1382,39 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
 
 bool bottleneckHasSm90Gemm() { return SSI_SM90 != 0; }
 
+namespace {
+// The compute capability (10 major + minor) of the device of the first launch (one GPU per
+// process); 0 when it cannot be asked.
+int deviceCapability() {
+#ifdef SSI_CUDA_EMULATION
+    return 0;
+#else
+    static int const cc = [] {
+        int dev = 0, major = 0, minor = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+            return 0;
+        return 10 * major + minor;
+    }();
+    return cc;
+#endif
+}
+}  // namespace
+
 BlockGemmPath bottleneckGemmPath() {
 #if SSI_SM90
     char const* env = std::getenv("SSI_BLOCK_GEMM");
     if (!env || std::strcmp(env, "sm90") != 0) return BlockGemmPath::kPortable;
-    static int const major = [] {  // the device of the first launch (one GPU per process)
-        int dev = 0, m = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
-            return 0;
-        int minor = 0;
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-        return m == 9 && minor == 0 ? 9 : 0;
-    }();
-    return major == 9 ? BlockGemmPath::kSm90 : BlockGemmPath::kPortable;
+    return deviceCapability() == 90 ? BlockGemmPath::kSm90 : BlockGemmPath::kPortable;
 #else
     return BlockGemmPath::kPortable;
 #endif
+}
+
+bool bottleneckPdl() {
+    char const* env = std::getenv("SSI_BLOCK_PDL");
+    return env && std::strcmp(env, "1") == 0 && deviceCapability() >= 90;
 }
 
 cudaError_t bottleneckPrepare() {
@@ -1464,6 +1500,7 @@ cudaError_t launchSSIBottleneck(BottleneckTensors const& t, DType dtype, Bottlen
         return cudaErrorInvalidValue;
     BottleneckLayout const L = bottleneckLayout(p, dtype);
     auto* ws = static_cast<unsigned char*>(workspace);
+    tChained = bottleneckPdl();
     return cuda::dispatch(dtype, [&](auto tag) {
         using T = decltype(tag);
         return runBottleneck<T>(t, p, L, ws, stream);
