@@ -512,7 +512,9 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
     using Smem = std::conditional_t<kTensorCore, std::conditional_t<kColB, SmemTensorCoreColB, SmemTensorCore>,
                                     SmemSimt>;
     __shared__ __align__(32) Smem sm;
-    __shared__ __align__(32) float sC[kBN][kBM + 4];
+    // the tile's sums, [row][channel]: the epilogue's threads read consecutive channels of a row
+    // (as [channel][row] they were 68 words apart: 4-way bank conflicts on every read)
+    __shared__ __align__(32) float sC[kBM][kBN + 4];
     __shared__ int32_t sImg[kBM], sYo[kBM], sXo[kBM], sRow[kBM];
     __shared__ math::TapCorners sTap[kBM];
 
@@ -553,7 +555,12 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
     int32_t const s0 = static_cast<int32_t>(static_cast<int64_t>(taps * kChunks) * split / g.splits);
     int32_t const s1 = static_cast<int32_t>(static_cast<int64_t>(taps * kChunks) * (split + 1) / g.splits);
     constexpr int kPerThread = kBM * kBK / kGemmThreads;  // 16 (A), and 16 for B
-    float ra[kPerThread], rb[kPerThread];
+    float ra[kPerThread];
+    // B kept as loaded on tensor cores: converted to float at the load, each 2-byte weight load
+    // waited for its data before the next was issued (1-3 in flight instead of 16); half -> float
+    // -> half is exact, so the bits are the same
+    using BReg = std::conditional_t<kTensorCore, __half, float>;
+    BReg rb[kPerThread];
 
     auto computeTap = [&](int32_t tap) {  // the corners of each row's tap, in source-map offsets
         if (tid < kBM && sImg[tid] >= 0) {
@@ -674,8 +681,12 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
 #pragma unroll
             for (int i = 0; i < kPerThread; ++i) {
                 int32_t const cb = k0 + pK0 + i * kPackStride;
-                rb[i] = (cb < g.cin && co < g.cout)
-                            ? cuda::ld(weight, (static_cast<size_t>(tap) * g.cin + cb) * g.cout + co) : 0.0f;
+                size_t const e = (static_cast<size_t>(tap) * g.cin + cb) * g.cout + co;
+                bool const in = cb < g.cin && co < g.cout;
+                if constexpr (kTensorCore)
+                    rb[i] = in ? __ldg(reinterpret_cast<__half const*>(weight) + e) : __float2half_rn(0.0f);
+                else
+                    rb[i] = in ? cuda::ld(weight, e) : 0.0f;
             }
             return;
         }
@@ -683,8 +694,12 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
 #pragma unroll
         for (int i = 0; i < kPerThread; ++i) {  // weight[co][c][tap] (torch layout)
             int32_t const co = nBase + bN0 + i * kRowStride;
-            rb[i] = (cb < g.cin && co < g.cout)
-                        ? cuda::ld(weight, (static_cast<size_t>(co) * g.cin + cb) * taps + tap) : 0.0f;
+            size_t const e = (static_cast<size_t>(co) * g.cin + cb) * taps + tap;
+            bool const in = cb < g.cin && co < g.cout;
+            if constexpr (kTensorCore)
+                rb[i] = in ? __ldg(reinterpret_cast<__half const*>(weight) + e) : __float2half_rn(0.0f);
+            else
+                rb[i] = in ? cuda::ld(weight, e) : 0.0f;
         }
     };
     auto storeStep = [&] {
@@ -701,10 +716,10 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
             int const kl = g.packed ? pK0 + i * kPackStride : bK, nl = g.packed ? pN : bN0 + i * kRowStride;
             if constexpr (kColB) {  // torch-layout B (never packed, so never vecB)
                 if (!vecA) sm.a[ml][aK] = __float2half_rn(ra[i]);
-                sm.b[nl][kl] = __float2half_rn(rb[i]);
+                sm.b[nl][kl] = rb[i];
             } else if constexpr (kTensorCore) {
                 if (!vecA) sm.a[ml][aK] = __float2half_rn(ra[i]);
-                if (!vecB) sm.b[kl][nl] = __float2half_rn(rb[i]);
+                if (!vecB) sm.b[kl][nl] = rb[i];
             } else {
                 sm.a[aK][ml] = ra[i];
                 sm.b[kl][nl] = rb[i];
@@ -775,21 +790,23 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
         for (int i = 0; i < 2; ++i)
 #pragma unroll
             for (int j = 0; j < 2; ++j)
-                nvcuda::wmma::store_matrix_sync(&sC[wn * 32 + 16 * j][wm * 32 + 16 * i], frag[i][j], kBM + 4,
-                                                nvcuda::wmma::mem_col_major);
+                nvcuda::wmma::store_matrix_sync(&sC[wm * 32 + 16 * i][wn * 32 + 16 * j], frag[i][j], kBN + 4,
+                                                nvcuda::wmma::mem_row_major);
     } else {
 #pragma unroll
         for (int i = 0; i < 4; ++i)
 #pragma unroll
-            for (int j = 0; j < 8; ++j) sC[tn + 8 * j][tm + 16 * i] = acc[i][j];
+            for (int j = 0; j < 8; ++j) sC[tm + 16 * i][tn + 8 * j] = acc[i][j];
     }
     __syncthreads();
+    // the tile's live columns, walked densely (18 of 64 for the DCN offsets and the mask taps)
+    int const cols = min(kBN, g.cout - nBase);
     if (g.splits > 1) {
-        for (int e = tid; e < kBM * kBN; e += kGemmThreads) {
-            int const nl = e % kBN, ml = e / kBN;
-            int32_t const co = nBase + nl;
-            if (sImg[ml] < 0 || co >= g.cout) continue;
-            g.partial[(static_cast<size_t>(split) * g.maxM + mBase + ml) * g.cout + co] = sC[nl][ml];
+        float* __restrict__ partial = g.partial;
+        for (int e = tid; e < kBM * cols; e += kGemmThreads) {
+            int const nl = e % cols, ml = e / cols;
+            if (sImg[ml] < 0) continue;
+            partial[(static_cast<size_t>(split) * g.maxM + mBase + ml) * g.cout + nBase + nl] = sC[ml][nl];
         }
         __threadfence();  // the partial sums visible to the block that adds them
         __syncthreads();
@@ -804,24 +821,33 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
         if (!sLast) return;
         __threadfence();
         size_t const stride = static_cast<size_t>(g.maxM) * g.cout;
-        for (int e = tid; e < kBM * kBN; e += kGemmThreads) {
-            int const nl = e % kBN, ml = e / kBN;
+        for (int e = tid; e < kBM * cols; e += kGemmThreads) {
+            int const nl = e % cols, ml = e / cols;
             int32_t const co = nBase + nl;
-            if (sImg[ml] < 0 || co >= g.cout) continue;
+            if (sImg[ml] < 0) continue;
             size_t const at = static_cast<size_t>(mBase + ml) * g.cout + co;
-            float acc = __ldcg(g.partial + at);  // L2: written by other blocks
-            for (int32_t sp = 1; sp < g.splits; ++sp) acc += __ldcg(g.partial + sp * stride + at);
+            float acc = __ldcg(partial + at);  // L2: written by other blocks
+            // the splits in order, 8 loads in flight at a time (the same sums as one by one)
+            constexpr int kU = 8;
+            for (int32_t sp = 1; sp < g.splits; sp += kU) {
+                float v[kU];
+#pragma unroll
+                for (int u = 0; u < kU; ++u) v[u] = sp + u < g.splits ? __ldcg(partial + (sp + u) * stride + at) : 0.0f;
+#pragma unroll
+                for (int u = 0; u < kU; ++u)
+                    if (sp + u < g.splits) acc += v[u];
+            }
             float const b = bias ? cuda::ld(bias, co) : 0.0f;
             cuda::st(out, static_cast<size_t>(mBase + ml) * g.ldOut + co, math::convEpilogue(acc, b, g.relu));
         }
         return;
     }
-    for (int e = tid; e < kBM * kBN; e += kGemmThreads) {  // consecutive threads, consecutive channels
-        int const nl = e % kBN, ml = e / kBN;
+    for (int e = tid; e < kBM * cols; e += kGemmThreads) {  // consecutive threads, consecutive channels
+        int const nl = e % cols, ml = e / cols;
         int32_t const co = nBase + nl;
-        if (sImg[ml] < 0 || co >= g.cout) continue;
+        if (sImg[ml] < 0) continue;
         float const b = bias ? cuda::ld(bias, co) : 0.0f;
-        cuda::st(out, static_cast<size_t>(mBase + ml) * g.ldOut + co, math::convEpilogue(sC[nl][ml], b, g.relu));
+        cuda::st(out, static_cast<size_t>(mBase + ml) * g.ldOut + co, math::convEpilogue(sC[ml][nl], b, g.relu));
     }
 }
 
