@@ -1073,17 +1073,30 @@ __global__ void __launch_bounds__(kThreads, 3)
         // row pass: halo row r of channel c, its kT row sums of m f
         for (int r = slot; r < kH; r += kSlots) {
             if (!live) break;
+            int const gyr = tileY - kR + r;
+            if (gyr < 0 || gyr >= p.h) {  // a halo row outside the map: m = 0, its sums are +0
+#pragma unroll
+                for (int x = 0; x < kT; ++x) sRowMF[r * kRowStride + x * kCK + ch] = 0.0f;
+                continue;
+            }
+            // the loads first, all in flight together (a shared-memory store between two of them
+            // kept one in flight), then the sums
+            RowT fr[kH];
+#pragma unroll
+            for (int i = 0; i < kH; ++i) {
+                int32_t const row = sIdx[r][i];  // >= 0 only where m > 0
+                fr[i] = row >= 0 ? __ldg(rows + static_cast<size_t>(row) * p.c + c) : RowT(0.0f);
+            }
             float v[kH];
             bool const centreRow = r >= kR && r < kR + kT;
 #pragma unroll
             for (int i = 0; i < kH; ++i) {
                 float const m = sM[r][i];
-                int32_t const row = sIdx[r][i];
-                bool const sampled = m > 0.0f && row >= 0;
-                float const f = sampled ? cuda::ld(rows, static_cast<size_t>(row) * p.c + c) : 0.0f;
+                bool const sampled = m > 0.0f && sIdx[r][i] >= 0;
+                float const f = sampled ? cuda::toFloat(fr[i]) : 0.0f;
                 v[i] = sampled ? math::interpSample(m, f) : 0.0f;
                 if constexpr (kStageCentre) {
-                    if (i >= kR && i < kR + kT && centreRow) sCtr[((r - kR) * kT + i - kR) * kCK + ch] = RowT(f);
+                    if (i >= kR && i < kR + kT && centreRow) sCtr[((r - kR) * kT + i - kR) * kCK + ch] = fr[i];
                 }
             }
 #pragma unroll
