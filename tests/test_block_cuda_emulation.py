@@ -68,6 +68,10 @@ CASES = [
     # without DCN, so that conv2's error is not hidden under the bound's DCN term)
     (128, 128, 1, True, True, 2, 9, 11, C.MODE_THRESHOLD, 0.5, "mixed", True),
     (128, 128, 2, False, True, 1, 12, 7, C.MODE_OFFICIAL, 0.0, "mixed", False),
+    # 10 splits in conv2 (162 K steps on 9 tiles): the fixup adds them 8 loads at a time
+    (64, 576, 1, False, True, 1, 5, 6, C.MODE_THRESHOLD, 0.5, "mixed", True),
+    # a 97 x 95 map (9,215 positions per image): the k-th largest's passes take 9 values per thread
+    (8, 4, 2, False, True, 1, 97, 95, C.MODE_THRESHOLD, 0.3, "mixed", True),
     # Cin % 4 != 0 with DCN: the packed offset weights (9 x 18 x 21 halves) end off a 16-byte
     # boundary, while conv2's (p % 8 == 0) are read as 16-byte vectors
     (21, 16, 1, True, True, 2, 9, 11, C.MODE_THRESHOLD, 0.4, "mixed", True),

@@ -276,9 +276,22 @@ __global__ void __launch_bounds__(kKthThreads) kthLargestKernel(Pair<KthJob> job
         __syncthreads();  // the histogram cleared; the previous pass's prefix and k published
         uint32_t const prefix = sPrefix;
         int32_t const k = sK;  // 1 <= k <= the number of keys with this prefix
-        for (int32_t i = tid; i < hw; i += kKthThreads) {
-            uint32_t const key = orderKey(v[i]);
-            if ((key & high) == prefix) atomicAdd(&sHist[(key >> shift) & (bins - 1)], 1);
+        // 8 loads in flight before any shared-memory atomic (the compiler does not move a load
+        // past an atomic it cannot prove apart from it: one L2 trip per element otherwise)
+        constexpr int kU = 8;
+        for (int32_t i0 = tid; i0 < hw; i0 += kKthThreads * kU) {
+            float r[kU];
+#pragma unroll
+            for (int u = 0; u < kU; ++u) {
+                int32_t const i = i0 + u * kKthThreads;
+                r[u] = i < hw ? __ldg(v + i) : 0.0f;
+            }
+#pragma unroll
+            for (int u = 0; u < kU; ++u) {
+                uint32_t const key = orderKey(r[u]);
+                if (i0 + u * kKthThreads < hw && (key & high) == prefix)
+                    atomicAdd(&sHist[(key >> shift) & (bins - 1)], 1);
+            }
         }
         __syncthreads();
         // from the top: thread t owns the bins of ranks per t .. per t + per - 1 (descending)
