@@ -336,16 +336,24 @@ __global__ void __launch_bounds__(kThreads)
     uint32_t const key = j.key;
     int64_t const total = static_cast<int64_t>(n) * h * w;
     int32_t cnt = 0;
-    for (int r = 0; r < kTileCount / kThreads; ++r) {
+    constexpr int kPer = kTileCount / kThreads;
+    float lg[kPer];  // the loads first, together (a mask store between two of them kept one in flight)
+#pragma unroll
+    for (int r = 0; r < kPer; ++r) {
+        int64_t const i = static_cast<int64_t>(blockIdx.x) * kTileCount + r * kThreads + threadIdx.x;
+        lg[r] = i < total ? __ldg(logits + i) : 0.0f;
+    }
+#pragma unroll
+    for (int r = 0; r < kPer; ++r) {
         int64_t const i = static_cast<int64_t>(blockIdx.x) * kTileCount + r * kThreads + threadIdx.x;
         if (i >= total) continue;
         int32_t const x = static_cast<int32_t>(i % w);
         int64_t const t = i / w;
         int32_t const y = static_cast<int32_t>(t % h), b = static_cast<int32_t>(t / h);
-        float l = logits[i];
+        float l = lg[r];
         int32_t md = mode;
         if (kth) {  // the torch op's shift in the op's dtype, then threshold
-            l = roundTo<T>(l - kth[b]);
+            l = roundTo<T>(l - __ldg(kth + b));
             md = contract::kModeThreshold;
         }
         float const m = roundTo<T>(math::sampleMaskValue(l, md, gridInterval, key, b, y, x));
@@ -901,8 +909,9 @@ __device__ __forceinline__ void loadHalo(float (*sM)[kSize + 1], int32_t (*sIdx)
         bool const inside = yy >= 0 && yy < h && xx >= 0 && xx < w;
         size_t const q = n * hw + static_cast<size_t>(yy) * w + xx;
         float const m = inside ? cuda::ld(mask, q) : 0.0f;
+        int32_t const row = inside ? __ldg(index + q) : -1;  // loaded beside the mask, not after it
         sM[r][c] = m;
-        sIdx[r][c] = (inside && m > 0.0f) ? index[q] : -1;
+        sIdx[r][c] = m > 0.0f ? row : -1;
     }
 }
 
