@@ -1486,6 +1486,8 @@ def main() -> int:
     ap.add_argument("--lib", type=Path, default=REPO / "build" / "gpu_check" / "lib" / "libssi_cuda.so")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out")))
     ap.add_argument("--checks-only", action="store_true", help="skip the timing")
+    ap.add_argument("--block-only", action="store_true",
+                    help="with --checks-only: the fused block's checks only (gpu_check.sh's racecheck/synccheck passes)")
     ap.add_argument("--timing-only", action="store_true",
                     help="skip the checks (gpu_check.sh runs the timing in a process of its own, so that a "
                          "fault in the checks cannot take the figures with it)")
@@ -1504,6 +1506,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.checks_only and args.timing_only:
         print("gpu_check: --checks-only and --timing-only exclude each other: give one of them")
+        return 2
+    if args.block_only and not args.checks_only:
+        print("gpu_check: --block-only selects among the checks: give it with --checks-only")
         return 2
 
     global REF_DEVICE
@@ -1548,6 +1553,8 @@ def main() -> int:
     host = args.cpu_dry_run or args.emulated is not None
     if args.timing_only:
         sections = []
+    elif args.block_only:
+        sections = [s for s in sections if s[0] == "fused block checks"]
     elif not (host or args.no_graphs):
         sections += [("fused block chain in a CUDA graph", lambda: [check_block_graph(K, g, dt)
                                                                     for dt in (torch.float32, torch.float16)])]

@@ -14,8 +14,17 @@
 # checks and times both GEMM paths itself (it sets SSI_BLOCK_GEMM per launch), else it says
 # "unavailable"; on compute capability >= 9.0 it also checks and times "pdl", the portable
 # kernels chained by programmatic dependent launch (SSI_BLOCK_PDL=1).
-#   scripts/gpu_check.sh [gpu_check.py options]      SSI_SANITIZE=0 skips the memcheck pass
+#   scripts/gpu_check.sh [gpu_check.py options]      SSI_SANITIZE=0 skips the memcheck pass;
+#   SSI_RACECHECK=1 adds racecheck and synccheck passes over the fused block's checks (small
+#   shapes, up to 2 x 120 s: shared-memory hazards and barriers, which memcheck and the emulation
+#   cannot see)
 set -uo pipefail
+for a in "$@"; do
+  case $a in --out|--out=*)
+    echo "gpu_check.sh: give the output folder as OUT=DIR in the environment, not --out (the checks go to \$OUT/checks, the timing to \$OUT)"
+    exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 T_START=$(date +%s)
 OUT=${OUT:-$PWD/out}
@@ -52,6 +61,19 @@ if [ "${SSI_SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
   rc=$?
   grep -E "ERROR SUMMARY|Invalid|out of bounds|checks:|FAIL" "$OUT/sanitizer.log" | head -20
   echo "memcheck exit status $rc after $(( $(date +%s) - t0 )) s (0 clean, 3 errors found, 124 timed out)"
+fi
+
+if [ "${SSI_RACECHECK:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
+  for tool in racecheck synccheck; do
+    echo "== compute-sanitizer $tool (fused block checks, small shapes)"
+    t0=$(date +%s)
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 120 compute-sanitizer --tool "$tool" --error-exitcode 3 \
+      --print-limit 20 "$PY" scripts/gpu_check.py --lib "$LIB" --checks-only --block-only --small --no-graphs \
+      --ref-cpu --out "$OUT/$tool" >"$OUT/$tool.log" 2>&1
+    rc=$?
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard|Barrier|checks:|FAIL" "$OUT/$tool.log" | head -20
+    echo "$tool exit status $rc after $(( $(date +%s) - t0 )) s (0 clean, 3 errors found, 124 timed out)"
+  done
 fi
 
 # The checks and the timing in two processes: a kernel fault (a sticky CUDA error) in one

@@ -179,6 +179,21 @@ def test_gpu_check_runs_timing_in_its_own_process(kernels, tmp_path):
     assert data["checks"] == [] and data["failures"] == []
     script = (REPO / "scripts" / "gpu_check.sh").read_text()
     assert '--out "$OUT/checks" --checks-only' in script and '--out "$OUT" --timing-only' in script
+    # a caller's --out would send both processes to one folder: refused in one line, before the build
+    r = subprocess.run(["bash", "scripts/gpu_check.sh", "--small", "--out", str(tmp_path)], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "OUT=DIR" in r.stdout and len(r.stdout.strip().splitlines()) == 1
+    # the racecheck/synccheck passes' selection: the fused block's checks alone
+    r = subprocess.run([sys.executable, "scripts/gpu_check.py", "--block-only"], cwd=REPO, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2 and "--checks-only" in r.stdout
+    out = tmp_path / "block"
+    r = subprocess.run([sys.executable, "scripts/gpu_check.py", "--emulated", str(BUILD / "lib" / "libssi_cuda_emu.so"),
+                        "--checks-only", "--block-only", "--small", "--out", str(out)], cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    data = json.loads((out / "gpu_check.json").read_text())
+    assert set(data["section_seconds"]) == {"fused block checks"} and data["checks"] and not data["failures"]
 
 
 def test_gpu_check_launch_paths_set_the_launcher_environment(kernels, monkeypatch):

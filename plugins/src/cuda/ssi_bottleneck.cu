@@ -1223,7 +1223,7 @@ cudaError_t interpRows(RowT const* rows, int32_t const* index, T const* mask, T 
         using namespace nhwc;
         constexpr int64_t kE = 16 / sizeof(ResT);
         p.resVec = p.hasResidual && reinterpret_cast<uintptr_t>(residual) % 16 == 0 && p.resQ % kE == 0 &&
-                   p.resN % kE == 0;
+                   p.resN % kE == 0 && p.c % kE == 0;
         int64_t const tiles = static_cast<int64_t>(cuda::ceilDiv(p.w, kT)) * cuda::ceilDiv(p.h, kT) * p.n;
         int64_t const chunks = cuda::ceilDiv(p.c, kCK);
         int64_t const per = std::min<int64_t>(kMaxChunksPerBlock,
@@ -1473,12 +1473,31 @@ BlockGemmPath bottleneckGemmPath() {
 #endif
 }
 
+namespace {
+// Whether the block's kernels can be chained on this device: compute capability >= 9.0, and the
+// kernels compiled from sm_90 or later code. A build without sm_90 runs on an H100 from older
+// PTX, where chainStart() has no griddepcontrol.wait: chained launches would then race.
+bool chainable() {
+#ifdef SSI_CUDA_EMULATION
+    return false;
+#else
+    static bool const ok = [] {
+        cudaFuncAttributes fa{};
+        return deviceCapability() >= 90 && cudaFuncGetAttributes(&fa, scanKernel) == cudaSuccess &&
+               fa.ptxVersion >= 90;
+    }();
+    return ok;
+#endif
+}
+}  // namespace
+
 bool bottleneckPdl() {
     char const* env = std::getenv("SSI_BLOCK_PDL");
-    return env && std::strcmp(env, "1") == 0 && deviceCapability() >= 90;
+    return env && std::strcmp(env, "1") == 0 && chainable();
 }
 
 cudaError_t bottleneckPrepare() {
+    (void)chainable();  // its one-time device queries here, outside any graph capture
 #if SSI_SM90
     return gatherGemmSm90Prepare();
 #else
