@@ -93,6 +93,17 @@ __device__ __forceinline__ void copyAsyncWait() {
 
 inline unsigned ceilDiv(size_t a, size_t b) { return static_cast<unsigned>((a + b - 1) / b); }
 
+// Split-K count of a GEMM with `steps` K steps over `tiles` output tiles, from the parameters
+// only (a workspace size cannot depend on a device-side count): about 264 blocks wanted with a
+// quarter of them live (2 per SM of a 132-SM GPU at 25 % density), at least 16 K steps per split,
+// at most maxSplits; no split below 32 steps.
+inline int32_t splitKCount(int64_t steps, int64_t tiles, int64_t maxSplits) {
+    if (steps < 32 || tiles <= 0) return 1;
+    int64_t const want = 264 * 4 / tiles;
+    int64_t const cap = steps / 16 < maxSplits ? steps / 16 : maxSplits;
+    return static_cast<int32_t>(want < cap ? (want > 1 ? want : 1) : cap);
+}
+
 // Calls f(float{}) or f(__half{}) for the op's dtype.
 template <typename F>
 cudaError_t dispatch(DType dtype, F&& f) {

@@ -271,21 +271,16 @@ __global__ void __launch_bounds__(kReduceThreads)
     }
 }
 
-// Number of K splits, from the parameters only (the workspace size must not depend on the
-// device-side count): about 2 blocks per SM of a 132-SM GPU at 25 % density, at least 16 K
-// steps per split, at most 8 splits. (ResNet-101 at 1024x1696, fp16 or fp32:
+// Number of K splits (cuda::splitKCount), at most 8. (ResNet-101 at 1024x1696, fp16 or fp32:
 // layer3 conv1 and conv2: 2 splits, layer4 conv1 and conv2: 4, everything else 1.)
 int32_t splitCount(SparseConvParams const& p) {
     int64_t const cinG = p.cin / p.groups, coutG = p.cout / p.groups;
     int64_t const steps = static_cast<int64_t>(p.kh) * p.kw * ((cinG + kBK - 1) / kBK);
-    if (steps < 32) return 1;
     int64_t const positions = static_cast<int64_t>(p.n) * p.ho * p.wo;
     int64_t const blocks = (positions + kBM - 1) / kBM * ((coutG + kBN - 1) / kBN) * p.groups;
-    int64_t want = 264 * 4 / (blocks > 0 ? blocks : 1);  // 264 blocks wanted, a quarter of them live
-    int64_t const cap = std::min<int64_t>(8, steps / 16);
-    want = std::max<int64_t>(1, std::min(want, cap));
+    int32_t want = cuda::splitKCount(steps, blocks > 0 ? blocks : 1, 8);
     while (want > 1 && p.groups * want > 65535) --want;
-    return static_cast<int32_t>(want);
+    return want;
 }
 
 size_t partialBytes(SparseConvParams const& p) {

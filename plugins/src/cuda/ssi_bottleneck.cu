@@ -480,20 +480,14 @@ constexpr int kBM = 64, kBN = 64, kBK = 32, kGemmThreads = 128;
 // split a handful of blocks would walk up to 9 * 2048 / 32 = 576 K steps each. Split z takes a
 // contiguous range of K steps and writes its float32 partial sums; the tile's last block to
 // arrive (a counter per tile) adds them in split order and runs the epilogue, so the result does
-// not depend on which block is last, and no reduce kernel is launched. The split count comes from
-// the parameters only (the workspace size cannot depend on the device-side count):
-// sparse_conv2d.cu's rule (~264 blocks wanted with a quarter of them live, >= 16 K steps per
-// split), up to 32 splits for these narrow GEMMs.
+// not depend on which block is last, and no reduce kernel is launched. The split count is
+// sparse_conv2d.cu's rule (cuda::splitKCount), up to 32 splits for these narrow GEMMs.
 constexpr int kMaxSplits = 32;
 
 inline int32_t gemmSteps(int32_t cin, int32_t kk) { return kk * kk * ((cin + kBK - 1) / kBK); }
 
 int32_t gemmSplits(int64_t maxM, int32_t cout, int32_t steps) {
-    if (steps < 32 || maxM <= 0) return 1;
-    int64_t const tiles = (maxM + kBM - 1) / kBM * ((cout + kBN - 1) / kBN);
-    int64_t const want = 264 * 4 / tiles;
-    int64_t const cap = std::min<int64_t>(kMaxSplits, steps / 16);
-    return static_cast<int32_t>(std::max<int64_t>(1, std::min(want, cap)));
+    return cuda::splitKCount(steps, (maxM + kBM - 1) / kBM * ((cout + kBN - 1) / kBN), kMaxSplits);
 }
 
 struct SplitNeeds {
@@ -1098,7 +1092,7 @@ __global__ void __launch_bounds__(kThreads, 3)
             int const gyr = tileY - kR + r;
             if (gyr < 0 || gyr >= p.h) {  // a halo row outside the map: m = 0, its sums are +0
 #pragma unroll
-                for (int x = 0; x < kT; ++x) sRowMF[r * kRowStride + x * kCK + ch] = 0.0f;
+                for (int xs = 0; xs < kT; ++xs) sRowMF[r * kRowStride + xs * kCK + ch] = 0.0f;
                 continue;
             }
             // the loads first, all in flight together (a shared-memory store between two of them
@@ -1122,7 +1116,7 @@ __global__ void __launch_bounds__(kThreads, 3)
                 }
             }
 #pragma unroll
-            for (int x = 0; x < kT; ++x) sRowMF[r * kRowStride + x * kCK + ch] = math::windowSum(g, v + x, 1);
+            for (int xs = 0; xs < kT; ++xs) sRowMF[r * kRowStride + xs * kCK + ch] = math::windowSum(g, v + xs, 1);
         }
         cuda::copyAsyncWait();  // this thread's residual copies; the barrier shows them to all
         __syncthreads();
