@@ -175,6 +175,21 @@ class CpuTwinKernels:
 # ------------------------------------------------------------------------------------------
 # Helpers
 
+def write_atomic(path: Path, write) -> None:
+    """write(tmp) into a temporary file beside path, then rename it over path: a reader never sees
+    a half-written file, and no temporary survives a failure."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_results(out: Path) -> None:
+    write_atomic(out / "gpu_check.json", lambda t: t.write_text(json.dumps(RESULTS, indent=1)))
+
+
 def context_lost(e: BaseException) -> bool:
     """Whether an exception left the CUDA context unusable (a sticky error: illegal or misaligned
     address, launch failure, ...): every later launch would fail the same way."""
@@ -1366,7 +1381,7 @@ def block_plot(path: Path) -> str | None:
             ax.legend(fontsize=6)
     fig.suptitle("fused SSIBottleneck (fp16 NHWC, one launch) vs dense bottleneck (cuDNN fp16 NHWC), CUDA graphs")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    write_atomic(path, lambda t: fig.savefig(t, dpi=80, format="png"))
     plt.close(fig)
     return str(path)
 
@@ -1510,6 +1525,14 @@ def main() -> int:
     if args.block_only and not args.checks_only:
         print("gpu_check: --block-only selects among the checks: give it with --checks-only")
         return 2
+    try:  # the output folder, before any long work
+        args.out.mkdir(parents=True, exist_ok=True)
+        probe = args.out / ".gpu_check.write_probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        print(f"gpu_check: cannot write into {args.out} ({e.strerror}): give a writable --out")
+        return 2
 
     global REF_DEVICE
     REF_DEVICE = "cpu" if args.ref_cpu else None
@@ -1534,7 +1557,6 @@ def main() -> int:
         torch.backends.cuda.matmul.allow_tf32 = False  # float32 references in float32
         torch.backends.cudnn.allow_tf32 = False
     log(f"device: {RESULTS['device']}, torch {torch.__version__}, seed {seed}")
-    args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     KB = K  # the fused block's kernels: K's library; under --cpu-dry-run an emulation library given as --lib
     if args.cpu_dry_run and args.lib.is_file():
@@ -1575,16 +1597,16 @@ def main() -> int:
                 break  # the context is gone
         RESULTS.setdefault("section_seconds", {})[name] = time.time() - ts
         RESULTS["seconds"] = time.time() - t0
-        (args.out / "gpu_check.json").write_text(json.dumps(RESULTS, indent=1))  # after every section
+        save_results(args.out)  # after every section
     if RESULTS.get("block", {}).get("timing"):
         try:
             RESULTS["block"]["plot"] = block_plot(args.out / "block_latency.png")
         except Exception as e:  # noqa: BLE001  (a plot is no check)
             RESULTS["block"]["plot"] = f"no plot: {type(e).__name__}: {e}"
-        (args.out / "gpu_check.json").write_text(json.dumps(RESULTS, indent=1))
+        save_results(args.out)
 
     RESULTS["seconds"] = time.time() - t0
-    (args.out / "gpu_check.json").write_text(json.dumps(RESULTS, indent=1))
+    save_results(args.out)
     checks = RESULTS["checks"]
     log("")
     what = "timing only (no checks)" if args.timing_only else f"checks: {sum(c['ok'] for c in checks)}/{len(checks)} passed"

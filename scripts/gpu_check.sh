@@ -28,7 +28,10 @@ done
 cd "$(dirname "$0")/.."
 T_START=$(date +%s)
 OUT=${OUT:-$PWD/out}
-mkdir -p "$OUT"
+if ! mkdir -p "$OUT" 2>/dev/null || [ ! -w "$OUT" ]; then
+  echo "gpu_check.sh: cannot write into $OUT: set OUT to a writable folder"
+  exit 2
+fi
 PY=${PYTHON:-python3}
 BUILD=${SSI_GPU_BUILD_DIR:-build/gpu_check}
 export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1

@@ -212,3 +212,25 @@ def test_gpu_check_launch_paths_set_the_launcher_environment(kernels, monkeypatc
     assert gc.pdl_status(K) is False and gc.block_results()["pdl"] == {"available": False, "pdl_set": 0,
                                                                       "pdl_unset": 0}
     assert gc.block_paths(K, torch.float16) == ["portable"]
+
+
+def test_gpu_check_output_is_checked_first_and_written_atomically(kernels, tmp_path):
+    # an output folder that cannot be written is refused in one line before any work; the json
+    # is written by a rename, and no temporary file is left behind, also when writing fails
+    gc, _ = kernels
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    r = subprocess.run([sys.executable, "scripts/gpu_check.py", "--cpu-dry-run", "--out", str(blocked / "out")],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "cannot write into" in r.stdout and len(r.stdout.strip().splitlines()) == 1
+    target = tmp_path / "r.json"
+    gc.write_atomic(target, lambda t: t.write_text("{}"))
+    assert target.read_text() == "{}"
+
+    def fail(t):
+        t.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        gc.write_atomic(target, fail)
+    assert target.read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["file", "r.json"]
