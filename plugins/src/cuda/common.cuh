@@ -34,6 +34,19 @@ __device__ __forceinline__ void st(__half* p, size_t i, float v) { p[i] = __floa
 __device__ __forceinline__ float toFloat(float v) { return v; }
 __device__ __forceinline__ float toFloat(__half v) { return __half2float(v); }
 
+// p itself, as a value the compiler cannot see through, so that p + i stays one wide add per
+// load: left alone it re-derived p from the kernel parameter at every load of a loop (the NHWC row
+// pass's SASS: a constant reload and four integer instructions for each of its 22 loads).
+template <typename T>
+__device__ __forceinline__ T* opaque(T* p) {
+#if !defined(SSI_CUDA_EMULATION) && defined(__CUDA_ARCH__)
+    auto v = reinterpret_cast<uintptr_t>(p);
+    asm("" : "+l"(v));
+    p = reinterpret_cast<T*>(v);
+#endif
+    return p;
+}
+
 // A 16-byte copy from global to shared memory that does not wait for its data (cp.async on
 // sm_80 and later; a load and a store before); copyAsyncWait() waits for this thread's copies.
 // Both addresses must be 16-byte aligned.
