@@ -1058,7 +1058,8 @@ __device__ __forceinline__ void loadHaloEntries(HaloEntry (*sE)[nhwc::kH + 1], T
         size_t const q = n * hw + static_cast<size_t>(yy) * p.w + xx;
         float const m = inside ? cuda::ld(mask, q) : 0.0f;
         int32_t const row = inside ? __ldg(index + q) : -1;  // loaded beside the mask, not after it
-        sE[r][c] = HaloEntry{m, m > 0.0f && row >= 0 ? static_cast<uint32_t>(row) * static_cast<uint32_t>(p.c) : kNoRow};
+        bool const sampled = m > 0.0f && row >= 0;
+        sE[r][c] = HaloEntry{m, sampled ? static_cast<uint32_t>(row) * static_cast<uint32_t>(p.c) : kNoRow};
     }
 }
 
@@ -1140,7 +1141,10 @@ __global__ void __launch_bounds__(kThreads, sizeof(RowT) == 2 ? 3 : 2)
     // loaded them again (4 dependent L2 round trips per chunk and thread). fp32 would pass the
     // 48 KB of static shared memory and loads them.
     constexpr bool kStageCentre = sizeof(RowT) == 2;
-    __shared__ __align__(16) RowPair sCtr[kStageCentre ? kT * kT * kPairs : 1];  // [tile position][pair]
+    // [tile row][tile column][pair], rows padded by 8 pairs: the 4 halo rows of a warp's row-pass
+    // stores fall in different banks (unpadded, 128 words apart: 4-way conflicts)
+    constexpr int kCtrStride = kT * kPairs + 8;
+    __shared__ __align__(16) RowPair sCtr[kStageCentre ? kT * kCtrStride : 1];
 
     int const tid = threadIdx.x;
     int const tileX = blockIdx.x * kT, tileY = blockIdx.y * kT;
@@ -1212,7 +1216,8 @@ __global__ void __launch_bounds__(kThreads, sizeof(RowT) == 2 ? 3 : 2)
                 v0[i] = sampled ? RP::lo(fr[i]) * e.m : 0.0f;
                 v1[i] = sampled ? RP::hi(fr[i]) * e.m : 0.0f;
                 if constexpr (kStageCentre) {
-                    if (i >= kR && i < kR + kT && centreRow) sCtr[((r - kR) * kT + i - kR) * kPairs + pair] = fr[i];
+                    if (i >= kR && i < kR + kT && centreRow)
+                        sCtr[(r - kR) * kCtrStride + (i - kR) * kPairs + pair] = fr[i];
                 }
             }
 #pragma unroll
@@ -1235,7 +1240,7 @@ __global__ void __launch_bounds__(kThreads, sizeof(RowT) == 2 ? 3 : 2)
             if (e.off != kNoRow) {
                 RowPair f;
                 if constexpr (kStageCentre)
-                    f = sCtr[(y * kT + x) * kPairs + pair];
+                    f = sCtr[y * kCtrStride + x * kPairs + pair];
                 else
                     f = loadRowPair<kVec>(rowsC + e.off, live1);
                 mf0 = math::interpSample(e.m, RP::lo(f));
