@@ -25,7 +25,8 @@
 //                          rows through index, channels-last output (Y1; y in NHWC): 16x16
 //                          tiles, consecutive threads on consecutive channel pairs of a position,
 //                          the residual copied asynchronously into shared memory,
-//                          separable 7-tap passes in math.h's order (bit-identical to the CPU twin)
+//                          separable 7-tap passes in math.h's order (under the emulation,
+//                          bit-identical to the CPU twin)
 //   interpRowsKernel       the same for an NCHW output (y when x is NCHW): 32x32 tiles,
 //                          consecutive threads on consecutive positions, as gaussian_interp.cu
 // In float32 the element-wise kernels follow math.h step by step, so under the emulation they
@@ -981,7 +982,8 @@ __global__ void __launch_bounds__(kThreads, 3)
 // channel pairs of one position (16 channels: one 32-byte fp16 sector per position and chunk), the
 // tile is 16x16 with its halo, and the block walks its channel slice in chunks of 16. Each
 // output element takes the same sums in the same order (row pass dx = -3..3, then the column
-// pass dy = -3..3, math.h), so the bits equal interpRowsKernel's and the CPU twin's.
+// pass dy = -3..3, math.h), so under the emulation the bits equal interpRowsKernel's and the CPU
+// twin's (on a GPU nvcc's FMA contraction, which follows each kernel's unrolling, may move the last bit).
 namespace nhwc {
 constexpr int kT = 16;                // tile width and height
 constexpr int kH = kT + 2 * kR;       // 22: the tile with its halo
@@ -1088,11 +1090,14 @@ struct PairOf<__half> {
     __device__ __forceinline__ static __half2 join(__half a, __half b) { return __halves2half2(a, b); }
 };
 
-// A pair at p (aligned to the pair) in shared memory, read and written as one access (memcpy in
-// the emulation, where the host compiler's aliasing rules apply).
+// A pair at p (aligned to the pair; shared or global memory) read or written as one access:
+// memcpy in the emulation, where the host compiler's aliasing rules apply, which faults as a GPU
+// would when p is not aligned to the pair (the output store's alignment is the launcher's test).
 template <typename V, typename E>
 __device__ __forceinline__ V ldsPair(E const* p) {
 #ifdef SSI_CUDA_EMULATION
+    if (reinterpret_cast<uintptr_t>(p) % sizeof(V))
+        throw std::runtime_error("ldsPair: address not aligned to the pair");
     V v;
     std::memcpy(&v, p, sizeof v);
     return v;
@@ -1103,6 +1108,8 @@ __device__ __forceinline__ V ldsPair(E const* p) {
 template <typename V, typename E>
 __device__ __forceinline__ void stPair(E* p, V v) {
 #ifdef SSI_CUDA_EMULATION
+    if (reinterpret_cast<uintptr_t>(p) % sizeof(V))
+        throw std::runtime_error("stPair: address not aligned to the pair");
     std::memcpy(p, &v, sizeof v);
 #else
     *reinterpret_cast<V*>(p) = v;
