@@ -872,7 +872,8 @@ def check_block(K, g, dtype, small: bool) -> None:
     """The fused block (one launch, outputs and workspace poisoned) against the PyTorch op:
     masks = SampleMask of the kernels' own logits, partitions = the stable partition of the
     masks, y = run_block with the kernels' masks within 1e-5 (fp32) / 1e-2 (fp16) relative,
-    logits = the op's own (no forced density) within 1e-5 / 2e-3 relative."""
+    logits (no forced density) within the sums' rounding bound of the exact ones, element by
+    element (their relative error against the op's own is reported)."""
     BK = block_kernels(K)
     res = block_results()
     if BK is None:
@@ -920,10 +921,11 @@ def check_block(K, g, dtype, small: bool) -> None:
                 ok = info["masks_ok"] and info["partitions_equal"] and not info["nan"]
                 ok = ok and tuple(y.shape) == (n, 4 * p, ho, wo)
                 ok = ok and info["rel_err"] <= (1e-5 if dtype == torch.float32 else 1e-2)
-                if density == 0:
+                if density == 0:  # within the sums' rounding bound, element by element
                     info["logits_rel_err"] = max(rel_err(found["logits1"], found["logits1_ref"].float()),
                                                  rel_err(found["logits2"], found["logits2_ref"].float()))
-                    ok = ok and info["logits_rel_err"] <= (1e-5 if dtype == torch.float32 else 2e-3)
+                    info["logits_err_over_bound"] = mod.logits_over_bound(found, xd, dinputs, a)
+                    ok = ok and info["logits_err_over_bound"] <= 1.0
                 m1, m2 = run.mask1.cpu().float(), run.mask2.cpu().float()
                 if masks == "empty":
                     ok = ok and not m1.any() and not m2.any()
