@@ -196,33 +196,6 @@ def stage_checks(run: BlockRun, x: torch.Tensor, inputs, a: BlockAttrs, twins: b
     return found
 
 
-U32, U16 = 2.0 ** -24, 2.0 ** -11  # float32 / float16 unit roundoff
-
-
-def logits_over_bound(found: dict, x: torch.Tensor, inputs, a: BlockAttrs) -> float:
-    """max |kernel logit - exact logit| / bound over both mask convolutions, exact: float64 of
-    the kernels' own (in fp16: rounded) inputs. The bound is the arithmetic's: a sum of 9 Cin
-    products and a bias, in any order, FMA or not, is within gamma(9 Cin + 1) sum|x w| + |b| of
-    the exact one (plus float64's own rounding), and in fp16 the logits are read back rounded to
-    fp16 (half an ulp, and the subnormal spacing). A tolerance relative to the logits' norm is not
-    a bound: on a small map, two logits near zero after cancellation exceed any of them."""
-    import torch.nn.functional as F
-
-    k = 9 * x.shape[1] + 1
-    gam = k * U32 / (1.0 - k * U32) + k * 2.0 ** -52
-    xd = x.cpu().double()
-    worst = 0.0
-    for key, wi, bi, stride in (("logits1", 0, 1, 1), ("logits2", 2, 3, a.stride)):
-        wt, b = inputs[wi].cpu().double(), inputs[bi].cpu().double()
-        exact = F.conv2d(xd, wt, b, stride, 1)
-        bound = gam * F.conv2d(xd.abs(), wt.abs(), b.abs(), stride, 1)
-        if x.dtype == torch.float16:
-            bound = bound + U16 * (exact.abs() + bound) + 2.0 ** -24
-        err = (found[key].double() - exact).abs()
-        worst = max(worst, float((err / bound.clamp_min(1e-300)).max()))
-    return worst
-
-
 def interp_bit_checks(found: dict, x: torch.Tensor, inputs, a: BlockAttrs, m1, m2) -> dict:
     """float32: the kernels' interpolations equal the native CPU block's on the same rows."""
     from ssi_deploy.native import block as native_block

@@ -247,17 +247,17 @@ def test_emulated_gpu_check_block_cases(kernels, dtype):  # noqa: F811
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_gpu_check_logit_bound_is_the_arithmetics(block_kernels, dtype):
+def test_gpu_check_logit_bound_is_the_arithmetics(kernels, block_kernels, dtype):  # noqa: F811
     # The GPU check's logits test: element by element within the sums' rounding bound of the exact
     # logits. Logits that cancel to near zero on a small map passed no relative tolerance (a flaky
     # failure of gpu_check --small: fp32, a 2x1 map, 1.05e-4 of the 1e-5 allowed); here a 1x1 map
     # whose biases cancel the sums: the float32 logits pass the bound, one logit off by half a
     # product fails it.
+    gc, _ = kernels
     mod, _ = block_kernels
     gen = torch.Generator().manual_seed(8)
     cin = 32
     inputs = mod.random_block(gen, cin, 8, 2, False, True, dtype=dtype)
-    a = mod.attrs_for(2, False, True)
     x = torch.randn(1, cin, 1, 1, generator=gen).to(dtype)
     for wi, bi, s in ((0, 1, 1), (2, 3, 2)):
         exact = F.conv2d(x.double(), inputs[wi].double(), None, s, 1)
@@ -269,10 +269,10 @@ def test_gpu_check_logit_bound_is_the_arithmetics(block_kernels, dtype):
         exacts[key] = F.conv2d(x.double(), inputs[wi].double(), inputs[bi].double(), s, 1)
     if dtype == torch.float32:  # correct logits that the old relative tolerance (1e-5) failed
         assert max(float((found[k].double() - e).abs().max() / e.abs().max()) for k, e in exacts.items()) > 1e-5
-    assert mod.logits_over_bound(found, x, inputs, a) <= 1.0
+    assert gc.logits_over_bound(found, x, inputs, 2) <= 1.0
     xq = x.double()
     wrong = dict(found)
     tap = (xq[0, :, 0, 0] * inputs[0].double()[0, :, 1, 1]).abs().max()  # one product's size
     wrong["logits1"] = found["logits1"].clone()
     wrong["logits1"][0, 0, 0, 0] += float(tap) * 0.5
-    assert mod.logits_over_bound(wrong, x, inputs, a) > 1.0
+    assert gc.logits_over_bound(wrong, x, inputs, 2) > 1.0
