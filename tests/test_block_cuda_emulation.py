@@ -269,10 +269,10 @@ def test_gpu_check_logit_bound_is_the_arithmetics(kernels, block_kernels, dtype)
         exacts[key] = F.conv2d(x.double(), inputs[wi].double(), inputs[bi].double(), s, 1)
     if dtype == torch.float32:  # correct logits that the old relative tolerance (1e-5) failed
         assert max(float((found[k].double() - e).abs().max() / e.abs().max()) for k, e in exacts.items()) > 1e-5
-    assert gc.logits_over_bound(found, x, inputs, 2) <= 1.0
+    assert gc.logits_findings(found, x, inputs, 2)["logits_err_over_bound"] <= 1.0
     xq = x.double()
     wrong = dict(found)
     tap = (xq[0, :, 0, 0] * inputs[0].double()[0, :, 1, 1]).abs().max()  # one product's size
     wrong["logits1"] = found["logits1"].clone()
     wrong["logits1"][0, 0, 0, 0] += float(tap) * 0.5
-    assert gc.logits_over_bound(wrong, x, inputs, 2) > 1.0
+    assert gc.logits_findings(wrong, x, inputs, 2)["logits_err_over_bound"] > 1.0
