@@ -820,6 +820,9 @@ BLOCK_CASES = [
     # >= 32 K steps of 32 on few row tiles: split-K in conv2 (and in the DCN offsets)
     (1, False, True, 2, C.MODE_THRESHOLD, 0.3, "mixed", True, "split"),
     (2, True, True, 1, C.MODE_THRESHOLD, 0.0, "mixed", False, "split"),
+    # a mask map of more than 512 tiles of 1024 positions (the emulation's limit: 4): the
+    # tile offsets by scanKernel, not summed in partitionKernel
+    (2, False, True, 3, C.MODE_THRESHOLD, 0.0, "mixed", True, "large"),
 ]
 
 
@@ -831,6 +834,8 @@ def block_case_shape(g, kind: str, small: bool):
     if kind == "wide":
         cin, p = (64, 16) if small else (256, 64)
         return cin, p, randint(g, 5, 16 if small else 48), randint(g, 5, 16 if small else 48)
+    if kind == "large":  # 3 x 420 x 420 > 512 x 1024 positions (small: 3 x 40 x 40 > 4 x 1024)
+        return 8, 2, randint(g, 40, 48) if small else randint(g, 420, 440), randint(g, 40, 48) if small else 420
     if kind == "split":  # conv2: 9 * 128 / 32 = 36 K steps; the DCN offsets: 9 * cin / 32
         cin, p = (128, 128) if small else (512, 128)
         return cin, p, randint(g, 5, 12 if small else 32), randint(g, 5, 12 if small else 32)

@@ -62,7 +62,7 @@ BlockGemmPath bottleneckGemmPath();
 bool bottleneckHasSm90Gemm();  // built with the sm_90a kernels
 // Whether the block's kernels are chained by programmatic dependent launch (each waits for the
 // previous one at its start, so the next can be scheduled while one drains: less time between
-// the 11-15 launches of a block). Opt-in (SSI_BLOCK_PDL=1, read at each launch; compute
+// the 9-15 launches of a block). Opt-in (SSI_BLOCK_PDL=1, read at each launch; compute
 // capability 9.0 or later) until a GPU run of scripts/gpu_check.sh has checked it.
 bool bottleneckPdl();
 // One-time setup outside any CUDA-graph capture (kernel attributes of the Hopper path); the

@@ -7,15 +7,19 @@
 //   prepKernel             the mask convs' weights as an 18-row matrix, the 3x3 weights packed
 //                          [tap][cin][cout], the split-K counters zeroed (one launch)
 //   rowGemmKernel          (mask taps) taps[q, 2t + k] = sum_c x[q, c] Wk[c, t]
-//   tapSumKernel           l_k = b_k + sum_t taps[q + d_t, 2t + k] at stride 1 (m1) and s (m2),
-//                          rounded to the op's dtype (the torch op's `.to(x.dtype)`)
-//                          (this and the next three: both masks in one launch, blockIdx.y)
+//   tapSumKernel           (forced density) l_k = b_k + sum_t taps[q + d_t, 2t + k] at stride 1
+//                          (m1) and s (m2), rounded to the op's dtype (the torch op's
+//                          `.to(x.dtype)`) (this and the next three: both masks in one launch,
+//                          blockIdx.y)
 //   kthLargestKernel       (forced density) the k-th largest logit per image, by a radix
 //                          selection on order-preserving integer keys: 3 passes (exact, no sort)
-//   sampleKernel           mask = SampleMask(logit [- k-th]); per 1024-position tile, its count
-//   scanKernel             one block: exclusive sums of the tile counts, the total count
+//   sampleKernel           mask = SampleMask(logit [- k-th]), the logits summed from the taps
+//                          here in the other modes; per 1024-position tile, its count
+//   scanKernel             (maps of more than kFusedScanTiles tiles) one block: exclusive sums
+//                          of the tile counts, the total count
 //   partitionKernel        perm (sampled in raster order, then the rest), index (position ->
-//                          row or -1): deterministic, no atomics
+//                          row or -1): deterministic, no atomics; on smaller maps each block
+//                          sums the tile counts it needs itself (no scan launch)
 //   rowGemmKernel          rows[m] = act(A[m] W^T + b) for m < count: A = gathered channels-last
 //                          rows of a tap set (1x1, 3x3 regular or deformable v1, strided), or
 //                          plain rows; 64x64 tiles, 32-channel K steps, fp16 on WMMA, else fp32;
@@ -179,7 +183,9 @@ struct Pair {
 };
 
 // Logits of mask k at stride s: acc = bias, then + taps of the 3x3 window in tap order
-// (the CPU twin's ssi_cpu_block_sum_taps), rounded to T.
+// (the CPU twin's ssi_cpu_block_sum_taps), rounded to T. tapSumKernel (forced density: the
+// k-th largest needs every logit first) and sampleKernel (the other modes: one launch fewer)
+// both sum them by loadTaps and sumTaps.
 template <typename T>
 struct TapSumJob {
     T const* bias;
@@ -187,14 +193,43 @@ struct TapSumJob {
     int32_t k, stride;
 };
 
+// The 3x3 window of mask taps of output position (b, yo, xo), a mask at `stride` on an h x w
+// input map. The 9 loads are unconditional (a tap outside the map loads the window's centre,
+// always inside, and is then skipped), so they are all in flight before the first add: with a
+// `continue` around each load nvcc branched around it, one L2 trip per tap.
+struct TapWindow {
+    float v[9];
+    bool in[9];
+};
+
+__device__ __forceinline__ void loadTaps(TapWindow& win, float const* __restrict__ taps, int32_t k, int32_t stride,
+                                         int32_t h, int32_t w, int64_t b, int32_t yo, int32_t xo) {
+    int32_t const yc = yo * stride, xc = xo * stride;
+#pragma unroll
+    for (int t = 0; t < 9; ++t) {
+        int32_t const y = yc + t / 3 - 1, x = xc + t % 3 - 1;
+        bool const in = y >= 0 && y < h && x >= 0 && x < w;
+        int64_t const q = (b * h + (in ? y : yc)) * w + (in ? x : xc);
+        win.in[t] = in;
+        win.v[t] = __ldg(taps + q * kTapCols + 2 * t + k);
+    }
+}
+
+// acc = bias, + the taps inside the map in tap order, rounded to T.
+template <typename T>
+__device__ __forceinline__ float sumTaps(TapWindow const& win, float bias) {
+    float acc = bias;
+#pragma unroll
+    for (int t = 0; t < 9; ++t) acc = win.in[t] ? acc + win.v[t] : acc;  // skipped, not + 0: -0 stays -0
+    return roundTo<T>(acc);
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     tapSumKernel(float const* __restrict__ taps, Pair<TapSumJob<T>> jobs, int32_t n, int32_t h, int32_t w) {
     cuda::chainStart();
     TapSumJob<T> const j = jobs.pick();
-    T const* __restrict__ bias = j.bias;
-    float* __restrict__ logits = j.logits;
-    int32_t const k = j.k, stride = j.stride;
+    int32_t const stride = j.stride;
     int32_t const ho = (h - 1) / stride + 1, wo = (w - 1) / stride + 1;
     int64_t const i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
     if (i >= static_cast<int64_t>(n) * ho * wo) return;
@@ -202,13 +237,9 @@ __global__ void __launch_bounds__(kThreads)
     int64_t const r = i / wo;
     int32_t const yo = static_cast<int32_t>(r % ho);
     int64_t const b = r / ho;
-    float acc = cuda::ld(bias, 0);
-    for (int t = 0; t < 9; ++t) {
-        int32_t const y = yo * stride + t / 3 - 1, x = xo * stride + t % 3 - 1;
-        if (y < 0 || y >= h || x < 0 || x >= w) continue;
-        acc = acc + taps[((b * h + y) * w + x) * kTapCols + 2 * t + k];
-    }
-    logits[i] = roundTo<T>(acc);
+    TapWindow win;
+    loadTaps(win, taps, j.k, stride, h, w, b, yo, xo);
+    j.logits[i] = sumTaps<T>(win, cuda::ld(j.bias, 0));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -312,45 +343,71 @@ __global__ void __launch_bounds__(kKthThreads) kthLargestKernel(Pair<KthJob> job
 }
 
 // ---------------------------------------------------------------------------------------
-// SampleMask of one mask plus the per-tile counts of sampled positions (mask > 0 in T).
+// SampleMask of one mask plus the per-tile counts of sampled positions (mask > 0 in T). The
+// logits come from tapSumKernel (forced density) or, with `taps`, are summed here from the
+// mask taps by loadTaps and sumTaps (the same bits) and written for the checks: one launch fewer.
 template <typename T>
 struct SampleJob {
-    float const* logits;
+    float* logits;     // read (taps null) or written (taps given)
     float const* kth;  // null: no forced density
+    T const* bias;     // with taps: the mask conv's bias
     T* mask;
     int32_t* tileCounts;
-    int32_t h, w, tiles;
+    int32_t h, w, tiles;  // the mask's map
+    int32_t k, stride;    // with taps: the tap column and the stride on the input map
     uint32_t key;
 };
 
+// (launch bounds for 2 blocks per SM: the 36 loads in flight need ~104 registers; on sm_75 ptxas
+// otherwise capped it at 64 and spilled)
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    sampleKernel(Pair<SampleJob<T>> jobs, int32_t n, int32_t mode, int32_t gridInterval) {
+__global__ void __launch_bounds__(kThreads, 2)
+    sampleKernel(float const* __restrict__ taps /*null: logits given*/, Pair<SampleJob<T>> jobs, int32_t n,
+                 int32_t hIn, int32_t wIn, int32_t mode, int32_t gridInterval) {
     cuda::chainStart();
     __shared__ int32_t sCount[kThreads];
     SampleJob<T> const j = jobs.pick();
     if (static_cast<int32_t>(blockIdx.x) >= j.tiles) return;
-    float const* __restrict__ logits = j.logits;
+    float* __restrict__ logits = j.logits;
     float const* __restrict__ kth = j.kth;
     T* __restrict__ mask = j.mask;
-    int32_t const h = j.h, w = j.w;
+    uint32_t const h = static_cast<uint32_t>(j.h), w = static_cast<uint32_t>(j.w);
     uint32_t const key = j.key;
-    int64_t const total = static_cast<int64_t>(n) * h * w;
+    // 32-bit positions: N*H*W < 2^31 (validBottleneckParams); 64-bit divisions were subroutine calls
+    uint32_t const total = static_cast<uint32_t>(n) * h * w;
+    uint32_t const first = blockIdx.x * static_cast<uint32_t>(kTileCount) + threadIdx.x;
     int32_t cnt = 0;
     constexpr int kPer = kTileCount / kThreads;
     float lg[kPer];  // the loads first, together (a mask store between two of them kept one in flight)
+    if (taps) {
+        TapWindow win[kPer];  // all 4 x 9 loads before the first add
 #pragma unroll
-    for (int r = 0; r < kPer; ++r) {
-        int64_t const i = static_cast<int64_t>(blockIdx.x) * kTileCount + r * kThreads + threadIdx.x;
-        lg[r] = i < total ? __ldg(logits + i) : 0.0f;
+        for (int r = 0; r < kPer; ++r) {
+            uint32_t const i = first + r * kThreads, t = i / w;
+            if (i < total)
+                loadTaps(win[r], taps, j.k, j.stride, hIn, wIn, t / h, static_cast<int32_t>(t % h),
+                         static_cast<int32_t>(i % w));
+        }
+        float const bias = cuda::ld(j.bias, 0);
+#pragma unroll
+        for (int r = 0; r < kPer; ++r) {
+            uint32_t const i = first + r * kThreads;
+            lg[r] = i < total ? sumTaps<T>(win[r], bias) : 0.0f;
+            if (i < total) logits[i] = lg[r];
+        }
+    } else {
+#pragma unroll
+        for (int r = 0; r < kPer; ++r) {
+            uint32_t const i = first + r * kThreads;
+            lg[r] = i < total ? __ldg(logits + i) : 0.0f;
+        }
     }
 #pragma unroll
     for (int r = 0; r < kPer; ++r) {
-        int64_t const i = static_cast<int64_t>(blockIdx.x) * kTileCount + r * kThreads + threadIdx.x;
+        uint32_t const i = first + r * kThreads;
         if (i >= total) continue;
-        int32_t const x = static_cast<int32_t>(i % w);
-        int64_t const t = i / w;
-        int32_t const y = static_cast<int32_t>(t % h), b = static_cast<int32_t>(t / h);
+        uint32_t const t = i / w;
+        int32_t const x = static_cast<int32_t>(i % w), y = static_cast<int32_t>(t % h), b = static_cast<int32_t>(t / h);
         float l = lg[r];
         int32_t md = mode;
         if (kth) {  // the torch op's shift in the op's dtype, then threshold
@@ -402,31 +459,62 @@ __global__ void __launch_bounds__(kThreads) scanKernel(Pair<ScanJob> jobs) {
 // perm[rank] = position, index[position] = rank or -1. Sampled ranks: the tile's offset plus
 // the sampled positions before it in the tile; unsampled: count + the unsampled positions
 // before it over the whole map (tile start - tile offset + the tile's own).
+// The tile offsets and the count come from scanKernel (`scanned`), or, for maps of at most
+// kFusedScanTiles tiles, each block sums the tile counts itself (those before its tile, and
+// all of them; block 0 writes the count): integer sums, the same ranks, one launch fewer for
+// at most 2 loads per thread (at 512 tiles, 1 MB of L2 reads in all).
 template <typename T>
 struct PartitionJob {
     T const* mask;
-    int32_t const* tileOffsets;
-    int32_t const* count;
+    int32_t const* tileOffsets;  // scanned: the exclusive offsets; else the tile counts
+    int32_t* count;              // scanned: read; else written by block 0
     int32_t *perm, *index;
     int32_t total, tiles;
 };
 
+#ifdef SSI_CUDA_EMULATION
+constexpr int32_t kFusedScanTiles = 4;  // small test maps take both paths
+#else
+constexpr int32_t kFusedScanTiles = 512;
+#endif
+
 template <typename T>
-__global__ void __launch_bounds__(kThreads) partitionKernel(Pair<PartitionJob<T>> jobs) {
+__global__ void __launch_bounds__(kThreads) partitionKernel(Pair<PartitionJob<T>> jobs, int32_t scanned) {
     cuda::chainStart();
     __shared__ int32_t sWarp[kThreads / 32];
     __shared__ int32_t sRun;
+    __shared__ int32_t sRed[2][kThreads];
     PartitionJob<T> const j = jobs.pick();
     if (static_cast<int32_t>(blockIdx.x) >= j.tiles) return;
     T const* __restrict__ mask = j.mask;
     int32_t const* __restrict__ tileOffsets = j.tileOffsets;
-    int32_t const* __restrict__ count = j.count;
     int32_t* __restrict__ perm = j.perm;
     int32_t* __restrict__ index = j.index;
     int32_t const total = j.total;
     int const lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int32_t const tileStart = static_cast<int32_t>(blockIdx.x) * kTileCount;
-    int32_t const off = tileOffsets[blockIdx.x], cnt = *count;
+    int32_t off, cnt;
+    if (scanned) {
+        off = tileOffsets[blockIdx.x], cnt = *j.count;
+    } else {
+        int32_t before = 0, all = 0;
+        for (int32_t t = static_cast<int32_t>(threadIdx.x); t < j.tiles; t += kThreads) {
+            int32_t const c = tileOffsets[t];
+            all += c;
+            before += t < static_cast<int32_t>(blockIdx.x) ? c : 0;
+        }
+        sRed[0][threadIdx.x] = before, sRed[1][threadIdx.x] = all;
+        __syncthreads();
+        for (int s = kThreads / 2; s > 0; s /= 2) {
+            if (static_cast<int>(threadIdx.x) < s) {
+                sRed[0][threadIdx.x] += sRed[0][threadIdx.x + s];
+                sRed[1][threadIdx.x] += sRed[1][threadIdx.x + s];
+            }
+            __syncthreads();
+        }
+        off = sRed[0][0], cnt = sRed[1][0];
+        if (blockIdx.x == 0 && threadIdx.x == 0) *j.count = cnt;
+    }
     if (threadIdx.x == 0) sRun = 0;
     __syncthreads();
     for (int r = 0; r < kTileCount / kThreads; ++r) {
@@ -1471,14 +1559,17 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
         tg.n = p.n, tg.h = 1, tg.w = 1, tg.ho = 1, tg.wo = 1, tg.kk = 1, tg.stride = 1, tg.pad = 0;
         tg.cin = p.cin, tg.cout = kTapCols, tg.relu = 0, tg.ldOut = kTapCols, tg.partial = partial, tg.counters = counters;
         SSI_TRY(rowGemm<T, float>(xr, static_cast<T const*>(tapW), nullptr, taps, tg, stream));
+    }
+    // forced density: the logits first (the k-th largest needs all of them); else sampleKernel
+    // sums the taps itself
+    bool const forced = p.density > 0.0f;
+    float* kth = reinterpret_cast<float*>(at(L.kth));
+    if (forced) {
         Pair<TapSumJob<T>> const sums{{{W(t.mask1B), l1, 0, 1}, {W(t.mask2B), l2, 1, p.stride}}};
         auto* s = &tapSumKernel<T>;
-        SSI_BLOCK_LAUNCH(s, dim3(cuda::ceilDiv(pos1, kThreads), 2), kThreads, stream, static_cast<float const*>(taps), sums,
-                   p.n, p.h, p.w);
+        SSI_BLOCK_LAUNCH(s, dim3(cuda::ceilDiv(pos1, kThreads), 2), kThreads, stream, static_cast<float const*>(taps),
+                         sums, p.n, p.h, p.w);
         SSI_TRY(cuda::launchStatus());
-    }
-    float* kth = reinterpret_cast<float*>(at(L.kth));
-    if (p.density > 0.0f) {
         Pair<KthJob> const jobs{{{l1, hw, forcedCount(p.density, hw), kth},
                                  {l2, G.ho * G.wo, forcedCount(p.density, G.ho * G.wo), kth + p.n}}};
         SSI_BLOCK_LAUNCH(kthLargestKernel, dim3(p.n, 2), kKthThreads, stream, jobs);
@@ -1493,20 +1584,25 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     int32_t* count1 = reinterpret_cast<int32_t*>(at(L.count1));
     int32_t* count2 = reinterpret_cast<int32_t*>(at(L.count2));
     {
-        float const* k1 = p.density > 0.0f ? kth : nullptr;
-        float const* k2 = p.density > 0.0f ? kth + p.n : nullptr;
-        Pair<SampleJob<T>> const samples{{{l1, k1, m1, tc1, p.h, p.w, G.tiles1, math::layerKey(p.seed, p.layer1)},
-                                          {l2, k2, m2, tc2, G.ho, G.wo, G.tiles2, math::layerKey(p.seed, p.layer2)}}};
+        float const* k1 = forced ? kth : nullptr;
+        float const* k2 = forced ? kth + p.n : nullptr;
+        Pair<SampleJob<T>> const samples{
+            {{l1, k1, W(t.mask1B), m1, tc1, p.h, p.w, G.tiles1, 0, 1, math::layerKey(p.seed, p.layer1)},
+             {l2, k2, W(t.mask2B), m2, tc2, G.ho, G.wo, G.tiles2, 1, p.stride, math::layerKey(p.seed, p.layer2)}}};
         auto* s = &sampleKernel<T>;
-        SSI_BLOCK_LAUNCH(s, dim3(G.tiles1, 2), kThreads, stream, samples, p.n, p.mode, p.gridInterval);
+        SSI_BLOCK_LAUNCH(s, dim3(G.tiles1, 2), kThreads, stream, forced ? nullptr : static_cast<float const*>(taps),
+                         samples, p.n, p.h, p.w, p.mode, p.gridInterval);
         SSI_TRY(cuda::launchStatus());
-        Pair<ScanJob> const scans{{{tc1, G.tiles1, count1}, {tc2, G.tiles2, count2}}};
-        SSI_BLOCK_LAUNCH(scanKernel, dim3(1, 2), kThreads, stream, scans);
-        SSI_TRY(cuda::launchStatus());
+        bool const scanned = G.tiles1 > kFusedScanTiles;  // tiles1 >= tiles2
+        if (scanned) {
+            Pair<ScanJob> const scans{{{tc1, G.tiles1, count1}, {tc2, G.tiles2, count2}}};
+            SSI_BLOCK_LAUNCH(scanKernel, dim3(1, 2), kThreads, stream, scans);
+            SSI_TRY(cuda::launchStatus());
+        }
         Pair<PartitionJob<T>> const parts{{{m1, tc1, count1, perm1, index1, pos1, G.tiles1},
                                            {m2, tc2, count2, perm2, index2, pos2, G.tiles2}}};
         auto* part = &partitionKernel<T>;
-        SSI_BLOCK_LAUNCH(part, dim3(G.tiles1, 2), kThreads, stream, parts);
+        SSI_BLOCK_LAUNCH(part, dim3(G.tiles1, 2), kThreads, stream, parts, static_cast<int32_t>(scanned));
         SSI_TRY(cuda::launchStatus());
     }
 
