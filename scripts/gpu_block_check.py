@@ -86,6 +86,8 @@ class BlockKernels:
             workspace = torch.empty(max(L["total"], 256), dtype=torch.uint8, device=dev)
             if poison:
                 workspace.fill_(0xFF)  # NaN in fp32 and fp16, -1 in int32
+        elif workspace.numel() < L["total"]:  # the kernels would write past it
+            raise ValueError(f"SSIBottleneck: a workspace of {workspace.numel()} bytes, {L['total']} needed")
         if outputs is None:
             y = torch.full((n, cout, ho, wo), float("nan"), dtype=dt, device=dev)
             if channels_last:

@@ -22,9 +22,13 @@
    ResNet-101-DCN (800x1216 and 992x1664, batch 1 and 8, forced densities 0.05..1) against the
    dense bottleneck in cuDNN (fp16 channels-last; DCN through torchvision's deform_conv2d and as
    an ideal regular 3x3), the strided first blocks, and the backbone as the sum of measured block
-   times; --block-budget bounds it (configurations past it are skipped and listed). Plot:
-   block_latency.png. Then a per-kernel breakdown of one non-first block per stage (800x1216,
-   batch 1, density 0.26; CUPTI kernel records through torch.profiler): where the time goes.
+   times; at batch 1 and the backbone densities also the deployed threshold mode at about the
+   forced density (PATH-thr: the mask biases lowered by the forced run's k-th largest logits, so
+   no tap-sum or k-th largest kernel); --block-budget bounds it (configurations past it are
+   skipped and listed). Plot: block_latency.png. Then a per-kernel breakdown of one non-first
+   block per stage (800x1216, batch 1, density 0.26, forced and threshold; CUPTI kernel records
+   through torch.profiler): where the time goes, beside the block's launches x one tiny kernel's
+   time in a CUDA graph (the launch floor) and the block's time in a graph.
 
 Writes gpu_check.json to --out ($OUT) and prints a short table last. Exit status 1 when a
 check fails. `--cpu-dry-run` runs the checks' logic on the CPU through the CPU twins (no GPU,
@@ -69,7 +73,7 @@ def log(msg: str) -> None:
 
 # ------------------------------------------------------------------------------------------
 # Kernel back ends: the CUDA shim (ctypes) and, for --cpu-dry-run, the CPU twins.
-CUDA_ABI_VERSION = 3  # plugins/src/cuda/capi.cu: ssi_cuda_abi_version
+CUDA_ABI_VERSION = 4  # plugins/src/cuda/capi.cu: ssi_cuda_abi_version
 
 class CudaKernels:
     """libssi_cuda.so over torch tensors; outputs and workspaces are passed in (graph-friendly)."""
@@ -1195,6 +1199,30 @@ def graph_ms(fn, launches: int, reps: int) -> tuple[float, float, float]:
     return statistics.median(times), times[len(times) // 10], times[(9 * len(times)) // 10]
 
 
+THRESHOLD_VARIANT = "-thr"  # a path label's suffix: threshold mode at a density matched to the forced one
+
+
+def matched_threshold_inputs(BK, mod, xs, inputs, outs, ws, geo, density):
+    """For each input x, the block's weight tensors with both mask biases lowered by the k-th
+    largest logits of a forced-density launch on x (the mean over its images): threshold mode
+    then samples about the same positions as the forced density (the rows record the measured
+    ones) through the deployed launch sequence, without the tap-sum and k-th largest kernels that
+    a forced density needs. Returns (threshold attrs, [inputs per x])."""
+    stride, dcn, ds, n = geo["stride"], bool(geo["dcn"]), bool(geo["downsample"]), geo["batch"]
+    forced = mod.attrs_for(stride, dcn, ds, C.MODE_THRESHOLD, density, C.GRID_PRIOR_INTERVAL, 3)
+    L = BK.layout(xs[0].shape, geo["planes"], 4 * geo["planes"], forced, torch.float16, True)
+    per_x = []
+    for x, o in zip(xs, outs):
+        BK.run(x, inputs, forced, channels_last=True, poison=False, workspace=ws, outputs=o)
+        kth = ws[L["kth"]:L["kth"] + 8 * n].view(torch.float32).cpu()  # [mask 1: n, mask 2: n]
+        shifted = list(inputs)
+        for bi, k in ((1, kth[:n].mean()), (3, kth[n:].mean())):
+            shifted[bi] = (inputs[bi].float() - k.to(inputs[bi].device)).to(inputs[bi].dtype)
+        per_x.append(shifted)
+    thr = mod.attrs_for(stride, dcn, ds, C.MODE_THRESHOLD, 0.0, C.GRID_PRIOR_INTERVAL, 3)
+    return thr, per_x
+
+
 def run_block_timing(K, reps: int, budget_s: float) -> None:
     """Per stage of ResNet-101-DCN, resolution, batch and forced density: the fused block (fp16,
     channels-last, one launch; portable and Hopper GEMMs) and the dense bottleneck in cuDNN,
@@ -1216,6 +1244,11 @@ def run_block_timing(K, reps: int, budget_s: float) -> None:
         "densities": BLOCK_DENSITIES, "backbone_densities": BACKBONE_DENSITIES, "reps": reps,
         "budget_s": budget_s, "paths": paths, "hopper": res.get("hopper"), "pdl": res.get("pdl"),
         "pdl_densities": "pdl (programmatic dependent launch) is timed at the backbone densities only",
+        "variants": paths + [pth + THRESHOLD_VARIANT for pth in paths],
+        "threshold_variant": f"PATH{THRESHOLD_VARIANT}: the deployed threshold mode (batch 1, the backbone "
+                             "densities), its mask biases lowered by a forced-density launch's k-th largest logits "
+                             "(about the same density: the rows record the measured ones); without the forced "
+                             "density's tap-sum and k-th largest kernels",
         "timing": "median over replays of (CUDA-event time of one graph replay) / calls in the graph",
     }
     log(f"  dense DCN baseline: {res['config']['dense_dcn']}; GEMM paths: {', '.join(paths)}"
@@ -1303,44 +1336,55 @@ def time_block_config(BK, mod, gen, stage, first, H, W, n, densities, paths, def
         for d in densities:
             if path == "pdl" and d not in BACKBONE_DENSITIES:
                 continue  # (launch gaps: the goal's densities are enough, and the budget is short)
-            if time.time() > deadline:
-                res["skipped"].append(dict(base, density=d, path=path, reason="time budget"))
-                continue
-            a = mod.attrs_for(stride, dcn, ds, C.MODE_THRESHOLD, d, C.GRID_PRIOR_INTERVAL, 3)
+            forced = mod.attrs_for(stride, dcn, ds, C.MODE_THRESHOLD, d, C.GRID_PRIOR_INTERVAL, 3)
+            # the forced density, then (batch 1, the backbone densities: the goal's) the threshold mode at
+            # about that density
+            variants = [path] + ([path + THRESHOLD_VARIANT] if d in BACKBONE_DENSITIES and n == 1 else [])
+            for label in variants:
+                if time.time() > deadline:
+                    res["skipped"].append(dict(base, density=d, path=label, reason="time budget"))
+                    continue
+                if label in BROKEN_PATHS:
+                    res["skipped"].append(dict(base, density=d, path=label, reason=f"{label} failed earlier"))
+                    continue
+                try:
+                    with block_gemm(path):
+                        if label == path:
+                            a, per_x = forced, [inputs] * len(xs)
+                        else:
+                            a, per_x = matched_threshold_inputs(BK, mod, xs, inputs, outs, ws, geo, d)
 
-            def fused():
-                for _ in range(inner):
-                    for x, o in zip(xs, outs):
-                        BK.run(x, inputs, a, channels_last=True, poison=False, workspace=ws, outputs=o)
+                        def fused():
+                            for _ in range(inner):
+                                for x, o, wts in zip(xs, outs, per_x):
+                                    BK.run(x, wts, a, channels_last=True, poison=False, workspace=ws, outputs=o)
 
-            if path in BROKEN_PATHS:
-                res["skipped"].append(dict(base, density=d, path=path, reason=f"{path} failed earlier"))
-                continue
-            try:
-                with block_gemm(path):
-                    t = graph_ms(fused, launches, reps)
-            except Exception as e:  # noqa: BLE001  (recorded; this path is not timed again)
-                if context_lost(e):
-                    raise
-                traceback.print_exc()
-                BROKEN_PATHS.add(path)
-                RESULTS["failures"].append(dict(base, kind="block timing", name=f"fused {path} density {d}",
-                                                error=f"{type(e).__name__}: {e}"))
-                if BK.device.type == "cuda":
-                    torch.cuda.synchronize()
-                continue
-            views = BK.views(ws, L, xs[0].shape, p, cout, a, torch.float16)  # the last launch's counts
-            row = dict(geo, path=path, density=d, fused_ms=t[0], fused_p10=t[1], fused_p90=t[2],
-                       density_m1=int(views["count1"][0]) / (n * h * w),
-                       density_m2=int(views["count2"][0]) / (n * ho * wo),
-                       dense_ms=drow["dense_ms"], dense_ideal_ms=drow["dense_ideal_ms"], dense_kind=drow["dense_kind"])
-            row["ratio"] = row["dense_ms"] / row["fused_ms"]
-            row["ratio_ideal"] = row["dense_ideal_ms"] / row["fused_ms"]
-            res["timing"].append(row)
-            log(f"  {base['res']} n{n} {stage[0]} {base['block']:9} {path:8} density {d:.2f} "
-                f"(m2 {row['density_m2']:.3f}): "
-                f"fused {t[0]:.3f} ms, dense {row['dense_ms']:.3f} ms (x{row['ratio']:.2f}), "
-                f"ideal {row['dense_ideal_ms']:.3f} ms (x{row['ratio_ideal']:.2f})")
+                        t = graph_ms(fused, launches, reps)
+                except Exception as e:  # noqa: BLE001  (recorded; this path is not timed again)
+                    if context_lost(e):
+                        raise
+                    traceback.print_exc()
+                    BROKEN_PATHS.add(label)
+                    RESULTS["failures"].append(dict(base, kind="block timing", name=f"fused {label} density {d}",
+                                                    error=f"{type(e).__name__}: {e}"))
+                    if BK.device.type == "cuda":
+                        torch.cuda.synchronize()
+                    continue
+                La = BK.layout(xs[0].shape, p, cout, a, torch.float16, True)
+                views = BK.views(ws, La, xs[0].shape, p, cout, a, torch.float16)  # the last launch's counts
+                row = dict(geo, path=label, density=d, fused_ms=t[0], fused_p10=t[1], fused_p90=t[2],
+                           mode="forced density" if label == path else "threshold",
+                           density_m1=int(views["count1"][0]) / (n * h * w),
+                           density_m2=int(views["count2"][0]) / (n * ho * wo),
+                           dense_ms=drow["dense_ms"], dense_ideal_ms=drow["dense_ideal_ms"],
+                           dense_kind=drow["dense_kind"])
+                row["ratio"] = row["dense_ms"] / row["fused_ms"]
+                row["ratio_ideal"] = row["dense_ideal_ms"] / row["fused_ms"]
+                res["timing"].append(row)
+                log(f"  {base['res']} n{n} {stage[0]} {base['block']:9} {label:12} density {d:.2f} "
+                    f"(m1 {row['density_m1']:.3f}, m2 {row['density_m2']:.3f}): "
+                    f"fused {t[0]:.3f} ms, dense {row['dense_ms']:.3f} ms (x{row['ratio']:.2f}), "
+                    f"ideal {row['dense_ideal_ms']:.3f} ms (x{row['ratio_ideal']:.2f})")
 
 
 def backbone_estimates() -> None:
@@ -1351,7 +1395,7 @@ def backbone_estimates() -> None:
     for n in BLOCK_BATCHES:
         for H, W in BLOCK_RESOLUTIONS:
             rs = f"{H}x{W}"
-            for path in res.get("config", {}).get("paths", ["portable"]):
+            for path in res.get("config", {}).get("variants", ["portable"]):
                 for d in BACKBONE_DENSITIES:
                     tot = {"fused_ms": 0.0, "dense_ms": 0.0, "dense_ideal_ms": 0.0}
                     complete = True
@@ -1394,7 +1438,9 @@ def block_plot(path: Path) -> str | None:
             ax = axes[gi][si]
             sel = [r for r in res["timing"] if r["res"] == rs and r["batch"] == n and r["stage"] == name
                    and r["block"] == "non-first"]
-            for pth, style in (("portable", "o-"), ("pdl", "^-"), ("sm90", "s-")):
+            for pth, style in (("portable", "o-"), ("pdl", "^-"), ("sm90", "s-"),
+                               ("portable" + THRESHOLD_VARIANT, "x"), ("pdl" + THRESHOLD_VARIANT, "+"),
+                               ("sm90" + THRESHOLD_VARIANT, "d")):
                 pts = sorted((r["density"], r["fused_ms"]) for r in sel if r["path"] == pth)
                 if pts:
                     ax.plot([q[0] for q in pts], [q[1] for q in pts], style, label=f"fused ({pth})")
@@ -1440,16 +1486,35 @@ def aggregate_kernels(events, launches: int) -> list[dict]:
              "share": r["us"] / total} for r in rows.values()]
 
 
+def kernel_floor_us(count: int = 200, reps: int = 20) -> float:
+    """Median time of one tiny kernel (an add to one element) in a CUDA graph of `count` of them:
+    the least any of a block's launches costs, its gap included."""
+    t = torch.zeros(1, device="cuda")
+
+    def adds():
+        for _ in range(count):
+            t.add_(1.0)
+
+    return graph_ms(adds, count, reps)[0] * 1e3
+
+
 def run_block_breakdown(K) -> None:
     """Per-kernel times of the fused block (one non-first block per stage at BREAKDOWN_CONFIG,
-    eager launches, CUPTI kernel records through torch.profiler): where a block's time goes."""
+    eager launches, CUPTI kernel records through torch.profiler): where a block's time goes, in
+    the forced density and in the threshold mode at about that density (PATH-thr), beside the
+    launch floor (the block's launches x one tiny kernel's time in a CUDA graph) and the block's
+    time in a CUDA graph from the timing section."""
     from torch.profiler import ProfilerActivity, profile
 
     BK, mod = block_kernels(K), block_module()
     res = block_results()
     cfg = BREAKDOWN_CONFIG
+    floor = kernel_floor_us()
+    log(f"  one tiny kernel in a CUDA graph: {floor:.2f} us (the least each launch costs, its gap included)")
     gen = torch.Generator(device=BK.device).manual_seed(4321)
     H, W = cfg["res"]
+    graph_rows = {(r["res"], r["batch"], r["stage"], r["path"], r["density"]): r for r in res["timing"]
+                  if r["block"] == "non-first"}
     out = []
     for stage in R101_STAGES:
         cin, p, stride, ds, dcn, h, w = block_geometry(stage, False, H, W)
@@ -1462,28 +1527,42 @@ def run_block_breakdown(K) -> None:
                          memory_format=torch.channels_last),
              torch.empty(cfg["batch"], 1, h, w, dtype=torch.float16, device=BK.device),
              torch.empty(cfg["batch"], 1, h, w, dtype=torch.float16, device=BK.device))
+        geo = dict(stride=stride, dcn=int(dcn), downsample=int(ds), batch=cfg["batch"], planes=p)
         for path in block_paths(K, torch.float16):
             if path == "pdl":
                 continue  # the same kernels: the per-kernel times are the portable path's
-            with block_gemm(path):
-                for _ in range(2):  # warm-up
-                    BK.run(x, inputs, a, channels_last=True, poison=False, workspace=ws, outputs=o)
-                torch.cuda.synchronize()
-                with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                    for _ in range(cfg["launches"]):
-                        BK.run(x, inputs, a, channels_last=True, poison=False, workspace=ws, outputs=o)
+            for label in (path, path + THRESHOLD_VARIANT):
+                with block_gemm(path):
+                    if label == path:
+                        a_run, wts = a, inputs
+                    else:
+                        a_run, per_x = matched_threshold_inputs(BK, mod, [x], inputs, [o], ws, geo, cfg["density"])
+                        wts = per_x[0]
+                    for _ in range(2):  # warm-up
+                        BK.run(x, wts, a_run, channels_last=True, poison=False, workspace=ws, outputs=o)
                     torch.cuda.synchronize()
-            # every kernel in the window is the block's (the tensors are ready: no copies)
-            events = [(e.name, e.time_range.elapsed_us()) for e in prof.events()
-                      if str(e.device_type).endswith("CUDA")]
-            rows = aggregate_kernels(events, cfg["launches"])
-            total = sum(r["us_per_block"] for r in rows)
-            out.append(dict(stage=stage[0], path=path, cin=cin, planes=p, h=h, w=w, total_us=total, kernels=rows))
-            log(f"  {stage[0]} {path:8} {h}x{w} cin {cin}: {total:.1f} us of kernels per block")
-            for r in rows:
-                log(f"    {r['kernel']:24} x{r['calls_per_block']:<4.0f} {r['us_per_block']:8.1f} us "
-                    f"{100 * r['share']:5.1f} %")
-    res["breakdown"] = {"config": {**cfg, "res": f"{H}x{W}"}, "blocks": out}
+                    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                        for _ in range(cfg["launches"]):
+                            BK.run(x, wts, a_run, channels_last=True, poison=False, workspace=ws, outputs=o)
+                        torch.cuda.synchronize()
+                # every kernel in the window is the block's (the tensors are ready: no copies)
+                events = [(e.name, e.time_range.elapsed_us()) for e in prof.events()
+                          if str(e.device_type).endswith("CUDA")]
+                rows = aggregate_kernels(events, cfg["launches"])
+                total = sum(r["us_per_block"] for r in rows)
+                launches = sum(r["calls_per_block"] for r in rows)
+                g = graph_rows.get((f"{H}x{W}", cfg["batch"], stage[0], label, cfg["density"]))
+                graph_us = None if g is None else g["fused_ms"] * 1e3
+                out.append(dict(stage=stage[0], path=label, cin=cin, planes=p, h=h, w=w, total_us=total,
+                                launches=launches, launch_floor_us=launches * floor, graph_us=graph_us,
+                                kernels=rows))
+                log(f"  {stage[0]} {label:12} {h}x{w} cin {cin}: {total:.1f} us of kernels per block, "
+                    f"{launches:.0f} launches (x {floor:.2f} us = {launches * floor:.1f} us)"
+                    + ("" if graph_us is None else f", {graph_us:.1f} us per block in a CUDA graph"))
+                for r in rows:
+                    log(f"    {r['kernel']:24} x{r['calls_per_block']:<4.0f} {r['us_per_block']:8.1f} us "
+                        f"{100 * r['share']:5.1f} %")
+    res["breakdown"] = {"config": {**cfg, "res": f"{H}x{W}"}, "kernel_floor_us": floor, "blocks": out}
 
 
 def block_table() -> None:
@@ -1501,7 +1580,9 @@ def block_table() -> None:
             "timed at the backbone densities")
     else:
         log(f"  pdl (SSI_BLOCK_PDL=1): unavailable: {res.get('pdl') or 'not asked'}")
-    log(f"{'res':9} {'n':>1} {'st':2} {'path':8} {'dense':>7} {'ideal':>7} |"
+    if cfg.get("threshold_variant"):
+        log(f"  {cfg['threshold_variant']}")
+    log(f"{'res':9} {'n':>1} {'st':2} {'path':12} {'dense':>7} {'ideal':>7} |"
         + "".join(f" {'d=' + format(d, '.2f'):>13}" for d in BLOCK_DENSITIES))
     keys = []
     for r in res["timing"]:
@@ -1514,9 +1595,9 @@ def block_table() -> None:
         any_r = next(iter(sel.values()))
         cells = "".join(f" {sel[d]['fused_ms']:7.3f} x{sel[d]['ratio']:4.1f}" if d in sel else f" {'-':>13}"
                         for d in BLOCK_DENSITIES)
-        log(f"{k[0]:9} {k[1]:1} {k[2]:2} {k[3]:8} {any_r['dense_ms']:7.3f} {any_r['dense_ideal_ms']:7.3f} |{cells}")
+        log(f"{k[0]:9} {k[1]:1} {k[2]:2} {k[3]:12} {any_r['dense_ms']:7.3f} {any_r['dense_ideal_ms']:7.3f} |{cells}")
     for b in res["backbone"]:
-        log(f"backbone {b['res']} n={b['batch']} d={b['density']:.2f} {b['path']:8}: fused {b['fused_ms']:.2f} ms, "
+        log(f"backbone {b['res']} n={b['batch']} d={b['density']:.2f} {b['path']:12}: fused {b['fused_ms']:.2f} ms, "
             f"dense {b['dense_ms']:.2f} ms (x{b['ratio']:.2f}), ideal {b['dense_ideal_ms']:.2f} ms "
             f"(x{b['ratio_ideal']:.2f})")
     if res["backbone"]:

@@ -8,6 +8,7 @@ and cudart_static (not nvcc); it is skipped where the CUDA toolkit is absent.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import importlib.util
 import json
@@ -160,6 +161,79 @@ def test_gpu_check_kernel_breakdown_aggregation(kernels):
     assert rows[0]["calls_per_block"] == 1 and rows[1]["calls_per_block"] == 2
     assert rows[0]["us_per_block"] == 2.0 and rows[1]["us_per_block"] == 16.0
     assert abs(sum(r["share"] for r in rows) - 1.0) < 1e-12 and abs(rows[0]["share"] - 2 / 18) < 1e-12
+
+
+def test_gpu_check_block_timing_logic_on_the_emulation(kernels, monkeypatch, tmp_path):
+    # The fused block's timing and kernel breakdown run only on a GPU; a GPU is lent rarely and for
+    # minutes, so their logic runs here on the emulation, on small stages (graph replays timed as
+    # eager calls, the profiler's kernel records made from the emulation's launch count): every
+    # configuration timed, the threshold variant at about the forced density, the backbone sums,
+    # the breakdown's launch counts, the table and the plot.
+    gc, K = kernels
+    import time
+    import types
+    monkeypatch.setattr(gc, "RESULTS", {"checks": [], "bottleneck": [], "timing": [], "failures": []})
+    monkeypatch.setattr(gc, "R101_STAGES", [("s1", 4, False, 4, 3), ("s2", 8, True, 8, 4), ("s3", 8, True, 16, 23),
+                                            ("s4", 8, True, 32, 3)])
+    monkeypatch.setattr(gc, "BLOCK_RESOLUTIONS", [(96, 128)])
+    monkeypatch.setattr(gc, "BLOCK_BATCHES", [1])
+    monkeypatch.setattr(gc, "BLOCK_DENSITIES", [0.1, 0.26, 0.75])
+    monkeypatch.setattr(gc, "GRAPH_TARGET_ELEMENTS", 1)
+    monkeypatch.setattr(gc, "BREAKDOWN_CONFIG", dict(res=(96, 128), batch=1, density=0.26, launches=2))
+
+    def graph_ms(fn, launches, reps):
+        t = time.perf_counter()
+        fn()
+        t = (time.perf_counter() - t) * 1e3 / launches
+        return t, t, t
+
+    monkeypatch.setattr(gc, "graph_ms", graph_ms)
+    monkeypatch.setattr(gc, "kernel_floor_us", lambda: 2.0)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    count = K.lib.ssi_cuda_launch_count
+    count.restype = ctypes.c_int64
+
+    class Profile:  # one CUDA kernel record of 1 us per emulated launch
+        def __init__(self, activities):
+            pass
+
+        def __enter__(self):
+            self.start = count()
+            return self
+
+        def __exit__(self, *exc):
+            self.n = count() - self.start
+
+        def events(self):
+            rng = types.SimpleNamespace(elapsed_us=lambda: 1.0)
+            return [types.SimpleNamespace(name="void ssi::kernel<__half>()", device_type="DeviceType.CUDA",
+                                          time_range=rng)] * self.n
+
+    monkeypatch.setattr(torch.profiler, "profile", Profile)
+    gc.run_block_timing(K, 1, 600.0)
+    gc.run_block_breakdown(K)
+    res = gc.block_results()
+    assert not gc.RESULTS["failures"], gc.RESULTS["failures"]
+    rows = {(r["stage"], r["block"], r["path"], r["density"]): r for r in res["timing"]}
+    for stage in ("s1", "s2", "s3", "s4"):
+        for block in ("first", "non-first"):
+            for d in gc.BACKBONE_DENSITIES:
+                forced, thr = rows[(stage, block, "portable", d)], rows[(stage, block, "portable-thr", d)]
+                assert forced["mode"] == "forced density" and thr["mode"] == "threshold"
+                if stage == "s1":  # 24 x 32 positions: about the forced density
+                    assert abs(thr["density_m1"] - forced["density_m1"]) < 0.05, (forced, thr)
+        assert (stage, "non-first", "portable", 0.1) in rows and (stage, "non-first", "portable-thr", 0.1) not in rows
+    assert {(b["path"], b["density"]) for b in res["backbone"]} == {
+        (pth, d) for pth in ("portable", "portable-thr") for d in gc.BACKBONE_DENSITIES}
+    launches = {(b["stage"], b["path"]): b["launches"] for b in res["breakdown"]["blocks"]}
+    assert launches == {("s1", "portable"): 11, ("s1", "portable-thr"): 9, **{
+        (st, pth): n for st in ("s2", "s3", "s4") for pth, n in (("portable", 12), ("portable-thr", 10))}}
+    b = res["breakdown"]["blocks"][0]
+    assert b["launch_floor_us"] == 2.0 * b["launches"] and b["graph_us"] == rows[("s1", "non-first", "portable",
+                                                                                   0.26)]["fused_ms"] * 1e3
+    gc.block_table()
+    plot = gc.block_plot(tmp_path / "block_latency.png")
+    assert plot == str(tmp_path / "block_latency.png") or plot.startswith("no plot: matplotlib unavailable")
 
 
 def test_gpu_check_runs_timing_in_its_own_process(kernels, tmp_path):

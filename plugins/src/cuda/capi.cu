@@ -8,6 +8,9 @@
 #include <cstring>
 
 #include "ssi/kernels.h"
+#ifdef SSI_CUDA_EMULATION
+#include "emulation/emulation.h"
+#endif
 
 #define SSI_CUDA_API extern "C" __attribute__((visibility("default")))
 
@@ -24,8 +27,8 @@ cudaStream_t streamOf(uint64_t s) { return reinterpret_cast<cudaStream_t>(static
 }  // namespace
 
 // 2: the SSIBottleneck workspace layout has 25 fields (ssi_cuda_bottleneck_layout); 3: and
-// ssi_cuda_bottleneck_pdl.
-SSI_CUDA_API int32_t ssi_cuda_abi_version() { return 3; }
+// ssi_cuda_bottleneck_pdl; 4: and ssi_cuda_launch_count.
+SSI_CUDA_API int32_t ssi_cuda_abi_version() { return 4; }
 
 SSI_CUDA_API char const* ssi_cuda_error_string(int32_t err) { return cudaGetErrorString(static_cast<cudaError_t>(err)); }
 
@@ -111,6 +114,16 @@ SSI_CUDA_API int32_t ssi_cuda_device_synchronize() {
     return 0;  // emulated launches run to completion on the calling thread
 #else
     return cudaDeviceSynchronize();
+#endif
+}
+
+// Kernel launches so far in this process, counted by the emulation (a block's launch sequence is
+// part of what the tests pin); -1 on a GPU build, which does not count them.
+SSI_CUDA_API int64_t ssi_cuda_launch_count() {
+#ifdef SSI_CUDA_EMULATION
+    return ssi::emu::gLaunchCount.load();
+#else
+    return -1;
 #endif
 }
 

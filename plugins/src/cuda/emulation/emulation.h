@@ -58,6 +58,8 @@ inline void syncthreads() { yieldToScheduler(1); }
 // reported by the next cuda::launchStatus(), as a GPU reports a failed launch; an exception
 // cannot unwind across the fibers' stacks.
 inline cudaError_t gLaunchError = cudaSuccess;
+// Kernel launches so far (ssi_cuda_launch_count): the tests pin each block configuration's count.
+inline std::atomic<int64_t> gLaunchCount{0};
 
 inline cudaError_t takeLaunchError() {
     cudaError_t const e = gLaunchError;
@@ -124,6 +126,7 @@ void runBlock(Fn& fn, int threads) {
 template <typename... KArgs, typename... Args>
 void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, Args... args) {
     std::tuple<KArgs...> a(static_cast<KArgs>(args)...);
+    ++gLaunchCount;
     gridDim = grid;
     blockDim = block;
     int const threads = static_cast<int>(block.x * block.y * block.z);
