@@ -25,7 +25,8 @@
    times; at batch 1 and the backbone densities also the deployed threshold mode at about the
    forced density (PATH-thr: the mask biases lowered by the forced run's k-th largest logits, so
    no tap-sum or k-th largest kernel); --block-budget bounds it (configurations past it are
-   skipped and listed). Plot: block_latency.png. Then a per-kernel breakdown of one non-first
+   skipped and listed; every configuration runs at the backbone densities before the sweep's
+   other densities, so a budget that runs out costs the sweep, not the goal's figures). Plot: block_latency.png. Then a per-kernel breakdown of one non-first
    block per stage (800x1216, batch 1, density 0.26, forced and threshold; CUPTI kernel records
    through torch.profiler): where the time goes, beside the block's launches x one tiny kernel's
    time in a CUDA graph (the launch floor) and the block's time in a graph.
@@ -1256,28 +1257,37 @@ def run_block_timing(K, reps: int, budget_s: float) -> None:
     gen = torch.Generator(device=BK.device).manual_seed(1234)
     t0 = time.time()
     deadline = t0 + budget_s
-    for n in BLOCK_BATCHES:
-        for H, W in BLOCK_RESOLUTIONS:
-            for stage in R101_STAGES:
-                for first in (False, True):
-                    densities = BACKBONE_DENSITIES if first else BLOCK_DENSITIES
-                    base = dict(res=f"{H}x{W}", batch=n, stage=stage[0], block="first" if first else "non-first")
-                    if time.time() > deadline:
-                        res["skipped"] += [dict(base, density=d, path=pth, reason="time budget")
-                                           for pth in paths for d in densities]
-                        continue
-                    try:
-                        time_block_config(BK, mod, gen, stage, first, H, W, n, densities, paths, deform, reps,
-                                          deadline, base)
-                    except Exception as e:  # noqa: BLE001  (recorded; the other configurations still run)
-                        if context_lost(e):
-                            raise  # the context is gone
-                        traceback.print_exc()
-                        RESULTS["failures"].append(dict(base, kind="block timing", name="exception",
-                                                        error=f"{type(e).__name__}: {e}"))
-                        if BK.device.type == "cuda":
-                            torch.cuda.synchronize()
-                    torch.cuda.empty_cache()
+    configs = [(n, H, W, stage, first) for n in BLOCK_BATCHES for H, W in BLOCK_RESOLUTIONS
+               for stage in R101_STAGES for first in (False, True)]
+    # Two passes, so that a budget that runs out costs the density sweep, not the goal's figures:
+    # first every configuration (both batches and resolutions) at the backbone densities, with its
+    # dense baselines, then the non-first blocks at the other densities against the same baselines.
+    sweep = [d for d in BLOCK_DENSITIES if d not in BACKBONE_DENSITIES]
+    passes = [("backbone densities", [(c, BACKBONE_DENSITIES) for c in configs]),
+              ("density sweep", [(c, sweep) for c in configs if not c[4] and sweep])]
+    dense_rows = {}
+    for pi, (what, work) in enumerate(passes):
+        log(f"  pass {pi + 1}/{len(passes)}, {what}: {len(work)} configurations "
+            f"({time.time() - t0:.0f} of {budget_s:.0f} s spent)")
+        for (n, H, W, stage, first), densities in work:
+            base = dict(res=f"{H}x{W}", batch=n, stage=stage[0], block="first" if first else "non-first")
+            key = tuple(base.values())
+            if time.time() > deadline:
+                res["skipped"] += [dict(base, density=d, path=pth, reason="time budget")
+                                   for pth in paths for d in densities]
+                continue
+            try:
+                dense_rows[key] = time_block_config(BK, mod, gen, stage, first, H, W, n, densities, paths, deform,
+                                                    reps, deadline, base, dense_rows.get(key))
+            except Exception as e:  # noqa: BLE001  (recorded; the other configurations still run)
+                if context_lost(e):
+                    raise  # the context is gone
+                traceback.print_exc()
+                RESULTS["failures"].append(dict(base, kind="block timing", name="exception",
+                                                error=f"{type(e).__name__}: {e}"))
+                if BK.device.type == "cuda":
+                    torch.cuda.synchronize()
+            torch.cuda.empty_cache()
     res["seconds"] = time.time() - t0
     late = [r for r in res["skipped"] if r["reason"] == "time budget"]
     if late:
@@ -1288,7 +1298,10 @@ def run_block_timing(K, reps: int, budget_s: float) -> None:
     backbone_estimates()
 
 
-def time_block_config(BK, mod, gen, stage, first, H, W, n, densities, paths, deform, reps, deadline, base):
+def time_block_config(BK, mod, gen, stage, first, H, W, n, densities, paths, deform, reps, deadline, base,
+                      drow=None):
+    """Times the fused block of one configuration at `densities` on every path, against the
+    dense baselines in `drow` (measured now, and recorded, when None). Returns the baselines."""
     res = block_results()
     cin, p, stride, ds, dcn, h, w = block_geometry(stage, first, H, W)
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
@@ -1299,8 +1312,6 @@ def time_block_config(BK, mod, gen, stage, first, H, W, n, densities, paths, def
     xs = [smooth_input(n, cin, h, w, gen) for _ in range(3)]
     geo = dict(base, cin=cin, planes=p, h=h, w=w, ho=ho, wo=wo, stride=stride, dcn=int(dcn), downsample=int(ds),
                launches_per_graph=launches)
-    # dense baselines
-    wt = dense_weights(cin, p, stride, ds, dcn, gen)
     def calls(fn):
         def run():
             for _ in range(inner):
@@ -1308,22 +1319,24 @@ def time_block_config(BK, mod, gen, stage, first, H, W, n, densities, paths, def
                     fn(x)
         return run
 
-    t_ideal = graph_ms(calls(dense_block_fn(wt, stride, ds)), launches, reps)
-    drow = dict(geo, dense_ideal_ms=t_ideal[0], dense_ideal_p10=t_ideal[1], dense_ideal_p90=t_ideal[2],
-                dense_kind="cuDNN 3x3" if not dcn else "ideal DCN (cuDNN 3x3): torchvision unavailable")
-    drow["dense_ms"] = t_ideal[0]
-    if dcn and deform is not None:
-        try:
-            t_dcn = graph_ms(calls(dense_block_fn(wt, stride, ds, deform)), launches, reps)
-            drow.update(dense_ms=t_dcn[0], dense_dcn_p10=t_dcn[1], dense_dcn_p90=t_dcn[2],
-                        dense_kind="torchvision deform_conv2d (+ offset conv), rest cuDNN")
-        except Exception as e:  # noqa: BLE001  (a baseline, not the kernels: fall back, say so)
-            drow["dense_kind"] = f"ideal DCN (cuDNN 3x3): torchvision deform_conv2d failed: {type(e).__name__}: {e}"
-            log(f"  {drow['dense_kind']}")
-            if BK.device.type == "cuda":
-                torch.cuda.synchronize()
-    res["dense"].append(drow)
-    del wt
+    if drow is None:  # the dense baselines
+        wt = dense_weights(cin, p, stride, ds, dcn, gen)
+        t_ideal = graph_ms(calls(dense_block_fn(wt, stride, ds)), launches, reps)
+        drow = dict(geo, dense_ideal_ms=t_ideal[0], dense_ideal_p10=t_ideal[1], dense_ideal_p90=t_ideal[2],
+                    dense_kind="cuDNN 3x3" if not dcn else "ideal DCN (cuDNN 3x3): torchvision unavailable")
+        drow["dense_ms"] = t_ideal[0]
+        if dcn and deform is not None:
+            try:
+                t_dcn = graph_ms(calls(dense_block_fn(wt, stride, ds, deform)), launches, reps)
+                drow.update(dense_ms=t_dcn[0], dense_dcn_p10=t_dcn[1], dense_dcn_p90=t_dcn[2],
+                            dense_kind="torchvision deform_conv2d (+ offset conv), rest cuDNN")
+            except Exception as e:  # noqa: BLE001  (a baseline, not the kernels: fall back, say so)
+                drow["dense_kind"] = f"ideal DCN (cuDNN 3x3): torchvision deform_conv2d failed: {type(e).__name__}: {e}"
+                log(f"  {drow['dense_kind']}")
+                if BK.device.type == "cuda":
+                    torch.cuda.synchronize()
+        res["dense"].append(drow)
+        del wt
     # the fused block
     inputs = scaled_block(cin, p, stride, dcn, ds, torch.float16, BK.device, gen, coherent_masks=True)
     a0 = mod.attrs_for(stride, dcn, ds, C.MODE_THRESHOLD, 1.0, C.GRID_PRIOR_INTERVAL, 3)
@@ -1385,6 +1398,7 @@ def time_block_config(BK, mod, gen, stage, first, H, W, n, densities, paths, def
                     f"(m1 {row['density_m1']:.3f}, m2 {row['density_m2']:.3f}): "
                     f"fused {t[0]:.3f} ms, dense {row['dense_ms']:.3f} ms (x{row['ratio']:.2f}), "
                     f"ideal {row['dense_ideal_ms']:.3f} ms (x{row['ratio_ideal']:.2f})")
+    return drow
 
 
 def backbone_estimates() -> None:

@@ -9,7 +9,8 @@
 # timing in a second (log $OUT/gpu_check.log, $OUT/gpu_check.json, $OUT/block_latency.png);
 # $OUT defaults to ./out; each process prints its tables last.
 # Budget: under 6 minutes on an H100/H200 (the fused-block timing stops at --block-budget
-# seconds, default 100, and lists what it skipped). The Hopper GEMMs (SSI_BLOCK_GEMM=sm90) are
+# seconds, default 100, and lists what it skipped: the backbone densities of every configuration
+# run first, the density sweep after them). The Hopper GEMMs (SSI_BLOCK_GEMM=sm90) are
 # built when CMake finds CUTLASS headers (CUTLASS_DIR, see plugins/NOTES.md); gpu_check.py then
 # checks and times both GEMM paths itself (it sets SSI_BLOCK_GEMM per launch), else it says
 # "unavailable"; on compute capability >= 9.0 it also checks and times "pdl", the portable

@@ -223,6 +223,12 @@ def test_gpu_check_block_timing_logic_on_the_emulation(kernels, monkeypatch, tmp
                 if stage == "s1":  # 24 x 32 positions: about the forced density
                     assert abs(thr["density_m1"] - forced["density_m1"]) < 0.05, (forced, thr)
         assert (stage, "non-first", "portable", 0.1) in rows and (stage, "non-first", "portable-thr", 0.1) not in rows
+    # two passes: every configuration at the backbone densities first (a budget that runs out costs
+    # the sweep), the sweep against the first pass's dense baselines (one per configuration)
+    order = [r["density"] in gc.BACKBONE_DENSITIES for r in res["timing"]]
+    assert order == sorted(order, reverse=True) and not order[-1], order
+    assert sorted((r["stage"], r["block"]) for r in res["dense"]) == sorted(
+        (st, blk) for st in ("s1", "s2", "s3", "s4") for blk in ("first", "non-first"))
     assert {(b["path"], b["density"]) for b in res["backbone"]} == {
         (pth, d) for pth in ("portable", "portable-thr") for d in gc.BACKBONE_DENSITIES}
     launches = {(b["stage"], b["path"]): b["launches"] for b in res["breakdown"]["blocks"]}
