@@ -13,6 +13,8 @@ on with the sums of their absolute weights (the final interpolation does not inc
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -122,7 +124,7 @@ def _ids(case):
 @pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
 def test_block_op_equals_chain_and_oracle(case):
     cin, p, s, dcn, ds, n, h, w, mode, density, kind = case
-    gen = torch.Generator().manual_seed(hash(_ids(case)) % 2**31)
+    gen = torch.Generator().manual_seed(zlib.crc32(_ids(case).encode()))  # (str hash() differs per process)
     bias = {"mixed": (0.3, -0.2), "empty": (-30.0, -30.0), "full": (30.0, 30.0)}[kind]
     block = make_block(cin, p, s, dcn, ds, gen, bias, grid=0 if kind == "empty" else 11)
     block.sampling_mode, block.seed, block.forced_density = mode, 7, density

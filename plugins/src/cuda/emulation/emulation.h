@@ -5,16 +5,17 @@
 //
 // Each block runs its threads as cooperative fibers (ucontext) on one OS thread: a fiber runs
 // until __syncthreads() (or a warp vote) and the next fiber takes over; when every live fiber
-// waits, all go on. Blocks run one after the other, so `__shared__` variables become static
-// ones. Warp-collective WMMA operations are executed by lane 0 of each warp on whole 16x16
-// matrices (fp16 operands, float32 products and sums). Warp votes must be reached by every
-// thread of the block (true of the kernels here).
+// waits, all go on. Blocks run one after the other (in a scrambled order: on a GPU any order may
+// happen), so `__shared__` variables become static ones. Warp-collective WMMA operations are
+// executed by lane 0 of each warp on whole 16x16 matrices (fp16 operands, float32 products and
+// sums). Warp votes must be reached by every thread of the block (true of the kernels here).
 #pragma once
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
@@ -23,6 +24,7 @@
 #include <stdexcept>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #undef __shared__
@@ -123,20 +125,37 @@ void runBlock(Fn& fn, int threads) {
     gSched = nullptr;
 }
 
+// A GPU runs a grid's blocks in no particular order, and a kernel must not depend on one: the
+// emulation runs them in a scrambled order (block k = (k * stride + start) mod blocks, the stride
+// coprime to the count near its golden section, the start changing with each launch), so that
+// blocks of one launch that wrongly share memory (two paired GEMMs' split-K sums, say) meet in
+// the tests, where the raster order would let each group finish before the other starts.
+inline uint64_t blockStride(uint64_t blocks) {
+    uint64_t s = std::max<uint64_t>(1, static_cast<uint64_t>(static_cast<double>(blocks) * 0.6180339887));
+    for (;; ++s) {
+        uint64_t a = s, b = blocks;
+        while (b) a = std::exchange(b, a % b);
+        if (a == 1) return s;
+    }
+}
+
 template <typename... KArgs, typename... Args>
 void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, Args... args) {
     std::tuple<KArgs...> a(static_cast<KArgs>(args)...);
-    ++gLaunchCount;
+    int64_t const launchNo = gLaunchCount++;
     gridDim = grid;
     blockDim = block;
     int const threads = static_cast<int>(block.x * block.y * block.z);
     auto body = [&] { std::apply(kernel, a); };
-    for (unsigned z = 0; z < grid.z; ++z)
-        for (unsigned y = 0; y < grid.y; ++y)
-            for (unsigned x = 0; x < grid.x; ++x) {
-                blockIdx = uint3{x, y, z};
-                runBlock(body, threads);
-            }
+    uint64_t const blocks = uint64_t{grid.x} * grid.y * grid.z;
+    if (blocks == 0) return;
+    uint64_t const stride = blockStride(blocks), start = static_cast<uint64_t>(launchNo) * 40503u % blocks;
+    for (uint64_t k = 0; k < blocks; ++k) {
+        uint64_t const i = (k * stride + start) % blocks;
+        blockIdx = uint3{static_cast<unsigned>(i % grid.x), static_cast<unsigned>(i / grid.x % grid.y),
+                         static_cast<unsigned>(i / (uint64_t{grid.x} * grid.y))};
+        runBlock(body, threads);
+    }
 }
 
 inline int linearThread() {
