@@ -825,6 +825,9 @@ BLOCK_CASES = [
     # >= 32 K steps of 32 on few row tiles: split-K in conv2 (and in the DCN offsets)
     (1, False, True, 2, C.MODE_THRESHOLD, 0.3, "mixed", True, "split"),
     (2, True, True, 1, C.MODE_THRESHOLD, 0.0, "mixed", False, "split"),
+    # the paired launches with split K in both halves: the DCN offsets beside conv1 (Cin 1024: 32
+    # K steps), the downsample beside conv3; their blocks run concurrently only on a GPU
+    (2, True, True, 2, C.MODE_THRESHOLD, 0.5, "mixed", True, "pairsplit"),
     # a mask map of more than 512 tiles of 1024 positions (the emulation's limit: 4): the
     # tile offsets by scanKernel, not summed in partitionKernel
     (2, False, True, 3, C.MODE_THRESHOLD, 0.0, "mixed", True, "large"),
@@ -844,6 +847,8 @@ def block_case_shape(g, kind: str, small: bool):
     if kind == "split":  # conv2: 9 * 128 / 32 = 36 K steps; the DCN offsets: 9 * cin / 32
         cin, p = (128, 128) if small else (512, 128)
         return cin, p, randint(g, 5, 12 if small else 32), randint(g, 5, 12 if small else 32)
+    if kind == "pairsplit":  # conv1 and the downsample: 1024 / 32 = 32 K steps on few row tiles
+        return 1024, 16, randint(g, 5, 12 if small else 16), randint(g, 5, 12 if small else 16)
     p = randint(g, 2, 12 if small else 48)
     cin = 4 * p if kind == "identity" else randint(g, 3, 48 if small else 160)
     return cin, p, randint(g, 3, hi), randint(g, 3, hi)

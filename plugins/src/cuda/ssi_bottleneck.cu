@@ -25,6 +25,8 @@
 //                          plain rows; 64x64 tiles, 32-channel K steps, fp16 on WMMA, else fp32;
 //                          long K on few tiles split over blockIdx.z, the last block of a tile
 //                          adding the splits' partial sums in split order
+//   rowGemmPairKernel      two independent row GEMMs in one launch: the DCN offsets beside conv1,
+//                          the downsample beside conv3 (the same tiles and bits as two launches)
 //   interpRowsNhwcKernel   dense = act(m f + (1 - m) N/D + bias [+ residual]) with f read from
 //                          rows through index, channels-last output (Y1; y in NHWC): 16x16
 //                          tiles, consecutive threads on consecutive channel pairs of a position,
@@ -579,16 +581,37 @@ int32_t gemmSplits(int64_t maxM, int32_t cout, int32_t steps) {
     return cuda::splitKCount(steps, (maxM + kBM - 1) / kBM * ((cout + kBN - 1) / kBN), kMaxSplits);
 }
 
-struct SplitNeeds {
-    size_t partialBytes;  // the largest [splits][maxM][cout] float32 of the block's split GEMMs
-    int64_t counters;     // the most output tiles of one split GEMM
+// What one row GEMM takes of the split-K buffers: its [splits][maxM][cout] float32 partial sums
+// (256-byte aligned) and a counter per output tile; nothing when it does not split.
+struct SplitFootprint {
+    size_t partialBytes;
+    int64_t counters;
 };
 
-void needSplit(SplitNeeds& n, int64_t maxM, int32_t cout, int32_t cin, int32_t kk) {
+SplitFootprint splitFootprint(int64_t maxM, int32_t cout, int32_t cin, int32_t kk) {
     int32_t const splits = gemmSplits(maxM, cout, gemmSteps(cin, kk));
-    if (splits <= 1) return;
-    n.partialBytes = std::max(n.partialBytes, static_cast<size_t>(splits) * maxM * cout * sizeof(float));
-    n.counters = std::max(n.counters, (maxM + kBM - 1) / kBM * ((cout + kBN - 1) / kBN));
+    if (splits <= 1) return {};
+    return {align256(static_cast<size_t>(splits) * maxM * cout * sizeof(float)),
+            (maxM + kBM - 1) / kBM * ((cout + kBN - 1) / kBN)};
+}
+
+struct SplitNeeds {
+    size_t partialBytes;  // the most partial-sum bytes of the row GEMMs of one launch
+    int64_t counters;     // the most tile counters of the row GEMMs of one launch
+};
+
+void needSplit(SplitNeeds& n, SplitFootprint f) {
+    n.partialBytes = std::max(n.partialBytes, f.partialBytes);
+    n.counters = std::max(n.counters, f.counters);
+}
+
+void needSplit(SplitNeeds& n, int64_t maxM, int32_t cout, int32_t cin, int32_t kk) {
+    needSplit(n, splitFootprint(maxM, cout, cin, kk));
+}
+
+// Two row GEMMs of one launch (rowGemmPair): B's partial sums and counters follow A's.
+void needSplit(SplitNeeds& n, SplitFootprint a, SplitFootprint b) {
+    needSplit(n, SplitFootprint{a.partialBytes + b.partialBytes, a.counters + b.counters});
 }
 
 struct SmemSimt {
@@ -607,26 +630,42 @@ struct SmemTensorCoreColB {
     __half b[kBN][kBK + 8];
 };
 
-template <typename T, typename OutT, bool kDeform, bool kTensorCore, bool kColB = false>
-__global__ void __launch_bounds__(kGemmThreads, 3)
-    rowGemmKernel(T const* __restrict__ src, T const* __restrict__ weight, T const* __restrict__ bias,
-                  OutT* __restrict__ out, GemmArgs g) {
-    cuda::chainStart();
-    static_assert(!kColB || kTensorCore, "column-major B is a tensor-core layout");
-    using Smem = std::conditional_t<kTensorCore, std::conditional_t<kColB, SmemTensorCoreColB, SmemTensorCore>,
+template <bool kTensorCore, bool kColB>
+using GemmSmem = std::conditional_t<kTensorCore, std::conditional_t<kColB, SmemTensorCoreColB, SmemTensorCore>,
                                     SmemSimt>;
-    __shared__ __align__(32) Smem sm;
+
+// One row GEMM tile's shared memory, as one struct: a paired launch (rowGemmPairKernel) overlays
+// two GEMMs' in a union, where two functions' own static __shared__ variables would add up.
+template <typename Smem>
+struct GemmShared {
+    alignas(32) Smem sm;
     // the tile's sums, [row][channel]: the epilogue's threads read consecutive channels of a row
     // (as [channel][row] they were 68 words apart: 4-way bank conflicts on every read)
-    __shared__ __align__(32) float sC[kBM][kBN + 4];
-    __shared__ int32_t sImg[kBM], sYo[kBM], sXo[kBM], sRow[kBM];
-    __shared__ math::TapCorners sTap[kBM];
+    alignas(32) float sC[kBM][kBN + 4];
+    int32_t sImg[kBM], sYo[kBM], sXo[kBM], sRow[kBM];
+    math::TapCorners sTap[kBM];
+    int32_t sLast;
+};
+
+// Block `blk` of a row GEMM's grid (gx blocks along M): its output tile, or its split of one.
+template <typename T, typename OutT, bool kDeform, bool kTensorCore, bool kColB>
+__device__ __forceinline__ void rowGemmTile(GemmShared<GemmSmem<kTensorCore, kColB>>& S, T const* __restrict__ src,
+                                            T const* __restrict__ weight, T const* __restrict__ bias,
+                                            OutT* __restrict__ out, GemmArgs g, uint3 blk, uint32_t gx) {
+    static_assert(!kColB || kTensorCore, "column-major B is a tensor-core layout");
+    auto& sm = S.sm;
+    auto& sC = S.sC;
+    auto& sImg = S.sImg;
+    auto& sYo = S.sYo;
+    auto& sXo = S.sXo;
+    auto& sRow = S.sRow;
+    auto& sTap = S.sTap;
 
     int32_t const count = g.count ? *g.count : g.maxM;
-    int32_t const mBase = static_cast<int32_t>(blockIdx.x) * kBM;
+    int32_t const mBase = static_cast<int32_t>(blk.x) * kBM;
     if (mBase >= count) return;  // grid sized for the maximum count
     int const tid = threadIdx.x;
-    int32_t const nBase = static_cast<int32_t>(blockIdx.y) * kBN;
+    int32_t const nBase = static_cast<int32_t>(blk.y) * kBN;
     int32_t const taps = g.kk * g.kk, howo = g.ho * g.wo;
 
     if (tid < kBM) {
@@ -655,7 +694,7 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
     }
 
     int32_t const kChunks = (g.cin + kBK - 1) / kBK;
-    int32_t const split = static_cast<int32_t>(blockIdx.z);  // this block's K steps: [s0, s1)
+    int32_t const split = static_cast<int32_t>(blk.z);  // this block's K steps: [s0, s1)
     int32_t const s0 = static_cast<int32_t>(static_cast<int64_t>(taps * kChunks) * split / g.splits);
     int32_t const s1 = static_cast<int32_t>(static_cast<int64_t>(taps * kChunks) * (split + 1) / g.splits);
     constexpr int kPerThread = kBM * kBK / kGemmThreads;  // 16 (A), and 16 for B
@@ -914,15 +953,14 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
         }
         __threadfence();  // the partial sums visible to the block that adds them
         __syncthreads();
-        __shared__ int32_t sLast;
         if (tid == 0) {
-            int32_t* counter = g.counters + blockIdx.y * gridDim.x + blockIdx.x;
+            int32_t* counter = g.counters + blk.y * gx + blk.x;
             __threadfence();  // a release by the arriving thread itself (the PTX model's letter)
-            sLast = atomicAdd(counter, 1) == g.splits - 1;
-            if (sLast) *counter = 0;  // every split has arrived: ready for the next GEMM or launch
+            S.sLast = atomicAdd(counter, 1) == g.splits - 1;
+            if (S.sLast) *counter = 0;  // every split has arrived: ready for the next GEMM or launch
         }
         __syncthreads();
-        if (!sLast) return;
+        if (!S.sLast) return;
         __threadfence();
         size_t const stride = static_cast<size_t>(g.maxM) * g.cout;
         for (int e = tid; e < kBM * cols; e += kGemmThreads) {
@@ -952,6 +990,48 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
         if (sImg[ml] < 0) continue;
         float const b = bias ? cuda::ld(bias, co) : 0.0f;
         cuda::st(out, static_cast<size_t>(mBase + ml) * g.ldOut + co, math::convEpilogue(sC[ml][nl], b, g.relu));
+    }
+}
+
+template <typename T, typename OutT, bool kDeform, bool kTensorCore, bool kColB = false>
+__global__ void __launch_bounds__(kGemmThreads, 3)
+    rowGemmKernel(T const* __restrict__ src, T const* __restrict__ weight, T const* __restrict__ bias,
+                  OutT* __restrict__ out, GemmArgs g) {
+    cuda::chainStart();
+    __shared__ GemmShared<GemmSmem<kTensorCore, kColB>> S;
+    rowGemmTile<T, OutT, kDeform, kTensorCore, kColB>(S, src, weight, bias, out, g, blockIdx, gridDim.x);
+}
+
+// Two independent row GEMMs (regular or direct taps) in one launch: conv1 beside the DCN
+// offsets, the downsample beside conv3. Blocks [0, a.blocks) are A's grid, the rest B's, each
+// walked x first as its own launch's would be; their shared memory overlaid. The same tiles,
+// sums and bits as two launches, one launch gap fewer.
+struct PairGrid {
+    uint32_t gx, gy, blocks;  // a GEMM's M tiles, N tiles, and M x N x splits blocks
+};
+
+template <typename T, typename OutA, typename OutB, bool kTensorCore, bool kColA, bool kColB>
+__global__ void __launch_bounds__(kGemmThreads, 3)
+    rowGemmPairKernel(T const* __restrict__ srcA, T const* __restrict__ weightA, T const* __restrict__ biasA,
+                      OutA* __restrict__ outA, GemmArgs ga, PairGrid pa, T const* __restrict__ srcB,
+                      T const* __restrict__ weightB, T const* __restrict__ biasB, OutB* __restrict__ outB,
+                      GemmArgs gb, PairGrid pb) {
+    cuda::chainStart();
+    using SA = GemmShared<GemmSmem<kTensorCore, kColA>>;
+    using SB = GemmShared<GemmSmem<kTensorCore, kColB>>;
+    union Shared {
+        SA a;
+        SB b;
+    };
+    __shared__ Shared S;
+    uint32_t i = blockIdx.x;
+    if (i < pa.blocks) {
+        uint3 const blk{i % pa.gx, i / pa.gx % pa.gy, i / (pa.gx * pa.gy)};
+        rowGemmTile<T, OutA, false, kTensorCore, kColA>(S.a, srcA, weightA, biasA, outA, ga, blk, pa.gx);
+    } else {
+        i -= pa.blocks;
+        uint3 const blk{i % pb.gx, i / pb.gx % pb.gy, i / (pb.gx * pb.gy)};
+        rowGemmTile<T, OutB, false, kTensorCore, kColB>(S.b, srcB, weightB, biasB, outB, gb, blk, pb.gx);
     }
 }
 
@@ -1396,29 +1476,41 @@ size_t packedConv2Offset(BottleneckParams const& p, size_t elementBytes) {
     return p.dcn ? align256(size_t{9} * kTapCols * p.cin * elementBytes) : 0;
 }
 
-// The block's row GEMMs (maxM, cout, cin, kk), as runBottleneck launches them on the portable path.
+// The block's row GEMMs (maxM, cout, cin, kk), as runBottleneck launches them on the portable path
+// (the pairs as one launch; a pair launched as two needs no more).
 SplitNeeds splitNeeds(BottleneckParams const& p, Geometry const& G) {
     SplitNeeds n{};
     needSplit(n, G.pos1, kTapCols, p.cin, 1);  // mask taps
-    needSplit(n, G.pos1, p.planes, p.cin, 1);  // conv1
-    if (p.dcn) needSplit(n, G.pos2, kTapCols, p.cin, 3);
+    SplitFootprint const conv1 = splitFootprint(G.pos1, p.planes, p.cin, 1);
+    needSplit(n, p.dcn ? splitFootprint(G.pos2, kTapCols, p.cin, 3) : SplitFootprint{}, conv1);  // DCN offsets, conv1
     needSplit(n, G.pos2, p.planes, p.planes, 3);  // conv2
-    needSplit(n, G.pos2, p.cout, p.planes, 1);    // conv3
-    if (p.downsample) needSplit(n, G.pos2, p.cout, p.cin, 1);
+    SplitFootprint const conv3 = splitFootprint(G.pos2, p.cout, p.planes, 1);
+    needSplit(n, p.downsample ? splitFootprint(G.pos2, p.cout, p.cin, 1) : SplitFootprint{}, conv3);  // shortcut, conv3
     return n;
 }
 
-template <typename T, typename OutT>
-cudaError_t rowGemm(T const* src, T const* wgt, T const* bias, OutT* out, GemmArgs a, cudaStream_t stream) {
-    if (a.maxM == 0) return cudaSuccess;
+// A row GEMM's arguments completed for its launch: the split count, the alignments.
+GemmArgs launchArgs(GemmArgs a, void const* src, void const* wgt) {
     a.splits = a.partial ? gemmSplits(a.maxM, a.cout, gemmSteps(a.cin, a.kk)) : 1;
     // TensorRT's tensors and the workspace are 256-byte aligned, but a caller's view may not be:
     // then the rows go element by element (a misaligned 16-byte load faults)
     a.alignedA = reinterpret_cast<uintptr_t>(src) % 16 == 0;
     a.alignedB = reinterpret_cast<uintptr_t>(wgt) % 16 == 0;
+    return a;
+}
+
+template <typename T>
+bool gemmOnTensorCores(GemmArgs const& a) {
+    return std::is_same_v<T, __half> && a.cin >= 16 && a.cout >= 16;
+}
+
+template <typename T, typename OutT>
+cudaError_t rowGemm(T const* src, T const* wgt, T const* bias, OutT* out, GemmArgs a, cudaStream_t stream) {
+    if (a.maxM == 0) return cudaSuccess;
+    a = launchArgs(a, src, wgt);
     dim3 const grid(cuda::ceilDiv(a.maxM, kBM), cuda::ceilDiv(a.cout, kBN), static_cast<unsigned>(a.splits));
     constexpr bool kHalf = std::is_same_v<T, __half>;
-    bool const tc = kHalf && a.cin >= 16 && a.cout >= 16;
+    bool const tc = gemmOnTensorCores<T>(a);
     // (deformable taps come with packed weights: the 3x3 convs; torch-layout B on tensor cores: kColB)
     if (a.offsets) {
         auto* k = tc ? &rowGemmKernel<T, OutT, true, kHalf> : &rowGemmKernel<T, OutT, true, false>;
@@ -1427,6 +1519,46 @@ cudaError_t rowGemm(T const* src, T const* wgt, T const* bias, OutT* out, GemmAr
         auto* k = !tc ? &rowGemmKernel<T, OutT, false, false>
                       : a.packed ? &rowGemmKernel<T, OutT, false, kHalf> : &rowGemmKernel<T, OutT, false, kHalf, kHalf>;
         SSI_BLOCK_LAUNCH(k, grid, kGemmThreads, stream, src, wgt, bias, out, a);
+    }
+    return cuda::launchStatus();
+}
+
+// Two independent row GEMMs without deformable taps (A: packed weights when kPackedA, else
+// torch's; B: torch's) as one launch (rowGemmPairKernel) when both run on the same units: tensor
+// cores in fp16 (the SIMT pair of fp16 GEMMs narrower than 16 channels is launched as two), SIMT
+// in float32. B's split-K partial sums and tile counters follow A's (splitNeeds counts the pair
+// together).
+template <typename T, typename OutA, typename OutB, bool kPackedA>
+cudaError_t rowGemmPair(T const* srcA, T const* wA, T const* bA, OutA* outA, GemmArgs a, T const* srcB, T const* wB,
+                        T const* bB, OutB* outB, GemmArgs b, cudaStream_t stream) {
+    a = launchArgs(a, srcA, wA);
+    SplitFootprint const fa = a.partial ? splitFootprint(a.maxM, a.cout, a.cin, a.kk) : SplitFootprint{};
+    if (b.partial) {
+        b.partial += fa.partialBytes / sizeof(float);
+        b.counters += fa.counters;
+    }
+    b = launchArgs(b, srcB, wB);
+    constexpr bool kHalf = std::is_same_v<T, __half>;
+    bool const tc = gemmOnTensorCores<T>(a);
+    if (a.maxM == 0 || b.maxM == 0 || tc != gemmOnTensorCores<T>(b) || (kHalf && !tc) || a.packed != kPackedA ||
+        b.packed || a.offsets || b.offsets) {
+        SSI_TRY(rowGemm<T, OutA>(srcA, wA, bA, outA, a, stream));
+        return rowGemm<T, OutB>(srcB, wB, bB, outB, b, stream);
+    }
+    auto grid = [](GemmArgs const& g) {
+        PairGrid r{cuda::ceilDiv(g.maxM, kBM), cuda::ceilDiv(g.cout, kBN), 0};
+        r.blocks = r.gx * r.gy * static_cast<uint32_t>(g.splits);
+        return r;
+    };
+    PairGrid const ga = grid(a), gb = grid(b);
+    if (int64_t{ga.blocks} + gb.blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+    unsigned const blocks = ga.blocks + gb.blocks;
+    if constexpr (kHalf) {  // tensor cores: A's B tile column-major unless packed, B's always
+        auto* k = &rowGemmPairKernel<T, OutA, OutB, true, !kPackedA, true>;
+        SSI_BLOCK_LAUNCH(k, blocks, kGemmThreads, stream, srcA, wA, bA, outA, a, ga, srcB, wB, bB, outB, b, gb);
+    } else {
+        auto* k = &rowGemmPairKernel<T, OutA, OutB, false, false, false>;
+        SSI_BLOCK_LAUNCH(k, blocks, kGemmThreads, stream, srcA, wA, bA, outA, a, ga, srcB, wB, bB, outB, b, gb);
     }
     return cuda::launchStatus();
 }
@@ -1503,6 +1635,16 @@ cudaError_t prepare(BottleneckTensors const& t, BottleneckParams const& p, Geome
     auto* k = &prepKernel<T>;
     SSI_BLOCK_LAUNCH(k, static_cast<unsigned>(blocks), kThreads, stream, a);
     return cuda::launchStatus();
+}
+
+// Whether gemm1x1 runs this 1x1 GEMM on the Hopper path (then it is launched on its own).
+template <typename T>
+bool hopperGemm(int32_t n, int32_t k) {
+#if SSI_SM90
+    if constexpr (std::is_same_v<T, __half>) return useSm90(n, k);
+#endif
+    (void)n, (void)k;
+    return false;
 }
 
 template <typename T>
@@ -1612,52 +1754,72 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     T* rows3 = reinterpret_cast<T*>(at(L.rows3));
     float* offs = p.dcn ? reinterpret_cast<float*>(at(L.offsets)) : nullptr;
 
-    // conv1 at m1 (1x1 on x's rows), then Y1 = interp(rows1, m1) as dense rows
+    // conv1 at m1 (1x1 on x's rows) and the DCN offsets at m2 (3x3 stride s on x): both read x and
+    // neither needs the other, so one launch (unless conv1 runs on the Hopper GEMM)
     GemmArgs a{};
     a.list = perm1, a.count = count1, a.maxM = pos1;
     a.n = p.n, a.h = p.h, a.w = p.w, a.cin = p.cin, a.ho = p.h, a.wo = p.w, a.kk = 1, a.stride = 1, a.pad = 0;
     a.cout = p.planes, a.relu = 1, a.ldOut = p.planes, a.partial = partial, a.counters = counters;
-    SSI_TRY(gemm1x1<T>(xr, perm1, count1, pos1, p.planes, p.cin, W(t.conv1W), W(t.conv1B), 1, rows1, a, stream));
-    InterpArgs ia{};
-    ia.n = p.n, ia.c = p.planes, ia.h = p.h, ia.w = p.w, ia.sigma = p.sigma1, ia.relu = 0, ia.hasResidual = false;
-    ia.outN = static_cast<int64_t>(hw) * p.planes, ia.outQ = p.planes, ia.outC = 1;
-    SSI_TRY(interpRows<T, T, T>(rows1, index1, m1, nullptr, nullptr, y1, ia, stream));
-
-    // conv2 at m2 (3x3 stride s on Y1; the DCN offsets first, 3x3 stride s on x), conv3 on rows
     GemmArgs c2{};
     c2.list = perm2, c2.count = count2, c2.maxM = pos2;
     c2.n = p.n, c2.h = p.h, c2.w = p.w, c2.ho = G.ho, c2.wo = G.wo, c2.kk = 3, c2.stride = p.stride, c2.pad = 1;
     c2.partial = partial, c2.counters = counters;
     c2.packed = true;
-    if (p.dcn) {
-        GemmArgs o = c2;
-        o.cin = p.cin, o.cout = 2 * 9, o.relu = 0, o.ldOut = 2 * 9;
-        SSI_TRY(rowGemm<T, float>(xr, static_cast<T const*>(offsetPacked), W(t.offsetB), offs, o, stream));
+    GemmArgs o = c2;
+    o.cin = p.cin, o.cout = 2 * 9, o.relu = 0, o.ldOut = 2 * 9;
+    if (p.dcn && !hopperGemm<T>(p.planes, p.cin)) {
+        SSI_TRY(rowGemmPair<T, float, T, true>(xr, static_cast<T const*>(offsetPacked), W(t.offsetB), offs, o, xr,
+                                               W(t.conv1W), W(t.conv1B), rows1, a, stream));
+    } else {
+        SSI_TRY(gemm1x1<T>(xr, perm1, count1, pos1, p.planes, p.cin, W(t.conv1W), W(t.conv1B), 1, rows1, a, stream));
+        if (p.dcn) SSI_TRY(rowGemm<T, float>(xr, static_cast<T const*>(offsetPacked), W(t.offsetB), offs, o, stream));
     }
+    // Y1 = interp(rows1, m1) as dense rows
+    InterpArgs ia{};
+    ia.n = p.n, ia.c = p.planes, ia.h = p.h, ia.w = p.w, ia.sigma = p.sigma1, ia.relu = 0, ia.hasResidual = false;
+    ia.outN = static_cast<int64_t>(hw) * p.planes, ia.outQ = p.planes, ia.outC = 1;
+    SSI_TRY(interpRows<T, T, T>(rows1, index1, m1, nullptr, nullptr, y1, ia, stream));
+
+    // conv2 at m2 (3x3 stride s on Y1, regular or deformable)
     c2.cin = p.planes, c2.cout = p.planes, c2.relu = 1, c2.ldOut = p.planes, c2.offsets = offs;
     SSI_TRY(rowGemm<T, T>(y1, static_cast<T const*>(conv2Packed), W(t.conv2B), rows2, c2, stream));
+
+    // conv3 on rows, and the downsample shortcut (1x1 stride s on x): one launch unless either
+    // runs on the Hopper GEMM
     GemmArgs c3{};
     c3.count = count2, c3.maxM = pos2, c3.direct = true;
     c3.n = p.n, c3.h = 1, c3.w = 1, c3.ho = 1, c3.wo = 1, c3.kk = 1, c3.stride = 1, c3.pad = 0;
     c3.cin = p.planes, c3.cout = p.cout, c3.relu = 0, c3.ldOut = p.cout, c3.partial = partial, c3.counters = counters;
-    SSI_TRY(gemm1x1<T>(rows2, nullptr, count2, pos2, p.cout, p.planes, W(t.conv3W), nullptr, 0, rows3, c3, stream));
-
-    // shortcut, then y = relu(interp(rows3, m2) + b3 + shortcut)
     T const* res = x;
-    int64_t const howo = static_cast<int64_t>(G.ho) * G.wo;
-    ia = InterpArgs{};
-    ia.n = p.n, ia.c = p.cout, ia.h = G.ho, ia.w = G.wo, ia.sigma = p.sigma2, ia.relu = 1, ia.hasResidual = true;
     if (p.downsample) {
         T* sc = reinterpret_cast<T*>(at(L.shortcut));
         GemmArgs d{};
         d.maxM = pos2, d.n = p.n, d.h = p.h, d.w = p.w, d.cin = p.cin, d.ho = G.ho, d.wo = G.wo, d.kk = 1;
         d.stride = p.stride, d.pad = 0, d.cout = p.cout, d.relu = 0, d.ldOut = p.cout, d.partial = partial, d.counters = counters;
-        if (p.stride == 1)  // every position, plain rows of x
-            SSI_TRY(gemm1x1<T>(xr, nullptr, nullptr, pos2, p.cout, p.cin, W(t.downsampleW), W(t.downsampleB), 0, sc,
-                               d, stream));
-        else
-            SSI_TRY(rowGemm<T, T>(xr, W(t.downsampleW), W(t.downsampleB), sc, d, stream));
+        // (at stride 1 every position: plain rows of x)
+        bool const hopperShortcut = p.stride == 1 && hopperGemm<T>(p.cout, p.cin);
+        if (!hopperShortcut && !hopperGemm<T>(p.cout, p.planes)) {
+            SSI_TRY(rowGemmPair<T, T, T, false>(xr, W(t.downsampleW), W(t.downsampleB), sc, d, rows2, W(t.conv3W),
+                                                nullptr, rows3, c3, stream));
+        } else {
+            SSI_TRY(gemm1x1<T>(rows2, nullptr, count2, pos2, p.cout, p.planes, W(t.conv3W), nullptr, 0, rows3, c3,
+                               stream));
+            if (p.stride == 1)
+                SSI_TRY(gemm1x1<T>(xr, nullptr, nullptr, pos2, p.cout, p.cin, W(t.downsampleW), W(t.downsampleB), 0,
+                                   sc, d, stream));
+            else
+                SSI_TRY(rowGemm<T, T>(xr, W(t.downsampleW), W(t.downsampleB), sc, d, stream));
+        }
         res = sc;
+    } else {
+        SSI_TRY(gemm1x1<T>(rows2, nullptr, count2, pos2, p.cout, p.planes, W(t.conv3W), nullptr, 0, rows3, c3, stream));
+    }
+
+    // y = relu(interp(rows3, m2) + b3 + shortcut)
+    int64_t const howo = static_cast<int64_t>(G.ho) * G.wo;
+    ia = InterpArgs{};
+    ia.n = p.n, ia.c = p.cout, ia.h = G.ho, ia.w = G.wo, ia.sigma = p.sigma2, ia.relu = 1, ia.hasResidual = true;
+    if (p.downsample) {
         ia.resN = howo * p.cout, ia.resQ = p.cout, ia.resC = 1;
     } else if (p.channelsLast) {
         ia.resN = howo * p.cout, ia.resQ = p.cout, ia.resC = 1;
