@@ -26,10 +26,11 @@
    forced density (PATH-thr: the mask biases lowered by the forced run's k-th largest logits, so
    no tap-sum or k-th largest kernel); --block-budget bounds it (configurations past it are
    skipped and listed; every configuration runs at the backbone densities before the sweep's
-   other densities, so a budget that runs out costs the sweep, not the goal's figures). Plot: block_latency.png. Then a per-kernel breakdown of one non-first
-   block per stage (800x1216, batch 1, density 0.26, forced and threshold; CUPTI kernel records
-   through torch.profiler): where the time goes, beside the block's launches x one tiny kernel's
-   time in a CUDA graph (the launch floor) and the block's time in a graph.
+   other densities, so a budget that runs out costs the sweep, not the goal's figures). Plot:
+   block_latency.png. Then a per-kernel breakdown of one non-first block per stage (800x1216,
+   batch 1, density 0.26, forced and threshold; CUPTI kernel records through torch.profiler):
+   where the time goes, beside the block's launches x one tiny kernel's time in a CUDA graph (the
+   launch floor) and the block's time in a graph.
 
 Writes gpu_check.json to --out ($OUT) and prints a short table last. Exit status 1 when a
 check fails. `--cpu-dry-run` runs the checks' logic on the CPU through the CPU twins (no GPU,

@@ -1790,30 +1790,24 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     c3.count = count2, c3.maxM = pos2, c3.direct = true;
     c3.n = p.n, c3.h = 1, c3.w = 1, c3.ho = 1, c3.wo = 1, c3.kk = 1, c3.stride = 1, c3.pad = 0;
     c3.cin = p.planes, c3.cout = p.cout, c3.relu = 0, c3.ldOut = p.cout, c3.partial = partial, c3.counters = counters;
-    T const* res = x;
-    if (p.downsample) {
-        T* sc = reinterpret_cast<T*>(at(L.shortcut));
-        GemmArgs d{};
-        d.maxM = pos2, d.n = p.n, d.h = p.h, d.w = p.w, d.cin = p.cin, d.ho = G.ho, d.wo = G.wo, d.kk = 1;
-        d.stride = p.stride, d.pad = 0, d.cout = p.cout, d.relu = 0, d.ldOut = p.cout, d.partial = partial, d.counters = counters;
-        // (at stride 1 every position: plain rows of x)
-        bool const hopperShortcut = p.stride == 1 && hopperGemm<T>(p.cout, p.cin);
-        if (!hopperShortcut && !hopperGemm<T>(p.cout, p.planes)) {
-            SSI_TRY(rowGemmPair<T, T, T, false>(xr, W(t.downsampleW), W(t.downsampleB), sc, d, rows2, W(t.conv3W),
-                                                nullptr, rows3, c3, stream));
-        } else {
-            SSI_TRY(gemm1x1<T>(rows2, nullptr, count2, pos2, p.cout, p.planes, W(t.conv3W), nullptr, 0, rows3, c3,
-                               stream));
-            if (p.stride == 1)
-                SSI_TRY(gemm1x1<T>(xr, nullptr, nullptr, pos2, p.cout, p.cin, W(t.downsampleW), W(t.downsampleB), 0,
-                                   sc, d, stream));
-            else
-                SSI_TRY(rowGemm<T, T>(xr, W(t.downsampleW), W(t.downsampleB), sc, d, stream));
-        }
-        res = sc;
+    T* const sc = p.downsample ? reinterpret_cast<T*>(at(L.shortcut)) : nullptr;
+    GemmArgs d{};
+    d.maxM = pos2, d.n = p.n, d.h = p.h, d.w = p.w, d.cin = p.cin, d.ho = G.ho, d.wo = G.wo, d.kk = 1;
+    d.stride = p.stride, d.pad = 0, d.cout = p.cout, d.relu = 0, d.ldOut = p.cout, d.partial = partial, d.counters = counters;
+    // (the downsample at stride 1: every position, plain rows of x)
+    bool const hopperShortcut = p.stride == 1 && hopperGemm<T>(p.cout, p.cin);
+    if (p.downsample && !hopperShortcut && !hopperGemm<T>(p.cout, p.planes)) {
+        SSI_TRY(rowGemmPair<T, T, T, false>(xr, W(t.downsampleW), W(t.downsampleB), sc, d, rows2, W(t.conv3W), nullptr,
+                                            rows3, c3, stream));
     } else {
         SSI_TRY(gemm1x1<T>(rows2, nullptr, count2, pos2, p.cout, p.planes, W(t.conv3W), nullptr, 0, rows3, c3, stream));
+        if (p.downsample && p.stride == 1)
+            SSI_TRY(gemm1x1<T>(xr, nullptr, nullptr, pos2, p.cout, p.cin, W(t.downsampleW), W(t.downsampleB), 0, sc,
+                               d, stream));
+        else if (p.downsample)
+            SSI_TRY(rowGemm<T, T>(xr, W(t.downsampleW), W(t.downsampleB), sc, d, stream));
     }
+    T const* const res = p.downsample ? sc : x;
 
     // y = relu(interp(rows3, m2) + b3 + shortcut)
     int64_t const howo = static_cast<int64_t>(G.ho) * G.wo;
