@@ -58,6 +58,13 @@ def _run(gc, fn, K, dtype, seed):
     assert not gc.RESULTS["failures"], gc.RESULTS["failures"]
 
 
+def test_emulated_async_copies_land_at_their_wait(kernels):
+    # cp.async copies land when their thread waits for their group (the latest a GPU allows), so a
+    # GEMM stage read before its wait or its barrier sees old bytes here and fails the block tests
+    lib = ctypes.CDLL(str(BUILD / "lib" / "libssi_cuda_emu.so"))
+    assert lib.ssi_cuda_emu_async_copy_probe() == 0
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_emulated_sample_mask(kernels, dtype):
     gc, K = kernels

@@ -48,18 +48,47 @@ __device__ __forceinline__ T* opaque(T* p) {
 }
 
 // A 16-byte copy from global to shared memory that does not wait for its data (cp.async on
-// sm_80 and later; a load and a store before); copyAsyncWait() waits for this thread's copies.
-// Both addresses must be 16-byte aligned.
+// sm_80 and later; a load and a store before); copyAsyncWait() waits for this thread's copies,
+// copyAsyncCommit() closes a group of them and copyAsyncWaitGroup<N>() waits until at most N
+// groups are in flight. Both addresses must be 16-byte aligned.
 __device__ __forceinline__ void copyAsync16(void* smem, void const* gmem) {
 #if defined(SSI_CUDA_EMULATION)
-    if (reinterpret_cast<uintptr_t>(smem) % 16 || reinterpret_cast<uintptr_t>(gmem) % 16)
-        throw std::runtime_error("copyAsync16: address not 16-byte aligned");
-    std::memcpy(smem, gmem, 16);
+    emu::asyncCopy16(smem, gmem, true);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     unsigned const s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
 #else
     *static_cast<uint4*>(smem) = __ldg(static_cast<uint4 const*>(gmem));
+#endif
+}
+
+// The same, or 16 zero bytes where !valid (nothing is read then; gmem is still an aligned address).
+__device__ __forceinline__ void copyAsync16OrZero(void* smem, void const* gmem, bool valid) {
+#if defined(SSI_CUDA_EMULATION)
+    emu::asyncCopy16(smem, gmem, valid);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    unsigned const s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16u : 0u)
+                 : "memory");
+#else
+    *static_cast<uint4*>(smem) = valid ? __ldg(static_cast<uint4 const*>(gmem)) : make_uint4(0u, 0u, 0u, 0u);
+#endif
+}
+
+__device__ __forceinline__ void copyAsyncCommit() {
+#if defined(SSI_CUDA_EMULATION)
+    emu::asyncCommit();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+template <int N>
+__device__ __forceinline__ void copyAsyncWaitGroup() {
+#if defined(SSI_CUDA_EMULATION)
+    emu::asyncWaitGroup(N);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 #endif
 }
 
@@ -99,7 +128,9 @@ void launchChained(bool chained, void (*kernel)(KArgs...), dim3 grid, dim3 block
 #endif
 
 __device__ __forceinline__ void copyAsyncWait() {
-#if !defined(SSI_CUDA_EMULATION) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(SSI_CUDA_EMULATION)
+    emu::asyncWaitAll();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     asm volatile("cp.async.wait_all;\n" ::: "memory");
 #endif
 }

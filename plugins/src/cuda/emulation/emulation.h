@@ -38,6 +38,20 @@ inline dim3 blockDim, gridDim;
 namespace ssi {
 namespace emu {
 
+// A thread's asynchronous copies to shared memory (cp.async): the open group and the committed
+// ones, oldest first. They land when the thread waits for them (copyAsyncWaitGroup, at the latest
+// moment a GPU allows), so a read of their destination before the wait, or before the barrier that
+// shows them to the other threads, sees the old bytes and fails the tests.
+struct AsyncCopy {
+    void* dst;
+    void const* src;
+    bool fill;  // 16 bytes from src, or 16 zero bytes (nothing read)
+};
+struct AsyncCopies {
+    std::vector<AsyncCopy> open;
+    std::vector<std::vector<AsyncCopy>> committed;
+};
+
 struct Scheduler {
     ucontext_t main;
     std::vector<ucontext_t> ctx;
@@ -45,8 +59,38 @@ struct Scheduler {
     std::vector<int> state;  // 0 runnable, 1 waiting at the barrier, 2 finished
     int current = 0;
     std::vector<unsigned> votes;
+    std::vector<AsyncCopies> async;
 };
 inline Scheduler* gSched = nullptr;
+
+inline void asyncCopy16(void* dst, void const* src, bool fill) {
+    if (reinterpret_cast<uintptr_t>(dst) % 16 || reinterpret_cast<uintptr_t>(src) % 16)
+        throw std::runtime_error("copyAsync16: address not 16-byte aligned");
+    gSched->async[gSched->current].open.push_back({dst, src, fill});
+}
+
+inline void asyncCommit() {
+    AsyncCopies& q = gSched->async[gSched->current];
+    q.committed.push_back(std::move(q.open));
+    q.open.clear();
+}
+
+// Until at most `pending` committed groups are in flight (cp.async.wait_group).
+inline void asyncWaitGroup(size_t pending) {
+    AsyncCopies& q = gSched->async[gSched->current];
+    size_t const land = q.committed.size() > pending ? q.committed.size() - pending : 0;
+    for (size_t g = 0; g < land; ++g)
+        for (AsyncCopy const& c : q.committed[g]) {
+            if (c.fill) std::memcpy(c.dst, c.src, 16);
+            else std::memset(c.dst, 0, 16);
+        }
+    q.committed.erase(q.committed.begin(), q.committed.begin() + static_cast<std::ptrdiff_t>(land));
+}
+
+inline void asyncWaitAll() {  // cp.async.wait_all: commit, then wait for every group
+    asyncCommit();
+    asyncWaitGroup(0);
+}
 
 inline void yieldToScheduler(int newState) {
     Scheduler& s = *gSched;
@@ -74,6 +118,7 @@ void fiberEntry(unsigned lo, unsigned hi) {
     auto* fn = reinterpret_cast<Fn*>((static_cast<uintptr_t>(hi) << 32) | lo);
     try {
         (*fn)();
+        asyncWaitAll();  // a GPU completes a thread's copies after it exits
     } catch (std::exception const& e) {
         if (gLaunchError == cudaSuccess) {
             std::fprintf(stderr, "emulated kernel fault: %s\n", e.what());
@@ -90,6 +135,7 @@ void runBlock(Fn& fn, int threads) {
     s.ctx.resize(threads);
     s.state.assign(threads, 0);
     s.votes.assign(threads, 0);
+    s.async.resize(threads);
     constexpr size_t kStack = 256 * 1024;
     for (int t = 0; t < threads; ++t) {
         s.stacks.emplace_back(new char[kStack]);
