@@ -562,9 +562,17 @@ struct GemmArgs {
     int32_t* counters;     // per output tile: splits arrived (zero before the GEMM, zero after)
     bool packed;           // weight packed as [kk * kk][cin][cout] (prepKernel), not torch's
     bool alignedA, alignedB;  // src / weight 16-byte aligned (set by rowGemm): vectors allowed
+    bool copyable;            // A and B as whole 16-byte vectors copied as they are (launchArgs)
 };
 
 constexpr int kBM = 64, kBN = 64, kBK = 32, kGemmThreads = 128;
+// K steps in shared memory on the cp.async path (sm_80 on): kGemmStages - 1 of them in flight while
+// one multiplies, where the register path has one. sm_75 has no cp.async: the register path.
+#if defined(SSI_CUDA_EMULATION) || !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+constexpr int kGemmStages = 3;
+#else
+constexpr int kGemmStages = 1;
+#endif
 
 // Split-K for the row GEMMs with few tiles and a long K: a stage-3/4 block has a few hundred
 // rows, and the DCN offsets and the mask taps (18 columns) are one 64-column tile, so without a
@@ -636,30 +644,41 @@ using GemmSmem = std::conditional_t<kTensorCore, std::conditional_t<kColB, SmemT
 
 // One row GEMM tile's shared memory, as one struct: a paired launch (rowGemmPairKernel) overlays
 // two GEMMs' in a union, where two functions' own static __shared__ variables would add up.
-template <typename Smem>
+template <typename Smem, int kStages>
 struct GemmShared {
-    alignas(32) Smem sm;
-    // the tile's sums, [row][channel]: the epilogue's threads read consecutive channels of a row
-    // (as [channel][row] they were 68 words apart: 4-way bank conflicts on every read)
-    alignas(32) float sC[kBM][kBN + 4];
+    union {
+        alignas(32) Smem st[kStages];  // the K steps' tiles on the cp.async path
+        struct {
+            alignas(32) Smem sm;         // the register path's tiles
+            math::TapCorners sTap[kBM];  // and each row's tap corners, where st[1] would be (sm_86:
+                                         // 3 blocks of 32.8 KB per SM fit its 100 KB, of 34.8 KB not)
+        } reg;
+        // then the tile's sums, [row][channel]: the epilogue's threads read consecutive channels of
+        // a row (as [channel][row] they were 68 words apart: 4-way bank conflicts on every read)
+        alignas(32) float sC[kBM][kBN + 4];
+    };
     int32_t sImg[kBM], sYo[kBM], sXo[kBM], sRow[kBM];
-    math::TapCorners sTap[kBM];
     int32_t sLast;
 };
 
+// SIMT tiles stay on the register path (fp32 has no cp.async use here: its A and B are converted
+// or gathered element by element, and 3 stages of its float tiles would pass 48 KB)
+template <bool kTensorCore, bool kColB>
+using GemmSharedOf = GemmShared<GemmSmem<kTensorCore, kColB>, kTensorCore ? kGemmStages : 1>;
+
 // Block `blk` of a row GEMM's grid (gx blocks along M): its output tile, or its split of one.
 template <typename T, typename OutT, bool kDeform, bool kTensorCore, bool kColB>
-__device__ __forceinline__ void rowGemmTile(GemmShared<GemmSmem<kTensorCore, kColB>>& S, T const* __restrict__ src,
+__device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S, T const* __restrict__ src,
                                             T const* __restrict__ weight, T const* __restrict__ bias,
                                             OutT* __restrict__ out, GemmArgs g, uint3 blk, uint32_t gx) {
     static_assert(!kColB || kTensorCore, "column-major B is a tensor-core layout");
-    auto& sm = S.sm;
+    auto& sm = S.reg.sm;  // the register path's tiles
     auto& sC = S.sC;
     auto& sImg = S.sImg;
     auto& sYo = S.sYo;
     auto& sXo = S.sXo;
     auto& sRow = S.sRow;
-    auto& sTap = S.sTap;
+    auto& sTap = S.reg.sTap;
 
     int32_t const count = g.count ? *g.count : g.maxM;
     int32_t const mBase = static_cast<int32_t>(blk.x) * kBM;
@@ -869,7 +888,7 @@ __device__ __forceinline__ void rowGemmTile(GemmShared<GemmSmem<kTensorCore, kCo
             }
         }
     };
-    auto computeStep = [&] {
+    auto computeStep = [&](auto& sm) {
         if constexpr (kTensorCore) {
             using namespace nvcuda;
 #pragma unroll
@@ -905,27 +924,100 @@ __device__ __forceinline__ void rowGemmTile(GemmShared<GemmSmem<kTensorCore, kCo
         }
     };
 
-    // Software pipeline as sparse_conv2d.cu: step s + 1's loads go to registers while step s
-    // multiplies from shared memory; a tap's corners are computed once.
-    __syncthreads();
-    computeTap(s0 / kChunks);
-    __syncthreads();
-    loadStep(s0);
-    __syncthreads();
-    storeStep();
-    if (s0 + 1 < s1 && (s0 + 1) / kChunks != s0 / kChunks) computeTap((s0 + 1) / kChunks);
-    __syncthreads();
-    for (int32_t s = s0; s < s1; ++s) {
-        bool const more = s + 1 < s1;
-        if (more) loadStep(s + 1);
-        computeStep();
-        __syncthreads();
-        if (more) {
-            storeStep();
-            int32_t const tapNext = (s + 2) / kChunks;
-            if (s + 2 < s1 && tapNext != (s + 1) / kChunks) computeTap(tapNext);
+    using Stage = GemmSmem<kTensorCore, kColB>;
+    // The cp.async path's copies of step t into a stage, one commit group per step: A's rows
+    // (regular or direct taps) and B's rows as whole 16-byte vectors, zeros where the register path
+    // has them, the same halves in the same places, so the same bits. A regular tap's corner is
+    // computed by each thread for its own rows (no sTap, no barrier when the tap changes).
+    auto copyStep = [&](int32_t t, Stage& st) {
+        if constexpr (kTensorCore && !kDeform) {
+            int32_t const tap = t / kChunks, k0 = (t - tap * kChunks) * kBK;
+            int32_t const ty = tap / g.kk, tx = tap - ty * g.kk;
+#pragma unroll
+            for (int i = 0; i < kVecPerThread; ++i) {
+                int const ml = vM0 + i * kVecRowsA;
+                int32_t const b = sImg[ml], cv = k0 + kVec * vC;
+                bool ok = b >= 0 && cv < g.cin;
+                T const* from = src;
+                if (ok && g.direct) {
+                    from = src + static_cast<size_t>(sRow[ml]) * g.cin + cv;
+                } else if (ok) {
+                    int32_t const iy = math::tapCoord(sYo[ml], ty, g.stride, g.pad, 1);
+                    int32_t const ix = math::tapCoord(sXo[ml], tx, g.stride, g.pad, 1);
+                    ok = iy >= 0 && iy < g.h && ix >= 0 && ix < g.w;
+                    from = src + (static_cast<size_t>(b) * hw + static_cast<size_t>(iy) * g.w + ix) * g.cin + cv;
+                }
+                cuda::copyAsync16OrZero(&st.a[ml][kVec * vC], ok ? from : src, ok);
+            }
+#pragma unroll
+            for (int i = 0; i < kVecPerThread; ++i) {
+                if constexpr (kColB) {  // torch's [cout][cin] (1x1): 8 input channels of one output
+                    constexpr int kPerRow = kBK / kVec, kRows = kGemmThreads / kPerRow;  // 4, 32
+                    int const nl = tid / kPerRow + i * kRows, kl = kVec * (tid % kPerRow);
+                    int32_t const co = nBase + nl, cb = k0 + kl;
+                    bool const ok = co < g.cout && cb < g.cin;
+                    cuda::copyAsync16OrZero(&st.b[nl][kl], ok ? weight + static_cast<size_t>(co) * g.cin + cb : weight,
+                                            ok);
+                } else {  // packed [tap][cin][cout]: 8 outputs of one input channel (as vb)
+                    int const kl = vK0 + i * kVecRowsB;
+                    int32_t const cb = k0 + kl, co = nBase + kVec * vN;
+                    bool const ok = cb < g.cin && co < g.cout;
+                    cuda::copyAsync16OrZero(&st.b[kl][kVec * vN],
+                                            ok ? weight + (static_cast<size_t>(tap) * g.cin + cb) * g.cout + co : weight,
+                                            ok);
+                }
+            }
         }
+    };
+
+    __syncthreads();
+    bool copied = false;  // the cp.async path ran
+    if constexpr (kTensorCore && !kDeform && kGemmStages > 1) {
+        if (g.copyable) {
+            // steps s + 1 .. s + kGemmStages - 1 in flight while step s multiplies. At step s this
+            // thread waits for its own copies of step s, and the barrier for everyone's (and for
+            // every warp's MMAs of step s - 1, whose stage is refilled right after it).
+            copied = true;
+            int rd = 0, wr = kGemmStages - 1;
+            for (int j = 0; j < kGemmStages - 1; ++j) {
+                if (s0 + j < s1) copyStep(s0 + j, S.st[j]);
+                cuda::copyAsyncCommit();
+            }
+            for (int32_t s = s0; s < s1; ++s) {
+                cuda::copyAsyncWaitGroup<kGemmStages - 2>();
+                __syncthreads();
+                if (s + kGemmStages - 1 < s1) copyStep(s + kGemmStages - 1, S.st[wr]);
+                cuda::copyAsyncCommit();
+                computeStep(S.st[rd]);
+                rd = rd + 1 == kGemmStages ? 0 : rd + 1;
+                wr = wr + 1 == kGemmStages ? 0 : wr + 1;
+            }
+            cuda::copyAsyncWaitGroup<0>();  // (empty groups: nothing lands in sC, over the stages)
+            __syncthreads();                // every warp's last MMAs done before sC is written
+        }
+    }
+    if (!copied) {
+        // Register path, as sparse_conv2d.cu: step s + 1's loads go to registers while step s
+        // multiplies from shared memory; a tap's corners are computed once.
+        computeTap(s0 / kChunks);
         __syncthreads();
+        loadStep(s0);
+        __syncthreads();
+        storeStep();
+        if (s0 + 1 < s1 && (s0 + 1) / kChunks != s0 / kChunks) computeTap((s0 + 1) / kChunks);
+        __syncthreads();
+        for (int32_t s = s0; s < s1; ++s) {
+            bool const more = s + 1 < s1;
+            if (more) loadStep(s + 1);
+            computeStep(sm);
+            __syncthreads();
+            if (more) {
+                storeStep();
+                int32_t const tapNext = (s + 2) / kChunks;
+                if (s + 2 < s1 && tapNext != (s + 1) / kChunks) computeTap(tapNext);
+            }
+            __syncthreads();  // (also: every warp's MMAs done before sC, over st[0], is written)
+        }
     }
 
     if constexpr (kTensorCore) {
@@ -998,7 +1090,7 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
     rowGemmKernel(T const* __restrict__ src, T const* __restrict__ weight, T const* __restrict__ bias,
                   OutT* __restrict__ out, GemmArgs g) {
     cuda::chainStart();
-    __shared__ GemmShared<GemmSmem<kTensorCore, kColB>> S;
+    __shared__ GemmSharedOf<kTensorCore, kColB> S;
     rowGemmTile<T, OutT, kDeform, kTensorCore, kColB>(S, src, weight, bias, out, g, blockIdx, gridDim.x);
 }
 
@@ -1017,8 +1109,8 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
                       T const* __restrict__ weightB, T const* __restrict__ biasB, OutB* __restrict__ outB,
                       GemmArgs gb, PairGrid pb) {
     cuda::chainStart();
-    using SA = GemmShared<GemmSmem<kTensorCore, kColA>>;
-    using SB = GemmShared<GemmSmem<kTensorCore, kColB>>;
+    using SA = GemmSharedOf<kTensorCore, kColA>;
+    using SB = GemmSharedOf<kTensorCore, kColB>;
     union Shared {
         SA a;
         SB b;
@@ -1496,6 +1588,9 @@ GemmArgs launchArgs(GemmArgs a, void const* src, void const* wgt) {
     // then the rows go element by element (a misaligned 16-byte load faults)
     a.alignedA = reinterpret_cast<uintptr_t>(src) % 16 == 0;
     a.alignedB = reinterpret_cast<uintptr_t>(wgt) % 16 == 0;
+    // rowGemmTile's cp.async path (fp16 on tensor cores; the kernel decides that): A's rows copied as
+    // they are (no deformable blend) and B in 16-byte vectors, packed or torch's 1x1 [cout][cin]
+    a.copyable = a.alignedA && a.alignedB && a.cin % 8 == 0 && !a.offsets && (a.packed ? a.cout % 8 == 0 : a.kk == 1);
     return a;
 }
 
