@@ -217,6 +217,58 @@ def test_emulated_block_graph_reuse_and_unsampled_rows_never_read(block_kernels)
         assert not torch.isnan(y1).any()
 
 
+# fp16 cases whose row GEMMs run on tensor cores with 16-byte rows (Cin % 8 == 0): conv1, conv3,
+# the downsample and regular 3x3 taps take the cp.async pipeline by default; the DCN taps, the
+# 18-column GEMMs and rows of 20 channels keep the register path in both runs
+PIPELINE_CASES = [
+    (48, 16, 2, False, True, 1, 35, 37, C.MODE_THRESHOLD, 0.26, "mixed", False),
+    (128, 128, 1, True, True, 2, 9, 11, C.MODE_THRESHOLD, 0.5, "mixed", True),  # split K
+    (64, 576, 1, False, True, 1, 5, 6, C.MODE_THRESHOLD, 0.5, "mixed", True),  # 10 splits
+    (1024, 16, 2, True, True, 2, 8, 5, C.MODE_THRESHOLD, 0.5, "mixed", True),  # paired launches
+    (80, 20, 1, False, False, 2, 7, 18, C.MODE_THRESHOLD, 0.0, "mixed", True),
+    (64, 16, 1, False, False, 3, 9, 7, C.MODE_OFFICIAL, 0.0, "full", False),  # identity shortcut
+]
+
+
+@pytest.mark.parametrize("case", PIPELINE_CASES, ids=[_ids(c) for c in PIPELINE_CASES])
+def test_emulated_gemm_pipeline_equals_register_path(block_kernels, case, monkeypatch):
+    # The row GEMMs' cp.async pipeline (the default) and their register path (SSI_BLOCK_GEMM=regs,
+    # kept so that a GPU run can time the pipeline) put the same halves in the same places: the
+    # output, the masks and every byte of the workspace (rows, split-K sums, counters) are the same.
+    mod, BK = block_kernels
+    cin, p, s, dcn, ds, n, h, w, mode, density, kind, channels_last = case
+    gen = torch.Generator().manual_seed(zlib.crc32(_ids(case).encode()))
+    bias = {"mixed": (0.3, -0.2), "full": (30.0, 30.0)}[kind]
+    block = make_block(cin, p, s, dcn, ds, gen, bias, grid=11)
+    block.sampling_mode, block.seed, block.forced_density = mode, 7, density
+    x = torch.randn(n, cin, h, w, generator=gen).half()
+    lib = BK.lib
+    lib.ssi_cuda_emu_async_copies.restype = ctypes.c_int64
+    lib.ssi_cuda_bottleneck_gemm_path.restype = ctypes.c_int32
+    with torch.no_grad():
+        f = block.fold_bn()
+        a = block.block_attrs(f)
+        inputs = [t.half() for t in f["inputs"]]
+        L = BK.layout(x.shape, p, 4 * p, a, torch.float16, channels_last)
+        runs = {}
+        for path in ("pipeline", "regs"):
+            if path == "regs":
+                monkeypatch.setenv("SSI_BLOCK_GEMM", "regs")
+            else:
+                monkeypatch.delenv("SSI_BLOCK_GEMM", raising=False)
+            assert lib.ssi_cuda_bottleneck_gemm_path() == (2 if path == "regs" else 0)
+            ws = torch.full((max(L["total"], 256),), 0xFF, dtype=torch.uint8)
+            copies = lib.ssi_cuda_emu_async_copies()
+            run = BK.run(x, inputs, a, channels_last=channels_last, workspace=ws)
+            runs[path] = (run, ws, lib.ssi_cuda_emu_async_copies() - copies)
+    (pipe, ws_pipe, copies_pipe), (regs, ws_regs, copies_regs) = runs["pipeline"], runs["regs"]
+    assert copies_pipe > copies_regs, "the default launch did not take the GEMMs' cp.async pipeline"
+    assert not torch.isnan(pipe.y).any()
+    for u, v in ((pipe.y, regs.y), (pipe.mask1, regs.mask1), (pipe.mask2, regs.mask2)):
+        assert torch.equal(u.view(torch.int16), v.view(torch.int16))
+    assert torch.equal(ws_pipe, ws_regs), "the workspaces differ"
+
+
 def test_emulated_block_rejects_bad_parameters(block_kernels):
     mod, BK = block_kernels
     gen = torch.Generator().manual_seed(6)

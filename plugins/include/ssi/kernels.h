@@ -56,8 +56,10 @@ struct BottleneckLayout {
 // Which GEMMs the block's launches use: the portable SIMT/WMMA kernels, or (fp16 conv1, conv3
 // and the stride-1 downsample) the sm_90a warpgroup-MMA kernels. The Hopper path is opt-in
 // (SSI_BLOCK_GEMM=sm90, read at each launch; the device must be compute capability 9.0 and the
-// build must have it) until a GPU run of scripts/gpu_check.sh has checked it.
-enum class BlockGemmPath : int32_t { kPortable = 0, kSm90 = 1 };
+// build must have it) until a GPU run of scripts/gpu_check.sh has checked it. SSI_BLOCK_GEMM=regs
+// keeps the portable kernels off their cp.async pipeline (the register path: the same bits), so
+// that a GPU run can time what the pipeline gains.
+enum class BlockGemmPath : int32_t { kPortable = 0, kSm90 = 1, kPortableRegisters = 2 };
 BlockGemmPath bottleneckGemmPath();
 bool bottleneckHasSm90Gemm();  // built with the sm_90a kernels
 // Whether the block's kernels are chained by programmatic dependent launch (each waits for the

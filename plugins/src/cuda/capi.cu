@@ -95,9 +95,11 @@ SSI_CUDA_API int32_t ssi_cuda_bottleneck(void* const* tensors, int32_t dtype, in
 }
 
 // The GEMM path the block's launches take now: 0 portable, 1 sm_90a (SSI_BLOCK_GEMM=sm90 on a
-// compute capability 9.0 device, in a build with the Hopper kernels); -1: the build has none.
+// compute capability 9.0 device, in a build with the Hopper kernels; -1: sm90 asked of a build
+// without them), 2 portable on the register path (SSI_BLOCK_GEMM=regs: no cp.async pipeline).
 SSI_CUDA_API int32_t ssi_cuda_bottleneck_gemm_path() {
-    if (!ssi::bottleneckHasSm90Gemm() && std::getenv("SSI_BLOCK_GEMM") != nullptr) return -1;
+    char const* env = std::getenv("SSI_BLOCK_GEMM");
+    if (!ssi::bottleneckHasSm90Gemm() && env != nullptr && std::strcmp(env, "sm90") == 0) return -1;
     return static_cast<int32_t>(ssi::bottleneckGemmPath());
 }
 

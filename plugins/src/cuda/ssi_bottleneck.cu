@@ -1589,8 +1589,10 @@ GemmArgs launchArgs(GemmArgs a, void const* src, void const* wgt) {
     a.alignedA = reinterpret_cast<uintptr_t>(src) % 16 == 0;
     a.alignedB = reinterpret_cast<uintptr_t>(wgt) % 16 == 0;
     // rowGemmTile's cp.async path (fp16 on tensor cores; the kernel decides that): A's rows copied as
-    // they are (no deformable blend) and B in 16-byte vectors, packed or torch's 1x1 [cout][cin]
-    a.copyable = a.alignedA && a.alignedB && a.cin % 8 == 0 && !a.offsets && (a.packed ? a.cout % 8 == 0 : a.kk == 1);
+    // they are (no deformable blend) and B in 16-byte vectors, packed or torch's 1x1 [cout][cin];
+    // not with SSI_BLOCK_GEMM=regs (the register path, to time the pipeline against)
+    a.copyable = a.alignedA && a.alignedB && a.cin % 8 == 0 && !a.offsets &&
+                 (a.packed ? a.cout % 8 == 0 : a.kk == 1) && bottleneckGemmPath() != BlockGemmPath::kPortableRegisters;
     return a;
 }
 
@@ -1945,8 +1947,9 @@ int deviceCapability() {
 }  // namespace
 
 BlockGemmPath bottleneckGemmPath() {
-#if SSI_SM90
     char const* env = std::getenv("SSI_BLOCK_GEMM");
+    if (env && std::strcmp(env, "regs") == 0) return BlockGemmPath::kPortableRegisters;
+#if SSI_SM90
     if (!env || std::strcmp(env, "sm90") != 0) return BlockGemmPath::kPortable;
     return deviceCapability() == 90 ? BlockGemmPath::kSm90 : BlockGemmPath::kPortable;
 #else

@@ -33,3 +33,7 @@ SSI_CUDA_API int32_t ssi_cuda_emu_async_copy_probe() {
     ssi::emu::launch(&asyncCopyProbe, dim3(1), dim3(32), static_cast<uint4 const*>(src.data()), &failures);
     return ssi::emu::takeLaunchError() != cudaSuccess ? -1 : failures;
 }
+
+// The 16-byte asynchronous copies issued so far (emulated launches run one at a time): whether a
+// launch took the GEMMs' cp.async pipeline.
+SSI_CUDA_API int64_t ssi_cuda_emu_async_copies() { return ssi::emu::gAsyncCopies; }

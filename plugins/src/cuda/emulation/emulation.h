@@ -62,11 +62,13 @@ struct Scheduler {
     std::vector<AsyncCopies> async;
 };
 inline Scheduler* gSched = nullptr;
+inline int64_t gAsyncCopies = 0;  // issued since the library was loaded (the tests take differences)
 
 inline void asyncCopy16(void* dst, void const* src, bool fill) {
     if (reinterpret_cast<uintptr_t>(dst) % 16 || reinterpret_cast<uintptr_t>(src) % 16)
         throw std::runtime_error("copyAsync16: address not 16-byte aligned");
     gSched->async[gSched->current].open.push_back({dst, src, fill});
+    ++gAsyncCopies;
 }
 
 inline void asyncCommit() {
