@@ -16,8 +16,9 @@
    random shapes (batch 1 and 3, odd sizes, stride 1/2, DCN and downsample on/off, sampling
    modes 0/1/2, forced density, empty and full masks, NCHW and channels-last), fp32 and fp16,
    outputs and workspace poisoned: masks = SampleMask of the kernels' own logits, partitions
-   exact, y = the PyTorch op (run_block) with the kernels' masks; fp16 on both GEMM paths
-   (portable, and SSI_BLOCK_GEMM=sm90 where the library has the Hopper GEMMs). A chain of 4
+   exact, y = the PyTorch op (run_block) with the kernels' masks; fp16 on every GEMM path
+   (portable, SSI_BLOCK_GEMM=sm90 where the library has the Hopper GEMMs, and regs: the portable
+   GEMMs off their cp.async pipeline, bit for bit the portable path's). A chain of 4
    blocks in one CUDA graph equals its eager launches bit for bit. Timing per stage of
    ResNet-101-DCN (800x1216 and 992x1664, batch 1 and 8, forced densities 0.05..1) against the
    dense bottleneck in cuDNN (fp16 channels-last; DCN through torchvision's deform_conv2d and as
@@ -217,6 +218,13 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     if den == 0.0:
         return num
     return num / den
+
+
+def same_bits(u: torch.Tensor, v: torch.Tensor) -> bool:
+    """Equal bit for bit (NaN where the other has the same NaN)."""
+    as_int = {2: torch.int16, 4: torch.int32, 8: torch.int64}[u.element_size()]
+    return u.dtype == v.dtype and u.shape == v.shape and torch.equal(u.contiguous().view(as_int),
+                                                                    v.contiguous().view(as_int))
 
 
 def record(kind: str, name: str, ok: bool, **info) -> None:
@@ -743,10 +751,12 @@ def block_kernels(K):
 @contextlib.contextmanager
 def block_gemm(path: str):
     """The launcher's environment for the launches (and graph captures) inside (it reads it at each
-    launch): "sm90" sets SSI_BLOCK_GEMM=sm90 (the Hopper GEMMs), "pdl" sets SSI_BLOCK_PDL=1 (the
-    portable kernels chained by programmatic dependent launch), "portable" neither; the caller's
-    values are restored after."""
-    want = {"SSI_BLOCK_GEMM": "sm90" if path == "sm90" else None, "SSI_BLOCK_PDL": "1" if path == "pdl" else None}
+    launch): "sm90" sets SSI_BLOCK_GEMM=sm90 (the Hopper GEMMs), "regs" SSI_BLOCK_GEMM=regs (the
+    portable GEMMs on their register path, without the cp.async pipeline), "pdl" sets
+    SSI_BLOCK_PDL=1 (the portable kernels chained by programmatic dependent launch), "portable"
+    none; the caller's values are restored after."""
+    want = {"SSI_BLOCK_GEMM": path if path in ("sm90", "regs") else None,
+            "SSI_BLOCK_PDL": "1" if path == "pdl" else None}
     old = {k: os.environ.get(k) for k in want}
     for k, v in want.items():
         if v is None:
@@ -798,12 +808,31 @@ def pdl_status(K) -> bool:
     return on == 1 and off == 0
 
 
+def regs_status(K) -> bool:
+    """Whether SSI_BLOCK_GEMM=regs keeps the portable GEMMs off their cp.async pipeline
+    (ssi_cuda_bottleneck_gemm_path answers 2) on a device that has the pipeline (compute capability
+    8.0 on; sm_75 has only the register path; the emulation has both)."""
+    BK = block_kernels(K)
+    if BK is None:
+        return False
+    with block_gemm("regs"):
+        code = int(BK.lib.ssi_cuda_bottleneck_gemm_path())
+    pipelined = K.emulated or torch.cuda.get_device_capability() >= (8, 0)
+    block_results()["regs"] = {"available": code == 2 and pipelined, "gemm_path_regs": code, "pipelined": pipelined}
+    return code == 2 and pipelined
+
+
 def block_paths(K, dtype) -> list[str]:
     """The launch paths to check/time: portable; for fp16 also pdl (the same kernels chained by
-    programmatic dependent launch) and sm90 (the Hopper GEMMs) where the library and device have them."""
-    if dtype != torch.float16 or K.emulated:
+    programmatic dependent launch) and sm90 (the Hopper GEMMs) where the library and device have
+    them, and regs (the portable GEMMs without their cp.async pipeline, the same bits: what the
+    pipeline gains); on the emulation portable and regs."""
+    if dtype != torch.float16:
         return ["portable"]
-    return ["portable"] + (["pdl"] if pdl_status(K) else []) + (["sm90"] if hopper_status(K)[0] else [])
+    regs = ["regs"] if regs_status(K) else []
+    if K.emulated:
+        return ["portable"] + regs
+    return ["portable"] + (["pdl"] if pdl_status(K) else []) + (["sm90"] if hopper_status(K)[0] else []) + regs
 
 
 # stride, dcn, downsample, batch, mode, forced density, masks, channels_last, channel shape
@@ -946,6 +975,7 @@ def check_block(K, g, dtype, small: bool) -> None:
         x = torch.randn(n, cin, h, w, generator=g).to(dtype)
         xd, dinputs = x.to(dev), [t.to(dev) for t in inputs]
         ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+        portable = None  # the portable path's outputs, for the paths that must equal them bit for bit
         for path in block_paths(K, dtype):
             name = (f"{str(dtype)[6:]} case{ci} {path} n{n} cin={cin} p={p} {h}x{w} s={stride} dcn={int(dcn)} "
                     f"ds={int(ds)} mode={mode} density={density} masks={masks} {'nhwc' if cl else 'nchw'}")
@@ -954,6 +984,16 @@ def check_block(K, g, dtype, small: bool) -> None:
                 with block_gemm(path):
                     run = BK.run(xd, dinputs, a, channels_last=cl)
                 K.synchronize()
+                if path == "portable":
+                    portable = (run.y.clone(), run.mask1.clone(), run.mask2.clone())
+                elif path == "regs":  # the same halves in the same places as the pipeline: its bits
+                    info["equals_portable"] = portable is not None and all(
+                        same_bits(u, v) for u, v in zip((run.y, run.mask1, run.mask2), portable))
+                    info["nan"] = bool(torch.isnan(run.y).any())
+                    ok = info["equals_portable"] and not info["nan"]
+                    record("SSIBottleneck", name, ok, **info)
+                    res["checks"].append({"name": name, "ok": bool(ok), **info})
+                    continue
                 found = mod.stage_checks(run, xd, dinputs, a, twins=K.emulated)
                 exact = K.emulated or mode == C.MODE_THRESHOLD or density > 0
                 info.update(block_mask_findings(found, run, a, dtype, exact))
@@ -1108,7 +1148,7 @@ def check_block_graph(K, g, dtype) -> None:
         tol = 1e-5 if dtype == torch.float32 else 1e-2
         if path == "portable":
             eager_portable = eager_a
-        elif eager_portable is not None and path == "pdl":  # the same kernels chained: the same bits
+        elif eager_portable is not None and path in ("pdl", "regs"):  # the same halves: the same bits
             info["equals_portable"] = all(torch.equal(u, v) for u, v in zip(eager_a, eager_portable))
         elif eager_portable is not None:  # another summation order: not bit-equal, fp16 close
             info["vs_portable_rel_err"] = rel_err(eager_a[-3].float(), eager_portable[-3].float())
@@ -1128,11 +1168,24 @@ BLOCK_RESOLUTIONS = [(800, 1216), (992, 1664)]
 BLOCK_BATCHES = [1, 8]
 BLOCK_DENSITIES = [0.05, 0.1, 0.26, 0.5, 0.75, 1.0]
 BACKBONE_DENSITIES = [0.26, 0.75]
+REGS_DENSITIES = [0.26]  # the regs path (what the cp.async pipeline gains) at the goal's density only
 BROKEN_PATHS: set = set()  # GEMM paths whose timing failed once (not timed again)
 GRAPH_TARGET_ELEMENTS = 2e7  # output elements per timed graph replay (small blocks: several rounds)
 BACKBONE_LABEL = ("sum of measured block times (not a measured backbone): per stage the first block "
                   "(downsample; stride 2 from s2 on) + (blocks - 1) x a non-first block, 3+4+23+3 = 33 blocks; "
                   "stem, FPN and heads not included")
+
+
+def timed_at(path: str, d: float) -> bool:
+    """Whether the timing runs `path` at density d: pdl at the backbone densities, regs at
+    REGS_DENSITIES (the budget is short), the others at every density."""
+    only = {"pdl": BACKBONE_DENSITIES, "regs": REGS_DENSITIES}.get(path)
+    return only is None or d in only
+
+
+def threshold_variant(path: str) -> bool:
+    """Whether the timing also runs `path` in the threshold mode (batch 1, the backbone densities)."""
+    return path != "regs"
 
 
 def block_geometry(stage, first: bool, H: int, W: int):
@@ -1251,7 +1304,9 @@ def run_block_timing(K, reps: int, budget_s: float) -> None:
         "densities": BLOCK_DENSITIES, "backbone_densities": BACKBONE_DENSITIES, "reps": reps,
         "budget_s": budget_s, "paths": paths, "hopper": res.get("hopper"), "pdl": res.get("pdl"),
         "pdl_densities": "pdl (programmatic dependent launch) is timed at the backbone densities only",
-        "variants": paths + [pth + THRESHOLD_VARIANT for pth in paths],
+        "regs_densities": f"regs (the portable GEMMs without their cp.async pipeline) is timed at {REGS_DENSITIES} "
+                          "only, in the forced density",
+        "variants": paths + [pth + THRESHOLD_VARIANT for pth in paths if threshold_variant(pth)],
         "threshold_variant": f"PATH{THRESHOLD_VARIANT}: the deployed threshold mode (batch 1, the backbone "
                              "densities), its mask biases lowered by a forced-density launch's k-th largest logits "
                              "(about the same density: the rows record the measured ones); without the forced "
@@ -1280,7 +1335,7 @@ def run_block_timing(K, reps: int, budget_s: float) -> None:
             key = tuple(base.values())
             if time.time() > deadline:
                 res["skipped"] += [dict(base, density=d, path=pth, reason="time budget")
-                                   for pth in paths for d in densities]
+                                   for pth in paths for d in densities if timed_at(pth, d)]
                 continue
             try:
                 dense_rows[key] = time_block_config(BK, mod, gen, stage, first, H, W, n, densities, paths, deform,
@@ -1302,6 +1357,7 @@ def run_block_timing(K, reps: int, budget_s: float) -> None:
     if len(late) < len(res["skipped"]):
         log(f"  {len(res['skipped']) - len(late)} configuration(s) skipped: their GEMM path failed earlier")
     backbone_estimates()
+    pipeline_gains()
 
 
 def time_block_config(BK, mod, gen, stage, first, H, W, n, densities, paths, deform, reps, deadline, base,
@@ -1353,12 +1409,13 @@ def time_block_config(BK, mod, gen, stage, first, H, W, n, densities, paths, def
              torch.empty(n, 1, ho, wo, dtype=torch.float16, device=BK.device)) for _ in xs]
     for path in paths:
         for d in densities:
-            if path == "pdl" and d not in BACKBONE_DENSITIES:
-                continue  # (launch gaps: the goal's densities are enough, and the budget is short)
+            if not timed_at(path, d):
+                continue  # (pdl, regs: the goal's densities are enough, and the budget is short)
             forced = mod.attrs_for(stride, dcn, ds, C.MODE_THRESHOLD, d, C.GRID_PRIOR_INTERVAL, 3)
             # the forced density, then (batch 1, the backbone densities: the goal's) the threshold mode at
             # about that density
-            variants = [path] + ([path + THRESHOLD_VARIANT] if d in BACKBONE_DENSITIES and n == 1 else [])
+            variants = [path] + ([path + THRESHOLD_VARIANT]
+                                 if d in BACKBONE_DENSITIES and n == 1 and threshold_variant(path) else [])
             for label in variants:
                 if time.time() > deadline:
                     res["skipped"].append(dict(base, density=d, path=label, reason="time budget"))
@@ -1438,6 +1495,26 @@ def backbone_estimates() -> None:
     res["backbone"] = out
 
 
+def pipeline_gains() -> None:
+    """What the portable GEMMs' cp.async pipeline gains: the regs path's time over the portable
+    path's, per configuration timed on both (the forced density), and for the backbone sums."""
+    res = block_results()
+    key = ("res", "batch", "stage", "block", "density")
+    rows = {(tuple(r[k] for k in key), r["path"]): r for r in res["timing"]}
+    out = []
+    for (k, pth), r in rows.items():
+        if pth == "portable" and (k, "regs") in rows:
+            slow = rows[(k, "regs")]["fused_ms"]
+            out.append(dict(zip(key, k), regs_ms=slow, portable_ms=r["fused_ms"], gain=slow / r["fused_ms"]))
+    bb = {(b["res"], b["batch"], b["density"], b["path"]): b for b in res.get("backbone", [])}
+    for (rs, n, d, pth), b in bb.items():
+        if pth == "regs" and (rs, n, d, "portable") in bb:
+            fused = bb[(rs, n, d, "portable")]["fused_ms"]
+            out.append(dict(res=rs, batch=n, stage="backbone", block="sum", density=d, regs_ms=b["fused_ms"],
+                            portable_ms=fused, gain=b["fused_ms"] / fused))
+    res["pipeline"] = out
+
+
 def block_plot(path: Path) -> str | None:
     """Latency against density per stage (non-first blocks), fused vs dense; one row per
     resolution and batch. Returns the file written, or why not."""
@@ -1458,7 +1535,7 @@ def block_plot(path: Path) -> str | None:
             ax = axes[gi][si]
             sel = [r for r in res["timing"] if r["res"] == rs and r["batch"] == n and r["stage"] == name
                    and r["block"] == "non-first"]
-            for pth, style in (("portable", "o-"), ("pdl", "^-"), ("sm90", "s-"),
+            for pth, style in (("portable", "o-"), ("pdl", "^-"), ("sm90", "s-"), ("regs", "v"),
                                ("portable" + THRESHOLD_VARIANT, "x"), ("pdl" + THRESHOLD_VARIANT, "+"),
                                ("sm90" + THRESHOLD_VARIANT, "d")):
                 pts = sorted((r["density"], r["fused_ms"]) for r in sel if r["path"] == pth)
@@ -1551,7 +1628,7 @@ def run_block_breakdown(K) -> None:
         for path in block_paths(K, torch.float16):
             if path == "pdl":
                 continue  # the same kernels: the per-kernel times are the portable path's
-            for label in (path, path + THRESHOLD_VARIANT):
+            for label in [path] + ([path + THRESHOLD_VARIANT] if threshold_variant(path) else []):
                 with block_gemm(path):
                     if label == path:
                         a_run, wts = a, inputs
@@ -1600,6 +1677,8 @@ def block_table() -> None:
             "timed at the backbone densities")
     else:
         log(f"  pdl (SSI_BLOCK_PDL=1): unavailable: {res.get('pdl') or 'not asked'}")
+    if "regs" not in cfg.get("paths", []):
+        log(f"  regs (SSI_BLOCK_GEMM=regs): unavailable: {res.get('regs') or 'not asked'}")
     if cfg.get("threshold_variant"):
         log(f"  {cfg['threshold_variant']}")
     log(f"{'res':9} {'n':>1} {'st':2} {'path':12} {'dense':>7} {'ideal':>7} |"
@@ -1622,6 +1701,12 @@ def block_table() -> None:
             f"(x{b['ratio_ideal']:.2f})")
     if res["backbone"]:
         log(f"  (backbone = {BACKBONE_LABEL})")
+    if res.get("pipeline"):
+        log("the row GEMMs' cp.async pipeline: the block's time without it (regs, SSI_BLOCK_GEMM=regs) over its "
+            "time with it (portable), forced density")
+        for g in res["pipeline"]:
+            log(f"  {g['res']:9} n={g['batch']} {g['stage']:8} {g['block']:9} d={g['density']:.2f}: "
+                f"regs {g['regs_ms']:.3f} ms, portable {g['portable_ms']:.3f} ms (x{g['gain']:.2f})")
     if res["skipped"]:
         log(f"  not timed: {len(res['skipped'])} configuration(s) (time budget, or a failed path), listed in the "
             f"JSON (block.skipped)")

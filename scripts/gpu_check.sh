@@ -14,7 +14,9 @@
 # built when CMake finds CUTLASS headers (CUTLASS_DIR, see plugins/NOTES.md); gpu_check.py then
 # checks and times both GEMM paths itself (it sets SSI_BLOCK_GEMM per launch), else it says
 # "unavailable"; on compute capability >= 9.0 it also checks and times "pdl", the portable
-# kernels chained by programmatic dependent launch (SSI_BLOCK_PDL=1).
+# kernels chained by programmatic dependent launch (SSI_BLOCK_PDL=1); on >= 8.0 "regs", the
+# portable GEMMs without their cp.async pipeline (SSI_BLOCK_GEMM=regs: the same bits, timed at
+# density 0.26 and in the breakdown: what the pipeline gains).
 #   scripts/gpu_check.sh [gpu_check.py options]      SSI_SANITIZE=0 skips the memcheck pass;
 #   SSI_RACECHECK=1 adds racecheck and synccheck passes over the fused block's checks (small
 #   shapes, up to 2 x 120 s: shared-memory hazards and barriers, which memcheck and the emulation

@@ -291,14 +291,19 @@ def test_emulated_block_rejects_bad_parameters(block_kernels):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_emulated_gpu_check_block_cases(kernels, dtype):  # noqa: F811
     # scripts/gpu_check.py's check_block (the GPU check's fused-block cases, small shapes) on the
-    # emulation: every case runs and passes (exact masks against the CPU twins here).
+    # emulation: every case runs and passes (exact masks against the CPU twins here); in fp16 each
+    # case also on the regs path, bit for bit the portable path's.
     gc, K = kernels
     gc.RESULTS["checks"].clear()
     gc.RESULTS["failures"].clear()
     gc.check_block(K, torch.Generator().manual_seed(17), dtype, True)
     ran = [c for c in gc.RESULTS["checks"] if c["kind"] == "SSIBottleneck"]
-    assert len(ran) == len(gc.BLOCK_CASES), "a case did not run"
-    assert all(c["masks_equal"] and c["partitions_equal"] for c in ran)
+    portable = [c for c in ran if " portable " in c["name"]]
+    regs = [c for c in ran if " regs " in c["name"]]
+    assert len(portable) == len(gc.BLOCK_CASES) and len(ran) == len(portable) + len(regs), "a case did not run"
+    assert len(regs) == (len(gc.BLOCK_CASES) if dtype == torch.float16 else 0)
+    assert all(c["masks_equal"] and c["partitions_equal"] for c in portable)
+    assert all(c["ok"] and c["equals_portable"] for c in regs)
     assert not gc.RESULTS["failures"], gc.RESULTS["failures"]
 
 

@@ -174,7 +174,8 @@ def test_gpu_check_block_timing_logic_on_the_emulation(kernels, monkeypatch, tmp
     # The fused block's timing and kernel breakdown run only on a GPU; a GPU is lent rarely and for
     # minutes, so their logic runs here on the emulation, on small stages (graph replays timed as
     # eager calls, the profiler's kernel records made from the emulation's launch count): every
-    # configuration timed, the threshold variant at about the forced density, the backbone sums,
+    # configuration timed, the threshold variant at about the forced density, the regs path (the
+    # GEMMs without their cp.async pipeline) at 0.26 and the pipeline's gains, the backbone sums,
     # the breakdown's launch counts, the table and the plot.
     gc, K = kernels
     import time
@@ -232,6 +233,9 @@ def test_gpu_check_block_timing_logic_on_the_emulation(kernels, monkeypatch, tmp
                 if stage == "s1":  # 24 x 32 positions: about the forced density
                     assert abs(thr["density_m1"] - forced["density_m1"]) < 0.05, (forced, thr)
         assert (stage, "non-first", "portable", 0.1) in rows and (stage, "non-first", "portable-thr", 0.1) not in rows
+        for block in ("first", "non-first"):  # regs: forced, at REGS_DENSITIES only
+            assert {d for (st, blk, pth, d) in rows if (st, blk, pth) == (stage, block, "regs")} == {0.26}
+        assert not any(pth == "regs-thr" for (_, _, pth, _) in rows)
     # two passes: every configuration at the backbone densities first (a budget that runs out costs
     # the sweep), the sweep against the first pass's dense baselines (one per configuration)
     order = [r["density"] in gc.BACKBONE_DENSITIES for r in res["timing"]]
@@ -239,10 +243,17 @@ def test_gpu_check_block_timing_logic_on_the_emulation(kernels, monkeypatch, tmp
     assert sorted((r["stage"], r["block"]) for r in res["dense"]) == sorted(
         (st, blk) for st in ("s1", "s2", "s3", "s4") for blk in ("first", "non-first"))
     assert {(b["path"], b["density"]) for b in res["backbone"]} == {
-        (pth, d) for pth in ("portable", "portable-thr") for d in gc.BACKBONE_DENSITIES}
+        (pth, d) for pth in ("portable", "portable-thr") for d in gc.BACKBONE_DENSITIES} | {("regs", 0.26)}
+    gains = {(g["stage"], g["block"]): g for g in res["pipeline"]}
+    assert set(gains) == {(st, blk) for st in ("s1", "s2", "s3", "s4") for blk in ("first", "non-first")} | {
+        ("backbone", "sum")}
+    g = gains[("s2", "non-first")]
+    assert g["gain"] == rows[("s2", "non-first", "regs", 0.26)]["fused_ms"] / rows[("s2", "non-first", "portable",
+                                                                                      0.26)]["fused_ms"]
     launches = {(b["stage"], b["path"]): b["launches"] for b in res["breakdown"]["blocks"]}
     expected = {("s1", "portable"): 11, ("s1", "portable-thr"): 9, ("s2", "portable"): 11, ("s2", "portable-thr"): 9}
     expected.update({(st, pth): n for st in ("s3", "s4") for pth, n in (("portable", 12), ("portable-thr", 10))})
+    expected.update({(st, "regs"): expected[(st, "portable")] for st in ("s1", "s2", "s3", "s4")})
     assert launches == expected
     b = res["breakdown"]["blocks"][0]
     assert b["launch_floor_us"] == 2.0 * b["launches"] and b["graph_us"] == rows[("s1", "non-first", "portable",
@@ -289,19 +300,21 @@ def test_gpu_check_runs_timing_in_its_own_process(kernels, tmp_path):
 def test_gpu_check_launch_paths_set_the_launcher_environment(kernels, monkeypatch):
     # gpu_check times and checks each launch path by the launcher's environment (read at each
     # launch); "pdl" chains the portable kernels (programmatic dependent launch, compute capability
-    # >= 9.0), so the library answers 0 here whatever the environment says.
+    # >= 9.0), so the library answers 0 here whatever the environment says; "regs" keeps the GEMMs
+    # off their cp.async pipeline, which the emulation has.
     gc, K = kernels
     monkeypatch.setenv("SSI_BLOCK_GEMM", "caller")
     monkeypatch.delenv("SSI_BLOCK_PDL", raising=False)
     seen = {}
-    for path in ("portable", "pdl", "sm90"):
+    for path in ("portable", "pdl", "sm90", "regs"):
         with gc.block_gemm(path):
             seen[path] = (os.environ.get("SSI_BLOCK_GEMM"), os.environ.get("SSI_BLOCK_PDL"))
-    assert seen == {"portable": (None, None), "pdl": (None, "1"), "sm90": ("sm90", None)}
+    assert seen == {"portable": (None, None), "pdl": (None, "1"), "sm90": ("sm90", None), "regs": ("regs", None)}
     assert os.environ["SSI_BLOCK_GEMM"] == "caller" and "SSI_BLOCK_PDL" not in os.environ
     assert gc.pdl_status(K) is False and gc.block_results()["pdl"] == {"available": False, "pdl_set": 0,
                                                                       "pdl_unset": 0}
-    assert gc.block_paths(K, torch.float16) == ["portable"]
+    assert gc.block_paths(K, torch.float16) == ["portable", "regs"] and gc.block_paths(K, torch.float32) == ["portable"]
+    assert gc.block_results()["regs"] == {"available": True, "gemm_path_regs": 2, "pipelined": True}
 
 
 def test_gpu_check_output_is_checked_first_and_written_atomically(kernels, tmp_path):
