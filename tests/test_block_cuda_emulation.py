@@ -217,9 +217,9 @@ def test_emulated_block_graph_reuse_and_unsampled_rows_never_read(block_kernels)
         assert not torch.isnan(y1).any()
 
 
-# fp16 cases whose row GEMMs run on tensor cores with 16-byte rows (Cin % 8 == 0): conv1, conv3,
-# the downsample and regular 3x3 taps take the cp.async pipeline by default; the DCN taps, the
-# 18-column GEMMs and rows of 20 channels keep the register path in both runs
+# fp16 cases whose row GEMMs run on tensor cores with 16-byte rows (Cin % 8 == 0): the mask taps,
+# conv1, conv3, the downsample, regular 3x3 taps and the DCN offsets (B padded to 24 columns) take
+# the cp.async pipeline by default; the DCN taps and rows of 20 channels keep the register path
 PIPELINE_CASES = [
     (48, 16, 2, False, True, 1, 35, 37, C.MODE_THRESHOLD, 0.26, "mixed", False),
     (128, 128, 1, True, True, 2, 9, 11, C.MODE_THRESHOLD, 0.5, "mixed", True),  # split K

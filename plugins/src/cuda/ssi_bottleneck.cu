@@ -117,9 +117,12 @@ __global__ void __launch_bounds__(kThreads)
 // - the 3x3 convs (DCN offsets, conv2): [cout][cin * 9] (torch) -> [9][cin][cout], the row
 //   GEMM's `packed` B, so that a K step of one tap reads rows of consecutive output channels
 //   (in torch's layout one tap's channels are 9 elements apart: ~5 L1 wavefronts per load, not
-//   1), by 32 x 32 transposes through shared memory (reads and writes coalesced);
+//   1), by 32 x 32 transposes through shared memory (reads and writes coalesced); the DCN
+//   offsets' 18 columns as rows of kOffsetLd with zeros after them, so that a row is whole 16-byte
+//   vectors (the GEMM's vector and cp.async paths: the same halves in its tiles, the same bits);
 // - the split-K tile counters zeroed (the workspace may hold anything between launches).
 constexpr int kTapCols = 18;
+constexpr int kOffsetLd = 24;  // kTapCols rounded up to 8 halves
 
 template <typename T>
 struct PrepArgs {
@@ -130,9 +133,11 @@ struct PrepArgs {
     int32_t tapBlocks, offTilesX, offBlocks, convTilesX, convBlocks;  // offBlocks 0: no DCN
 };
 
+// One 32 x 32 tile of [cout][cin * 9] -> [9][cin][ld]: columns cout..ld - 1 (ld <= the tiles'
+// 32-column span) written as zeros.
 template <typename T>
-__device__ __forceinline__ void packTile(T const* __restrict__ w, T* __restrict__ out, int32_t cout, int32_t cin,
-                                         int32_t tile, int32_t tilesX, T (*sm)[33]) {
+__device__ __forceinline__ void packTile(T const* __restrict__ w, T* __restrict__ out, int32_t cout, int32_t ld,
+                                         int32_t cin, int32_t tile, int32_t tilesX, T (*sm)[33]) {
     int64_t const k = static_cast<int64_t>(cin) * 9;  // torch's column index: c * 9 + tap
     int64_t const k0 = static_cast<int64_t>(tile % tilesX) * 32;
     int32_t const co0 = tile / tilesX * 32;
@@ -146,9 +151,9 @@ __device__ __forceinline__ void packTile(T const* __restrict__ w, T* __restrict_
     for (int i = ty; i < 32; i += 8) {
         int64_t const kk = k0 + i;
         int32_t const co = co0 + tx;
-        if (co >= cout || kk >= k) continue;
+        if (co >= ld || kk >= k) continue;
         int64_t const c = kk / 9, tap = kk - c * 9;
-        out[(static_cast<size_t>(tap) * cin + c) * cout + co] = sm[tx][i];
+        out[(static_cast<size_t>(tap) * cin + c) * ld + co] = co < cout ? sm[tx][i] : T(0.0f);
     }
 }
 
@@ -166,9 +171,9 @@ __global__ void __launch_bounds__(kThreads) prepKernel(PrepArgs<T> a) {
         return;
     }
     b -= a.tapBlocks;
-    if (b < a.offBlocks) return packTile(a.offsetW, a.offsets, kTapCols, a.cin, b, a.offTilesX, tile);
+    if (b < a.offBlocks) return packTile(a.offsetW, a.offsets, kTapCols, kOffsetLd, a.cin, b, a.offTilesX, tile);
     b -= a.offBlocks;
-    if (b < a.convBlocks) return packTile(a.conv2W, a.conv2, a.planes, a.planes, b, a.convTilesX, tile);
+    if (b < a.convBlocks) return packTile(a.conv2W, a.conv2, a.planes, a.planes, a.planes, b, a.convTilesX, tile);
     b -= a.convBlocks;
     int32_t const e = b * kThreads + tid;
     if (e < a.nCounters) a.counters[e] = 0;
@@ -560,7 +565,8 @@ struct GemmArgs {
     int32_t splits;        // K split over blockIdx.z (gemmSplits); > 1: raw sums go to partial
     float* partial;        // [splits][maxM][cout] float32 (workspace)
     int32_t* counters;     // per output tile: splits arrived (zero before the GEMM, zero after)
-    bool packed;           // weight packed as [kk * kk][cin][cout] (prepKernel), not torch's
+    bool packed;           // weight packed as [kk * kk][cin][ldB] (prepKernel), not torch's
+    int32_t ldB;           // packed rows' length: cout, or more with zeros (the DCN offsets); 0: cout
     bool alignedA, alignedB;  // src / weight 16-byte aligned (set by rowGemm): vectors allowed
     bool copyable;            // A and B as whole 16-byte vectors copied as they are (launchArgs)
 };
@@ -754,9 +760,10 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
     // rows, or the 4 corner rows of a deformable tap, blended channel by channel as the scalar
     // path does) when Cin % 8 == 0, packed B rows when Cout % 8 == 0 (8 load and 8 shared-memory
     // store instructions per thread and step instead of 64, 32 loads instead of 256 for
-    // deformable taps; the same halves in the same places)
+    // deformable taps; the same halves in the same places). A packed row's vector past cout
+    // (ldB > cout) holds the packing's zeros, where the scalar path puts zeros.
     bool const vecA = kTensorCore && g.alignedA && g.cin % 8 == 0;
-    bool const vecB = kTensorCore && g.alignedB && g.packed && g.cout % 8 == 0;
+    bool const vecB = kTensorCore && g.alignedB && g.packed && g.ldB % 8 == 0;
     constexpr int kVec = 8, kVecPerThread = kBM * kBK / kVec / kGemmThreads;  // 2 (A), and 2 for B
     uint4 va[kVecPerThread], vb[kVecPerThread];
     int const vC = tid % (kBK / kVec), vM0 = tid / (kBK / kVec);  // A: channels 8 vC.., rows vM0 + 32 i
@@ -833,7 +840,7 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
                 int32_t const cb = k0 + vK0 + i * kVecRowsB, co = nBase + kVec * vN;
                 vb[i] = (cb < g.cin && co < g.cout)
                             ? __ldg(reinterpret_cast<uint4 const*>(weight + (static_cast<size_t>(tap) * g.cin + cb) *
-                                                                               g.cout + co))
+                                                                               g.ldB + co))
                             : make_uint4(0u, 0u, 0u, 0u);
             }
             return;
@@ -843,7 +850,7 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
 #pragma unroll
             for (int i = 0; i < kPerThread; ++i) {
                 int32_t const cb = k0 + pK0 + i * kPackStride;
-                size_t const e = (static_cast<size_t>(tap) * g.cin + cb) * g.cout + co;
+                size_t const e = (static_cast<size_t>(tap) * g.cin + cb) * g.ldB + co;
                 bool const in = cb < g.cin && co < g.cout;
                 if constexpr (kTensorCore)
                     rb[i] = in ? __ldg(reinterpret_cast<__half const*>(weight) + e) : __float2half_rn(0.0f);
@@ -963,7 +970,7 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
                     int32_t const cb = k0 + kl, co = nBase + kVec * vN;
                     bool const ok = cb < g.cin && co < g.cout;
                     cuda::copyAsync16OrZero(&st.b[kl][kVec * vN],
-                                            ok ? weight + (static_cast<size_t>(tap) * g.cin + cb) * g.cout + co : weight,
+                                            ok ? weight + (static_cast<size_t>(tap) * g.cin + cb) * g.ldB + co : weight,
                                             ok);
                 }
             }
@@ -1563,9 +1570,10 @@ Geometry geometry(BottleneckParams const& p) {
 
 // Where conv2's packed 3x3 weights start in the packedWeights buffer: after the DCN offsets' when
 // there are any, at a 256-byte boundary, because the GEMM reads them as 16-byte vectors (the
-// offsets' 9 x 18 x Cin elements end off a 16-byte boundary unless Cin % 4 == 0 in fp16).
+// offsets' 9 x kOffsetLd x Cin elements end on one; with 18 columns they did not unless Cin % 4
+// == 0 in fp16: a misaligned vector load faulted).
 size_t packedConv2Offset(BottleneckParams const& p, size_t elementBytes) {
-    return p.dcn ? align256(size_t{9} * kTapCols * p.cin * elementBytes) : 0;
+    return p.dcn ? align256(size_t{9} * kOffsetLd * p.cin * elementBytes) : 0;
 }
 
 // The block's row GEMMs (maxM, cout, cin, kk), as runBottleneck launches them on the portable path
@@ -1588,11 +1596,12 @@ GemmArgs launchArgs(GemmArgs a, void const* src, void const* wgt) {
     // then the rows go element by element (a misaligned 16-byte load faults)
     a.alignedA = reinterpret_cast<uintptr_t>(src) % 16 == 0;
     a.alignedB = reinterpret_cast<uintptr_t>(wgt) % 16 == 0;
+    if (a.ldB == 0) a.ldB = a.cout;
     // rowGemmTile's cp.async path (fp16 on tensor cores; the kernel decides that): A's rows copied as
     // they are (no deformable blend) and B in 16-byte vectors, packed or torch's 1x1 [cout][cin];
     // not with SSI_BLOCK_GEMM=regs (the register path, to time the pipeline against)
     a.copyable = a.alignedA && a.alignedB && a.cin % 8 == 0 && !a.offsets &&
-                 (a.packed ? a.cout % 8 == 0 : a.kk == 1) && bottleneckGemmPath() != BlockGemmPath::kPortableRegisters;
+                 (a.packed ? a.ldB % 8 == 0 : a.kk == 1) && bottleneckGemmPath() != BlockGemmPath::kPortableRegisters;
     return a;
 }
 
@@ -1863,7 +1872,7 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     c2.partial = partial, c2.counters = counters;
     c2.packed = true;
     GemmArgs o = c2;
-    o.cin = p.cin, o.cout = 2 * 9, o.relu = 0, o.ldOut = 2 * 9;
+    o.cin = p.cin, o.cout = kTapCols, o.ldB = kOffsetLd, o.relu = 0, o.ldOut = kTapCols;
     if (p.dcn && !hopperGemm<T>(p.planes, p.cin)) {
         SSI_TRY(rowGemmPair<T, float, T, true>(xr, static_cast<T const*>(offsetPacked), W(t.offsetB), offs, o, xr,
                                                W(t.conv1W), W(t.conv1B), rows1, a, stream));
