@@ -222,7 +222,7 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 def same_bits(u: torch.Tensor, v: torch.Tensor) -> bool:
     """Equal bit for bit (NaN where the other has the same NaN)."""
-    as_int = {2: torch.int16, 4: torch.int32, 8: torch.int64}[u.element_size()]
+    as_int = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[u.element_size()]
     return u.dtype == v.dtype and u.shape == v.shape and torch.equal(u.contiguous().view(as_int),
                                                                     v.contiguous().view(as_int))
 
@@ -826,13 +826,14 @@ def block_paths(K, dtype) -> list[str]:
     """The launch paths to check/time: portable; for fp16 also pdl (the same kernels chained by
     programmatic dependent launch) and sm90 (the Hopper GEMMs) where the library and device have
     them, and regs (the portable GEMMs without their cp.async pipeline, the same bits: what the
-    pipeline gains); on the emulation portable and regs."""
+    pipeline gains; right after portable, so that the two are timed back to back); on the
+    emulation portable and regs."""
     if dtype != torch.float16:
         return ["portable"]
     regs = ["regs"] if regs_status(K) else []
     if K.emulated:
         return ["portable"] + regs
-    return ["portable"] + (["pdl"] if pdl_status(K) else []) + (["sm90"] if hopper_status(K)[0] else []) + regs
+    return ["portable"] + regs + (["pdl"] if pdl_status(K) else []) + (["sm90"] if hopper_status(K)[0] else [])
 
 
 # stride, dcn, downsample, batch, mode, forced density, masks, channels_last, channel shape
@@ -987,10 +988,13 @@ def check_block(K, g, dtype, small: bool) -> None:
                 if path == "portable":
                     portable = (run.y.clone(), run.mask1.clone(), run.mask2.clone())
                 elif path == "regs":  # the same halves in the same places as the pipeline: its bits
-                    info["equals_portable"] = portable is not None and all(
-                        same_bits(u, v) for u, v in zip((run.y, run.mask1, run.mask2), portable))
+                    if portable is None:
+                        info["error"] = "no portable reference (the portable run of this case failed)"
+                    else:
+                        info["equals_portable"] = all(
+                            same_bits(u, v) for u, v in zip((run.y, run.mask1, run.mask2), portable))
                     info["nan"] = bool(torch.isnan(run.y).any())
-                    ok = info["equals_portable"] and not info["nan"]
+                    ok = info.get("equals_portable", False) and not info["nan"]
                     record("SSIBottleneck", name, ok, **info)
                     res["checks"].append({"name": name, "ok": bool(ok), **info})
                     continue
@@ -1701,6 +1705,9 @@ def block_table() -> None:
             f"(x{b['ratio_ideal']:.2f})")
     if res["backbone"]:
         log(f"  (backbone = {BACKBONE_LABEL})")
+    if "regs" in cfg.get("paths", []) and not res.get("pipeline"):
+        log("the row GEMMs' cp.async pipeline: no configuration was timed on both regs and portable (a failed path "
+            "or the time budget: block.skipped and failures in the JSON)")
     if res.get("pipeline"):
         log("the row GEMMs' cp.async pipeline: the block's time without it (regs, SSI_BLOCK_GEMM=regs) over its "
             "time with it (portable), forced density")
