@@ -568,7 +568,7 @@ struct GemmArgs {
     bool packed;           // weight packed as [kk * kk][cin][ldB] (prepKernel), not torch's
     int32_t ldB;           // packed rows' length: cout, or more with zeros (the DCN offsets); 0: cout
     bool alignedA, alignedB;  // src / weight 16-byte aligned (set by rowGemm): vectors allowed
-    bool copyable;            // A and B as whole 16-byte vectors copied as they are (launchArgs)
+    bool pipeline;            // the cp.async path allowed (not SSI_BLOCK_GEMM=regs; launchArgs)
 };
 
 constexpr int kBM = 64, kBN = 64, kBK = 32, kGemmThreads = 128;
@@ -977,14 +977,16 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
         }
     };
 
+    // The cp.async path: A's rows copied as they are (regular or direct taps, vecA) and B as 16-byte
+    // vectors, packed (vecB) or torch's 1x1 [cout][cin] (Cin % 8 == 0 as for vecA).
+    constexpr bool kCanPipeline = kTensorCore && !kDeform && kGemmStages > 1;
+    bool const pipelined = kCanPipeline && g.pipeline && vecA && (g.packed ? vecB : kColB && g.alignedB && g.kk == 1);
     __syncthreads();
-    bool copied = false;  // the cp.async path ran
-    if constexpr (kTensorCore && !kDeform && kGemmStages > 1) {
-        if (g.copyable) {
+    if constexpr (kCanPipeline) {
+        if (pipelined) {
             // steps s + 1 .. s + kGemmStages - 1 in flight while step s multiplies. At step s this
             // thread waits for its own copies of step s, and the barrier for everyone's (and for
             // every warp's MMAs of step s - 1, whose stage is refilled right after it).
-            copied = true;
             int rd = 0, wr = kGemmStages - 1;
             for (int j = 0; j < kGemmStages - 1; ++j) {
                 if (s0 + j < s1) copyStep(s0 + j, S.st[j]);
@@ -1003,7 +1005,7 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
             __syncthreads();                // every warp's last MMAs done before sC is written
         }
     }
-    if (!copied) {
+    if (!pipelined) {
         // Register path, as sparse_conv2d.cu: step s + 1's loads go to registers while step s
         // multiplies from shared memory; a tap's corners are computed once.
         computeTap(s0 / kChunks);
@@ -1597,11 +1599,9 @@ GemmArgs launchArgs(GemmArgs a, void const* src, void const* wgt) {
     a.alignedA = reinterpret_cast<uintptr_t>(src) % 16 == 0;
     a.alignedB = reinterpret_cast<uintptr_t>(wgt) % 16 == 0;
     if (a.ldB == 0) a.ldB = a.cout;
-    // rowGemmTile's cp.async path (fp16 on tensor cores; the kernel decides that): A's rows copied as
-    // they are (no deformable blend) and B in 16-byte vectors, packed or torch's 1x1 [cout][cin];
-    // not with SSI_BLOCK_GEMM=regs (the register path, to time the pipeline against)
-    a.copyable = a.alignedA && a.alignedB && a.cin % 8 == 0 && !a.offsets &&
-                 (a.packed ? a.ldB % 8 == 0 : a.kk == 1) && bottleneckGemmPath() != BlockGemmPath::kPortableRegisters;
+    // rowGemmTile takes its cp.async path where its rows are 16-byte vectors, except with
+    // SSI_BLOCK_GEMM=regs (the register path, to time the pipeline against)
+    a.pipeline = bottleneckGemmPath() != BlockGemmPath::kPortableRegisters;
     return a;
 }
 
