@@ -114,14 +114,17 @@ using GemmSmem = std::conditional_t<kTensorCore, std::conditional_t<kColB, SmemT
 
 // One row GEMM tile's shared memory, as one struct: a paired launch (rowGemmPairKernel) overlays
 // two GEMMs' in a union, where two functions' own static __shared__ variables would add up.
-template <typename Smem, int kStages>
+template <typename Smem, int kStages, int kTapBuffers>
 struct GemmShared {
     union {
         alignas(32) Smem st[kStages];  // the K steps' tiles on the cp.async path
         struct {
-            alignas(32) Smem sm;         // the register path's tiles
-            math::TapCorners sTap[kBM];  // and each row's tap corners, where st[1] would be (sm_86:
-                                         // 3 blocks of 32.8 KB per SM fit its 100 KB, of 34.8 KB not)
+            alignas(32) Smem sm;  // the register path's tiles
+            // and each row's tap corners, where st[1] would be (sm_86: 3 blocks of 32.8 KB per SM
+            // fit its 100 KB, of 34.8 KB not); two on tensor cores, by the tap's parity: a
+            // deformable tap's corners are blended from them after the loads (storeStep) while
+            // the next tap's are written (inside the union, under sC: no more shared memory)
+            math::TapCorners sTap[kTapBuffers][kBM];
         } reg;
         // then the tile's sums, [row][channel]: the epilogue's threads read consecutive channels of
         // a row (as [channel][row] they were 68 words apart: 4-way bank conflicts on every read)
@@ -134,7 +137,7 @@ struct GemmShared {
 // SIMT tiles stay on the register path (fp32 has no cp.async use here: its A and B are converted
 // or gathered element by element, and 3 stages of its float tiles would pass 48 KB)
 template <bool kTensorCore, bool kColB>
-using GemmSharedOf = GemmShared<GemmSmem<kTensorCore, kColB>, kTensorCore ? kGemmStages : 1>;
+using GemmSharedOf = GemmShared<GemmSmem<kTensorCore, kColB>, kTensorCore ? kGemmStages : 1, kTensorCore ? 2 : 1>;
 
 // Block `blk` of a row GEMM's grid (gx blocks along M): its output tile, or its split of one.
 template <typename T, typename OutT, bool kDeform, bool kTensorCore, bool kColB>
@@ -148,7 +151,11 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
     auto& sYo = S.sYo;
     auto& sXo = S.sXo;
     auto& sRow = S.sRow;
-    auto& sTap = S.reg.sTap;
+    // the tap corners of K step s: a deformable tensor-core GEMM alternates two buffers by tap
+    auto tapBuf = [&](int32_t tap) -> math::TapCorners* {
+        constexpr int kBuffers = sizeof(S.reg.sTap) / sizeof(S.reg.sTap[0]);
+        return S.reg.sTap[kDeform && kBuffers > 1 ? (tap & 1) : 0];
+    };
 
     int32_t const count = g.count ? *g.count : g.maxM;
     int32_t const mBase = static_cast<int32_t>(blk.x) * kBM;
@@ -195,6 +202,7 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
     BReg rb[kPerThread];
 
     auto computeTap = [&](int32_t tap) {  // the corners of each row's tap, in source-map offsets
+        math::TapCorners* const sTap = tapBuf(tap);
         if (tid < kBM && sImg[tid] >= 0) {
             if (g.direct) {
                 sTap[tid] = math::regularTap(0, 0, 1, 1);
@@ -230,6 +238,11 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
     bool const vecB = kTensorCore && g.alignedB && g.packed && g.ldB % 8 == 0;
     constexpr int kVec = 8, kVecPerThread = kBM * kBK / kVec / kGemmThreads;  // 2 (A), and 2 for B
     uint4 va[kVecPerThread], vb[kVecPerThread];
+    // a deformable tap's 4 corner vectors per row, loaded by loadStep and blended by storeStep
+    // after the MMAs of the step before: blended at the load, each row's 4 loads were waited for
+    // before the next row's were issued and before any MMA (the compiler kept the blend inside
+    // the row's branch): two exposed load latencies per K step, none hidden under the MMAs
+    uint4 dc[kDeform ? kVecPerThread : 1][4];
     int const vC = tid % (kBK / kVec), vM0 = tid / (kBK / kVec);  // A: channels 8 vC.., rows vM0 + 32 i
     int const vN = tid % (kBN / kVec), vK0 = tid / (kBN / kVec);  // B: outputs 8 vN.., rows vK0 + 16 i
     constexpr int kVecRowsA = kGemmThreads / (kBK / kVec), kVecRowsB = kGemmThreads / (kBN / kVec);
@@ -237,6 +250,7 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
     auto loadStep = [&](int32_t s) {
         int32_t const tap = s / kChunks, k0 = (s - tap * kChunks) * kBK;
         int32_t const c = k0 + aK;
+        math::TapCorners const* const sTap = tapBuf(tap);
         if (vecA) {
 #pragma unroll
             for (int i = 0; i < kVecPerThread; ++i) {
@@ -245,29 +259,16 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
                 uint4 v = make_uint4(0u, 0u, 0u, 0u);
                 if constexpr (kDeform) {
                     if (b >= 0 && cv < g.cin) {
-                        math::TapCorners const tc = sTap[ml];
+                        math::TapCorners const& tc = sTap[ml];
                         T const* base = src + static_cast<size_t>(b) * hw * g.cin + cv;
-                        uint4 corner[4];
 #pragma unroll
                         for (int k = 0; k < 4; ++k)
-                            corner[k] = tc.wgt[k] != 0.0f
-                                            ? __ldg(reinterpret_cast<uint4 const*>(base + static_cast<size_t>(tc.off[k]) * g.cin))
-                                            : make_uint4(0u, 0u, 0u, 0u);
-                        uint32_t packed[4];
+                            dc[i][k] = tc.wgt[k] != 0.0f
+                                           ? __ldg(reinterpret_cast<uint4 const*>(base + static_cast<size_t>(tc.off[k]) * g.cin))
+                                           : make_uint4(0u, 0u, 0u, 0u);
+                    } else {
 #pragma unroll
-                        for (int e = 0; e < 4; ++e) {  // channels 2e, 2e + 1
-                            float lo[4], hi[4];
-#pragma unroll
-                            for (int k = 0; k < 4; ++k) {
-                                uint32_t const wd = e == 0 ? corner[k].x : e == 1 ? corner[k].y : e == 2 ? corner[k].z : corner[k].w;
-                                lo[k] = __half2float(__ushort_as_half(static_cast<unsigned short>(wd & 0xffffu)));
-                                hi[k] = __half2float(__ushort_as_half(static_cast<unsigned short>(wd >> 16)));
-                            }
-                            unsigned const l = __half_as_ushort(__float2half_rn(math::tapValue(tc, lo[0], lo[1], lo[2], lo[3])));
-                            unsigned const h = __half_as_ushort(__float2half_rn(math::tapValue(tc, hi[0], hi[1], hi[2], hi[3])));
-                            packed[e] = l | (h << 16);
-                        }
-                        v = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+                        for (int k = 0; k < 4; ++k) dc[i][k] = make_uint4(0u, 0u, 0u, 0u);
                     }
                 } else if (b >= 0 && cv < g.cin && sTap[ml].wgt[0] != 0.0f) {
                     T const* base = g.direct ? src + static_cast<size_t>(sRow[ml]) * g.cin
@@ -335,8 +336,43 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
                 rb[i] = in ? cuda::ld(weight, e) : 0.0f;
         }
     };
-    auto storeStep = [&] {
+    // va for step s: the blend of loadStep's corner vectors (deformable taps), channel by channel as
+    // the scalar path does; zeros for rows past the count and channels past cin, as at the load
+    auto blendStep = [&](int32_t s) {
+        int32_t const tap = s / kChunks, k0 = (s - tap * kChunks) * kBK;
+        math::TapCorners const* const sTap = tapBuf(tap);
+#pragma unroll
+        for (int i = 0; i < kVecPerThread; ++i) {
+            int const ml = vM0 + i * kVecRowsA;
+            int32_t const b = sImg[ml], cv = k0 + kVec * vC;
+            uint4 v = make_uint4(0u, 0u, 0u, 0u);
+            if (b >= 0 && cv < g.cin) {
+                math::TapCorners const& tc = sTap[ml];
+                uint4 const (&corner)[4] = dc[i];
+                uint32_t packed[4];
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {  // channels 2e, 2e + 1
+                    float lo[4], hi[4];
+#pragma unroll
+                    for (int k = 0; k < 4; ++k) {
+                        uint32_t const wd = e == 0 ? corner[k].x : e == 1 ? corner[k].y : e == 2 ? corner[k].z : corner[k].w;
+                        lo[k] = __half2float(__ushort_as_half(static_cast<unsigned short>(wd & 0xffffu)));
+                        hi[k] = __half2float(__ushort_as_half(static_cast<unsigned short>(wd >> 16)));
+                    }
+                    unsigned const l = __half_as_ushort(__float2half_rn(math::tapValue(tc, lo[0], lo[1], lo[2], lo[3])));
+                    unsigned const h = __half_as_ushort(__float2half_rn(math::tapValue(tc, hi[0], hi[1], hi[2], hi[3])));
+                    packed[e] = l | (h << 16);
+                }
+                v = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+            }
+            va[i] = v;
+        }
+    };
+    auto storeStep = [&](int32_t s) {
         if constexpr (kTensorCore) {
+            if constexpr (kDeform) {
+                if (vecA) blendStep(s);
+            }
 #pragma unroll
             for (int i = 0; i < kVecPerThread; ++i) {
                 if (vecA) *reinterpret_cast<uint4*>(&sm.a[vM0 + i * kVecRowsA][kVec * vC]) = va[i];
@@ -476,7 +512,7 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
         __syncthreads();
         loadStep(s0);
         __syncthreads();
-        storeStep();
+        storeStep(s0);
         if (s0 + 1 < s1 && (s0 + 1) / kChunks != s0 / kChunks) computeTap((s0 + 1) / kChunks);
         __syncthreads();
         for (int32_t s = s0; s < s1; ++s) {
@@ -485,7 +521,7 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
             computeStep(sm);
             __syncthreads();
             if (more) {
-                storeStep();
+                storeStep(s + 1);
                 int32_t const tapNext = (s + 2) / kChunks;
                 if (s + 2 < s1 && tapNext != (s + 1) / kChunks) computeTap(tapNext);
             }
