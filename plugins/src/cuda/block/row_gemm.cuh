@@ -238,10 +238,11 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
     bool const vecB = kTensorCore && g.alignedB && g.packed && g.ldB % 8 == 0;
     constexpr int kVec = 8, kVecPerThread = kBM * kBK / kVec / kGemmThreads;  // 2 (A), and 2 for B
     uint4 va[kVecPerThread], vb[kVecPerThread];
-    // a deformable tap's 4 corner vectors per row, loaded by loadStep and blended by storeStep
-    // after the MMAs of the step before: blended at the load, each row's 4 loads were waited for
-    // before the next row's were issued and before any MMA (the compiler kept the blend inside
-    // the row's branch): two exposed load latencies per K step, none hidden under the MMAs
+    // a deformable tap's 4 corner vectors per row: loadStep loads them, storeStep blends them
+    // (blendStep) after the MMAs of the step before. (With the blend in loadStep nvcc kept it
+    // inside each row's branch: a row's 4 loads were waited for before the next row's were issued
+    // and before any MMA, two exposed load latencies per K step.) The blend before the barrier
+    // that precedes storeStep, where it would overlap other warps' MMAs, spilled on sm_75/80.
     uint4 dc[kDeform ? kVecPerThread : 1][4];
     int const vC = tid % (kBK / kVec), vM0 = tid / (kBK / kVec);  // A: channels 8 vC.., rows vM0 + 32 i
     int const vN = tid % (kBN / kVec), vK0 = tid / (kBN / kVec);  // B: outputs 8 vN.., rows vK0 + 16 i
