@@ -151,7 +151,7 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
     auto& sYo = S.sYo;
     auto& sXo = S.sXo;
     auto& sRow = S.sRow;
-    // the tap corners of K step s: a deformable tensor-core GEMM alternates two buffers by tap
+    // where the corners of a tap are: a deformable tensor-core GEMM alternates two buffers by parity
     auto tapBuf = [&](int32_t tap) -> math::TapCorners* {
         constexpr int kBuffers = sizeof(S.reg.sTap) / sizeof(S.reg.sTap[0]);
         return S.reg.sTap[kDeform && kBuffers > 1 ? (tap & 1) : 0];
