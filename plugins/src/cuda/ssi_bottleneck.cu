@@ -64,6 +64,10 @@
 namespace ssi {
 namespace {
 
+// This launch call's GEMM path (bottleneckGemmPath(), set by launchSSIBottleneck: the environment
+// is read once per launch, not once per GEMM).
+thread_local BlockGemmPath tGemmPath = BlockGemmPath::kPortable;
+
 // ---------------------------------------------------------------------------------------
 // Launch helpers.
 struct Geometry {
@@ -113,7 +117,7 @@ GemmArgs launchArgs(GemmArgs a, void const* src, void const* wgt) {
     if (a.ldB == 0) a.ldB = a.cout;
     // rowGemmTile takes its cp.async path where its rows are 16-byte vectors, except with
     // SSI_BLOCK_GEMM=regs (the register path, to time the pipeline against)
-    a.pipeline = bottleneckGemmPath() != BlockGemmPath::kPortableRegisters;
+    a.pipeline = tGemmPath != BlockGemmPath::kPortableRegisters;
     return a;
 }
 
@@ -231,7 +235,7 @@ int32_t forcedCount(float density, int32_t numel) {
 // The Hopper GEMM for fp16 rows = act(A W^T + b) (A gathered by `list` or plain rows), when
 // selected and applicable; false: the portable kernel.
 bool useSm90(int32_t n, int32_t k) {
-    return bottleneckGemmPath() == BlockGemmPath::kSm90 && gatherGemmSm90Supported(n, k);
+    return tGemmPath == BlockGemmPath::kSm90 && gatherGemmSm90Supported(n, k);
 }
 #endif
 
@@ -586,6 +590,7 @@ cudaError_t launchSSIBottleneck(BottleneckTensors const& t, DType dtype, Bottlen
     BottleneckLayout const L = bottleneckLayout(p, dtype);
     auto* ws = static_cast<unsigned char*>(workspace);
     tChained = bottleneckPdl();
+    tGemmPath = bottleneckGemmPath();
     return cuda::dispatch(dtype, [&](auto tag) {
         using T = decltype(tag);
         return runBottleneck<T>(t, p, L, ws, stream);

@@ -152,10 +152,7 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
     auto& sXo = S.sXo;
     auto& sRow = S.sRow;
     // where the corners of a tap are: a deformable tensor-core GEMM alternates two buffers by parity
-    auto tapBuf = [&](int32_t tap) -> math::TapCorners* {
-        constexpr int kBuffers = sizeof(S.reg.sTap) / sizeof(S.reg.sTap[0]);
-        return S.reg.sTap[kDeform && kBuffers > 1 ? (tap & 1) : 0];
-    };
+    auto tapBuf = [&](int32_t tap) -> math::TapCorners* { return S.reg.sTap[kDeform && kTensorCore ? (tap & 1) : 0]; };
 
     int32_t const count = g.count ? *g.count : g.maxM;
     int32_t const mBase = static_cast<int32_t>(blk.x) * kBM;
