@@ -859,6 +859,9 @@ BLOCK_CASES = [
     # the paired launches with split K in both halves: the DCN offsets beside conv1 (Cin 1024: 32
     # K steps), the downsample beside conv3; their blocks run concurrently only on a GPU
     (2, True, True, 2, C.MODE_THRESHOLD, 0.5, "mixed", True, "pairsplit"),
+    # the mask taps split 4 ways (Cin 2048: 64 K steps on few row tiles), their sums added by
+    # sampleKernel (no forced density; the case above adds them in tapSumKernel)
+    (1, False, True, 1, C.MODE_THRESHOLD, 0.0, "mixed", True, "tapsplit"),
     # a mask map of more than 512 tiles of 1024 positions (the emulation's limit: 4): the
     # tile offsets by scanKernel, not summed in partitionKernel
     (2, False, True, 3, C.MODE_THRESHOLD, 0.0, "mixed", True, "large"),
@@ -880,6 +883,8 @@ def block_case_shape(g, kind: str, small: bool):
         return cin, p, randint(g, 5, 12 if small else 32), randint(g, 5, 12 if small else 32)
     if kind == "pairsplit":  # conv1 and the downsample: 1024 / 32 = 32 K steps on few row tiles
         return 1024, 16, randint(g, 5, 12 if small else 16), randint(g, 5, 12 if small else 16)
+    if kind == "tapsplit":  # the mask taps: 2048 / 32 = 64 K steps on at most 4 row tiles: 4 splits
+        return 2048, 16, randint(g, 3, 12 if small else 16), randint(g, 3, 12 if small else 16)
     p = randint(g, 2, 12 if small else 48)
     cin = 4 * p if kind == "identity" else randint(g, 3, 48 if small else 160)
     return cin, p, randint(g, 3, hi), randint(g, 3, hi)

@@ -159,12 +159,12 @@ def test_gpu_check_kernel_breakdown_aggregation(kernels):
     gc, _ = kernels
     assert gc.kernel_short_name("void ssi::(anonymous namespace)::rowGemmKernel<__half, float, false, true>"
                                 "(__half const*, ssi::GemmArgs)") == "rowGemmKernel"
-    assert gc.kernel_short_name("prepKernel") == "prepKernel"
-    events = [("void ssi::prepKernel<float>(ssi::PrepArgs<float>)", 2.0),
+    assert gc.kernel_short_name("tapsPrepKernel") == "tapsPrepKernel"
+    events = [("void ssi::tapsPrepKernel<float, false>(float const*, ssi::PrepArgs<float>)", 2.0),
               ("void ssi::rowGemmKernel<float, float, false, false>(float const*)", 10.0),
               ("void ssi::rowGemmKernel<float, float, true, false>(float const*)", 6.0)] * 2
     rows = gc.aggregate_kernels(events, launches=2)
-    assert [r["kernel"] for r in rows] == ["prepKernel", "rowGemmKernel"]
+    assert [r["kernel"] for r in rows] == ["tapsPrepKernel", "rowGemmKernel"]
     assert rows[0]["calls_per_block"] == 1 and rows[1]["calls_per_block"] == 2
     assert rows[0]["us_per_block"] == 2.0 and rows[1]["us_per_block"] == 16.0
     assert abs(sum(r["share"] for r in rows) - 1.0) < 1e-12 and abs(rows[0]["share"] - 2 / 18) < 1e-12
@@ -251,8 +251,8 @@ def test_gpu_check_block_timing_logic_on_the_emulation(kernels, monkeypatch, tmp
     assert g["gain"] == rows[("s2", "non-first", "regs", 0.26)]["fused_ms"] / rows[("s2", "non-first", "portable",
                                                                                       0.26)]["fused_ms"]
     launches = {(b["stage"], b["path"]): b["launches"] for b in res["breakdown"]["blocks"]}
-    expected = {("s1", "portable"): 11, ("s1", "portable-thr"): 9, ("s2", "portable"): 11, ("s2", "portable-thr"): 9}
-    expected.update({(st, pth): n for st in ("s3", "s4") for pth, n in (("portable", 12), ("portable-thr", 10))})
+    expected = {("s1", "portable"): 10, ("s1", "portable-thr"): 8, ("s2", "portable"): 10, ("s2", "portable-thr"): 8}
+    expected.update({(st, pth): n for st in ("s3", "s4") for pth, n in (("portable", 11), ("portable-thr", 9))})
     expected.update({(st, "regs"): expected[(st, "portable")] for st in ("s1", "s2", "s3", "s4")})
     assert launches == expected
     b = res["breakdown"]["blocks"][0]

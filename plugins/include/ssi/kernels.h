@@ -48,7 +48,9 @@ struct BottleneckTensors {
     void *y, *mask1, *mask2;
 };
 // Where each intermediate lies in the workspace (byte offsets; -1: not used by these params).
-// Tests read them back (emulation, gpu_check); the order of the fields is the C ABI's.
+// Tests read them back (emulation, gpu_check); the order of the fields is the C ABI's. tapWeights
+// is always -1: the mask taps GEMM reads the mask weights as they are (it was their packed copy).
+// taps holds [splits][N*H*W][18] float32 when that GEMM's K is split.
 struct BottleneckLayout {
     int64_t xRows, taps, tapWeights, logits1, logits2, kth, tileCounts1, tileCounts2, perm1, perm2, index1, index2, count1,
         count2, rows1, y1, offsets, rows2, rows3, shortcut, splitPartial, splitCounters, packedWeights, out, total;
@@ -64,7 +66,7 @@ BlockGemmPath bottleneckGemmPath();
 bool bottleneckHasSm90Gemm();  // built with the sm_90a kernels
 // Whether the block's kernels are chained by programmatic dependent launch (each waits for the
 // previous one at its start, so the next can be scheduled while one drains: less time between
-// the 9-15 launches of a block). Opt-in (SSI_BLOCK_PDL=1, read at each launch; compute
+// the 8-14 launches of a block). Opt-in (SSI_BLOCK_PDL=1, read at each launch; compute
 // capability 9.0 or later) until a GPU run of scripts/gpu_check.sh has checked it.
 bool bottleneckPdl();
 // One-time setup outside any CUDA-graph capture (kernel attributes of the Hopper path); the

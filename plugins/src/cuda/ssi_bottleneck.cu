@@ -6,9 +6,9 @@
 // block/*.cuh (one translation unit: this file includes them; it holds the launch helpers,
 // runBottleneck, the workspace layout and the API of kernels.h):
 //   toRowsKernel           x NCHW -> x rows [N*H*W, Cin] (only when x is not channels-last)
-//   prepKernel             the mask convs' weights as an 18-row matrix, the 3x3 weights packed
-//                          [tap][cin][cout], the split-K counters zeroed (one launch)
-//   rowGemmKernel          (mask taps) taps[q, 2t + k] = sum_c x[q, c] Wk[c, t]
+//   tapsPrepKernel         the mask taps taps[q, 2t + k] = sum_c x[q, c] Wk[c, t] (a row GEMM on
+//                          the mask weights as they are), and in the same launch the 3x3 weights
+//                          packed [tap][cin][cout] and the split-K counters zeroed for the later GEMMs
 //   tapSumKernel           (forced density) l_k = b_k + sum_t taps[q + d_t, 2t + k] at stride 1
 //                          (m1) and s (m2), rounded to the op's dtype (the torch op's
 //                          `.to(x.dtype)`) (this and the next three: both masks in one launch,
@@ -45,9 +45,9 @@
 #include <type_traits>
 
 #include "block/launch.cuh"       // the launch macro, the block size, dtype rounding
-#include "block/prepare.cuh"      // toRowsKernel, prepKernel
+#include "block/prepare.cuh"      // toRowsKernel, the preparation's jobs
 #include "block/masks.cuh"        // tapSumKernel, kthLargestKernel, sampleKernel, scanKernel, partitionKernel
-#include "block/row_gemm.cuh"     // rowGemmKernel, rowGemmPairKernel, split-K
+#include "block/row_gemm.cuh"     // tapsPrepKernel, rowGemmKernel, rowGemmPairKernel, split-K
 #include "block/interp_rows.cuh"  // interpRowsNhwcKernel, interpRowsKernel
 #include "common.cuh"
 
@@ -97,8 +97,7 @@ size_t packedConv2Offset(BottleneckParams const& p, size_t elementBytes) {
 // The block's row GEMMs (maxM, cout, cin, kk), as runBottleneck launches them on the portable path
 // (the pairs as one launch; a pair launched as two needs no more).
 SplitNeeds splitNeeds(BottleneckParams const& p, Geometry const& G) {
-    SplitNeeds n{};
-    needSplit(n, G.pos1, kTapCols, p.cin, 1);  // mask taps
+    SplitNeeds n{};  // (not the mask taps: their split sums stay in the taps buffer, tapsGemmArgs)
     SplitFootprint const conv1 = splitFootprint(G.pos1, p.planes, p.cin, 1);
     needSplit(n, p.dcn ? splitFootprint(G.pos2, kTapCols, p.cin, 3) : SplitFootprint{}, conv1);  // DCN offsets, conv1
     needSplit(n, G.pos2, p.planes, p.planes, 3);  // conv2
@@ -239,23 +238,43 @@ bool useSm90(int32_t n, int32_t k) {
 }
 #endif
 
+// The mask taps GEMM's arguments: every position, plain rows of x, 18 float32 columns; when its K
+// is split, the splits' raw sums [split][pos1][18] stay in the taps buffer (no counters).
+GemmArgs tapsGemmArgs(BottleneckParams const& p, Geometry const& G, float* taps) {
+    GemmArgs g{};
+    g.maxM = static_cast<int32_t>(G.pos1), g.direct = true;
+    g.n = p.n, g.h = 1, g.w = 1, g.ho = 1, g.wo = 1, g.kk = 1, g.stride = 1, g.pad = 0;
+    g.cin = p.cin, g.cout = kTapCols, g.relu = 0, g.ldOut = kTapCols, g.partial = taps, g.counters = nullptr;
+    return g;
+}
+
+int32_t tapSplits(BottleneckParams const& p, Geometry const& G) {
+    return gemmSplits(G.pos1, kTapCols, gemmSteps(p.cin, 1));
+}
+
+// The mask taps into `taps` and, by the same launch's other blocks, the per-launch preparation
+// (tapsPrepKernel). The mask weights are read as the op takes them (torch's layout).
 template <typename T>
-cudaError_t prepare(BottleneckTensors const& t, BottleneckParams const& p, Geometry const& G, T* taps, T* offsets,
-                    T* conv2, int32_t* counters, cudaStream_t stream) {
+cudaError_t tapsAndPrepare(T const* xr, BottleneckTensors const& t, BottleneckParams const& p, Geometry const& G,
+                           float* taps, T* offsets, T* conv2, int32_t* counters, cudaStream_t stream) {
     auto W = [](void const* v) { return static_cast<T const*>(v); };
     PrepArgs<T> a{};
-    a.mask1W = W(t.mask1W), a.mask2W = W(t.mask2W), a.offsetW = W(t.offsetW), a.conv2W = W(t.conv2W);
-    a.taps = taps, a.offsets = offsets, a.conv2 = conv2, a.counters = counters;
+    a.offsetW = W(t.offsetW), a.conv2W = W(t.conv2W);
+    a.offsets = offsets, a.conv2 = conv2, a.counters = counters;
     a.cin = p.cin, a.planes = p.planes, a.nCounters = static_cast<int32_t>(splitNeeds(p, G).counters);
-    a.tapBlocks = cuda::ceilDiv(static_cast<size_t>(kTapCols) * p.cin, kThreads);
     a.offTilesX = cuda::ceilDiv(static_cast<size_t>(9) * p.cin, 32);
     a.offBlocks = p.dcn ? a.offTilesX * cuda::ceilDiv(kTapCols, 32) : 0;
     a.convTilesX = cuda::ceilDiv(static_cast<size_t>(9) * p.planes, 32);
     a.convBlocks = a.convTilesX * cuda::ceilDiv(p.planes, 32);
-    int64_t const blocks = int64_t{a.tapBlocks} + a.offBlocks + a.convBlocks + cuda::ceilDiv(a.nCounters, kThreads);
+    a.counterBlocks = cuda::ceilDiv(a.nCounters, kGemmThreads);
+    GemmArgs const g = launchArgs(tapsGemmArgs(p, G, taps), xr, t.mask1W);
+    PairGrid pg{cuda::ceilDiv(g.maxM, kBM), cuda::ceilDiv(g.cout, kBN), 0};
+    pg.blocks = pg.gx * pg.gy * static_cast<uint32_t>(g.splits);
+    int64_t const blocks = int64_t{pg.blocks} + a.blocks();
     if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
-    auto* k = &prepKernel<T>;
-    SSI_BLOCK_LAUNCH(k, static_cast<unsigned>(blocks), kThreads, stream, a);
+    auto* k = gemmOnTensorCores<T>(g) ? &tapsPrepKernel<T, std::is_same_v<T, __half>> : &tapsPrepKernel<T, false>;
+    SSI_BLOCK_LAUNCH(k, static_cast<unsigned>(blocks), kGemmThreads, stream, xr, W(t.mask1W), W(t.mask2W), taps, g, pg,
+                     a);
     return cuda::launchStatus();
 }
 
@@ -315,24 +334,16 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
     float* taps = reinterpret_cast<float*>(at(L.taps));
     float* l1 = reinterpret_cast<float*>(at(L.logits1));
     float* l2 = reinterpret_cast<float*>(at(L.logits2));
-    {
-        T* tapW = reinterpret_cast<T*>(at(L.tapWeights));
-        SSI_TRY(prepare<T>(t, p, G, tapW, offsetPacked, conv2Packed, counters, stream));
-        GemmArgs tg{};  // every position, plain rows of x
-        tg.maxM = pos1, tg.direct = true;
-        tg.n = p.n, tg.h = 1, tg.w = 1, tg.ho = 1, tg.wo = 1, tg.kk = 1, tg.stride = 1, tg.pad = 0;
-        tg.cin = p.cin, tg.cout = kTapCols, tg.relu = 0, tg.ldOut = kTapCols, tg.partial = partial, tg.counters = counters;
-        SSI_TRY(rowGemm<T, float>(xr, static_cast<T const*>(tapW), nullptr, taps, tg, stream));
-    }
+    SSI_TRY(tapsAndPrepare<T>(xr, t, p, G, taps, offsetPacked, conv2Packed, counters, stream));
+    TapSums const tapSums{taps, tapSplits(p, G), G.pos1 * kTapCols};
     // forced density: the logits first (the k-th largest needs all of them); else sampleKernel
     // sums the taps itself
     bool const forced = p.density > 0.0f;
     float* kth = reinterpret_cast<float*>(at(L.kth));
     if (forced) {
         Pair<TapSumJob<T>> const sums{{{W(t.mask1B), l1, 0, 1}, {W(t.mask2B), l2, 1, p.stride}}};
-        auto* s = &tapSumKernel<T>;
-        SSI_BLOCK_LAUNCH(s, dim3(cuda::ceilDiv(pos1, kThreads), 2), kThreads, stream, static_cast<float const*>(taps),
-                         sums, p.n, p.h, p.w);
+        auto* s = tapSums.splits > 1 ? &tapSumKernel<T, true> : &tapSumKernel<T, false>;
+        SSI_BLOCK_LAUNCH(s, dim3(cuda::ceilDiv(pos1, kThreads), 2), kThreads, stream, tapSums, sums, p.n, p.h, p.w);
         SSI_TRY(cuda::launchStatus());
         Pair<KthJob> const jobs{{{l1, hw, forcedCount(p.density, hw), kth},
                                  {l2, G.ho * G.wo, forcedCount(p.density, G.ho * G.wo), kth + p.n}}};
@@ -353,9 +364,9 @@ cudaError_t runBottleneck(BottleneckTensors const& t, BottleneckParams const& p,
         Pair<SampleJob<T>> const samples{
             {{l1, k1, W(t.mask1B), m1, tc1, p.h, p.w, G.tiles1, 0, 1, math::layerKey(p.seed, p.layer1)},
              {l2, k2, W(t.mask2B), m2, tc2, G.ho, G.wo, G.tiles2, 1, p.stride, math::layerKey(p.seed, p.layer2)}}};
-        auto* s = &sampleKernel<T>;
-        SSI_BLOCK_LAUNCH(s, dim3(G.tiles1, 2), kThreads, stream, forced ? nullptr : static_cast<float const*>(taps),
-                         samples, p.n, p.h, p.w, p.mode, p.gridInterval);
+        auto* s = !forced && tapSums.splits > 1 ? &sampleKernel<T, true> : &sampleKernel<T, false>;
+        SSI_BLOCK_LAUNCH(s, dim3(G.tiles1, 2), kThreads, stream, forced ? TapSums{} : tapSums, samples, p.n, p.h, p.w,
+                         p.mode, p.gridInterval);
         SSI_TRY(cuda::launchStatus());
         bool const scanned = G.tiles1 > kFusedScanTiles;  // tiles1 >= tiles2
         if (scanned) {
@@ -543,8 +554,9 @@ BottleneckLayout bottleneckLayout(BottleneckParams const& p, DType dtype) {
         off += align256(bytes);
     };
     if (!p.channelsLast) take(L.xRows, G.pos1 * p.cin * e);
-    take(L.taps, G.pos1 * kTapCols * sizeof(float));
-    take(L.tapWeights, static_cast<size_t>(kTapCols) * p.cin * e);
+    // the mask taps, or their splits' sums (tapsGemmArgs); the mask weights are read as they are
+    // (tapWeights, once their packed matrix, stays -1)
+    take(L.taps, static_cast<size_t>(tapSplits(p, G)) * G.pos1 * kTapCols * sizeof(float));
     take(L.logits1, G.pos1 * sizeof(float));
     take(L.logits2, G.pos2 * sizeof(float));
     take(L.kth, 2 * static_cast<size_t>(p.n) * sizeof(float));

@@ -30,6 +30,15 @@ struct TapSumJob {
     int32_t k, stride;
 };
 
+// The mask taps as the taps GEMM leaves them (tapsPrepKernel): [q][kTapCols] float32, or, when its
+// K is split, each split's raw sums [split][q][kTapCols], `stride` floats apart, that the taps GEMM
+// leaves for their reader to add (it has no counters: nothing runs before it to zero them).
+struct TapSums {
+    float const* taps;
+    int32_t splits;
+    int64_t stride;  // N * H * W * kTapCols
+};
+
 // The 3x3 window of mask taps of output position (b, yo, xo), a mask at `stride` on an h x w
 // input map. The 9 loads are unconditional (a tap outside the map loads the window's centre,
 // always inside, and is then skipped), so they are all in flight before the first add: with a
@@ -39,17 +48,39 @@ struct TapWindow {
     bool in[9];
 };
 
+__device__ __forceinline__ int64_t tapRow(int t, int32_t yc, int32_t xc, int32_t h, int32_t w, int64_t b, bool& in) {
+    int32_t const y = yc + t / 3 - 1, x = xc + t % 3 - 1;
+    in = y >= 0 && y < h && x >= 0 && x < w;
+    return (b * h + (in ? y : yc)) * w + (in ? x : xc);
+}
+
+// Split 0's taps (or the only ones).
 __device__ __forceinline__ void loadTaps(TapWindow& win, float const* __restrict__ taps, int32_t k, int32_t stride,
                                          int32_t h, int32_t w, int64_t b, int32_t yo, int32_t xo) {
     int32_t const yc = yo * stride, xc = xo * stride;
 #pragma unroll
-    for (int t = 0; t < 9; ++t) {
-        int32_t const y = yc + t / 3 - 1, x = xc + t % 3 - 1;
-        bool const in = y >= 0 && y < h && x >= 0 && x < w;
-        int64_t const q = (b * h + (in ? y : yc)) * w + (in ? x : xc);
-        win.in[t] = in;
-        win.v[t] = __ldg(taps + q * kTapCols + 2 * t + k);
+    for (int t = 0; t < 9; ++t) win.v[t] = __ldg(taps + tapRow(t, yc, xc, h, w, b, win.in[t]) * kTapCols + 2 * t + k);
+}
+
+// With a split taps GEMM (src.splits > 1; stages 3-4, cin >= 1024 on few positions; the kernels'
+// kSplit instantiation, so that the other keeps its registers: 76, against 118): the other
+// splits' sums added to loadTaps' in split order, then + 0 (the GEMM epilogue's bias), as the
+// last split of a tile adds them in the other row GEMMs. Called after every window's loadTaps, so
+// that the common case's loads stay together.
+__device__ __forceinline__ void addSplitTaps(TapWindow& win, TapSums const& src, int32_t k, int32_t stride, int32_t h,
+                                             int32_t w, int64_t b, int32_t yo, int32_t xo) {
+    int32_t const yc = yo * stride, xc = xo * stride;
+    for (int32_t sp = 1; sp < src.splits; ++sp) {
+        float const* const part = src.taps + sp * src.stride;
+        float v[9];
+        bool in;
+#pragma unroll
+        for (int t = 0; t < 9; ++t) v[t] = __ldg(part + tapRow(t, yc, xc, h, w, b, in) * kTapCols + 2 * t + k);
+#pragma unroll
+        for (int t = 0; t < 9; ++t) win.v[t] += v[t];
     }
+#pragma unroll
+    for (int t = 0; t < 9; ++t) win.v[t] = math::convEpilogue(win.v[t], 0.0f, 0);
 }
 
 // acc = bias, + the taps inside the map in tap order, rounded to T.
@@ -61,9 +92,9 @@ __device__ __forceinline__ float sumTaps(TapWindow const& win, float bias) {
     return roundTo<T>(acc);
 }
 
-template <typename T>
+template <typename T, bool kSplit>
 __global__ void __launch_bounds__(kThreads)
-    tapSumKernel(float const* __restrict__ taps, Pair<TapSumJob<T>> jobs, int32_t n, int32_t h, int32_t w) {
+    tapSumKernel(TapSums taps, Pair<TapSumJob<T>> jobs, int32_t n, int32_t h, int32_t w) {
     cuda::chainStart();
     TapSumJob<T> const j = jobs.pick();
     int32_t const stride = j.stride;
@@ -75,7 +106,8 @@ __global__ void __launch_bounds__(kThreads)
     int32_t const yo = static_cast<int32_t>(r % ho);
     int64_t const b = r / ho;
     TapWindow win;
-    loadTaps(win, taps, j.k, stride, h, w, b, yo, xo);
+    loadTaps(win, taps.taps, j.k, stride, h, w, b, yo, xo);
+    if constexpr (kSplit) addSplitTaps(win, taps, j.k, stride, h, w, b, yo, xo);
     j.logits[i] = sumTaps<T>(win, cuda::ld(j.bias, 0));
 }
 
@@ -197,9 +229,9 @@ struct SampleJob {
 
 // (launch bounds for 2 blocks per SM: the 36 loads in flight take 70-76 registers; without them
 // ptxas capped sm_75 at 64 and spilled)
-template <typename T>
+template <typename T, bool kSplit>
 __global__ void __launch_bounds__(kThreads, 2)
-    sampleKernel(float const* __restrict__ taps /*null: logits given*/, Pair<SampleJob<T>> jobs, int32_t n,
+    sampleKernel(TapSums taps /*taps null: logits given*/, Pair<SampleJob<T>> jobs, int32_t n,
                  int32_t hIn, int32_t wIn, int32_t mode, int32_t gridInterval) {
     cuda::chainStart();
     __shared__ int32_t sCount[kThreads];
@@ -216,14 +248,22 @@ __global__ void __launch_bounds__(kThreads, 2)
     int32_t cnt = 0;
     constexpr int kPer = kTileCount / kThreads;
     float lg[kPer];  // the loads first, together (a mask store between two of them kept one in flight)
-    if (taps) {
+    if (taps.taps) {
         TapWindow win[kPer];  // all 4 x 9 loads before the first add
 #pragma unroll
         for (int r = 0; r < kPer; ++r) {
             uint32_t const i = first + r * kThreads, t = i / w;
             if (i < total)
-                loadTaps(win[r], taps, j.k, j.stride, hIn, wIn, t / h, static_cast<int32_t>(t % h),
+                loadTaps(win[r], taps.taps, j.k, j.stride, hIn, wIn, t / h, static_cast<int32_t>(t % h),
                          static_cast<int32_t>(i % w));
+        }
+        if constexpr (kSplit) {
+            for (int r = 0; r < kPer; ++r) {
+                uint32_t const i = first + r * kThreads, t = i / w;
+                if (i < total)
+                    addSplitTaps(win[r], taps, j.k, j.stride, hIn, wIn, t / h, static_cast<int32_t>(t % h),
+                                 static_cast<int32_t>(i % w));
+            }
         }
         float const bias = cuda::ld(j.bias, 0);
 #pragma unroll

@@ -10,6 +10,7 @@
 #endif
 
 #include "launch.cuh"
+#include "prepare.cuh"
 
 namespace ssi {
 namespace {
@@ -140,11 +141,17 @@ template <bool kTensorCore, bool kColB>
 using GemmSharedOf = GemmShared<GemmSmem<kTensorCore, kColB>, kTensorCore ? kGemmStages : 1, kTensorCore ? 2 : 1>;
 
 // Block `blk` of a row GEMM's grid (gx blocks along M): its output tile, or its split of one.
-template <typename T, typename OutT, bool kDeform, bool kTensorCore, bool kColB>
+// kMaskTaps: the mask taps (tapsPrepKernel), B read from the mask convs' weights in torch's layout
+// ([1][cin][3][3] each: column 2t + k is mask k's tap t, weight mask 1's, weight2 mask 2's), so
+// that nothing has to be packed before it; its split sums are left [split][maxM][cout] in `out`
+// for their reader to add in split order (addSplitTaps), so that no counter has to be zeroed before it.
+template <typename T, typename OutT, bool kDeform, bool kTensorCore, bool kColB, bool kMaskTaps = false>
 __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S, T const* __restrict__ src,
                                             T const* __restrict__ weight, T const* __restrict__ bias,
-                                            OutT* __restrict__ out, GemmArgs g, uint3 blk, uint32_t gx) {
+                                            OutT* __restrict__ out, GemmArgs g, uint3 blk, uint32_t gx,
+                                            T const* __restrict__ weight2 = nullptr) {
     static_assert(!kColB || kTensorCore, "column-major B is a tensor-core layout");
+    static_assert(!kMaskTaps || (!kDeform && kColB == kTensorCore), "the mask taps: plain rows, torch-layout B");
     auto& sm = S.reg.sm;  // the register path's tiles
     auto& sC = S.sC;
     auto& sImg = S.sImg;
@@ -245,6 +252,23 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
     int const vN = tid % (kBN / kVec), vK0 = tid / (kBN / kVec);  // B: outputs 8 vN.., rows vK0 + 16 i
     constexpr int kVecRowsA = kGemmThreads / (kBK / kVec), kVecRowsB = kGemmThreads / (kBN / kVec);
     size_t const hw = static_cast<size_t>(g.h) * g.w;
+    // B in torch's layout into rb: weight[co][c][tap]; the mask taps' column co = 2t + k is mask k's
+    // weight[c][t] (both convs [1][cin][3][3]; the GEMM is a 1x1 on x's rows: tap 0)
+    auto loadTorchB = [&](int32_t tap, int32_t k0) {
+        int32_t const cb = k0 + bK;
+#pragma unroll
+        for (int i = 0; i < kPerThread; ++i) {
+            int32_t const co = nBase + bN0 + i * kRowStride;
+            T const* const w = kMaskTaps && (co & 1) ? weight2 : weight;
+            size_t const e = kMaskTaps ? static_cast<size_t>(cb) * 9 + co / 2
+                                       : (static_cast<size_t>(co) * g.cin + cb) * taps + tap;
+            bool const in = cb < g.cin && co < g.cout;
+            if constexpr (kTensorCore)
+                rb[i] = in ? __ldg(reinterpret_cast<__half const*>(w) + e) : __float2half_rn(0.0f);
+            else
+                rb[i] = in ? cuda::ld(w, e) : 0.0f;
+        }
+    };
     auto loadStep = [&](int32_t s) {
         int32_t const tap = s / kChunks, k0 = (s - tap * kChunks) * kBK;
         int32_t const c = k0 + aK;
@@ -322,17 +346,7 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
             }
             return;
         }
-        int32_t const cb = k0 + bK;
-#pragma unroll
-        for (int i = 0; i < kPerThread; ++i) {  // weight[co][c][tap] (torch layout)
-            int32_t const co = nBase + bN0 + i * kRowStride;
-            size_t const e = (static_cast<size_t>(co) * g.cin + cb) * taps + tap;
-            bool const in = cb < g.cin && co < g.cout;
-            if constexpr (kTensorCore)
-                rb[i] = in ? __ldg(reinterpret_cast<__half const*>(weight) + e) : __float2half_rn(0.0f);
-            else
-                rb[i] = in ? cuda::ld(weight, e) : 0.0f;
-        }
+        loadTorchB(tap, k0);
     };
     // va for step s: the blend of loadStep's corner vectors (deformable taps), channel by channel as
     // the scalar path does; zeros for rows past the count and channels past cin, as at the load
@@ -455,7 +469,7 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
                 cuda::copyAsync16OrZero(&st.a[ml][kVec * vC], ok ? from : src, ok);
             }
 #pragma unroll
-            for (int i = 0; i < kVecPerThread; ++i) {
+            for (int i = 0; i < kVecPerThread && !kMaskTaps; ++i) {  // (the mask taps' B: loadTorchB)
                 if constexpr (kColB) {  // torch's [cout][cin] (1x1): 8 input channels of one output
                     constexpr int kPerRow = kBK / kVec, kRows = kGemmThreads / kPerRow;  // 4, 32
                     int const nl = tid / kPerRow + i * kRows, kl = kVec * (tid % kPerRow);
@@ -476,26 +490,47 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
     };
 
     // The cp.async path: A's rows copied as they are (regular or direct taps, vecA) and B as 16-byte
-    // vectors, packed (vecB) or torch's 1x1 [cout][cin] (Cin % 8 == 0 as for vecA).
+    // vectors, packed (vecB) or torch's 1x1 [cout][cin] (Cin % 8 == 0 as for vecA). The mask taps'
+    // B (a tap's weights 9 halves apart) is loaded into registers with the step's copies and stored
+    // into its stage after the MMAs (storeTorchB), as the register path stores it.
     constexpr bool kCanPipeline = kTensorCore && !kDeform && kGemmStages > 1;
-    bool const pipelined = kCanPipeline && g.pipeline && vecA && (g.packed ? vecB : kColB && g.alignedB && g.kk == 1);
+    bool const pipelined = kCanPipeline && g.pipeline && vecA &&
+                           (kMaskTaps || (g.packed ? vecB : kColB && g.alignedB && g.kk == 1));
+    auto storeTorchB = [&](Stage& st) {
+        if constexpr (kMaskTaps && kColB) {
+#pragma unroll
+            for (int i = 0; i < kPerThread; ++i) st.b[bN0 + i * kRowStride][bK] = rb[i];
+        }
+    };
     __syncthreads();
     if constexpr (kCanPipeline) {
         if (pipelined) {
             // steps s + 1 .. s + kGemmStages - 1 in flight while step s multiplies. At step s this
             // thread waits for its own copies of step s, and the barrier for everyone's (and for
             // every warp's MMAs of step s - 1, whose stage is refilled right after it).
+            // (the mask taps' B of a stage is stored after the MMAs of the step before it, which the
+            // barrier at step s has seen done: that stage held step s - 1)
             int rd = 0, wr = kGemmStages - 1;
             for (int j = 0; j < kGemmStages - 1; ++j) {
-                if (s0 + j < s1) copyStep(s0 + j, S.st[j]);
+                if (s0 + j < s1) {
+                    copyStep(s0 + j, S.st[j]);
+                    if constexpr (kMaskTaps) loadTorchB(0, (s0 + j) * kBK), storeTorchB(S.st[j]);
+                }
                 cuda::copyAsyncCommit();
             }
             for (int32_t s = s0; s < s1; ++s) {
                 cuda::copyAsyncWaitGroup<kGemmStages - 2>();
                 __syncthreads();
-                if (s + kGemmStages - 1 < s1) copyStep(s + kGemmStages - 1, S.st[wr]);
+                bool const refill = s + kGemmStages - 1 < s1;
+                if (refill) {
+                    copyStep(s + kGemmStages - 1, S.st[wr]);
+                    if constexpr (kMaskTaps) loadTorchB(0, (s + kGemmStages - 1) * kBK);
+                }
                 cuda::copyAsyncCommit();
                 computeStep(S.st[rd]);
+                if constexpr (kMaskTaps) {
+                    if (refill) storeTorchB(S.st[wr]);
+                }
                 rd = rd + 1 == kGemmStages ? 0 : rd + 1;
                 wr = wr + 1 == kGemmStages ? 0 : wr + 1;
             }
@@ -550,6 +585,7 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
             if (sImg[ml] < 0) continue;
             partial[(static_cast<size_t>(split) * g.maxM + mBase + ml) * g.cout + nBase + nl] = sC[ml][nl];
         }
+        if constexpr (kMaskTaps) return;  // added by their reader (addSplitTaps)
         __threadfence();  // the partial sums visible to the block that adds them
         __syncthreads();
         if (tid == 0) {
@@ -631,6 +667,31 @@ __global__ void __launch_bounds__(kGemmThreads, 3)
         i -= pa.blocks;
         uint3 const blk{i % pb.gx, i / pb.gx % pb.gy, i / (pb.gx * pb.gy)};
         rowGemmTile<T, OutB, false, kTensorCore, kColB>(S.b, srcB, weightB, biasB, outB, gb, blk, pb.gx);
+    }
+}
+
+// The mask taps GEMM (taps[q, 2t + k] = sum_c x[q, c] Wk[c, t], every position, plain rows of x)
+// beside the per-launch preparation (prepJob: the 3x3 weights packed and the split-K counters
+// zeroed for the later GEMMs), in one launch: blocks [0, pg.blocks) are the GEMM's grid, the rest
+// the preparation's. The GEMM needs nothing prepared (kMaskTaps), so a block costs one launch
+// fewer than with a preparation kernel of its own; the same halves in its tiles, the same bits.
+template <typename T, bool kTensorCore>
+__global__ void __launch_bounds__(kGemmThreads, 3)
+    tapsPrepKernel(T const* __restrict__ x, T const* __restrict__ mask1W, T const* __restrict__ mask2W,
+                   float* __restrict__ taps, GemmArgs g, PairGrid pg, PrepArgs<T> prep) {
+    cuda::chainStart();
+    union Shared {
+        GemmSharedOf<kTensorCore, kTensorCore> gemm;
+        T tile[32][33];
+    };
+    __shared__ Shared S;
+    uint32_t const i = blockIdx.x;
+    if (i < pg.blocks) {
+        uint3 const blk{i % pg.gx, i / pg.gx % pg.gy, i / (pg.gx * pg.gy)};
+        rowGemmTile<T, float, false, kTensorCore, kTensorCore, true>(S.gemm, x, mask1W, nullptr, taps, g, blk, pg.gx,
+                                                                    mask2W);
+    } else {
+        prepJob<kGemmThreads>(prep, static_cast<int32_t>(i - pg.blocks), S.tile);
     }
 }
 
