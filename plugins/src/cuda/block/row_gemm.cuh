@@ -407,25 +407,40 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
             }
         }
     };
+    // Tensor cores: this warp's 16-column fragments that hold output channels (< cout). The float-
+    // output GEMMs are the 18-column ones (the mask taps, the DCN offsets: 18 of the tile's 64):
+    // there the warps of columns 32-63 skip their MMAs and B fragments, half of the tile's. The live
+    // columns' sums are the same; the others are never stored. (Every other GEMM keeps one body.)
+    constexpr bool kNarrow = kTensorCore && std::is_same_v<OutT, float>;
+    int const liveFrags = kNarrow ? max(0, min(2, (g.cout - nBase - wn * 32 + 15) / 16)) : 2;
     auto computeStep = [&](auto& sm) {
         if constexpr (kTensorCore) {
             using namespace nvcuda;
+            auto mmas = [&](auto live) {
+                constexpr int kJ = decltype(live)::value;
 #pragma unroll
-            for (int ks = 0; ks < kBK; ks += 16) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa[2];
-                using BLayout = std::conditional_t<kColB, wmma::col_major, wmma::row_major>;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, BLayout> fb[2];
+                for (int ks = 0; ks < kBK; ks += 16) {
+                    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa[2];
+                    using BLayout = std::conditional_t<kColB, wmma::col_major, wmma::row_major>;
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, BLayout> fb[kJ];
 #pragma unroll
-                for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &sm.a[wm * 32 + 16 * i][ks], kBK + 8);
+                    for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &sm.a[wm * 32 + 16 * i][ks], kBK + 8);
 #pragma unroll
-                for (int j = 0; j < 2; ++j) {
-                    if constexpr (kColB) wmma::load_matrix_sync(fb[j], &sm.b[wn * 32 + 16 * j][ks], kBK + 8);
-                    else wmma::load_matrix_sync(fb[j], &sm.b[ks][wn * 32 + 16 * j], kBN + 8);
+                    for (int j = 0; j < kJ; ++j) {
+                        if constexpr (kColB) wmma::load_matrix_sync(fb[j], &sm.b[wn * 32 + 16 * j][ks], kBK + 8);
+                        else wmma::load_matrix_sync(fb[j], &sm.b[ks][wn * 32 + 16 * j], kBN + 8);
+                    }
+#pragma unroll
+                    for (int i = 0; i < 2; ++i)
+#pragma unroll
+                        for (int j = 0; j < kJ; ++j) wmma::mma_sync(frag[i][j], fa[i], fb[j], frag[i][j]);
                 }
-#pragma unroll
-                for (int i = 0; i < 2; ++i)
-#pragma unroll
-                    for (int j = 0; j < 2; ++j) wmma::mma_sync(frag[i][j], fa[i], fb[j], frag[i][j]);
+            };
+            if constexpr (kNarrow) {
+                if (liveFrags == 2) mmas(std::integral_constant<int, 2>{});
+                else if (liveFrags == 1) mmas(std::integral_constant<int, 1>{});
+            } else {
+                mmas(std::integral_constant<int, 2>{});
             }
         } else {
 #pragma unroll 4
