@@ -253,11 +253,19 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
     constexpr int kVecRowsA = kGemmThreads / (kBK / kVec), kVecRowsB = kGemmThreads / (kBN / kVec);
     size_t const hw = static_cast<size_t>(g.h) * g.w;
     // B in torch's layout into rb: weight[co][c][tap]; the mask taps' column co = 2t + k is mask k's
-    // weight[c][t] (both convs [1][cin][3][3]; the GEMM is a 1x1 on x's rows: tap 0)
+    // weight[c][t] (both convs [1][cin][3][3]; the GEMM is a 1x1 on x's rows: tap 0). The mask taps'
+    // 18 columns are this thread's rows bN0 + 4 i for i < kTorchBRows (5): the others are zeros,
+    // known at compile time, so they are neither loaded nor (on the cp.async path) stored.
+    constexpr int kTorchBRows = kMaskTaps ? (kTapCols + kRowStride - 1) / kRowStride : kPerThread;
     auto loadTorchB = [&](int32_t tap, int32_t k0) {
         int32_t const cb = k0 + bK;
 #pragma unroll
         for (int i = 0; i < kPerThread; ++i) {
+            if (i >= kTorchBRows) {
+                if constexpr (kTensorCore) rb[i] = __float2half_rn(0.0f);
+                else rb[i] = 0.0f;
+                continue;
+            }
             int32_t const co = nBase + bN0 + i * kRowStride;
             T const* const w = kMaskTaps && (co & 1) ? weight2 : weight;
             size_t const e = kMaskTaps ? static_cast<size_t>(cb) * 9 + co / 2
@@ -511,10 +519,18 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
     constexpr bool kCanPipeline = kTensorCore && !kDeform && kGemmStages > 1;
     bool const pipelined = kCanPipeline && g.pipeline && vecA &&
                            (kMaskTaps || (g.packed ? vecB : kColB && g.alignedB && g.kk == 1));
+    // (the B tiles' rows from 4 kTorchBRows on are zeroed once, before the steps: zeroB)
     auto storeTorchB = [&](Stage& st) {
         if constexpr (kMaskTaps && kColB) {
 #pragma unroll
-            for (int i = 0; i < kPerThread; ++i) st.b[bN0 + i * kRowStride][bK] = rb[i];
+            for (int i = 0; i < kTorchBRows; ++i) st.b[bN0 + i * kRowStride][bK] = rb[i];
+        }
+    };
+    auto zeroB = [&] {
+        if constexpr (kMaskTaps && kColB) {
+            constexpr int kRow0 = kTorchBRows * kRowStride, kRows = kBN - kRow0;
+            for (int e = tid; e < kGemmStages * kRows * kBK; e += kGemmThreads)
+                S.st[e / (kRows * kBK)].b[kRow0 + e / kBK % kRows][e % kBK] = __float2half_rn(0.0f);
         }
     };
     __syncthreads();
@@ -523,29 +539,40 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
             // steps s + 1 .. s + kGemmStages - 1 in flight while step s multiplies. At step s this
             // thread waits for its own copies of step s, and the barrier for everyone's (and for
             // every warp's MMAs of step s - 1, whose stage is refilled right after it).
-            // (the mask taps' B of a stage is stored after the MMAs of the step before it, which the
-            // barrier at step s has seen done: that stage held step s - 1)
+            // The mask taps' B of step t is loaded with its A copies (iteration t - 2) and stored into
+            // its stage at the top of the next iteration, before its barrier: after the barrier that
+            // saw the stage's previous MMAs done (iteration t - 2), before the one its MMAs follow
+            // (iteration t), so that its load has the MMAs of a step to land.
+            int32_t pendB = -1;  // the step whose B is in rb, not yet in its stage
+            auto flushB = [&] {
+                if constexpr (kMaskTaps) {
+                    if (pendB >= 0) storeTorchB(S.st[(pendB - s0) % kGemmStages]);
+                    pendB = -1;
+                }
+            };
+            auto fetchB = [&](int32_t t) {
+                if constexpr (kMaskTaps) loadTorchB(0, t * kBK), pendB = t;
+            };
             int rd = 0, wr = kGemmStages - 1;
+            zeroB();
             for (int j = 0; j < kGemmStages - 1; ++j) {
                 if (s0 + j < s1) {
                     copyStep(s0 + j, S.st[j]);
-                    if constexpr (kMaskTaps) loadTorchB(0, (s0 + j) * kBK), storeTorchB(S.st[j]);
+                    flushB();
+                    fetchB(s0 + j);
                 }
                 cuda::copyAsyncCommit();
             }
             for (int32_t s = s0; s < s1; ++s) {
+                flushB();
                 cuda::copyAsyncWaitGroup<kGemmStages - 2>();
                 __syncthreads();
-                bool const refill = s + kGemmStages - 1 < s1;
-                if (refill) {
+                if (s + kGemmStages - 1 < s1) {
                     copyStep(s + kGemmStages - 1, S.st[wr]);
-                    if constexpr (kMaskTaps) loadTorchB(0, (s + kGemmStages - 1) * kBK);
+                    fetchB(s + kGemmStages - 1);
                 }
                 cuda::copyAsyncCommit();
                 computeStep(S.st[rd]);
-                if constexpr (kMaskTaps) {
-                    if (refill) storeTorchB(S.st[wr]);
-                }
                 rd = rd + 1 == kGemmStages ? 0 : rd + 1;
                 wr = wr + 1 == kGemmStages ? 0 : wr + 1;
             }
