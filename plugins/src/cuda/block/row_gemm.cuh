@@ -260,12 +260,7 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
     auto loadTorchB = [&](int32_t tap, int32_t k0) {
         int32_t const cb = k0 + bK;
 #pragma unroll
-        for (int i = 0; i < kPerThread; ++i) {
-            if (i >= kTorchBRows) {
-                if constexpr (kTensorCore) rb[i] = __float2half_rn(0.0f);
-                else rb[i] = 0.0f;
-                continue;
-            }
+        for (int i = 0; i < kTorchBRows; ++i) {
             int32_t const co = nBase + bN0 + i * kRowStride;
             T const* const w = kMaskTaps && (co & 1) ? weight2 : weight;
             size_t const e = kMaskTaps ? static_cast<size_t>(cb) * 9 + co / 2
@@ -275,6 +270,11 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
                 rb[i] = in ? __ldg(reinterpret_cast<__half const*>(w) + e) : __float2half_rn(0.0f);
             else
                 rb[i] = in ? cuda::ld(w, e) : 0.0f;
+        }
+#pragma unroll
+        for (int i = kTorchBRows; i < kPerThread; ++i) {  // (none but for the mask taps)
+            if constexpr (kTensorCore) rb[i] = __float2half_rn(0.0f);
+            else rb[i] = 0.0f;
         }
     };
     auto loadStep = [&](int32_t s) {
@@ -543,33 +543,29 @@ __device__ __forceinline__ void rowGemmTile(GemmSharedOf<kTensorCore, kColB>& S,
             // its stage at the top of the next iteration, before its barrier: after the barrier that
             // saw the stage's previous MMAs done (iteration t - 2), before the one its MMAs follow
             // (iteration t), so that its load has the MMAs of a step to land.
-            int32_t pendB = -1;  // the step whose B is in rb, not yet in its stage
-            auto flushB = [&] {
-                if constexpr (kMaskTaps) {
-                    if (pendB >= 0) storeTorchB(S.st[(pendB - s0) % kGemmStages]);
-                    pendB = -1;
-                }
-            };
-            auto fetchB = [&](int32_t t) {
-                if constexpr (kMaskTaps) loadTorchB(0, t * kBK), pendB = t;
-            };
             int rd = 0, wr = kGemmStages - 1;
             zeroB();
             for (int j = 0; j < kGemmStages - 1; ++j) {
                 if (s0 + j < s1) {
                     copyStep(s0 + j, S.st[j]);
-                    flushB();
-                    fetchB(s0 + j);
+                    if constexpr (kMaskTaps) {  // the step before's B stored, this one's loaded
+                        if (j > 0) storeTorchB(S.st[j - 1]);
+                        loadTorchB(0, (s0 + j) * kBK);
+                    }
                 }
                 cuda::copyAsyncCommit();
             }
             for (int32_t s = s0; s < s1; ++s) {
-                flushB();
+                if constexpr (kMaskTaps) {  // the B in rb: the prologue's last step, or s + 1's
+                    int32_t const t = s == s0 ? min(s0 + kGemmStages - 2, s1 - 1) : s + kGemmStages - 2;
+                    if (t < s1) storeTorchB(S.st[(t - s0) % kGemmStages]);
+                }
                 cuda::copyAsyncWaitGroup<kGemmStages - 2>();
                 __syncthreads();
-                if (s + kGemmStages - 1 < s1) {
-                    copyStep(s + kGemmStages - 1, S.st[wr]);
-                    fetchB(s + kGemmStages - 1);
+                bool const refill = s + kGemmStages - 1 < s1;
+                if (refill) copyStep(s + kGemmStages - 1, S.st[wr]);
+                if constexpr (kMaskTaps) {
+                    if (refill) loadTorchB(0, (s + kGemmStages - 1) * kBK);
                 }
                 cuda::copyAsyncCommit();
                 computeStep(S.st[rd]);
