@@ -144,6 +144,13 @@ cudaError_t rowGemm(T const* src, T const* wgt, T const* bias, OutT* out, GemmAr
     return cuda::launchStatus();
 }
 
+// A row GEMM's share of a launch that holds more than it (rowGemmPairKernel, tapsPrepKernel).
+PairGrid pairGrid(GemmArgs const& g) {
+    PairGrid r{cuda::ceilDiv(g.maxM, kBM), cuda::ceilDiv(g.cout, kBN), 0};
+    r.blocks = r.gx * r.gy * static_cast<uint32_t>(g.splits);
+    return r;
+}
+
 // Two independent row GEMMs without deformable taps (A: packed weights when kPackedA, else
 // torch's; B: torch's) as one launch (rowGemmPairKernel) when both run on the same units: tensor
 // cores in fp16 (the SIMT pair of fp16 GEMMs narrower than 16 channels is launched as two), SIMT
@@ -166,12 +173,7 @@ cudaError_t rowGemmPair(T const* srcA, T const* wA, T const* bA, OutA* outA, Gem
         SSI_TRY(rowGemm<T, OutA>(srcA, wA, bA, outA, a, stream));
         return rowGemm<T, OutB>(srcB, wB, bB, outB, b, stream);
     }
-    auto grid = [](GemmArgs const& g) {
-        PairGrid r{cuda::ceilDiv(g.maxM, kBM), cuda::ceilDiv(g.cout, kBN), 0};
-        r.blocks = r.gx * r.gy * static_cast<uint32_t>(g.splits);
-        return r;
-    };
-    PairGrid const ga = grid(a), gb = grid(b);
+    PairGrid const ga = pairGrid(a), gb = pairGrid(b);
     if (int64_t{ga.blocks} + gb.blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
     unsigned const blocks = ga.blocks + gb.blocks;
     if constexpr (kHalf) {  // tensor cores: A's B tile column-major unless packed, B's always
@@ -268,8 +270,7 @@ cudaError_t tapsAndPrepare(T const* xr, BottleneckTensors const& t, BottleneckPa
     a.convBlocks = a.convTilesX * cuda::ceilDiv(p.planes, 32);
     a.counterBlocks = cuda::ceilDiv(a.nCounters, kGemmThreads);
     GemmArgs const g = launchArgs(tapsGemmArgs(p, G, taps), xr, t.mask1W);
-    PairGrid pg{cuda::ceilDiv(g.maxM, kBM), cuda::ceilDiv(g.cout, kBN), 0};
-    pg.blocks = pg.gx * pg.gy * static_cast<uint32_t>(g.splits);
+    PairGrid const pg = pairGrid(g);
     int64_t const blocks = int64_t{pg.blocks} + a.blocks();
     if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
     auto* k = gemmOnTensorCores<T>(g) ? &tapsPrepKernel<T, std::is_same_v<T, __half>> : &tapsPrepKernel<T, false>;
