@@ -130,6 +130,7 @@ class BlockKernels:
             "rows1": view("rows1", p1 * planes, dt), "y1": view("y1", p1 * planes, dt),
             "offsets": view("offsets", p2 * 18, torch.float32), "rows2": view("rows2", p2 * planes, dt),
             "rows3": view("rows3", p2 * cout, dt), "shortcut": view("shortcut", p2 * cout, dt),
+            "kth": view("kth", 2 * n, torch.float32),
         }
 
 
@@ -185,6 +186,10 @@ def stage_checks(run: BlockRun, x: torch.Tensor, inputs, a: BlockAttrs, twins: b
         parts_ok &= int(ws["count" + k][0]) == count
         parts_ok &= bool(torch.equal(ws["perm" + k].long(), perm)) and bool(torch.equal(ws["index" + k], index))
     found["partitions_equal"] = parts_ok
+    if a.density > 0:  # the k-th largest of each image's own logits, exactly (a radix selection on keys)
+        kth = [torch.topk(ws[f"logits{k}"].view(n, -1), C.forced_count(a.density, hw), dim=1).values[:, -1]
+               for k, hw in (("1", h * w), ("2", ho * wo))]
+        found["kth_equal"] = bool(torch.equal(ws["kth"].view(2, n), torch.stack(kth)))
     xc = x.cpu().float()
     wts = BlockWeights.prepare(*[t.cpu() for t in inputs], stride=a.stride, dcn=a.dcn, downsample=a.downsample)
     found["logits1"], found["logits2"] = l1.float(), l2.float()

@@ -1007,10 +1007,12 @@ def check_block(K, g, dtype, small: bool) -> None:
                 exact = K.emulated or mode == C.MODE_THRESHOLD or density > 0
                 info.update(block_mask_findings(found, run, a, dtype, exact))
                 info["partitions_equal"] = found["partitions_equal"]
+                if "kth_equal" in found:  # forced density: the k-th largest logits, exactly
+                    info["kth_equal"] = found["kth_equal"]
                 y, y_ref = found["y"], found["y_ref"]
                 info["nan"] = bool(torch.isnan(y).any())
                 info["rel_err"] = rel_err(y, y_ref)
-                ok = info["masks_ok"] and info["partitions_equal"] and not info["nan"]
+                ok = info["masks_ok"] and info["partitions_equal"] and info.get("kth_equal", True) and not info["nan"]
                 ok = ok and tuple(y.shape) == (n, 4 * p, ho, wo)
                 ok = ok and info["rel_err"] <= (1e-5 if dtype == torch.float32 else 1e-2)
                 if density == 0:  # within the sums' rounding bound, element by element

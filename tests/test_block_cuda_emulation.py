@@ -118,6 +118,7 @@ def test_emulated_block_equals_op(block_kernels, case, dtype):
         found = mod.stage_checks(run, xd, inputs, a)
         assert found["masks_equal"], "masks differ from SampleMask of the kernels' own logits"
         assert found["partitions_equal"], "perm/index/count differ from the stable partition"
+        assert found.get("kth_equal", not density), "the k-th largest logits differ from topk's"
 
         # the logits: the mask convolutions of the op's own (fp16: rounded) inputs
         xq = xd.float()
