@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from fp_bounds import gamma
 from test_block_op import feature_bound, make_block, oracle
 from test_cuda_emulation import kernels  # noqa: F401  (the module fixture that builds the emulation)
+from test_cuda_emulation import thread_order
 from ssi_deploy.ops import contract as C
 
 REPO = Path(__file__).resolve().parents[1]
@@ -272,6 +273,57 @@ def test_emulated_gemm_pipeline_equals_register_path(block_kernels, case, monkey
     for u, v in ((pipe.y, regs.y), (pipe.mask1, regs.mask1), (pipe.mask2, regs.mask2)):
         assert torch.equal(u.view(torch.int16), v.view(torch.int16))
     assert torch.equal(ws_pipe, ws_regs), "the workspaces differ"
+
+
+# One case for each of the block's kernels and paths: SIMT tiles with DCN taps (fp32; fp16 with
+# p < 16), the tensor-core deformable GEMM and a forced density (tap sums, k-th largest), the
+# cp.async pipeline with regular taps and the 32x32 NCHW interpolation, the NHWC interpolation's
+# chunks, split K with its counters, the paired launches, the taps' split sums, a partition of
+# several tiles
+ORDER_CASES = [
+    (16, 4, 1, True, False, 3, 9, 15, C.MODE_STOCHASTIC, 0.0, "mixed", True),
+    (64, 16, 1, True, False, 2, 10, 9, C.MODE_THRESHOLD, 0.5, "mixed", True),
+    (48, 16, 2, False, True, 1, 35, 37, C.MODE_THRESHOLD, 0.26, "mixed", False),
+    (80, 20, 1, False, False, 2, 7, 18, C.MODE_THRESHOLD, 0.0, "mixed", True),
+    (128, 128, 1, True, True, 2, 9, 11, C.MODE_THRESHOLD, 0.5, "mixed", True),
+    (1024, 16, 2, True, True, 2, 8, 5, C.MODE_THRESHOLD, 0.5, "mixed", True),
+    (2048, 16, 1, False, True, 1, 6, 7, C.MODE_THRESHOLD, 0.0, "mixed", True),
+    (8, 4, 2, False, True, 1, 97, 95, C.MODE_THRESHOLD, 0.3, "mixed", True),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("case", ORDER_CASES, ids=[_ids(c) for c in ORDER_CASES])
+def test_emulated_block_is_independent_of_thread_order(block_kernels, case, dtype):
+    # A GPU runs a block's threads in any order between two barriers. The emulation runs them in
+    # ascending order unless told otherwise, so a thread there sees what lower threads wrote before
+    # a barrier that is missing. Descending and shuffled orders make such a read see the old bytes
+    # instead: a kernel that reads shared memory another thread writes in the same barrier interval
+    # changes some bit of the output, the masks or the workspace (rows, sums, counters, taps).
+    mod, BK = block_kernels
+    cin, p, s, dcn, ds, n, h, w, mode, density, kind, channels_last = case
+    gen = torch.Generator().manual_seed(zlib.crc32(_ids(case).encode()))
+    block = make_block(cin, p, s, dcn, ds, gen, (0.3, -0.2), grid=11)
+    block.sampling_mode, block.seed, block.forced_density = mode, 7, density
+    x = torch.randn(n, cin, h, w, generator=gen).to(dtype)
+    bits = torch.int32 if dtype == torch.float32 else torch.int16
+    with torch.no_grad():
+        f = block.fold_bn()
+        a = block.block_attrs(f)
+        inputs = [t.to(dtype) for t in f["inputs"]]
+        L = BK.layout(x.shape, p, 4 * p, a, dtype, channels_last)
+        runs = []
+        for order in (0, 1, 2):
+            ws = torch.full((max(L["total"], 256),), 0xFF, dtype=torch.uint8)
+            with thread_order(BK.lib, order):
+                runs.append((BK.run(x, inputs, a, channels_last=channels_last, workspace=ws), ws))
+    (first, ws0), rest = runs[0], runs[1:]
+    assert not torch.isnan(first.y).any()
+    for order, (run, ws) in zip(("descending", "shuffled"), rest):
+        for name in ("y", "mask1", "mask2"):
+            u, v = getattr(first, name), getattr(run, name)
+            assert torch.equal(u.contiguous().view(bits), v.contiguous().view(bits)), f"{name}: {order}"
+        assert torch.equal(ws0, ws), f"the workspaces differ: {order}"
 
 
 def test_emulated_block_rejects_bad_parameters(block_kernels):

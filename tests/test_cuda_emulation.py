@@ -8,6 +8,7 @@ and cudart_static (not nvcc); it is skipped where the CUDA toolkit is absent.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import importlib.util
@@ -63,6 +64,58 @@ def test_emulated_async_copies_land_at_their_wait(kernels):
     # GEMM stage read before its wait or its barrier sees old bytes here and fails the block tests
     lib = ctypes.CDLL(str(BUILD / "lib" / "libssi_cuda_emu.so"))
     assert lib.ssi_cuda_emu_async_copy_probe() == 0
+
+
+@contextlib.contextmanager
+def thread_order(lib, order: int):
+    """A block's threads run in `order` between barriers (0 ascending, 1 descending, 2 shuffled in
+    each barrier interval: emulation.h) inside the block; the order before is restored after."""
+    before = lib.ssi_cuda_emu_set_thread_order(order)
+    assert before >= 0, f"thread order {order} refused"
+    try:
+        yield
+    finally:
+        lib.ssi_cuda_emu_set_thread_order(before)
+
+
+def test_emulated_thread_orders_and_warp_votes(kernels):
+    # The probe races on purpose: each of 64 threads writes slot t, then reads slot t + 1 before a
+    # barrier. Ascending, each read comes before its slot's write; descending, after it (except
+    # thread 63's read of slot 0); shuffled, some of each. That is what lets the other orders catch
+    # a kernel that reads shared memory another thread writes in the same barrier interval.
+    lib = ctypes.CDLL(str(BUILD / "lib" / "libssi_cuda_emu.so"))
+    seen = {}
+    for order in (0, 1, 2):
+        with thread_order(lib, order):
+            got = (ctypes.c_int32 * 64)()
+            assert lib.ssi_cuda_emu_thread_order_probe(got) == 0
+            seen[order] = list(got)
+    assert seen[0] == [0] * 63 + [1]
+    assert seen[1] == list(range(2, 65)) + [0]
+    fresh = [t for t in range(63) if seen[2][t] == t + 2]
+    stale = [t for t in range(63) if seen[2][t] == 0]
+    assert fresh and stale and len(fresh) + len(stale) == 63, seen[2]
+    with thread_order(lib, 1):
+        assert lib.ssi_cuda_emu_set_thread_order(3) == -1  # refused, the order kept
+        assert lib.ssi_cuda_emu_set_thread_order(1) == 1
+    # a warp vote waits for its own warp only: descending, warp 1 passes its vote and sets the
+    # flag before warp 0 reads it; ascending, warp 0 reads first (ballots right in both)
+    for order, flag in ((0, 0), (1, 1)):
+        with thread_order(lib, order):
+            got = (ctypes.c_int32 * 64)()
+            assert lib.ssi_cuda_emu_warp_vote_probe(got) == 0
+            assert list(got) == [flag] * 32 + [-1] * 32, (order, list(got))
+
+
+def test_emulated_shared_memory_starts_poisoned(kernels):
+    # Each block's shared memory starts as 0xFF bytes (NaN, -1), as a GPU gives a block whatever
+    # was there: a kernel reading a tile it did not fill fails here, instead of finding the zeros
+    # of a static or the last block's values. The poisoned section must hold the kernels' arrays
+    # (shared.ld gathers them: a few hundred KB), and the probe's unwritten words read poisoned.
+    lib = ctypes.CDLL(str(BUILD / "lib" / "libssi_cuda_emu.so"))
+    lib.ssi_cuda_emu_shared_bytes.restype = ctypes.c_int64
+    assert lib.ssi_cuda_emu_shared_bytes() > 100_000
+    assert lib.ssi_cuda_emu_shared_poison_probe() == 0
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -123,12 +176,18 @@ def test_emulated_launch_rejects_bad_parameters(kernels):
         K.sample_mask(torch.zeros(1, 1, 4, 4), torch.empty(1, 1, 4, 4), 9, 11, 0, 0)
 
 
+@pytest.mark.parametrize("order", [0, 1, 2], ids=["ascending", "descending", "shuffled"])
 @pytest.mark.parametrize("deform", [False, True])
-def test_emulated_kernels_equal_cpu_twins_bitwise(kernels, deform):
+def test_emulated_kernels_equal_cpu_twins_bitwise(kernels, deform, order):
     # Same math.h, same summation order, same host compiler (no FMA contraction): the CUDA
-    # kernel sources and the CPU twins must agree to the bit in float32.
+    # kernel sources and the CPU twins must agree to the bit in float32, in every thread order.
     from ssi_deploy.native import cpu_twins as T
-    gc, K = kernels
+    _, K = kernels
+    with thread_order(K.lib, order):
+        _kernels_equal_cpu_twins(K, T, deform)
+
+
+def _kernels_equal_cpu_twins(K, T, deform):
     g = torch.Generator().manual_seed(21 + deform)
     for mode in (0, 1, 2):
         logits = torch.randn(2, 1, 23, 31, generator=g) * 3

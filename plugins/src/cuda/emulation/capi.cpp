@@ -2,6 +2,8 @@
 #include "../capi.cu"
 #include "common.cuh"
 
+#include <cstdlib>
+
 namespace {
 // The emulation's own cp.async contract (tests/test_cuda_emulation.py): a copy lands at its
 // thread's wait for its group, not before, so that a kernel reading a stage too early fails.
@@ -37,3 +39,83 @@ SSI_CUDA_API int32_t ssi_cuda_emu_async_copy_probe() {
 // The 16-byte asynchronous copies issued so far (emulated launches run one at a time): whether a
 // launch took the GEMMs' cp.async pipeline.
 SSI_CUDA_API int64_t ssi_cuda_emu_async_copies() { return ssi::emu::gAsyncCopies; }
+
+// The order of a block's threads between barriers for later launches (emulation.h: 0 ascending,
+// 1 descending, 2 shuffled in each barrier interval); returns the previous one, or -1 (unchanged)
+// for an unknown value.
+SSI_CUDA_API int32_t ssi_cuda_emu_set_thread_order(int32_t order) {
+    if (order < 0 || order > 2) return -1;
+    auto const before = static_cast<int32_t>(ssi::emu::gThreadOrder);
+    ssi::emu::gThreadOrder = static_cast<ssi::emu::ThreadOrder>(order);
+    return before;
+}
+
+namespace {
+// SSI_EMU_THREAD_ORDER=0/1/2 in the environment sets the order when the library loads, so that a
+// whole emulation test run can take another order (the tests also set it through the call above).
+int32_t const kOrderFromEnvironment = [] {
+    char const* v = std::getenv("SSI_EMU_THREAD_ORDER");
+    return v && *v ? ssi_cuda_emu_set_thread_order(std::atoi(v)) : 0;
+}();
+
+// A deliberate race: each thread writes its slot, then reads its neighbour's before any barrier.
+void threadOrderProbe(int32_t* seen) {
+    __shared__ int32_t slot[64];
+    int const t = static_cast<int>(threadIdx.x);
+    if (t == 0)
+        for (int i = 0; i < 64; ++i) slot[i] = 0;
+    __syncthreads();
+    slot[t] = t + 1;
+    seen[t] = slot[(t + 1) % 64];
+}
+
+// Warp 1 votes, then sets a flag that warp 0 reads before its own vote; each thread also keeps its
+// warp's ballot of odd lanes. With votes that wait for their warp only, a descending order lets
+// warp 1 pass its vote and set the flag before warp 0 looks (a block-wide vote would hold it).
+void warpVoteProbe(int32_t* seen) {
+    __shared__ int32_t flag;
+    int const t = static_cast<int>(threadIdx.x);
+    if (t == 0) flag = 0;
+    __syncthreads();
+    int32_t before = -1;
+    if (t < 32) before = flag;
+    unsigned const b = __ballot_sync(0xffffffffu, t & 1);
+    if (t == 32) flag = 1;
+    seen[t] = b == 0xAAAAAAAAu ? before : -2;
+}
+}  // namespace
+
+SSI_CUDA_API int32_t ssi_cuda_emu_warp_vote_probe(int32_t* seen) {
+    ssi::emu::launch(&warpVoteProbe, dim3(1), dim3(64), seen);
+    return ssi::emu::takeLaunchError() != cudaSuccess ? -1 : 0;
+}
+
+// What each of 64 threads saw of its neighbour's slot under the current order (0: not yet
+// written): the tests check that the orders differ as emulation.h says.
+SSI_CUDA_API int32_t ssi_cuda_emu_thread_order_probe(int32_t* seen) {
+    ssi::emu::launch(&threadOrderProbe, dim3(1), dim3(64), seen);
+    return ssi::emu::takeLaunchError() != cudaSuccess ? -1 : 0;
+}
+
+namespace ssi {
+namespace emu_probe {  // inside namespace ssi: its __shared__ static is in the poisoned section
+// Each thread reads its word of a shared array no thread writes, then writes it: with the poison
+// every read is 0xFFFFFFFF, also in the second launch (without it: 0, then the first one's values).
+void sharedPoisonProbe(int32_t* unpoisoned) {
+    __shared__ uint32_t never[64];
+    int const t = static_cast<int>(threadIdx.x);
+    if (never[t] != 0xFFFFFFFFu) atomicAdd(unpoisoned, 1);
+    __syncthreads();
+    never[t] = static_cast<uint32_t>(t);
+}
+}  // namespace emu_probe
+}  // namespace ssi
+
+// The bytes of the __shared__ statics that each block starts with poisoned, and how many words of
+// the probe's unwritten array were not poisoned over two launches of two blocks (0 expected).
+SSI_CUDA_API int64_t ssi_cuda_emu_shared_bytes() { return ssi_emu_shared_end - ssi_emu_shared_begin; }
+SSI_CUDA_API int32_t ssi_cuda_emu_shared_poison_probe() {
+    int32_t unpoisoned = 0;
+    for (int i = 0; i < 2; ++i) ssi::emu::launch(&ssi::emu_probe::sharedPoisonProbe, dim3(2), dim3(64), &unpoisoned);
+    return ssi::emu::takeLaunchError() != cudaSuccess ? -1 : unpoisoned;
+}

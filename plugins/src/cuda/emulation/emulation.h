@@ -5,10 +5,14 @@
 //
 // Each block runs its threads as cooperative fibers (ucontext) on one OS thread: a fiber runs
 // until __syncthreads() (or a warp vote) and the next fiber takes over; when every live fiber
-// waits, all go on. Blocks run one after the other (in a scrambled order: on a GPU any order may
-// happen), so `__shared__` variables become static ones. Warp-collective WMMA operations are
+// waits, all go on. The fibers take their turns in ascending order, or descending, or shuffled
+// anew in each pass (ssi_cuda_emu_set_thread_order, SSI_EMU_THREAD_ORDER), so that a read of
+// shared memory another thread writes in the same barrier interval shows in some order. Blocks
+// run one after the other (in a scrambled order: on a GPU any order may happen), so `__shared__`
+// variables become static ones. Warp-collective WMMA operations are
 // executed by lane 0 of each warp on whole 16x16 matrices (fp16 operands, float32 products and
-// sums). Warp votes must be reached by every thread of the block (true of the kernels here).
+// sums). A warp vote waits for its warp only; the warp then runs ahead of the others to its
+// next barrier or vote. Shared memory starts each block poisoned (below).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -21,6 +25,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <stdexcept>
 #include <tuple>
 #include <type_traits>
@@ -29,6 +34,12 @@
 
 #undef __shared__
 #define __shared__ static
+// The __shared__ statics of namespace ssi, gathered by shared.ld (the CMake target links with it):
+// launch() fills them with 0xFF bytes (NaN in fp32 and fp16, -1 in int32) before each block, so a
+// read of shared memory the block has not written is wrong, not a lucky zero or the previous
+// block's value.
+extern "C" char ssi_emu_shared_begin[];
+extern "C" char ssi_emu_shared_end[];
 #undef __launch_bounds__
 #define __launch_bounds__(...)
 
@@ -56,9 +67,10 @@ struct Scheduler {
     ucontext_t main;
     std::vector<ucontext_t> ctx;
     std::vector<std::unique_ptr<char[]>> stacks;
-    std::vector<int> state;  // 0 runnable, 1 waiting at the barrier, 2 finished
+    std::vector<int> state;  // 0 runnable, 1 waiting at the barrier, 2 finished, 3 at a warp vote
     int current = 0;
-    std::vector<unsigned> votes;
+    std::vector<unsigned> votes;       // each thread's predicate at its warp's vote
+    std::vector<unsigned> voteResult;  // per warp: the ballot of its last completed vote
     std::vector<AsyncCopies> async;
 };
 inline Scheduler* gSched = nullptr;
@@ -130,6 +142,37 @@ void fiberEntry(unsigned lo, unsigned hi) {
     yieldToScheduler(2);
 }
 
+// The order in which a block's fibers run between two barriers (ssi_cuda_emu_set_thread_order).
+// A GPU runs them in any order, or at once, so a kernel whose result depends on it reads shared
+// memory another thread writes in the same barrier interval (a race). With the ascending order
+// alone a thread sees what lower threads wrote before the barrier it has not reached; the other
+// orders make such a read see the old bytes instead (descending), or mix both (a new shuffle
+// in each pass), so a race that changes a value fails the bit comparisons in one of them.
+enum class ThreadOrder : int { kAscending = 0, kDescending = 1, kShuffled = 2 };
+inline ThreadOrder gThreadOrder = ThreadOrder::kAscending;
+
+inline void threadOrder(std::vector<int>& order, uint64_t phase) {
+    int const n = static_cast<int>(order.size());
+    switch (gThreadOrder) {
+        case ThreadOrder::kAscending:
+            for (int t = 0; t < n; ++t) order[t] = t;
+            break;
+        case ThreadOrder::kDescending:
+            for (int t = 0; t < n; ++t) order[t] = n - 1 - t;
+            break;
+        case ThreadOrder::kShuffled: {  // deterministic: seeded by the block and the pass
+            for (int t = 0; t < n; ++t) order[t] = t;
+            uint64_t x = (uint64_t{blockIdx.x} * 0x9e3779b97f4a7c15ull) ^ (uint64_t{blockIdx.y} << 40) ^
+                         (uint64_t{blockIdx.z} << 52) ^ (phase * 0xbf58476d1ce4e5b9ull) ^ 0x94d049bb133111ebull;
+            for (int t = n - 1; t > 0; --t) {  // Fisher-Yates on a xorshift stream
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                std::swap(order[t], order[static_cast<int>(x % static_cast<uint64_t>(t + 1))]);
+            }
+            break;
+        }
+    }
+}
+
 // Run fn() as one block of `threads` fibers.
 template <typename Fn>
 void runBlock(Fn& fn, int threads) {
@@ -150,23 +193,59 @@ void runBlock(Fn& fn, int threads) {
                     static_cast<unsigned>(p >> 32));
     }
     gSched = &s;
+    s.voteResult.assign(static_cast<size_t>(threads + 31) / 32, 0u);
+    auto run = [&](int t) {
+        s.current = t;
+        threadIdx = uint3{static_cast<unsigned>(t % blockDim.x), static_cast<unsigned>(t / blockDim.x % blockDim.y),
+                          static_cast<unsigned>(t / (blockDim.x * blockDim.y))};
+        swapcontext(&s.main, &s.ctx[t]);
+    };
+    // A warp whose live threads have all reached its vote: the ballot, and the threads runnable.
+    auto release = [&](int w) {
+        int const l0 = 32 * w, l1 = std::min(threads, l0 + 32);
+        bool voting = false;
+        for (int t = l0; t < l1; ++t) {
+            if (s.state[t] == 0 || s.state[t] == 1) return false;
+            voting |= s.state[t] == 3;
+        }
+        if (!voting) return false;
+        unsigned r = 0;
+        for (int t = l0; t < l1; ++t)
+            if (s.state[t] == 3) r |= (s.votes[t] ? 1u : 0u) << (t - l0), s.state[t] = 0;
+        s.voteResult[static_cast<size_t>(w)] = r;
+        return true;
+    };
+    std::vector<int> order(threads);
+    std::iota(order.begin(), order.end(), 0);
+    uint64_t phase = 0;
     for (;;) {
         bool any = false;
-        for (int t = 0; t < threads; ++t) {
+        threadOrder(order, phase++);
+        for (int const t : order) {
             if (s.state[t] != 0) continue;
             any = true;
-            s.current = t;
-            threadIdx = uint3{static_cast<unsigned>(t % blockDim.x), static_cast<unsigned>(t / blockDim.x % blockDim.y),
-                              static_cast<unsigned>(t / (blockDim.x * blockDim.y))};
-            swapcontext(&s.main, &s.ctx[t]);
+            run(t);
+            // A released warp runs on at once, ahead of the other warps, to its next barrier (a warp
+            // vote orders only its own warp: a GPU may run one warp far past the others' votes).
+            while (release(t / 32))
+                for (int const u : order)
+                    if (u / 32 == t / 32 && s.state[u] == 0) run(u);
         }
         if (!any) {
-            bool waiting = false;
-            for (int t = 0; t < threads; ++t)
-                if (s.state[t] == 1) {
-                    s.state[t] = 0;
-                    waiting = true;
+            bool waiting = false, voting = false;
+            for (int t = 0; t < threads; ++t) {
+                voting |= s.state[t] == 3;
+                if (s.state[t] == 1) waiting = true;
+            }
+            if (voting) {  // a warp vote some of whose threads wait at the barrier: a GPU hangs or worse
+                if (gLaunchError == cudaSuccess) {
+                    std::fprintf(stderr, "emulated kernel fault: a warp vote not reached by all of its warp's threads\n");
+                    gLaunchError = cudaErrorLaunchFailure;
                 }
+                break;  // the block's fibers are abandoned (their stacks freed with the scheduler)
+            }
+            for (int t = 0; t < threads; ++t)
+                if (s.state[t] == 1) s.state[t] = 0;
             if (!waiting) break;  // all finished
         }
     }
@@ -202,6 +281,7 @@ void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, Args... args) {
         uint64_t const i = (k * stride + start) % blocks;
         blockIdx = uint3{static_cast<unsigned>(i % grid.x), static_cast<unsigned>(i / grid.x % grid.y),
                          static_cast<unsigned>(i / (uint64_t{grid.x} * grid.y))};
+        std::memset(ssi_emu_shared_begin, 0xFF, static_cast<size_t>(ssi_emu_shared_end - ssi_emu_shared_begin));
         runBlock(body, threads);
     }
 }
@@ -215,16 +295,14 @@ inline int linearThread() {
 
 inline void __syncthreads() { ssi::emu::syncthreads(); }
 
+// A warp-wide rendezvous (not the block's barrier): the scheduler releases the warp when all of
+// its live threads have voted, and lets it run ahead of the others.
 inline unsigned __ballot_sync(unsigned, int pred) {
     auto& s = *ssi::emu::gSched;
     int const t = ssi::emu::linearThread();
     s.votes[t] = pred ? 1u : 0u;
-    ssi::emu::syncthreads();
-    unsigned r = 0;
-    int const base = t / 32 * 32;
-    for (int i = 0; i < 32 && base + i < static_cast<int>(s.votes.size()); ++i) r |= s.votes[base + i] << i;
-    ssi::emu::syncthreads();
-    return r;
+    ssi::emu::yieldToScheduler(3);
+    return s.voteResult[static_cast<size_t>(t / 32)];
 }
 
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
