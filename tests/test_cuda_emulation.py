@@ -108,14 +108,15 @@ def test_emulated_thread_orders_and_warp_votes(kernels):
 
 
 def test_emulated_shared_memory_starts_poisoned(kernels):
-    # Each block's shared memory starts as 0xFF bytes (NaN, -1), as a GPU gives a block whatever
-    # was there: a kernel reading a tile it did not fill fails here, instead of finding the zeros
-    # of a static or the last block's values. The poisoned section must hold the kernels' arrays
-    # (shared.ld gathers them: a few hundred KB), and the probe's unwritten words read poisoned.
+    # Each block's shared memory starts poisoned, as a GPU gives a block whatever was there: 0xFF
+    # bytes (NaN, -1, true) and zeros (false) in turns, so that a kernel reading a tile it did not
+    # fill, or a flag nobody published yet, fails in some block instead of finding the last block's
+    # values. The poisoned section must hold the kernels' arrays (shared.ld gathers them, ~1 MB),
+    # and the probe's unwritten words read as both patterns and never as the block before's.
     lib = ctypes.CDLL(str(BUILD / "lib" / "libssi_cuda_emu.so"))
     lib.ssi_cuda_emu_shared_bytes.restype = ctypes.c_int64
     assert lib.ssi_cuda_emu_shared_bytes() > 100_000
-    assert lib.ssi_cuda_emu_shared_poison_probe() == 0
+    assert lib.ssi_cuda_emu_shared_poison_probe() == 3
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

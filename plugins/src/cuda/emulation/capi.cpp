@@ -99,23 +99,25 @@ SSI_CUDA_API int32_t ssi_cuda_emu_thread_order_probe(int32_t* seen) {
 
 namespace ssi {
 namespace emu_probe {  // inside namespace ssi: its __shared__ static is in the poisoned section
-// Each thread reads its word of a shared array no thread writes, then writes it: with the poison
-// every read is 0xFFFFFFFF, also in the second launch (without it: 0, then the first one's values).
-void sharedPoisonProbe(int32_t* unpoisoned) {
+// Each thread reads its word of a shared array no thread writes before, then writes it: with the
+// poison every read is one of the two patterns, never what the block before wrote.
+void sharedPoisonProbe(int32_t* seen) {
     __shared__ uint32_t never[64];
     int const t = static_cast<int>(threadIdx.x);
-    if (never[t] != 0xFFFFFFFFu) atomicAdd(unpoisoned, 1);
+    uint32_t const v = never[t];
+    atomicOr(seen, v == 0xFFFFFFFFu ? 1 : v == 0u ? 2 : 4);
     __syncthreads();
-    never[t] = static_cast<uint32_t>(t);
+    never[t] = 0x5A5A0000u + static_cast<uint32_t>(t);
 }
 }  // namespace emu_probe
 }  // namespace ssi
 
-// The bytes of the __shared__ statics that each block starts with poisoned, and how many words of
-// the probe's unwritten array were not poisoned over two launches of two blocks (0 expected).
+// The bytes of the __shared__ statics that each block starts with poisoned, and what the probe's
+// blocks (2 launches of 3) found in its unwritten array: 1 the 0xFF pattern, 2 zeros, 4 anything
+// else (a previous block's values). 3 expected.
 SSI_CUDA_API int64_t ssi_cuda_emu_shared_bytes() { return ssi_emu_shared_end - ssi_emu_shared_begin; }
 SSI_CUDA_API int32_t ssi_cuda_emu_shared_poison_probe() {
-    int32_t unpoisoned = 0;
-    for (int i = 0; i < 2; ++i) ssi::emu::launch(&ssi::emu_probe::sharedPoisonProbe, dim3(2), dim3(64), &unpoisoned);
-    return ssi::emu::takeLaunchError() != cudaSuccess ? -1 : unpoisoned;
+    int32_t seen = 0;
+    for (int i = 0; i < 2; ++i) ssi::emu::launch(&ssi::emu_probe::sharedPoisonProbe, dim3(3), dim3(64), &seen);
+    return ssi::emu::takeLaunchError() != cudaSuccess ? -1 : seen;
 }

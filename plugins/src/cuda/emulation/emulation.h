@@ -12,7 +12,7 @@
 // variables become static ones. Warp-collective WMMA operations are
 // executed by lane 0 of each warp on whole 16x16 matrices (fp16 operands, float32 products and
 // sums). A warp vote waits for its warp only; the warp then runs ahead of the others to its
-// next barrier or vote. Shared memory starts each block poisoned (below).
+// next barrier or vote. Shared memory starts each block poisoned (below: 0xFF or zeros).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -35,9 +35,11 @@
 #undef __shared__
 #define __shared__ static
 // The __shared__ statics of namespace ssi, gathered by shared.ld (the CMake target links with it):
-// launch() fills them with 0xFF bytes (NaN in fp32 and fp16, -1 in int32) before each block, so a
-// read of shared memory the block has not written is wrong, not a lucky zero or the previous
-// block's value.
+// launch() fills them before each block, so that a read of shared memory the block has not written
+// is never the previous block's value. The blocks take turns: 0xFF bytes (NaN in fp32 and fp16, -1
+// in int32, a true bool) for the first block run and every other one after it, zeros for the rest
+// (a false bool). One pattern alone hides a race on a flag: the stale value of an unpublished
+// `last block` flag was the right one with 0xFF in every block.
 extern "C" char ssi_emu_shared_begin[];
 extern "C" char ssi_emu_shared_end[];
 #undef __launch_bounds__
@@ -281,7 +283,7 @@ void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, Args... args) {
         uint64_t const i = (k * stride + start) % blocks;
         blockIdx = uint3{static_cast<unsigned>(i % grid.x), static_cast<unsigned>(i / grid.x % grid.y),
                          static_cast<unsigned>(i / (uint64_t{grid.x} * grid.y))};
-        std::memset(ssi_emu_shared_begin, 0xFF, static_cast<size_t>(ssi_emu_shared_end - ssi_emu_shared_begin));
+        std::memset(ssi_emu_shared_begin, k % 2 ? 0x00 : 0xFF, static_cast<size_t>(ssi_emu_shared_end - ssi_emu_shared_begin));
         runBlock(body, threads);
     }
 }
@@ -307,6 +309,7 @@ inline unsigned __ballot_sync(unsigned, int pred) {
 
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
 inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
+inline int atomicOr(int* p, int v) { return std::atomic_ref<int>(*p).fetch_or(v); }
 // A GPU faults on a load that is not aligned to its size (16-byte vectors: uint4); x86 does not.
 template <typename T>
 inline T __ldg(T const* p) {
