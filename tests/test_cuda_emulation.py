@@ -68,8 +68,8 @@ def test_emulated_async_copies_land_at_their_wait(kernels):
 
 @contextlib.contextmanager
 def thread_order(lib, order: int):
-    """A block's threads run in `order` between barriers (0 ascending, 1 descending, 2 shuffled in
-    each barrier interval: emulation.h) inside the block; the order before is restored after."""
+    """Inside the `with`, each CUDA block's threads take their turns in `order` (0 ascending, 1
+    descending, 2 a new shuffle each pass: emulation.h); the order before is restored after."""
     before = lib.ssi_cuda_emu_set_thread_order(order)
     assert before >= 0, f"thread order {order} refused"
     try:
