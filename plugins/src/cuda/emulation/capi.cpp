@@ -41,7 +41,7 @@ SSI_CUDA_API int32_t ssi_cuda_emu_async_copy_probe() {
 SSI_CUDA_API int64_t ssi_cuda_emu_async_copies() { return ssi::emu::gAsyncCopies; }
 
 // The order of a block's threads between barriers for later launches (emulation.h: 0 ascending,
-// 1 descending, 2 shuffled in each barrier interval); returns the previous one, or -1 (unchanged)
+// 1 descending, 2 shuffled anew each pass); returns the previous one, or -1 (unchanged)
 // for an unknown value.
 SSI_CUDA_API int32_t ssi_cuda_emu_set_thread_order(int32_t order) {
     if (order < 0 || order > 2) return -1;
