@@ -9,10 +9,10 @@
 // anew in each pass (ssi_cuda_emu_set_thread_order, SSI_EMU_THREAD_ORDER), so that a read of
 // shared memory another thread writes in the same barrier interval shows in some order. Blocks
 // run one after the other (in a scrambled order: on a GPU any order may happen), so `__shared__`
-// variables become static ones. Warp-collective WMMA operations are
-// executed by lane 0 of each warp on whole 16x16 matrices (fp16 operands, float32 products and
-// sums). A warp vote waits for its warp only; the warp then runs ahead of the others to its
-// next barrier or vote. Shared memory starts each block poisoned (below: 0xFF or zeros).
+// variables become static ones. Warp-collective WMMA operations are executed by lane 0 of each
+// warp on whole 16x16 matrices (fp16 operands, float32 products and sums). A warp vote waits for
+// its warp only; the warp then runs ahead of the others to its next barrier or vote. Shared
+// memory starts each block poisoned (below: 0xFF or zeros).
 #pragma once
 
 #include <cuda_fp16.h>
