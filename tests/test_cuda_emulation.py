@@ -69,13 +69,16 @@ def test_emulated_async_copies_land_at_their_wait(kernels):
 @contextlib.contextmanager
 def thread_order(lib, order: int):
     """Inside the `with`, each CUDA block's threads take their turns in `order` (0 ascending, 1
-    descending, 2 a new shuffle each pass: emulation.h); the order before is restored after."""
+    descending, 2 a new shuffle each pass: emulation.h) and its shared memory starts poisoned
+    (not only each launch's first block); the settings before are restored after."""
     before = lib.ssi_cuda_emu_set_thread_order(order)
     assert before >= 0, f"thread order {order} refused"
+    poison = lib.ssi_cuda_emu_set_poison_every_block(1)  # a stale flag shows only with fresh poison
     try:
         yield
     finally:
         lib.ssi_cuda_emu_set_thread_order(before)
+        lib.ssi_cuda_emu_set_poison_every_block(poison)
 
 
 def test_emulated_thread_orders_and_warp_votes(kernels):
@@ -116,7 +119,13 @@ def test_emulated_shared_memory_starts_poisoned(kernels):
     lib = ctypes.CDLL(str(BUILD / "lib" / "libssi_cuda_emu.so"))
     lib.ssi_cuda_emu_shared_bytes.restype = ctypes.c_int64
     assert lib.ssi_cuda_emu_shared_bytes() > 100_000
-    assert lib.ssi_cuda_emu_shared_poison_probe() == 3
+    before = lib.ssi_cuda_emu_set_poison_every_block(1)
+    try:
+        assert lib.ssi_cuda_emu_shared_poison_probe() == 3  # both patterns, no leftovers
+        lib.ssi_cuda_emu_set_poison_every_block(0)  # the default: each launch's first block only
+        assert lib.ssi_cuda_emu_shared_poison_probe() & 3 == 3
+    finally:
+        lib.ssi_cuda_emu_set_poison_every_block(before)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

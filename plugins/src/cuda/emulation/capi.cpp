@@ -116,6 +116,13 @@ void sharedPoisonProbe(int32_t* seen) {
 // blocks (2 launches of 3) found in its unwritten array: 1 the 0xFF pattern, 2 zeros, 4 anything
 // else (a previous block's values). 3 expected.
 SSI_CUDA_API int64_t ssi_cuda_emu_shared_bytes() { return ssi_emu_shared_end - ssi_emu_shared_begin; }
+// Shared memory poisoned before every block (1) or only before each launch's first (0, the
+// default); returns the previous setting.
+SSI_CUDA_API int32_t ssi_cuda_emu_set_poison_every_block(int32_t on) {
+    bool const before = ssi::emu::gPoisonEveryBlock;
+    ssi::emu::gPoisonEveryBlock = on != 0;
+    return before ? 1 : 0;
+}
 SSI_CUDA_API int32_t ssi_cuda_emu_shared_poison_probe() {
     int32_t seen = 0;
     for (int i = 0; i < 2; ++i) ssi::emu::launch(&ssi::emu_probe::sharedPoisonProbe, dim3(3), dim3(64), &seen);

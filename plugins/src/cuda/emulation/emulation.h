@@ -35,10 +35,10 @@
 #undef __shared__
 #define __shared__ static
 // The __shared__ statics of namespace ssi, gathered by shared.ld (the CMake target links with it):
-// launch() fills them before each block, so that a read of shared memory the block has not written
-// is never the previous block's value. The blocks take turns: 0xFF bytes (NaN in fp32 and fp16, -1
-// in int32, a true bool) for the first block run and every other one after it, zeros for the rest
-// (a false bool). One pattern alone hides a race on a flag: the stale value of an unpublished
+// launch() fills them before each block (or each launch: gPoisonEveryBlock), so that a read of
+// shared memory the block has not written is never the previous block's value. The blocks take
+// turns: 0xFF bytes (NaN in fp32 and fp16, -1 in int32, a true bool) for the first block run and
+// every other one after it, zeros for the rest (a false bool). One pattern alone hides a race on a flag: the stale value of an unpublished
 // `last block` flag was the right one with 0xFF in every block.
 extern "C" char ssi_emu_shared_begin[];
 extern "C" char ssi_emu_shared_end[];
@@ -268,6 +268,12 @@ inline uint64_t blockStride(uint64_t blocks) {
     }
 }
 
+// The poison before every block (below), or only before a launch's first one, alternating by
+// launch (the default: the ~1 MB fill per block doubled the emulated block tests' time, most of
+// their blocks being the ones past the device-side counts that exit at once). The thread-order
+// tests and the probe turn it on (ssi_cuda_emu_set_poison_every_block).
+inline bool gPoisonEveryBlock = false;
+
 template <typename... KArgs, typename... Args>
 void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, Args... args) {
     std::tuple<KArgs...> a(static_cast<KArgs>(args)...);
@@ -283,7 +289,9 @@ void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, Args... args) {
         uint64_t const i = (k * stride + start) % blocks;
         blockIdx = uint3{static_cast<unsigned>(i % grid.x), static_cast<unsigned>(i / grid.x % grid.y),
                          static_cast<unsigned>(i / (uint64_t{grid.x} * grid.y))};
-        std::memset(ssi_emu_shared_begin, k % 2 ? 0x00 : 0xFF, static_cast<size_t>(ssi_emu_shared_end - ssi_emu_shared_begin));
+        if (gPoisonEveryBlock || k == 0)
+            std::memset(ssi_emu_shared_begin, (gPoisonEveryBlock ? k : static_cast<uint64_t>(launchNo)) % 2 ? 0x00 : 0xFF,
+                        static_cast<size_t>(ssi_emu_shared_end - ssi_emu_shared_begin));
         runBlock(body, threads);
     }
 }
