@@ -114,7 +114,7 @@ void sharedPoisonProbe(int32_t* seen) {
 
 // The bytes of the __shared__ statics that each block starts with poisoned, and what the probe's
 // blocks (2 launches of 3) found in its unwritten array: 1 the 0xFF pattern, 2 zeros, 4 anything
-// else (a previous block's values). 3 expected.
+// else (a previous block's values). 3 with the fill before every block, 7 with the default.
 SSI_CUDA_API int64_t ssi_cuda_emu_shared_bytes() { return ssi_emu_shared_end - ssi_emu_shared_begin; }
 // Shared memory poisoned before every block (1) or only before each launch's first (0, the
 // default); returns the previous setting.

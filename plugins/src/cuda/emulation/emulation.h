@@ -35,11 +35,11 @@
 #undef __shared__
 #define __shared__ static
 // The __shared__ statics of namespace ssi, gathered by shared.ld (the CMake target links with it):
-// launch() fills them before each block (or each launch: gPoisonEveryBlock), so that a read of
-// shared memory the block has not written is never the previous block's value. The blocks take
-// turns: 0xFF bytes (NaN in fp32 and fp16, -1 in int32, a true bool) for the first block run and
-// every other one after it, zeros for the rest (a false bool). One pattern alone hides a race on a flag: the stale value of an unpublished
-// `last block` flag was the right one with 0xFF in every block.
+// launch() fills them before every block (gPoisonEveryBlock), so that a read of shared memory the
+// block has not written is never the previous block's value, or by default before each launch's
+// first block only. The fills take turns: 0xFF bytes (NaN in fp32 and fp16, -1 in int32, a true
+// bool), then zeros (a false bool). One pattern alone hides a race on a flag: the stale value of
+// an unpublished `last block` flag was the right one with 0xFF in every block.
 extern "C" char ssi_emu_shared_begin[];
 extern "C" char ssi_emu_shared_end[];
 #undef __launch_bounds__
