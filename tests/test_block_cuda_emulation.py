@@ -279,17 +279,18 @@ def test_emulated_gemm_pipeline_equals_register_path(block_kernels, case, monkey
 # p < 16), the tensor-core deformable GEMM and a forced density (tap sums, k-th largest), the
 # cp.async pipeline with regular taps and the 32x32 NCHW interpolation, the NHWC interpolation's
 # chunks, split K with its counters, the paired launches, the taps' split sums, a partition of
-# several tiles
-ORDER_CASES = [
-    (16, 4, 1, True, False, 3, 9, 15, C.MODE_STOCHASTIC, 0.0, "mixed", True),
-    (64, 16, 1, True, False, 2, 10, 9, C.MODE_THRESHOLD, 0.5, "mixed", True),
-    (48, 16, 2, False, True, 1, 35, 37, C.MODE_THRESHOLD, 0.26, "mixed", False),
-    (80, 20, 1, False, False, 2, 7, 18, C.MODE_THRESHOLD, 0.0, "mixed", True),
-    (128, 128, 1, True, True, 2, 9, 11, C.MODE_THRESHOLD, 0.5, "mixed", True),
-    (1024, 16, 2, True, True, 2, 8, 5, C.MODE_THRESHOLD, 0.5, "mixed", True),
-    (2048, 16, 1, False, True, 1, 6, 7, C.MODE_THRESHOLD, 0.0, "mixed", True),
-    (8, 4, 2, False, True, 1, 97, 95, C.MODE_THRESHOLD, 0.3, "mixed", True),
-]
+# several tiles (cases of CASES, by their ids)
+ORDER_CASES = [c for c in CASES if _ids(c) in {
+    "c16p4-s1-dcn-n3-9x15-mode1-mixed-nhwc",
+    "c64p16-s1-dcn-n2-10x9-mode0-d0.5-mixed-nhwc",
+    "c48p16-s2-ds-n1-35x37-mode0-d0.26-mixed",
+    "c80p20-s1-n2-7x18-mode0-mixed-nhwc",
+    "c128p128-s1-dcn-ds-n2-9x11-mode0-d0.5-mixed-nhwc",
+    "c1024p16-s2-dcn-ds-n2-8x5-mode0-d0.5-mixed-nhwc",
+    "c2048p16-s1-ds-n1-6x7-mode0-mixed-nhwc",
+    "c8p4-s2-ds-n1-97x95-mode0-d0.3-mixed-nhwc",
+}]
+assert len(ORDER_CASES) == 8, "an ORDER_CASES id no longer names a case of CASES"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
