@@ -161,6 +161,27 @@ def test_emulated_bottleneck(kernels, dtype):
     assert gc.RESULTS["checks"] and not gc.RESULTS["failures"], gc.RESULTS["failures"]
 
 
+def test_emulated_bottleneck_graph_logic(kernels, monkeypatch):
+    # the ops-form bottleneck's CUDA-graph check (a GPU's only) on the emulation, a "graph" being
+    # the captured function run again at each replay: new masks through the same buffers pass; a
+    # replay that runs nothing leaves the NaN poison in the output and fails.
+    import types
+
+    gc, K = kernels
+    gc.RESULTS["checks"].clear()
+    gc.RESULTS["failures"].clear()
+    monkeypatch.setattr(gc, "capture", lambda fn: types.SimpleNamespace(replay=fn))
+    gc.check_bottleneck(K, torch.Generator().manual_seed(14), torch.float32, graphs=True)
+    (row,) = gc.RESULTS["bottleneck"][-1:]
+    assert row["ok"] and row["graph_equals_eager"] and row["graph_new_density1"] > row["density1"], row
+    assert not gc.RESULTS["failures"], gc.RESULTS["failures"]
+    monkeypatch.setattr(gc, "capture", lambda fn: types.SimpleNamespace(replay=lambda: None))
+    gc.check_bottleneck(K, torch.Generator().manual_seed(14), torch.float32, graphs=True)
+    row = gc.RESULTS["bottleneck"][-1]
+    assert not row["ok"] and not row["graph_equals_eager"], row
+    gc.RESULTS["failures"].clear()
+
+
 def test_emulated_sample_mask_largest_draw_is_below_one(kernels):
     # seed 0, layer 3, (n, y, x) = (0, 705, 257): h >> 9 = 2**23 - 1, the largest draw
     # u = 1 - 2**-24 (semantics version 1 rounded it to 1.0: kept in official mode whatever
