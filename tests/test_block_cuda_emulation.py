@@ -16,6 +16,7 @@ three sampling modes, forced density, empty and full masks, x and y NCHW or chan
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import importlib.util
 import sys
 import zlib
@@ -396,6 +397,60 @@ def test_gpu_check_logit_bound_is_the_arithmetics(kernels, block_kernels, dtype)
     wrong["logits1"][0, 0, 0, 0] += float(tap) * 0.5
     assert gc.logits_findings(wrong, x, inputs, 2)["logits_err_over_bound"] > 1.0
 
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("mode", [C.MODE_STOCHASTIC, C.MODE_OFFICIAL])
+def test_gpu_check_mask_findings_on_a_gpu_allow_only_the_band(kernels, block_kernels, mode, dtype):  # noqa: F811
+    # On a GPU, modes 1 and 2 compare the kernels' masks with torch.ops.ssi's (CUDA's expf/logf
+    # against the host's: check_block's exact=False), a branch the emulation (exact, against the
+    # CPU twins) never takes: here on an emulated launch, the masks pass; a decision flipped
+    # outside the rounding band fails them.
+    gc, _ = kernels
+    mod, BK = block_kernels
+    gen = torch.Generator().manual_seed(23 + mode)
+    a = mod.attrs_for(1, True, False, mode, 0.0, C.GRID_PRIOR_INTERVAL, 91)
+    inputs = mod.random_block(gen, 16, 4, 1, True, False, dtype=dtype)
+    x = torch.randn(2, 16, 9, 13, generator=gen).to(dtype)
+    run = BK.run(x, inputs, a)
+    found = mod.stage_checks(run, x, inputs, a, twins=True)
+    info = gc.block_mask_findings(found, run, a, dtype, exact=False)
+    assert info["masks_ok"] and info["mask_flips"] <= 1, info
+    m1 = run.mask1.clone()
+    logits = found["logits1"].to(dtype)
+    _, band = gc.fp_bounds().sample_mask_bound(logits, a.mode, a.grid_interval, a.seed, a.layer1)
+    kept = ((m1 > 0) & ~band).nonzero()
+    assert len(kept), "no kept position outside the band"
+    m1[tuple(kept[0])] = 0
+    wrong = gc.block_mask_findings(found, dataclasses.replace(run, mask1=m1), a, dtype, exact=False)
+    assert not wrong["masks_ok"] and wrong["mask_flips"] >= 1, wrong
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_gpu_check_block_graph_chain_logic_on_the_emulation(kernels, monkeypatch, dtype):  # noqa: F811
+    # gpu_check's chain of fused blocks in a CUDA graph (check_block_graph) runs only on a GPU, and
+    # a GPU is lent rarely and for minutes: its logic runs here on a small chain (a strided first
+    # block with downsample, two identity blocks, DCN, official sampling), a "graph" being its
+    # captured function run again at each replay. Every path passes; a replay that runs nothing
+    # leaves the poison in the outputs and fails every path.
+    import types
+
+    gc, K = kernels
+    monkeypatch.setattr(gc, "RESULTS", {"checks": [], "failures": []})
+    monkeypatch.setattr(gc, "CHAIN_SPECS", [(16, 4, 2, True, True)] + [(16, 4, 1, True, False)] * 2)
+    monkeypatch.setattr(gc, "CHAIN_INPUT", (2, 9, 11))
+    monkeypatch.setattr(gc, "capture", lambda fn: types.SimpleNamespace(replay=fn))
+    gc.check_block_graph(K, torch.Generator().manual_seed(5), dtype)
+    rows = list(gc.block_results()["graph_chain"])
+    assert [r["name"].split()[1] for r in rows] == gc.block_paths(K, dtype)
+    for r in rows:
+        assert r["ok"] and not r["nan"] and r["graph_equals_eager"] and r["graph_equals_eager_new_input"], r
+        assert r["new_input_changes_output"] and len(r["block_rel_errs"]) == 3, r
+    assert all(c["ok"] for c in gc.RESULTS["checks"]) and not gc.RESULTS["failures"]
+    monkeypatch.setattr(gc, "capture", lambda fn: types.SimpleNamespace(replay=lambda: None))
+    gc.check_block_graph(K, torch.Generator().manual_seed(5), torch.float32)
+    idle = gc.block_results()["graph_chain"][len(rows):]
+    assert idle and all(not r["ok"] and not r["graph_equals_eager"] for r in idle), idle
 
 # (cin, planes, stride, dcn, downsample, n, h, w, mode, forced density, channels-last), dtype -> launches
 F32, F16 = torch.float32, torch.float16
