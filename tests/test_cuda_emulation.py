@@ -17,6 +17,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import types
 from pathlib import Path
 
 import pytest
@@ -165,8 +167,6 @@ def test_emulated_bottleneck_graph_logic(kernels, monkeypatch):
     # the ops-form bottleneck's CUDA-graph check (a GPU's only) on the emulation, a "graph" being
     # the captured function run again at each replay: new masks through the same buffers pass; a
     # replay that runs nothing leaves the NaN poison in the output and fails.
-    import types
-
     gc, K = kernels
     gc.RESULTS["checks"].clear()
     gc.RESULTS["failures"].clear()
@@ -268,8 +268,6 @@ def test_gpu_check_block_timing_logic_on_the_emulation(kernels, monkeypatch, tmp
     # GEMMs without their cp.async pipeline) at 0.26 and the pipeline's gains, the backbone sums,
     # the breakdown's launch counts, the table and the plot.
     gc, K = kernels
-    import time
-    import types
     monkeypatch.setattr(gc, "RESULTS", {"checks": [], "bottleneck": [], "timing": [], "failures": []})
     # (s2 wide enough for tensor cores in fp16: its DCN offsets in conv1's launch, its first block's
     # downsample in conv3's; the narrower stages launch them apart)
@@ -352,6 +350,45 @@ def test_gpu_check_block_timing_logic_on_the_emulation(kernels, monkeypatch, tmp
     plot = gc.block_plot(tmp_path / "block_latency.png")
     assert plot == str(tmp_path / "block_latency.png") or plot.startswith("no plot: matplotlib unavailable")
 
+
+class _HostEvent:
+    """torch.cuda.Event's timing interface on the host clock (the emulation has no CUDA)."""
+
+    def __init__(self, enable_timing=False):
+        self.t = None
+
+    def record(self, stream=None):
+        self.t = time.perf_counter()
+
+    def elapsed_time(self, end):
+        return (end.t - self.t) * 1e3
+
+
+def test_gpu_check_ops_timing_logic_on_the_emulation(kernels, monkeypatch):
+    # The ops-form sections of the GPU run (run_timing: dense cuDNN against the three-op chain in
+    # graphs, per density; breakdown: per-op times and GB/s) on the emulation, on one small stage:
+    # a "graph" reruns its function, CUDA events read the host clock, the copy bandwidth is given.
+    gc, K = kernels
+    monkeypatch.setattr(gc, "RESULTS", {"checks": [], "bottleneck": [], "timing": [], "failures": []})
+    monkeypatch.setattr(gc, "STAGES", [("layer2", 32, 8, 12, 14)])
+    monkeypatch.setattr(gc, "DENSITIES", [0.2, 1.0])
+    monkeypatch.setattr(gc, "capture", lambda fn: types.SimpleNamespace(replay=fn))
+    monkeypatch.setattr(gc, "copy_bandwidth", lambda: 3.0)
+    monkeypatch.setattr(torch.cuda, "Event", _HostEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
+    gc.run_timing(K, torch.Generator().manual_seed(3), reps=2, sets=2)
+    rows = gc.RESULTS["timing"]
+    assert [(r["stage"], r["density"]) for r in rows] == [("layer2", 0.2), ("layer2", 1.0)]
+    for r in rows:
+        assert r["dense_ms"] > 0 and r["ssi_ms"] > 0 and r["speedup"] == r["dense_ms"] / r["ssi_ms"], r
+        assert r["ssi_ms_p10"] <= r["ssi_ms"] <= r["ssi_ms_p90"] and r["ssi_bytes_floor_ms"] > 0, r
+    assert rows[1]["density_m2"] == 1.0 and 0 < rows[0]["density_m2"] < 1, rows
+    gc.breakdown(K, torch.Generator().manual_seed(3))
+    (b,) = gc.RESULTS["breakdown_density_0.2"]
+    steps = set(b["GBps"])
+    assert len(steps) == 7 and all(b[k] > 0 and b["GBps"][k] > 0 for k in steps), b
+    assert not gc.RESULTS["failures"], gc.RESULTS["failures"]
 
 def test_gpu_check_runs_timing_in_its_own_process(kernels, tmp_path):
     # gpu_check.sh runs the checks and the timing as two processes (a kernel fault in one cannot
