@@ -7,7 +7,11 @@
 # against the dense bottleneck in cuDNN, the three-op bottleneck's timing).
 # The checks run in one process (log $OUT/checks.log, json $OUT/checks/gpu_check.json), the
 # timing in a second (log $OUT/gpu_check.log, $OUT/gpu_check.json, $OUT/block_latency.png);
-# $OUT defaults to ./out; each process prints its tables last.
+# $OUT defaults to ./out; each process prints its tables last. $OUT holds 7 files whatever the
+# options (a lent GPU machine returns at most 8): build.log (with the kernels' resource usage),
+# sanitizer.log (every compute-sanitizer pass), checks.log, checks/gpu_check.json,
+# gpu_check.log, gpu_check.json, block_latency.png; the sanitized runs' own JSON stays in the
+# build folder.
 # Budget: under 6 minutes on an H100/H200 (the fused-block timing stops at --block-budget
 # seconds, default 100, and lists what it skipped: the backbone densities of every configuration
 # run first, the density sweep after them). The Hopper GEMMs (SSI_BLOCK_GEMM=sm90) are
@@ -17,7 +21,8 @@
 # kernels chained by programmatic dependent launch (SSI_BLOCK_PDL=1); on >= 8.0 "regs", the
 # portable GEMMs without their cp.async pipeline (SSI_BLOCK_GEMM=regs: the same bits, timed at
 # density 0.26 and in the breakdown: what the pipeline gains).
-#   scripts/gpu_check.sh [gpu_check.py options]      SSI_SANITIZE=0 skips the memcheck pass;
+#   scripts/gpu_check.sh [gpu_check.py options]      CUDA_HOME: the toolkit (default /usr/local/cuda);
+#   SSI_SANITIZE=0 skips the memcheck pass;
 #   SSI_RACECHECK=1 adds racecheck and synccheck passes over the fused block's checks (small
 #   shapes, up to 2 x 120 s: shared-memory hazards and barriers, which memcheck and the emulation
 #   cannot see)
@@ -37,7 +42,7 @@ if ! mkdir -p "$OUT" 2>/dev/null || [ ! -w "$OUT" ]; then
 fi
 PY=${PYTHON:-python3}
 BUILD=${SSI_GPU_BUILD_DIR:-build/gpu_check}
-export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
+export PATH=${CUDA_HOME:-/usr/local/cuda}/bin:$PATH PYTHONUNBUFFERED=1
 
 arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
 arch=${arch:-90}
@@ -55,17 +60,20 @@ if ! { cmake -S plugins -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMA
 fi
 echo "built in $(( $(date +%s) - t0 )) s"
 LIB=$BUILD/lib/libssi_cuda.so
-cuobjdump --dump-resource-usage "$LIB" >"$OUT/resource_usage.txt" 2>&1 || true
-grep -E "REG|STACK" "$OUT/resource_usage.txt" | sed 's/^ *//' | cut -c1-160 | head -40
+cuobjdump --dump-resource-usage "$LIB" >"$BUILD/resource_usage.txt" 2>&1 || true
+grep -E "REG|STACK" "$BUILD/resource_usage.txt" | sed 's/^ *//' | cut -c1-160 | head -40
+{ echo "== cuobjdump --dump-resource-usage $LIB"; cat "$BUILD/resource_usage.txt"; } >>"$OUT/build.log"
+: >"$OUT/sanitizer.log"
 
 if [ "${SSI_SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
   echo "== compute-sanitizer memcheck (small shapes, no caching allocator)"
   t0=$(date +%s)
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 3 \
     --print-limit 20 "$PY" scripts/gpu_check.py --lib "$LIB" --checks-only --small --no-graphs --ref-cpu \
-    --out "$OUT/sanitizer" >"$OUT/sanitizer.log" 2>&1
+    --out "$BUILD/memcheck" >"$BUILD/memcheck.log" 2>&1
   rc=$?
-  grep -E "ERROR SUMMARY|Invalid|out of bounds|checks:|FAIL" "$OUT/sanitizer.log" | head -20
+  { echo "== memcheck (exit status $rc)"; cat "$BUILD/memcheck.log"; } >>"$OUT/sanitizer.log"
+  grep -E "ERROR SUMMARY|Invalid|out of bounds|checks:|FAIL" "$BUILD/memcheck.log" | head -20
   echo "memcheck exit status $rc after $(( $(date +%s) - t0 )) s (0 clean, 3 errors found, 124 timed out)"
 fi
 
@@ -75,12 +83,16 @@ if [ "${SSI_RACECHECK:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; the
     t0=$(date +%s)
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 120 compute-sanitizer --tool "$tool" --error-exitcode 3 \
       --print-limit 20 "$PY" scripts/gpu_check.py --lib "$LIB" --checks-only --block-only --small --no-graphs \
-      --ref-cpu --out "$OUT/$tool" >"$OUT/$tool.log" 2>&1
+      --ref-cpu --out "$BUILD/$tool" >"$BUILD/$tool.log" 2>&1
     rc=$?
-    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard|Barrier|checks:|FAIL" "$OUT/$tool.log" | head -20
+    { echo "== $tool (exit status $rc)"; cat "$BUILD/$tool.log"; } >>"$OUT/sanitizer.log"
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard|Barrier|checks:|FAIL" "$BUILD/$tool.log" | head -20
     echo "$tool exit status $rc after $(( $(date +%s) - t0 )) s (0 clean, 3 errors found, 124 timed out)"
   done
 fi
+
+[ -s "$OUT/sanitizer.log" ] ||
+  echo "no compute-sanitizer pass ran (SSI_SANITIZE=0, or compute-sanitizer is not on PATH)" >"$OUT/sanitizer.log"
 
 # The checks and the timing in two processes: a kernel fault (a sticky CUDA error) in one
 # cannot take the other's figures with it. Checks: $OUT/checks/; timing: $OUT/.

@@ -14,6 +14,7 @@ import fcntl
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -389,6 +390,72 @@ def test_gpu_check_ops_timing_logic_on_the_emulation(kernels, monkeypatch):
     steps = set(b["GBps"])
     assert len(steps) == 7 and all(b[k] > 0 and b["GBps"][k] > 0 for k in steps), b
     assert not gc.RESULTS["failures"], gc.RESULTS["failures"]
+
+def test_gpu_check_sh_leaves_seven_files_in_out():
+    # A lent GPU machine returns at most 8 files from $OUT (and folders 2 deep). gpu_check.sh
+    # leaves 7 there whatever the options: 4 logs (the build's with the resource usage, every
+    # sanitizer pass in one), the checks' and the timing's JSON, the plot; the sanitized runs'
+    # own JSON goes to the build folder.
+    code = "\n".join(line for line in (REPO / "scripts" / "gpu_check.sh").read_text().splitlines()
+                     if not line.lstrip().startswith("#"))
+    named = set(re.findall(r'"\$OUT/([^"]*)"', code))
+    assert named == {"build.log", "sanitizer.log", "checks.log", "gpu_check.log", "checks"}, named
+    outs = set(re.findall(r'--out "([^"]*)"', code))
+    assert {o for o in outs if o.startswith("$OUT")} == {"$OUT", "$OUT/checks"}, outs
+    assert all(o.startswith(("$OUT", "$BUILD/")) for o in outs), outs
+    # each --out run writes gpu_check.json; the timing's (into $OUT) also block_latency.png
+    files = (named - {"checks"}) | {"checks/gpu_check.json", "gpu_check.json", "block_latency.png"}
+    assert len(files) == 7
+
+
+FAKE_GPU_TOOLS = {  # stand-ins for what gpu_check.sh calls on a GPU machine (the shell's plumbing only)
+    "nvidia-smi": 'case "$*" in *compute_cap*) echo 9.0 ;; *) echo "name, driver_version"; echo "H100, 580" ;; esac',
+    "cmake": 'for a; do [ "$prev" = -B ] && mkdir -p "$a/lib"; prev=$a; done; echo "cmake $*"',
+    "cuobjdump": 'echo "Function ssi_kernel: REG:64 STACK:0 SHARED:0"',
+    "compute-sanitizer": 'echo "========= ERROR SUMMARY: 0 errors"',
+    "python": """import json, pathlib, sys
+out = pathlib.Path(sys.argv[sys.argv.index("--out") + 1])
+out.mkdir(parents=True, exist_ok=True)
+(out / "gpu_check.json").write_text(json.dumps({"argv": sys.argv[1:]}))
+if "--timing-only" in sys.argv:
+    (out / "block_latency.png").write_bytes(b"png")
+print("checks: 1/1 passed")""",
+}
+
+
+def test_gpu_check_sh_runs_its_steps_on_stand_in_tools(tmp_path):
+    # gpu_check.sh from the build to the timing, with stand-ins for nvidia-smi, cmake, cuobjdump,
+    # compute-sanitizer and python (SSI_RACECHECK=1: all three sanitizer passes): rc 0, both
+    # gpu_check.py processes run with their --out, and $OUT holds exactly its 7 files.
+    bin_dir = tmp_path / "cuda" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name, body in FAKE_GPU_TOOLS.items():
+        tool = bin_dir / name
+        tool.write_text(("#!" + sys.executable + "\n" if name == "python" else "#!/bin/sh\n") + body + "\n")
+        tool.chmod(0o755)
+    out, build = tmp_path / "out", tmp_path / "build"
+    env = dict(os.environ, CUDA_HOME=str(tmp_path / "cuda"), PYTHON=str(bin_dir / "python"), OUT=str(out),
+               SSI_GPU_BUILD_DIR=str(build), SSI_RACECHECK="1")
+    r = subprocess.run(["bash", "scripts/gpu_check.sh", "--small"], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "exit status checks 0, timing 0" in r.stdout and "== build for sm_90" in r.stdout, r.stdout
+    got = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
+    assert got == sorted(["build.log", "sanitizer.log", "checks.log", "checks/gpu_check.json", "gpu_check.log",
+                          "gpu_check.json", "block_latency.png"]), got
+    log = (out / "sanitizer.log").read_text()
+    assert all(f"== {t} (exit status 0)" in log for t in ("memcheck", "racecheck", "synccheck")), log
+    assert "REG:64" in (out / "build.log").read_text()
+    checks = json.loads((out / "checks" / "gpu_check.json").read_text())["argv"]
+    assert "--checks-only" in checks and "--small" in checks
+    assert "--timing-only" in json.loads((out / "gpu_check.json").read_text())["argv"]
+    # no sanitizer pass: the same 7 files, the log says why it is empty
+    out2 = tmp_path / "out2"
+    r = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                       env=dict(env, OUT=str(out2), SSI_SANITIZE="0", SSI_RACECHECK="0"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(str(f.relative_to(out2)) for f in out2.rglob("*") if f.is_file()) == got
+    assert "no compute-sanitizer pass ran" in (out2 / "sanitizer.log").read_text()
 
 def test_gpu_check_runs_timing_in_its_own_process(kernels, tmp_path):
     # gpu_check.sh runs the checks and the timing as two processes (a kernel fault in one cannot
