@@ -19,6 +19,7 @@ import ctypes
 import dataclasses
 import importlib.util
 import sys
+import types
 import zlib
 from pathlib import Path
 
@@ -398,7 +399,6 @@ def test_gpu_check_logit_bound_is_the_arithmetics(kernels, block_kernels, dtype)
     assert gc.logits_findings(wrong, x, inputs, 2)["logits_err_over_bound"] > 1.0
 
 
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("mode", [C.MODE_STOCHASTIC, C.MODE_OFFICIAL])
 def test_gpu_check_mask_findings_on_a_gpu_allow_only_the_band(kernels, block_kernels, mode, dtype):  # noqa: F811
@@ -433,8 +433,6 @@ def test_gpu_check_block_graph_chain_logic_on_the_emulation(kernels, monkeypatch
     # block with downsample, two identity blocks, DCN, official sampling), a "graph" being its
     # captured function run again at each replay. Every path passes; a replay that runs nothing
     # leaves the poison in the outputs and fails every path.
-    import types
-
     gc, K = kernels
     monkeypatch.setattr(gc, "RESULTS", {"checks": [], "failures": []})
     monkeypatch.setattr(gc, "CHAIN_SPECS", [(16, 4, 2, True, True)] + [(16, 4, 1, True, False)] * 2)
@@ -451,6 +449,7 @@ def test_gpu_check_block_graph_chain_logic_on_the_emulation(kernels, monkeypatch
     gc.check_block_graph(K, torch.Generator().manual_seed(5), torch.float32)
     idle = gc.block_results()["graph_chain"][len(rows):]
     assert idle and all(not r["ok"] and not r["graph_equals_eager"] for r in idle), idle
+
 
 # (cin, planes, stride, dcn, downsample, n, h, w, mode, forced density, channels-last), dtype -> launches
 F32, F16 = torch.float32, torch.float16

@@ -169,18 +169,16 @@ def test_emulated_bottleneck_graph_logic(kernels, monkeypatch):
     # the captured function run again at each replay: new masks through the same buffers pass; a
     # replay that runs nothing leaves the NaN poison in the output and fails.
     gc, K = kernels
-    gc.RESULTS["checks"].clear()
-    gc.RESULTS["failures"].clear()
+    monkeypatch.setattr(gc, "RESULTS", {"checks": [], "bottleneck": [], "failures": []})
     monkeypatch.setattr(gc, "capture", lambda fn: types.SimpleNamespace(replay=fn))
     gc.check_bottleneck(K, torch.Generator().manual_seed(14), torch.float32, graphs=True)
-    (row,) = gc.RESULTS["bottleneck"][-1:]
+    (row,) = gc.RESULTS["bottleneck"]
     assert row["ok"] and row["graph_equals_eager"] and row["graph_new_density1"] > row["density1"], row
     assert not gc.RESULTS["failures"], gc.RESULTS["failures"]
     monkeypatch.setattr(gc, "capture", lambda fn: types.SimpleNamespace(replay=lambda: None))
     gc.check_bottleneck(K, torch.Generator().manual_seed(14), torch.float32, graphs=True)
     row = gc.RESULTS["bottleneck"][-1]
-    assert not row["ok"] and not row["graph_equals_eager"], row
-    gc.RESULTS["failures"].clear()
+    assert not row["ok"] and not row["graph_equals_eager"] and gc.RESULTS["failures"], row
 
 
 def test_emulated_sample_mask_largest_draw_is_below_one(kernels):
@@ -391,6 +389,7 @@ def test_gpu_check_ops_timing_logic_on_the_emulation(kernels, monkeypatch):
     assert len(steps) == 7 and all(b[k] > 0 and b["GBps"][k] > 0 for k in steps), b
     assert not gc.RESULTS["failures"], gc.RESULTS["failures"]
 
+
 def test_gpu_check_sh_leaves_seven_files_in_out():
     # A lent GPU machine returns at most 8 files from $OUT (and folders 2 deep). gpu_check.sh
     # leaves 7 there whatever the options: 4 logs (the build's with the resource usage, every
@@ -456,6 +455,7 @@ def test_gpu_check_sh_runs_its_steps_on_stand_in_tools(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert sorted(str(f.relative_to(out2)) for f in out2.rglob("*") if f.is_file()) == got
     assert "no compute-sanitizer pass ran" in (out2 / "sanitizer.log").read_text()
+
 
 def test_gpu_check_runs_timing_in_its_own_process(kernels, tmp_path):
     # gpu_check.sh runs the checks and the timing as two processes (a kernel fault in one cannot
